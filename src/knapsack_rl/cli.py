@@ -1,0 +1,148 @@
+"""The ``knapsack-rl`` command.
+
+Subcommands live with the code they drive; each module named in ``_COMMAND_MODULES`` exposes
+``register(subparsers)`` and keeps its heavy imports (torch, transformers) inside the handlers, so
+``knapsack-rl allocate`` starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from knapsack_rl.core.allocate import BUCKET_NAMES, allocate
+from knapsack_rl.core.tracker import atomic_write_bytes
+from knapsack_rl.statsfile import read_stats
+
+_COMMAND_MODULES = ("knapsack_rl.train.cli", "knapsack_rl.sim.cli")
+
+
+def _add_allocate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "allocate",
+        help="per-prompt rollout budgets from a stats file",
+        description="Read per-prompt stats (JSONL, CSV or parquet: id plus p_hat, or id plus successes "
+        "and count), write budgets (JSON or CSV) and print a summary.",
+    )
+    p.add_argument("stats", type=Path, help="stats file (.jsonl, .csv or .parquet)")
+    p.add_argument("--out", type=Path, default=None, help="write budgets here (.json or .csv)")
+    p.add_argument("--n", type=int, default=8, help="uniform rollouts per prompt (budget = n x prompts)")
+    p.add_argument("--total-budget", type=int, default=None, help="rollouts for the step (default n x prompts)")
+    p.add_argument("--min-n", type=int, default=2, help="lower bound of an effective prompt")
+    p.add_argument("--max-n", type=int, default=128, help="upper bound of an effective prompt")
+    p.add_argument("--negative-n", type=int, default=2, help="rollouts of a prompt estimated at p = 0")
+    p.add_argument("--positive-n", type=int, default=2, help="rollouts of a prompt estimated at p = 1")
+    p.add_argument("--no-fallback", action="store_true", help="disable the alpha-confidence fallback")
+    p.add_argument("--alpha", type=float, default=0.9, help="fallback's target probability of signal")
+    p.add_argument("--objective", choices=["paper", "recipe"], default="paper", help="knapsack scoring")
+    p.add_argument("--value", default="paper", help="registered value function")
+    p.add_argument("--min-count", type=int, default=1, help="rows with count below this have no estimate")
+    p.set_defaults(func=_run_allocate)
+
+
+def _run_allocate(args: argparse.Namespace) -> int:
+    ids, p_hat = read_stats(args.stats, min_count=args.min_count)
+    result = allocate(
+        p_hat,
+        n=args.n,
+        total_budget=args.total_budget,
+        min_n=args.min_n,
+        max_n=args.max_n,
+        negative_n=args.negative_n,
+        positive_n=args.positive_n,
+        fallback=not args.no_fallback,
+        alpha=args.alpha,
+        objective=args.objective,
+        value=args.value,
+    )
+    if args.out is not None:
+        _write_budgets(args.out, ids, p_hat, result.budgets, result.buckets)
+    print(_summary(result, args.n))
+    if args.out is not None:
+        print(f"wrote {len(ids)} budgets to {args.out}")
+    return 0
+
+
+def _write_budgets(path: Path, ids: list[object], p_hat: np.ndarray, budgets: np.ndarray, buckets: np.ndarray) -> None:
+    rows = [
+        {"id": pid, "p_hat": None if np.isnan(p) else float(p), "budget": int(b), "bucket": BUCKET_NAMES[int(k)]}
+        for pid, p, b, k in zip(ids, p_hat, budgets, buckets, strict=True)
+    ]
+    if path.suffix == ".json":
+        data = json.dumps(rows, indent=1).encode()
+    elif path.suffix == ".csv":
+        lines = ["id,p_hat,budget,bucket"] + [
+            f"{r['id']},{'' if r['p_hat'] is None else r['p_hat']},{r['budget']},{r['bucket']}" for r in rows
+        ]
+        data = ("\n".join(lines) + "\n").encode()
+    else:
+        raise ValueError(f"--out must end in .json or .csv; got {path}")
+    atomic_write_bytes(path, data)
+
+
+def _summary(result: object, n: int) -> str:
+    from knapsack_rl.core.allocate import Allocation
+
+    assert isinstance(result, Allocation)
+    b = result.budgets
+    counts = result.bucket_counts()
+    fallback = "did not fire"
+    if result.fallback_fired:
+        fallback = f"fired, moved {result.fallback_surplus:g} to the zero pool"
+    lines = [
+        f"prompts {b.size}  total {int(b.sum())} (budget {result.total_budget:g})  "
+        f"min {b.min()}  mean {b.mean():.2f}  max {b.max()}  above n={n}: {(b > n).sum()}",
+        "buckets  " + "  ".join(f"{k} {v}" for k, v in counts.items()),
+        f"fallback {fallback}  overflow {result.overflow:g}  objective {result.objective:.6g}  "
+        f"solve {result.solve_time_s * 1e3:.2f} ms",
+        "budget histogram:",
+    ]
+    edges = [0, 1, 2, 3, 5, 9, 17, 33, 65, 129, max(int(b.max()) + 1, 130)]
+    hist, _ = np.histogram(b, bins=edges)
+    width = max(hist.max(), 1)
+    for lo, hi, c in zip(edges[:-1], edges[1:], hist, strict=True):
+        if c:
+            label = f"{lo}" if hi - lo == 1 else f"{lo}-{hi - 1}"
+            lines.append(f"  {label:>9} | {'#' * max(1, round(40 * c / width)) if c else ''} {c}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every registered subcommand."""
+    parser = argparse.ArgumentParser(prog="knapsack-rl", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_allocate(sub)
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not name.startswith(exc.name):
+                raise
+            continue  # that part of the package is not present in this build
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``knapsack-rl``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""The method itself, in NumPy only: value functions, solvers, the per-step allocator, the tracker."""
+
+from knapsack_rl.core.allocate import (
+    BUCKET_NAMES,
+    EFFECTIVE,
+    NEGATIVE,
+    POSITIVE,
+    UNESTIMATED,
+    Allocation,
+    allocate,
+)
+from knapsack_rl.core.solve import Solution, solve_dp, solve_greedy
+from knapsack_rl.core.tracker import (
+    Tracker,
+    TrackerConfig,
+    atomic_write_bytes,
+    estimator_names,
+    register_estimator,
+    to_success,
+)
+from knapsack_rl.core.value import get_value, register_value, value_names
+
+__all__ = [
+    "BUCKET_NAMES",
+    "EFFECTIVE",
+    "NEGATIVE",
+    "POSITIVE",
+    "UNESTIMATED",
+    "Allocation",
+    "Solution",
+    "Tracker",
+    "TrackerConfig",
+    "allocate",
+    "atomic_write_bytes",
+    "estimator_names",
+    "get_value",
+    "register_estimator",
+    "register_value",
+    "solve_dp",
+    "solve_greedy",
+    "to_success",
+    "value_names",
+]

@@ -1,0 +1,318 @@
+"""The per-step allocation procedure of Knapsack RL (SPEC section 4), exact and fast.
+
+``allocate(p_hat)`` turns per-prompt success-rate estimates into per-prompt rollout counts that sum
+to the step's budget. Each prompt falls in one bucket:
+
+====================  =================================  ==============================
+bucket                condition                          starting count
+====================  =================================  ==============================
+``UNESTIMATED``       ``p_hat`` is NaN                   ``n``
+``EFFECTIVE``         ``0 < p_hat < 1``                  ``min_n``; joins the knapsack
+``NEGATIVE``          ``p_hat == 0``                     ``negative_n``
+``POSITIVE``          ``p_hat == 1``                     ``positive_n``
+====================  =================================  ==============================
+
+The remaining budget ``R = B - sum(starting counts)`` is then placed:
+
+1. No effective prompt: R is split evenly over the zero pool (remainder one each to the first);
+   with an empty zero pool, the whole budget B is split evenly over all prompts (``n`` each when
+   ``B = n M``).
+2. Fallback (``fallback=True``): ``C = sum_eff int(min(max_n, log(1 - alpha) / log(max(p, 1 - p))))``.
+   If ``C < R`` the surplus ``R - C`` is split evenly over the zero pool (or over all non-effective
+   prompts when the zero pool is empty) and only C goes into the knapsack. With no non-effective
+   prompt at all the fallback cannot fire.
+3. The knapsack places its share over the effective prompts, between ``min_n`` and ``max_n``,
+   maximising ``sum V(N_i, p_i)`` exactly (:func:`knapsack_rl.core.solve.solve_greedy`).
+4. Overflow (every effective prompt at ``max_n``): the recipe spreads the rest evenly over the
+   effective prompts, exceeding ``max_n``. The default (``overflow="pool"``) gives it to the zero
+   pool instead (or to all non-effective prompts), so ``max_n`` is never exceeded by an effective
+   prompt; ``overflow="recipe"`` reproduces the recipe.
+
+The *zero pool* is the set of ``p_hat == 0`` prompts; with ``unestimated_in_zero_pool`` (the
+recipe's quirk: it stores rate 0 for prompts without an estimate) it also holds the unestimated
+prompts. ``objective="recipe"`` turns that quirk on by default and scores an effective prompt that
+gets no extra rollout as 0 (not ``V(min_n, p)``), exactly as the recipe's programme does; with the
+recipe's defaults it reproduces the recipe's budgets, objective and total.
+
+With unit costs the total is exactly B. With per-prompt ``costs`` (e.g. expected tokens per rollout)
+B is in cost units (default ``n * sum(costs)``), counts are placed while they fit, the total cost is
+at most B and ``Allocation.unspent`` says what was left.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from knapsack_rl.core.solve import solve_greedy
+from knapsack_rl.core.validate import check_choice, check_int, check_prob_array, check_real
+from knapsack_rl.core.value import get_value, rollouts_for_confidence
+
+logger = logging.getLogger(__name__)
+
+UNESTIMATED, EFFECTIVE, NEGATIVE, POSITIVE = 0, 1, 2, 3
+BUCKET_NAMES = ("unestimated", "effective", "negative", "positive")
+
+Objective = Literal["paper", "recipe"]
+Overflow = Literal["pool", "recipe"]
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Result of :func:`allocate`.
+
+    Attributes:
+        budgets: int64 (M,), rollouts per prompt.
+        buckets: int8 (M,), bucket code per prompt (``UNESTIMATED``, ``EFFECTIVE``, ``NEGATIVE``,
+            ``POSITIVE``).
+        objective: knapsack objective over the effective prompts (``sum V(N_i, p_i)`` for
+            ``objective="paper"``; the recipe's scoring for ``"recipe"``).
+        total_budget: the budget B (rollouts, or cost units with costs).
+        knapsack_budget: units given to the knapsack (R, or C when the fallback fired).
+        fallback_fired: whether the fallback sent a surplus to the zero pool.
+        fallback_surplus: units the fallback moved out of the knapsack.
+        overflow: units the knapsack could not place (all effective prompts at ``max_n``).
+        unspent: budget left unplaced (non-zero only with costs).
+        optimal: whether the knapsack solution is proven optimal.
+        gap_bound: bound on the knapsack's distance to optimal (0 when optimal).
+        solve_time_s: wall time of the whole call.
+    """
+
+    budgets: NDArray[np.int64]
+    buckets: NDArray[np.int8]
+    objective: float
+    total_budget: float
+    knapsack_budget: float
+    fallback_fired: bool
+    fallback_surplus: float
+    overflow: float
+    unspent: float
+    optimal: bool
+    gap_bound: float
+    solve_time_s: float
+    settings: dict[str, object] = field(default_factory=dict)
+
+    def bucket_counts(self) -> dict[str, int]:
+        """Number of prompts per bucket, keyed by bucket name."""
+        counts = np.bincount(self.buckets, minlength=4)
+        return {name: int(c) for name, c in zip(BUCKET_NAMES, counts, strict=True)}
+
+    def metrics(self, n: int | None = None) -> dict[str, float]:
+        """Allocation metrics (``alloc/...``); ``n`` defaults to the uniform count used."""
+        uniform = int(n if n is not None else self.settings.get("n", 8))  # type: ignore[call-overload]
+        m = self.budgets.size
+        counts = self.bucket_counts()
+        out: dict[str, float] = {
+            "alloc/budget_max": float(self.budgets.max()),
+            "alloc/budget_min": float(self.budgets.min()),
+            "alloc/budget_mean": float(self.budgets.mean()),
+            "alloc/budget_total": float(self.budgets.sum()),
+            "alloc/num_above_n": float((self.budgets > uniform).sum()),
+            "alloc/fallback_fired": float(self.fallback_fired),
+            "alloc/overflow": float(self.overflow),
+            "alloc/objective": self.objective,
+            "timing_s/allocate": self.solve_time_s,
+        }
+        for name, c in counts.items():
+            out[f"alloc/{name}_ratio"] = c / m
+        return out
+
+
+def allocate(
+    p_hat: ArrayLike,
+    *,
+    n: int = 8,
+    total_budget: float | None = None,
+    min_n: int = 2,
+    max_n: int = 128,
+    negative_n: int = 2,
+    positive_n: int = 2,
+    fallback: bool = True,
+    alpha: float = 0.9,
+    objective: Objective = "paper",
+    value: str = "paper",
+    costs: ArrayLike | None = None,
+    overflow: Overflow = "pool",
+    unestimated_in_zero_pool: bool | None = None,
+) -> Allocation:
+    """Per-prompt rollout counts for one step (see the module docstring for the full procedure).
+
+    Args:
+        p_hat: (M,) estimated success rates in [0, 1]; NaN means "no estimate yet".
+        n: uniform rollouts per prompt; the default budget is ``n * M``; unestimated prompts get n.
+        total_budget: rollouts for the step (cost units when ``costs`` is given).
+        min_n, max_n: bounds of an effective prompt's count.
+        negative_n, positive_n: counts of prompts estimated at p = 0 and p = 1.
+        fallback: enable the recipe's alpha-confidence fallback.
+        alpha: target probability of a non-zero gradient used by the fallback.
+        objective: ``"paper"`` scores ``V(N, p)``; ``"recipe"`` scores a prompt that gets no extra
+            rollout as 0, as the authors' code does.
+        value: name of the registered value function (:mod:`knapsack_rl.core.value`).
+        costs: optional (M,) positive cost of one rollout per prompt (e.g. expected tokens).
+        overflow: where budget goes that the knapsack cannot place: ``"pool"`` (zero pool) or
+            ``"recipe"`` (evenly over effective prompts, exceeding ``max_n``).
+        unestimated_in_zero_pool: count unestimated prompts in the zero pool (the recipe's quirk);
+            None means ``objective == "recipe"``.
+
+    Returns:
+        An :class:`Allocation`.
+
+    Raises:
+        ValueError: naming the argument and the value, for any invalid input.
+    """
+    start = time.perf_counter()
+    p = check_prob_array("p_hat", p_hat)
+    m = p.size
+    check_int("n", n, low=1)
+    check_int("min_n", min_n, low=1)
+    check_int("max_n", max_n, low=1)
+    if max_n < min_n:
+        raise ValueError(f"max_n must be >= min_n; got max_n={max_n}, min_n={min_n}")
+    check_int("negative_n", negative_n, low=0)
+    check_int("positive_n", positive_n, low=0)
+    check_real("alpha", alpha, low=0.0, high=1.0, open_low=True, open_high=True)
+    check_choice("objective", objective, ("paper", "recipe"))
+    check_choice("overflow", overflow, ("pool", "recipe"))
+    value_fn = get_value(value)
+    cost = _check_costs(costs, m)
+    budget = _check_budget(total_budget, n, m, cost)
+    zero_pool_quirk = objective == "recipe" if unestimated_in_zero_pool is None else bool(unestimated_in_zero_pool)
+
+    buckets = np.full(m, EFFECTIVE, dtype=np.int8)
+    buckets[np.isnan(p)] = UNESTIMATED
+    buckets[p == 0.0] = NEGATIVE
+    buckets[p == 1.0] = POSITIVE
+    budgets = np.choose(buckets, [n, min_n, negative_n, positive_n]).astype(np.int64)  # starting counts
+    fixed = float(budgets @ cost)
+    if fixed > budget:
+        raise ValueError(
+            f"total_budget={_fmt(budget)} is below the sum of the lower bounds {_fmt(fixed)} "
+            f"(unestimated x n, effective x min_n, p=0 x negative_n, p=1 x positive_n)"
+        )
+    remaining = budget - fixed
+    eff = np.flatnonzero(buckets == EFFECTIVE)
+    zero_pool = np.flatnonzero((buckets == NEGATIVE) | (zero_pool_quirk & (buckets == UNESTIMATED)))
+    others = np.flatnonzero(buckets != EFFECTIVE)
+    pool = zero_pool if zero_pool.size else others
+
+    knap_budget, surplus, fired = remaining, 0.0, False
+    if eff.size == 0:
+        knap_budget = 0.0
+        if zero_pool.size:
+            remaining = _spread(budgets, zero_pool, remaining, cost)
+        else:
+            budgets[:] = 0
+            remaining = _spread(budgets, np.arange(m), budget, cost)
+    elif fallback and others.size and remaining > 0:
+        need = np.minimum(max_n, rollouts_for_confidence(p[eff], alpha)).astype(np.int64)  # int(min(max_n, cost_i))
+        c_units = float(need @ cost[eff])
+        if c_units < remaining:
+            fired, surplus, knap_budget = True, remaining - c_units, c_units
+            remaining = c_units + _spread(budgets, pool, surplus, cost)
+
+    sol = solve_greedy(
+        value_fn,
+        p[eff],
+        np.full(eff.size, min_n, dtype=np.int64),
+        np.full(eff.size, max_n, dtype=np.int64),
+        knap_budget if cost_is_unit(cost) else min(knap_budget, remaining),
+        costs=None if cost_is_unit(cost) else cost[eff],
+        zero_at_lower=objective == "recipe",
+    )
+    budgets[eff] += sol.extra
+    remaining -= sol.placed
+    left_over = knap_budget - sol.placed if eff.size else 0.0
+    if left_over > 0 and cost_is_unit(cost):
+        target = eff if overflow == "recipe" or others.size == 0 else pool
+        if overflow == "pool" and others.size == 0:
+            raise ValueError(
+                f"total_budget={_fmt(budget)} cannot be placed: every prompt is effective and at "
+                f"max_n={max_n} (at most {max_n * m})"
+            )
+        remaining = _spread(budgets, target, remaining, cost)
+    elif not cost_is_unit(cost) and remaining > 0 and pool.size:
+        remaining = _spread(budgets, pool, remaining, cost)
+
+    elapsed = time.perf_counter() - start
+    result = Allocation(
+        budgets=budgets,
+        buckets=buckets,
+        objective=sol.objective,
+        total_budget=budget,
+        knapsack_budget=knap_budget,
+        fallback_fired=fired,
+        fallback_surplus=surplus,
+        overflow=left_over if cost_is_unit(cost) else 0.0,
+        unspent=remaining,
+        optimal=sol.optimal,
+        gap_bound=sol.gap_bound,
+        solve_time_s=elapsed,
+        settings={"n": n, "min_n": min_n, "max_n": max_n, "objective": objective, "value": value},
+    )
+    logger.debug("allocate: M=%d B=%s buckets=%s in %.2e s", m, budget, result.bucket_counts(), elapsed)
+    return result
+
+
+def cost_is_unit(cost: NDArray[np.float64]) -> bool:
+    """True when every rollout costs one unit (the default: budgets in rollouts)."""
+    return bool(np.all(cost == 1.0))
+
+
+def _spread(budgets: NDArray[np.int64], pool: NDArray[np.intp], amount: float, cost: NDArray[np.float64]) -> float:
+    """Add ``amount`` evenly over ``pool`` (remainder one each to the first); returns what is left.
+
+    With unit costs the split is exact. With costs, each pool prompt gets ``floor(amount / sum c)``
+    rollouts, then passes in pool order add one rollout to each prompt that still fits.
+    """
+    if amount <= 0 or pool.size == 0:
+        return amount
+    c = cost[pool]
+    if cost_is_unit(c):
+        units = round(amount)
+        budgets[pool] += units // pool.size
+        budgets[pool[: units % pool.size]] += 1
+        return 0.0
+    each = int(amount // float(c.sum()))
+    budgets[pool] += each
+    left = amount - each * float(c.sum())
+    while True:
+        fits = np.flatnonzero(np.cumsum(c) <= left)  # one more rollout each, in pool order
+        if fits.size == 0:
+            fits = np.flatnonzero(c <= left)[:1]  # a later, cheaper prompt may still fit
+            if fits.size == 0:
+                return left
+        budgets[pool[fits]] += 1
+        left -= float(c[fits].sum())
+
+
+def _check_costs(costs: ArrayLike | None, m: int) -> NDArray[np.float64]:
+    if costs is None:
+        return np.ones(m, dtype=np.float64)
+    c = np.asarray(costs, dtype=np.float64)
+    if c.shape != (m,):
+        raise ValueError(f"costs must have shape ({m},) like p_hat; got shape {c.shape}")
+    bad = np.flatnonzero(~np.isfinite(c) | (c <= 0))
+    if bad.size:
+        raise ValueError(f"costs must be finite and > 0; costs[{bad[0]}]={c[bad[0]]!r}")
+    return c
+
+
+def _check_budget(total_budget: float | None, n: int, m: int, cost: NDArray[np.float64]) -> float:
+    if total_budget is None:
+        return float(n * cost.sum())
+    if isinstance(total_budget, bool):
+        raise ValueError(f"total_budget must be a number; got {total_budget!r}")
+    if cost_is_unit(cost):
+        check_int("total_budget", total_budget, low=0)
+        return float(total_budget)
+    check_real("total_budget", total_budget, low=0.0)
+    return float(total_budget)
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"

@@ -1,0 +1,91 @@
+"""Group-by-id reductions and GRPO advantages in NumPy, and the step metrics of SPEC section 7.
+
+Rollouts are flat arrays plus a group id per rollout (the prompt they came from), so every prompt
+can have its own group size. Nothing here reshapes by a fixed group size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+
+def group_index(group_ids: ArrayLike) -> tuple[NDArray[np.int64], int]:
+    """Dense group index per rollout (0..G-1, in order of first appearance) and the number of groups."""
+    ids = np.asarray(group_ids)
+    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    rank = np.empty(first.size, dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(first.size)  # order of first appearance
+    return rank[inverse.reshape(-1)], int(first.size)
+
+
+def group_mean_std(
+    rewards: ArrayLike, group_ids: ArrayLike, *, unbiased: bool = True
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
+    """Per-rollout group mean, group std and group size (segment reductions with bincount).
+
+    ``std_g = sqrt(sum_j (r_j - mean_g)^2 / (n_g - 1))`` when ``unbiased`` (as verl / torch.std), else
+    divided by ``n_g``. A group of size 1 has std 0.
+    """
+    r = np.asarray(rewards, dtype=np.float64).reshape(-1)
+    g, num = group_index(group_ids)
+    size = np.bincount(g, minlength=num)  # (G,)
+    mean = np.bincount(g, weights=r, minlength=num) / size  # (G,)
+    sq = np.bincount(g, weights=(r - mean[g]) ** 2, minlength=num)  # (G,) sum of squared deviations
+    denom = np.maximum(size - 1, 1) if unbiased else size
+    std = np.sqrt(sq / denom)
+    return mean[g], std[g], size[g]
+
+
+def grpo_advantages(
+    rewards: ArrayLike,
+    group_ids: ArrayLike,
+    *,
+    eps: float = 1e-6,
+    clip: float | None = None,
+    scale: bool = True,
+) -> NDArray[np.float64]:
+    """GRPO advantages grouped by id: ``A = (r - mean_g) / (std_g + eps)`` (``r - mean_g`` if not ``scale``).
+
+    Unbiased std as verl. ``clip`` bounds A to [-clip, clip] (the recipe uses 5). A group of size 1
+    has no baseline: its advantage is defined as 0 (verl instead uses mean 0, std 1).
+    """
+    r = np.asarray(rewards, dtype=np.float64).reshape(-1)
+    mean, std, size = group_mean_std(r, group_ids)
+    adv = (r - mean) / (std + eps) if scale else r - mean
+    adv = np.where(size > 1, adv, 0.0)
+    if clip is not None:
+        adv = np.clip(adv, -clip, clip)
+    return adv
+
+
+def step_metrics(rewards: ArrayLike, group_ids: ArrayLike, *, success_threshold: float = 0.5) -> dict[str, float]:
+    """Coverage metrics of one step (SPEC 7), as slash-named floats.
+
+    - ``train/effective_grad_ratio``: rollouts in groups whose reward std > 0 / all rollouts;
+    - ``train/effective_prompt_ratio``: groups with reward std > 0 / groups;
+    - ``train/all_correct_ratio``, ``train/all_wrong_ratio``: groups whose every reward is a success /
+      a failure (success: reward >= ``success_threshold``; rewards in {-1, 1} work with the default);
+    - ``train/positive_coverage``, ``train/negative_coverage``: groups with at least one success / failure;
+    - ``train/rollouts``, ``train/prompts``, ``train/reward_mean``.
+    """
+    r = np.asarray(rewards, dtype=np.float64).reshape(-1)
+    g, num = group_index(group_ids)
+    size = np.bincount(g, minlength=num)
+    rmax = np.full(num, -np.inf)
+    rmin = np.full(num, np.inf)
+    np.maximum.at(rmax, g, r)
+    np.minimum.at(rmin, g, r)
+    varied = rmax > rmin  # (G,) reward std > 0
+    succ = np.bincount(g, weights=(r >= success_threshold).astype(np.float64), minlength=num)
+    return {
+        "train/effective_grad_ratio": float(size[varied].sum() / max(r.size, 1)),
+        "train/effective_prompt_ratio": float(varied.mean()) if num else 0.0,
+        "train/all_correct_ratio": float((succ == size).mean()) if num else 0.0,
+        "train/all_wrong_ratio": float((succ == 0).mean()) if num else 0.0,
+        "train/positive_coverage": float((succ > 0).mean()) if num else 0.0,
+        "train/negative_coverage": float((succ < size).mean()) if num else 0.0,
+        "train/rollouts": float(r.size),
+        "train/prompts": float(num),
+        "train/reward_mean": float(r.mean()) if r.size else 0.0,
+    }
