@@ -49,7 +49,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from knapsack_rl.core.solve import solve_greedy
+from knapsack_rl.core.solve import get_solver
 from knapsack_rl.core.validate import check_choice, check_int, check_prob_array, check_real
 from knapsack_rl.core.value import get_value, rollouts_for_confidence
 
@@ -139,6 +139,7 @@ def allocate(
     costs: ArrayLike | None = None,
     overflow: Overflow = "pool",
     unestimated_in_zero_pool: bool | None = None,
+    solver: str = "greedy",
 ) -> Allocation:
     """Per-prompt rollout counts for one step (see the module docstring for the full procedure).
 
@@ -158,6 +159,8 @@ def allocate(
             ``"recipe"`` (evenly over effective prompts, exceeding ``max_n``).
         unestimated_in_zero_pool: count unestimated prompts in the zero pool (the recipe's quirk);
             None means ``objective == "recipe"``.
+        solver: registered knapsack solver: ``"greedy"`` (exact for unit costs, milliseconds) or
+            ``"dp"`` (the reference dynamic programme, O(M x B x max_n); integer costs only).
 
     Returns:
         An :class:`Allocation`.
@@ -179,6 +182,7 @@ def allocate(
     check_choice("objective", objective, ("paper", "recipe"))
     check_choice("overflow", overflow, ("pool", "recipe"))
     value_fn = get_value(value)
+    solve = get_solver(solver)
     cost = _check_costs(costs, m)
     budget = _check_budget(total_budget, n, m, cost)
     zero_pool_quirk = objective == "recipe" if unestimated_in_zero_pool is None else bool(unestimated_in_zero_pool)
@@ -215,12 +219,12 @@ def allocate(
             fired, surplus, knap_budget = True, remaining - c_units, c_units
             remaining = c_units + _spread(budgets, pool, surplus, cost)
 
-    sol = solve_greedy(
+    sol = solve(
         value_fn,
         p[eff],
         np.full(eff.size, min_n, dtype=np.int64),
         np.full(eff.size, max_n, dtype=np.int64),
-        knap_budget if cost_is_unit(cost) else min(knap_budget, remaining),
+        int(knap_budget) if cost_is_unit(cost) else min(knap_budget, remaining),  # type: ignore[arg-type]
         costs=None if cost_is_unit(cost) else cost[eff],
         zero_at_lower=objective == "recipe",
     )
@@ -252,7 +256,7 @@ def allocate(
         optimal=sol.optimal,
         gap_bound=sol.gap_bound,
         solve_time_s=elapsed,
-        settings={"n": n, "min_n": min_n, "max_n": max_n, "objective": objective, "value": value},
+        settings={"n": n, "min_n": min_n, "max_n": max_n, "objective": objective, "value": value, "solver": solver},
     )
     logger.debug("allocate: M=%d B=%s buckets=%s in %.2e s", m, budget, result.bucket_counts(), elapsed)
     return result
@@ -298,7 +302,7 @@ def _check_costs(costs: ArrayLike | None, m: int) -> NDArray[np.float64]:
         raise ValueError(f"costs must have shape ({m},) like p_hat; got shape {c.shape}")
     bad = np.flatnonzero(~np.isfinite(c) | (c <= 0))
     if bad.size:
-        raise ValueError(f"costs must be finite and > 0; costs[{bad[0]}]={c[bad[0]]!r}")
+        raise ValueError(f"costs must be finite and > 0; costs[{bad[0]}]={float(c[bad[0]])!r}")
     return c
 
 

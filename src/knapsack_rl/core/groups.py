@@ -52,8 +52,9 @@ def grpo_advantages(
     """
     r = np.asarray(rewards, dtype=np.float64).reshape(-1)
     mean, std, size = group_mean_std(r, group_ids)
-    adv = (r - mean) / (std + eps) if scale else r - mean
-    adv = np.where(size > 1, adv, 0.0)
+    dev = r - mean
+    denom = std + eps if scale else np.ones_like(std)
+    adv = np.divide(dev, denom, out=np.zeros_like(dev), where=(size > 1) & (denom > 0))  # size-1 groups: 0
     if clip is not None:
         adv = np.clip(adv, -clip, clip)
     return adv

@@ -29,7 +29,9 @@ in the benchmark; it is what the authors' recipe runs at every step.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -259,7 +261,9 @@ def solve_dp(
     integer costs otherwise). With unit costs and positive gains the budget is filled up to the
     capacity, as by :func:`solve_greedy`.
     """
-    unit = np.ones(p.size, dtype=np.int64) if costs is None else np.asarray(costs, dtype=np.int64)
+    if costs is not None and not np.all(np.asarray(costs) == np.round(np.asarray(costs))):
+        raise ValueError(f"costs must be integers for the dynamic programme; got {np.asarray(costs)[:5]!r}...")
+    unit = np.ones(p.size, dtype=np.int64) if costs is None else np.asarray(costs).astype(np.int64)
     caps = (upper - lower).astype(np.int64)
     width = int(caps.max(initial=0))
     table = value_table(value, p, lower, width, zero_at_lower)  # (E, width + 1)
@@ -291,3 +295,46 @@ def solve_dp(
 def _max_fill(best: NDArray[np.float64]) -> int:
     """With unit costs, the largest reachable spend (the greedy fills as far as capacity allows)."""
     return int(np.flatnonzero(np.isfinite(best)).max())
+
+
+class Solver(Protocol):
+    """Signature shared by the registered solvers (see :func:`solve_greedy`)."""
+
+    def __call__(
+        self,
+        value: ValueFn,
+        p: NDArray[np.float64],
+        lower: NDArray[np.int64],
+        upper: NDArray[np.int64],
+        budget: int,
+        *,
+        costs: NDArray[np.float64] | None = None,
+        zero_at_lower: bool = False,
+    ) -> Solution: ...
+
+
+_SOLVERS: dict[str, Solver] = {}
+
+
+def register_solver(name: str) -> Callable[[Solver], Solver]:
+    """Register a solver under ``name``; registering a name twice raises ``ValueError``."""
+
+    def decorator(fn: Solver) -> Solver:
+        if name in _SOLVERS:
+            raise ValueError(f"solver {name!r} is already registered")
+        _SOLVERS[name] = fn
+        return fn
+
+    return decorator
+
+
+def get_solver(name: str) -> Solver:
+    """The solver registered as ``name``; an unknown name lists the valid ones."""
+    try:
+        return _SOLVERS[name]
+    except KeyError:
+        raise ValueError(f"solver={name!r} is not a registered solver; valid: {sorted(_SOLVERS)}") from None
+
+
+register_solver("greedy")(solve_greedy)  # type: ignore[arg-type]
+register_solver("dp")(solve_dp)  # type: ignore[arg-type]

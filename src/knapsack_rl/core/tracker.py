@@ -120,7 +120,7 @@ def to_success(
     r = np.asarray(rewards, dtype=np.float64).reshape(-1)
     if not np.all(np.isfinite(r)):
         i = int(np.flatnonzero(~np.isfinite(r))[0])
-        raise ValueError(f"rewards must be finite; rewards[{i}]={r[i]!r}")
+        raise ValueError(f"rewards must be finite; rewards[{i}]={float(r[i])!r}")
     if success_threshold is not None:
         return (r >= success_threshold).astype(np.float64)
     fmt = reward_format
@@ -134,13 +134,13 @@ def to_success(
     if fmt == "signed":
         bad = np.flatnonzero((r != -1.0) & (r != 1.0))
         if bad.size:
-            raise ValueError(f"signed rewards must be -1 or 1; rewards[{bad[0]}]={r[bad[0]]!r}")
+            raise ValueError(f"signed rewards must be -1 or 1; rewards[{bad[0]}]={float(r[bad[0]])!r}")
         return (r + 1.0) / 2.0
     allowed = (r == 0.0) | (r == 1.0) if fmt == "binary" else (r >= 0.0) & (r <= 1.0)
     bad = np.flatnonzero(~allowed)
     if bad.size:
         what = "0 or 1" if fmt == "binary" else "in [0, 1] (set success_threshold for other scales)"
-        raise ValueError(f"{fmt} rewards must be {what}; rewards[{bad[0]}]={r[bad[0]]!r}")
+        raise ValueError(f"{fmt} rewards must be {what}; rewards[{bad[0]}]={float(r[bad[0]])!r}")
     return r
 
 

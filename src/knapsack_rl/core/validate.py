@@ -65,7 +65,7 @@ def check_prob_array(name: str, values: ArrayLike, *, allow_nan: bool = True) ->
     if bad.size:
         i = int(bad[0])
         what = "in [0, 1] or NaN (no estimate)" if allow_nan else "in [0, 1]"
-        raise ValueError(f"{name} must be {what}; {name}[{i}]={arr[i]!r}")
+        raise ValueError(f"{name} must be {what}; {name}[{i}]={float(arr[i])!r}")
     return arr
 
 

@@ -105,6 +105,7 @@ def rollouts_for_confidence(p: ArrayLike, alpha: float) -> NDArray[np.float64]:
     Used by the recipe's fallback (alpha = 0.9). Infinite at p = 0 and p = 1.
     """
     p_arr = np.asarray(p, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        out: NDArray[np.float64] = np.log1p(-alpha) / np.log(np.maximum(p_arr, 1.0 - p_arr))
+    log_max = np.log1p(-np.minimum(p_arr, 1.0 - p_arr))  # log(max(p, 1 - p)), exact for tiny p
+    with np.errstate(divide="ignore", over="ignore"):  # tiny p: the count is effectively infinite
+        out: NDArray[np.float64] = np.where(log_max < 0.0, np.log1p(-alpha) / np.minimum(log_max, -0.0), np.inf)
     return out

@@ -1,0 +1,183 @@
+"""allocate(): the recipe's procedure reproduced, the project's rules, properties, and every error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from knapsack_rl import allocate
+from knapsack_rl.core.allocate import EFFECTIVE, NEGATIVE, POSITIVE, UNESTIMATED
+from tests.core.recipe_reference import recipe_allocate
+
+GRID = np.arange(17) / 16
+
+
+def _u_shaped(rng: np.random.Generator, m: int, nan_frac: float = 0.0) -> np.ndarray:
+    q = rng.beta(0.35, 0.35, m)
+    p = rng.binomial(16, q) / 16
+    p[rng.random(m) < nan_frac] = np.nan
+    return p
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_recipe_objective_reproduces_the_recipe(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(4, 24))
+    p = _u_shaped(rng, m, nan_frac=0.15 if seed % 3 == 0 else 0.0)
+    kwargs = {"n": 8, "min_n": 2, "max_n": int(rng.choice([6, 16, 128])), "fallback": seed % 4 != 1}
+    ref_budgets, ref_obj = recipe_allocate(p, **kwargs)
+    got = allocate(p, objective="recipe", overflow="recipe", **kwargs)
+    eff = got.buckets == EFFECTIVE
+    assert got.budgets.sum() == sum(ref_budgets) == 8 * m
+    assert got.budgets[~eff].tolist() == np.asarray(ref_budgets)[~eff].tolist()
+    assert got.objective == pytest.approx(ref_obj, abs=1e-12)
+
+
+def test_recipe_mode_with_the_dp_solver_gives_identical_budgets_to_the_greedy() -> None:
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0.02, 0.98, 40)  # distinct rates: a unique optimum
+    g = allocate(p, objective="recipe", solver="greedy", fallback=False)
+    d = allocate(p, objective="recipe", solver="dp", fallback=False)
+    assert g.budgets.tolist() == d.budgets.tolist()
+    assert g.objective == pytest.approx(d.objective, abs=1e-12)
+
+
+def test_hand_solved_buckets_and_fallback() -> None:
+    # p = 0.5: fallback cost int(min(128, log(0.1) / log(0.5))) = 3 per prompt -> C = 6 < R.
+    p = np.array([np.nan, 0.5, 0.0, 1.0, 0.5, 0.0])
+    res = allocate(p)
+    assert res.buckets.tolist() == [UNESTIMATED, EFFECTIVE, NEGATIVE, POSITIVE, EFFECTIVE, NEGATIVE]
+    # start: 8 + 2 + 2 + 2 + 2 + 2 = 18, R = 48 - 18 = 30, C = 6: surplus 24 to the two p = 0 prompts.
+    assert res.fallback_fired and res.fallback_surplus == 24 and res.knapsack_budget == 6
+    assert res.budgets.tolist() == [8, 5, 14, 2, 5, 14]
+    assert res.bucket_counts() == {"unestimated": 1, "effective": 2, "negative": 2, "positive": 1}
+
+
+def test_recipe_quirk_puts_unestimated_prompts_in_the_zero_pool() -> None:
+    p = np.array([np.nan, 0.5, 0.0, 1.0, 0.5, 0.0])
+    res = allocate(p, objective="recipe")
+    assert res.budgets.tolist() == [16, 5, 10, 2, 5, 10]  # surplus 24 split over three "p = 0" prompts
+
+
+def test_no_effective_prompt_splits_the_rest_over_the_zero_pool() -> None:
+    res = allocate(np.array([0.0, 1.0, 1.0, 0.0, 0.0]))
+    # R = 40 - 10 = 30 over three p = 0 prompts
+    assert res.budgets.tolist() == [12, 2, 2, 12, 12]
+
+
+def test_no_effective_and_no_zero_prompt_gives_everyone_n() -> None:
+    res = allocate(np.array([1.0, 1.0, np.nan]), n=6)
+    assert res.budgets.tolist() == [6, 6, 6]
+
+
+def test_overflow_goes_to_the_zero_pool_not_above_max_n() -> None:
+    p = np.array([0.5, 0.0, 1.0, 1.0])
+    res = allocate(p, max_n=4, fallback=False)
+    # R = 32 - 8 = 24; the knapsack can place 2 (0.5 -> max_n 4); 22 go to the p = 0 prompt.
+    assert res.budgets.tolist() == [4, 24, 2, 2] and res.overflow == 22
+    recipe = allocate(p, max_n=4, fallback=False, overflow="recipe")
+    assert recipe.budgets.tolist() == [26, 2, 2, 2]  # the recipe exceeds max_n
+
+
+def test_every_prompt_effective_and_budget_beyond_max_n_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"total_budget=40 cannot be placed: every prompt is effective and at max_n=4"):
+        allocate(np.array([0.5, 0.4]), total_budget=40, max_n=4)
+
+
+def test_plain_paper_objective_counts_the_lower_bound_value() -> None:
+    p = np.array([0.25, 0.75])
+    paper = allocate(p, fallback=False)
+    v = (1 - p**paper.budgets - (1 - p) ** paper.budgets) * p * (1 - p) ** 2
+    assert paper.objective == pytest.approx(v.sum(), abs=1e-15)
+
+
+def test_costs_budget_in_tokens() -> None:
+    rng = np.random.default_rng(5)
+    p = rng.uniform(0.05, 0.95, 30)
+    costs = rng.uniform(50, 400, 30)
+    res = allocate(p, costs=costs, fallback=False)
+    spent = float(res.budgets @ costs)
+    assert spent <= 8 * costs.sum() + 1e-6
+    assert spent + res.unspent == pytest.approx(8 * costs.sum())
+    assert res.unspent < costs.max()
+    assert res.budgets.min() >= 2 and res.budgets.max() <= 128
+    cheap = allocate(p, costs=np.where(np.arange(30) == 0, 1.0, 100.0), fallback=False)
+    equal = allocate(p, costs=np.full(30, 100.0), fallback=False)
+    assert cheap.budgets[0] > equal.budgets[0] + 20  # a cheap prompt gets many more rollouts
+
+
+# ---------------------------------------------------------------- properties
+probs = st.lists(
+    st.one_of(st.sampled_from(list(GRID)), st.floats(0.0, 1.0), st.just(float("nan"))), min_size=1, max_size=40
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(p=probs, extra=st.integers(0, 200), fallback=st.booleans(), objective=st.sampled_from(["paper", "recipe"]))
+def test_total_is_exact_and_bounds_hold(p: list[float], extra: int, fallback: bool, objective: str) -> None:
+    arr = np.array(p)
+    lower = np.where(np.isnan(arr), 8, np.where((arr > 0) & (arr < 1), 2, 2)).sum()
+    budget = int(lower) + extra
+    eff = (arr > 0) & (arr < 1)
+    if eff.all() and budget > 128 * arr.size:
+        return
+    res = allocate(arr, total_budget=budget, fallback=fallback, objective=objective)  # type: ignore[arg-type]
+    assert res.budgets.sum() == budget
+    assert np.all(res.budgets[eff] >= 2) and np.all(res.budgets[eff] <= 128)
+    assert np.all(res.budgets >= 0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(p=st.lists(st.floats(0.01, 0.99), min_size=1, max_size=25, unique=True), budget=st.integers(0, 300))
+def test_objective_never_decreases_as_the_budget_grows(p: list[float], budget: int) -> None:
+    arr = np.array(p)
+    base = 2 * arr.size
+    budget = min(budget, 126 * arr.size - 1)  # stay within what max_n = 128 lets the knapsack place
+    a = allocate(arr, total_budget=base + budget, fallback=False)
+    b = allocate(arr, total_budget=base + budget + 1, fallback=False)
+    assert b.objective >= a.objective - 1e-15
+
+
+@settings(max_examples=80, deadline=None)
+@given(p=st.lists(st.floats(0.01, 0.99), min_size=2, max_size=30, unique=True), seed=st.integers(0, 2**31))
+def test_permuting_prompts_permutes_budgets(p: list[float], seed: int) -> None:
+    arr = np.array(p)
+    perm = np.random.default_rng(seed).permutation(arr.size)
+    a = allocate(arr)
+    b = allocate(arr[perm])
+    assert b.budgets.tolist() == a.budgets[perm].tolist()
+
+
+# ---------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"p_hat": [0.5, 1.2]}, r"p_hat must be in \[0, 1\] or NaN \(no estimate\); p_hat\[1\]=1.2"),
+        ({"p_hat": [0.5, -0.1]}, r"p_hat\[1\]=-0.1"),
+        ({"p_hat": [np.inf, 0.5]}, r"p_hat\[0\]=inf"),
+        ({"p_hat": []}, r"p_hat is empty"),
+        ({"p_hat": [[0.5]]}, r"p_hat must be 1-D; got shape \(1, 1\)"),
+        ({"p_hat": ["a"]}, r"p_hat must be an array of floats"),
+        ({"p_hat": [0.5], "total_budget": -1}, r"total_budget must be >= 0; got total_budget=-1"),
+        ({"p_hat": [0.5], "total_budget": 7.5}, r"total_budget must be an integer; got 7.5"),
+        ({"p_hat": [0.5, np.nan], "total_budget": 9}, r"total_budget=9 is below the sum of the lower bounds 10"),
+        ({"p_hat": [0.5], "max_n": 1, "min_n": 2}, r"max_n must be >= min_n; got max_n=1, min_n=2"),
+        ({"p_hat": [0.5], "min_n": 0}, r"min_n must be >= 1; got min_n=0"),
+        ({"p_hat": [0.5], "n": 0}, r"n must be >= 1; got n=0"),
+        ({"p_hat": [0.5], "negative_n": -2}, r"negative_n must be >= 0; got negative_n=-2"),
+        ({"p_hat": [0.5], "alpha": 1.0}, r"alpha must be < 1.0; got alpha=1.0"),
+        (
+            {"p_hat": [0.5], "objective": "best"},
+            r"objective must be one of \['paper', 'recipe'\]; got objective='best'",
+        ),
+        ({"p_hat": [0.5], "costs": [0.0]}, r"costs must be finite and > 0; costs\[0\]=0.0"),
+        ({"p_hat": [0.5], "costs": [1.0, 2.0]}, r"costs must have shape \(1,\) like p_hat; got shape \(2,\)"),
+        ({"p_hat": [0.5], "value": "nope"}, r"value='nope' is not a registered value function"),
+    ],
+)
+def test_bad_input_names_the_argument_and_value(kwargs: dict, message: str) -> None:
+    p_hat = kwargs.pop("p_hat")
+    with pytest.raises(ValueError, match=message):
+        allocate(p_hat, **kwargs)
