@@ -181,3 +181,9 @@ def test_bad_input_names_the_argument_and_value(kwargs: dict, message: str) -> N
     p_hat = kwargs.pop("p_hat")
     with pytest.raises(ValueError, match=message):
         allocate(p_hat, **kwargs)
+
+
+def test_readme_example() -> None:
+    result = allocate(np.array([0.0, 0.0625, 0.5, 0.9375, 1.0, np.nan]), n=8)
+    assert result.budgets.tolist() == [2, 26, 8, 2, 2, 8]
+    assert not result.fallback_fired
