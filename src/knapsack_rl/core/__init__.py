@@ -9,7 +9,8 @@ from knapsack_rl.core.allocate import (
     Allocation,
     allocate,
 )
-from knapsack_rl.core.solve import Solution, solve_dp, solve_greedy
+from knapsack_rl.core.registry import Registry
+from knapsack_rl.core.solve import Solution, get_solver, register_solver, solve_dp, solve_greedy
 from knapsack_rl.core.tracker import (
     Tracker,
     TrackerConfig,
@@ -27,14 +28,17 @@ __all__ = [
     "POSITIVE",
     "UNESTIMATED",
     "Allocation",
+    "Registry",
     "Solution",
     "Tracker",
     "TrackerConfig",
     "allocate",
     "atomic_write_bytes",
     "estimator_names",
+    "get_solver",
     "get_value",
     "register_estimator",
+    "register_solver",
     "register_value",
     "solve_dp",
     "solve_greedy",

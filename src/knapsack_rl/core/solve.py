@@ -36,6 +36,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from knapsack_rl.core.registry import Registry
 from knapsack_rl.core.value import ValueFn
 
 # Rows of distinct (p, lower, upper) triples are deduplicated when they cut the work by this factor.
@@ -313,27 +314,17 @@ class Solver(Protocol):
     ) -> Solution: ...
 
 
-_SOLVERS: dict[str, Solver] = {}
+_SOLVERS: Registry[Solver] = Registry("solver", "solver")
 
 
 def register_solver(name: str) -> Callable[[Solver], Solver]:
     """Register a solver under ``name``; registering a name twice raises ``ValueError``."""
-
-    def decorator(fn: Solver) -> Solver:
-        if name in _SOLVERS:
-            raise ValueError(f"solver {name!r} is already registered")
-        _SOLVERS[name] = fn
-        return fn
-
-    return decorator
+    return _SOLVERS.register(name)
 
 
 def get_solver(name: str) -> Solver:
     """The solver registered as ``name``; an unknown name lists the valid ones."""
-    try:
-        return _SOLVERS[name]
-    except KeyError:
-        raise ValueError(f"solver={name!r} is not a registered solver; valid: {sorted(_SOLVERS)}") from None
+    return _SOLVERS.get(name)
 
 
 register_solver("greedy")(solve_greedy)  # type: ignore[arg-type]

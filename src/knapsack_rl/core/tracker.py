@@ -43,6 +43,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from knapsack_rl.core.registry import Registry
 from knapsack_rl.core.validate import check_choice, check_int, check_real
 
 logger = logging.getLogger(__name__)
@@ -89,24 +90,17 @@ class TrackerConfig:
 
 
 Estimator = Callable[["Tracker", NDArray[np.int64]], NDArray[np.float64]]
-_ESTIMATORS: dict[str, Estimator] = {}
+_ESTIMATORS: Registry[Estimator] = Registry("estimator", "estimator")
 
 
 def register_estimator(name: str) -> Callable[[Estimator], Estimator]:
     """Register ``fn(tracker, rows) -> p`` (rows index the tracker's arrays); duplicates raise."""
-
-    def decorator(fn: Estimator) -> Estimator:
-        if name in _ESTIMATORS:
-            raise ValueError(f"estimator {name!r} is already registered")
-        _ESTIMATORS[name] = fn
-        return fn
-
-    return decorator
+    return _ESTIMATORS.register(name)
 
 
 def estimator_names() -> list[str]:
     """Names of the registered estimators, sorted."""
-    return sorted(_ESTIMATORS)
+    return _ESTIMATORS.names()
 
 
 def to_success(
@@ -190,7 +184,7 @@ class Tracker:
         out = np.full(rows.size, np.nan)
         seen = rows >= 0
         if seen.any():
-            out[seen] = _ESTIMATORS[name](self, rows[seen])
+            out[seen] = _ESTIMATORS.get(name)(self, rows[seen])
             out[seen & (self.counts_by_row(rows) < self.config.min_count)] = np.nan
         if name == "beta" and self.config.min_count == 0:
             a0, b0 = self.config.beta_prior

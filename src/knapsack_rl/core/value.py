@@ -21,9 +21,11 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from knapsack_rl.core.registry import Registry
+
 ValueFn = Callable[[NDArray[np.float64], NDArray[np.float64]], NDArray[np.float64]]
 
-_VALUES: dict[str, ValueFn] = {}
+_VALUES: Registry[ValueFn] = Registry("value", "value function")
 
 
 def register_value(name: str) -> Callable[[ValueFn], ValueFn]:
@@ -33,27 +35,17 @@ def register_value(name: str) -> Callable[[ValueFn], ValueFn]:
     and be concave in n (marginal gains ``V(n + 1, p) - V(n, p)`` non-increasing in n): the greedy
     solver is exact only for concave values. Registering a name twice raises ``ValueError``.
     """
-
-    def decorator(fn: ValueFn) -> ValueFn:
-        if name in _VALUES:
-            raise ValueError(f"value function {name!r} is already registered")
-        _VALUES[name] = fn
-        return fn
-
-    return decorator
+    return _VALUES.register(name)
 
 
 def get_value(name: str) -> ValueFn:
     """Return the value function registered as ``name``; an unknown name lists the valid ones."""
-    try:
-        return _VALUES[name]
-    except KeyError:
-        raise ValueError(f"value={name!r} is not a registered value function; valid: {sorted(_VALUES)}") from None
+    return _VALUES.get(name)
 
 
 def value_names() -> list[str]:
     """Names of the registered value functions, sorted."""
-    return sorted(_VALUES)
+    return _VALUES.names()
 
 
 def nonzero_gradient_prob(n: ArrayLike, p: ArrayLike) -> NDArray[np.float64]:
