@@ -8,6 +8,8 @@ PIP := $(PY) -m pip
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.installed
 
+LINT_PATHS := $(wildcard src tests benchmarks examples)
+
 .PHONY: demo test lint bench clean
 
 $(STAMP): pyproject.toml Makefile
@@ -21,8 +23,8 @@ demo: $(STAMP)
 	$(PY) -m knapsack_rl.cli demo
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks examples
-	$(PY) -m ruff format --check src tests benchmarks examples
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m ruff format --check $(LINT_PATHS)
 	$(PY) -m mypy src/knapsack_rl/core
 
 test: lint
