@@ -43,6 +43,10 @@ def _add_allocate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--alpha", type=float, default=0.9, help="fallback's target probability of signal")
     p.add_argument("--objective", choices=["paper", "recipe"], default="paper", help="knapsack scoring")
     p.add_argument("--value", default="paper", help="registered value function")
+    p.add_argument("--overflow", choices=["pool", "recipe"], default="pool", help="where unplaceable budget goes")
+    p.add_argument(
+        "--no-strict-max-n", action="store_true", help="let the zero pool exceed max_n (the recipe's behaviour)"
+    )
     p.add_argument("--min-count", type=int, default=1, help="rows with count below this have no estimate")
     p.set_defaults(func=_run_allocate)
 
@@ -61,6 +65,8 @@ def _run_allocate(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         objective=args.objective,
         value=args.value,
+        overflow=args.overflow,
+        strict_max_n=False if args.no_strict_max_n else None,
     )
     if args.out is not None:
         _write_budgets(args.out, ids, p_hat, result.budgets, result.buckets)

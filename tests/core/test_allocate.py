@@ -74,16 +74,34 @@ def test_no_effective_and_no_zero_prompt_gives_everyone_n() -> None:
 
 def test_overflow_goes_to_the_zero_pool_not_above_max_n() -> None:
     p = np.array([0.5, 0.0, 1.0, 1.0])
-    res = allocate(p, max_n=4, fallback=False)
-    # R = 32 - 8 = 24; the knapsack can place 2 (0.5 -> max_n 4); 22 go to the p = 0 prompt.
-    assert res.budgets.tolist() == [4, 24, 2, 2] and res.overflow == 22
-    recipe = allocate(p, max_n=4, fallback=False, overflow="recipe")
+    res = allocate(p, max_n=16, fallback=False)
+    # R = 32 - 8 = 24; the knapsack can place 14 (0.5 -> max_n 16); 10 go to the p = 0 prompt.
+    assert res.budgets.tolist() == [16, 12, 2, 2] and res.overflow == 10
+    recipe = allocate(p, max_n=16, fallback=False, overflow="recipe")
     assert recipe.budgets.tolist() == [26, 2, 2, 2]  # the recipe exceeds max_n
 
 
-def test_every_prompt_effective_and_budget_beyond_max_n_is_an_error() -> None:
-    with pytest.raises(ValueError, match=r"total_budget=40 cannot be placed: every prompt is effective and at max_n=4"):
+def test_strict_max_n_caps_the_zero_pool_and_returns_the_rest_to_the_knapsack() -> None:
+    p = np.r_[np.zeros(2), np.full(6, 0.5)]
+    # R = 64 - 16 = 48, C = 6 x 3 = 18: the surplus 30 would give each p = 0 prompt 17 > max_n = 10.
+    strict = allocate(p, max_n=10)
+    assert strict.budgets[:2].tolist() == [10, 10] and strict.budgets.max() <= 10
+    assert strict.knapsack_budget == 18 + 14 and strict.fallback_surplus == 16
+    assert strict.budgets.sum() == 64
+    loose = allocate(p, max_n=10, strict_max_n=False)
+    assert loose.budgets[:2].tolist() == [17, 17]
+
+
+def test_budget_beyond_max_n_for_every_prompt_is_an_error() -> None:
+    with pytest.raises(
+        ValueError, match=r"total_budget=40 cannot be placed: .* at max_n=4 \(at most 8 for 2 prompts\)"
+    ):
         allocate(np.array([0.5, 0.4]), total_budget=40, max_n=4)
+    with pytest.raises(ValueError, match=r"total_budget=40 cannot be placed"):
+        allocate(np.array([0.0, 1.0]), total_budget=40, max_n=4)
+    with pytest.raises(ValueError, match=r"with strict_max_n, n must be <= max_n=4 .*unestimated\); got n=8"):
+        allocate(np.array([0.5, np.nan]), max_n=4)
+    assert allocate(np.array([0.5, 0.2]), max_n=8).budgets.sum() == 16  # n = 8 unused: no error
 
 
 def test_plain_paper_objective_counts_the_lower_bound_value() -> None:
@@ -121,11 +139,13 @@ def test_total_is_exact_and_bounds_hold(p: list[float], extra: int, fallback: bo
     lower = np.where(np.isnan(arr), 8, np.where((arr > 0) & (arr < 1), 2, 2)).sum()
     budget = int(lower) + extra
     eff = (arr > 0) & (arr < 1)
-    if eff.all() and budget > 128 * arr.size:
+    if budget > 128 * arr.size:
         return
     res = allocate(arr, total_budget=budget, fallback=fallback, objective=objective)  # type: ignore[arg-type]
     assert res.budgets.sum() == budget
     assert np.all(res.budgets[eff] >= 2) and np.all(res.budgets[eff] <= 128)
+    if objective == "paper":
+        assert res.budgets.max() <= 128  # strict_max_n: a bound on every prompt
     assert np.all(res.budgets >= 0)
 
 

@@ -24,9 +24,14 @@ The remaining budget ``R = B - sum(starting counts)`` is then placed:
 3. The knapsack places its share over the effective prompts, between ``min_n`` and ``max_n``,
    maximising ``sum V(N_i, p_i)`` exactly (:func:`knapsack_rl.core.solve.solve_greedy`).
 4. Overflow (every effective prompt at ``max_n``): the recipe spreads the rest evenly over the
-   effective prompts, exceeding ``max_n``. The default (``overflow="pool"``) gives it to the zero
-   pool instead (or to all non-effective prompts), so ``max_n`` is never exceeded by an effective
-   prompt; ``overflow="recipe"`` reproduces the recipe.
+   effective prompts, exceeding ``max_n`` (``overflow="recipe"``). The default (``overflow="pool"``)
+   gives it to the zero pool, then to every non-effective prompt.
+
+``strict_max_n`` (default on, off for ``objective="recipe"``) makes ``max_n`` a bound on *every*
+prompt: the recipe bounds only the knapsack's prompts, so its fallback can give a p = 0 prompt far
+more than ``max_n``. With it, every split stops at ``max_n``; what a full zero pool cannot take from
+the fallback goes back to the knapsack, and a budget that cannot be placed at all (more than
+``max_n`` per prompt) raises ``ValueError``.
 
 The *zero pool* is the set of ``p_hat == 0`` prompts; with ``unestimated_in_zero_pool`` (the
 recipe's quirk: it stores rate 0 for prompts without an estimate) it also holds the unestimated
@@ -139,6 +144,7 @@ def allocate(
     costs: ArrayLike | None = None,
     overflow: Overflow = "pool",
     unestimated_in_zero_pool: bool | None = None,
+    strict_max_n: bool | None = None,
     solver: str = "greedy",
 ) -> Allocation:
     """Per-prompt rollout counts for one step (see the module docstring for the full procedure).
@@ -159,6 +165,9 @@ def allocate(
             ``"recipe"`` (evenly over effective prompts, exceeding ``max_n``).
         unestimated_in_zero_pool: count unestimated prompts in the zero pool (the recipe's quirk);
             None means ``objective == "recipe"``.
+        strict_max_n: ``max_n`` bounds every prompt, including the zero pool that takes the fallback's
+            surplus (what a full pool cannot take goes back to the knapsack). None means
+            ``objective != "recipe"``: the recipe bounds only the knapsack's prompts.
         solver: registered knapsack solver: ``"greedy"`` (exact for unit costs, milliseconds) or
             ``"dp"`` (the reference dynamic programme, O(M x B x max_n); integer costs only).
 
@@ -186,61 +195,64 @@ def allocate(
     cost = _check_costs(costs, m)
     budget = _check_budget(total_budget, n, m, cost)
     zero_pool_quirk = objective == "recipe" if unestimated_in_zero_pool is None else bool(unestimated_in_zero_pool)
+    strict = objective != "recipe" if strict_max_n is None else bool(strict_max_n)
 
     buckets = np.full(m, EFFECTIVE, dtype=np.int8)
     buckets[np.isnan(p)] = UNESTIMATED
     buckets[p == 0.0] = NEGATIVE
     buckets[p == 1.0] = POSITIVE
     budgets = np.choose(buckets, [n, min_n, negative_n, positive_n]).astype(np.int64)  # starting counts
+    if strict and budgets.max() > max_n:
+        i = int(np.argmax(budgets))
+        name = {UNESTIMATED: "n", NEGATIVE: "negative_n", POSITIVE: "positive_n"}[int(buckets[i])]
+        raise ValueError(
+            f"with strict_max_n, {name} must be <= max_n={max_n} (it is the starting count of prompt {i}, "
+            f"{BUCKET_NAMES[buckets[i]]}); got {name}={budgets[i]}"
+        )
     fixed = float(budgets @ cost)
     if fixed > budget:
         raise ValueError(
             f"total_budget={_fmt(budget)} is below the sum of the lower bounds {_fmt(fixed)} "
             f"(unestimated x n, effective x min_n, p=0 x negative_n, p=1 x positive_n)"
         )
+    pools = _Pools.of(buckets, zero_pool_quirk)
+    cap = max_n if strict else None
+    unit = cost_is_unit(cost)
     remaining = budget - fixed
-    eff = np.flatnonzero(buckets == EFFECTIVE)
-    zero_pool = np.flatnonzero((buckets == NEGATIVE) | (zero_pool_quirk & (buckets == UNESTIMATED)))
-    others = np.flatnonzero(buckets != EFFECTIVE)
-    pool = zero_pool if zero_pool.size else others
-
-    knap_budget, surplus, fired = remaining, 0.0, False
-    if eff.size == 0:
+    knap_budget, surplus = remaining, 0.0
+    if pools.eff.size == 0:
         knap_budget = 0.0
-        if zero_pool.size:
-            remaining = _spread(budgets, zero_pool, remaining, cost)
-        else:
-            budgets[:] = 0
-            remaining = _spread(budgets, np.arange(m), budget, cost)
-    elif fallback and others.size and remaining > 0:
-        need = np.minimum(max_n, rollouts_for_confidence(p[eff], alpha)).astype(np.int64)  # int(min(max_n, cost_i))
-        c_units = float(need @ cost[eff])
+        remaining = _place_without_knapsack(budgets, pools, remaining, budget, cost, cap)
+    elif fallback and pools.others.size and remaining > 0:
+        need = np.minimum(max_n, rollouts_for_confidence(p[pools.eff], alpha)).astype(np.int64)  # int(min(max_n, c_i))
+        c_units = float(need @ cost[pools.eff])
         if c_units < remaining:
-            fired, surplus, knap_budget = True, remaining - c_units, c_units
-            remaining = c_units + _spread(budgets, pool, surplus, cost)
+            back = _spread(budgets, pools.pool, remaining - c_units, cost, cap)  # what a full pool cannot take
+            surplus, knap_budget = remaining - c_units - back, c_units + back
+            remaining = knap_budget
 
     sol = solve(
         value_fn,
-        p[eff],
-        np.full(eff.size, min_n, dtype=np.int64),
-        np.full(eff.size, max_n, dtype=np.int64),
-        int(knap_budget) if cost_is_unit(cost) else min(knap_budget, remaining),  # type: ignore[arg-type]
-        costs=None if cost_is_unit(cost) else cost[eff],
+        p[pools.eff],
+        np.full(pools.eff.size, min_n, dtype=np.int64),
+        np.full(pools.eff.size, max_n, dtype=np.int64),
+        int(knap_budget) if unit else min(knap_budget, remaining),  # type: ignore[arg-type]
+        costs=None if unit else cost[pools.eff],
         zero_at_lower=objective == "recipe",
     )
-    budgets[eff] += sol.extra
+    budgets[pools.eff] += sol.extra
     remaining -= sol.placed
-    left_over = knap_budget - sol.placed if eff.size else 0.0
-    if left_over > 0 and cost_is_unit(cost):
-        target = eff if overflow == "recipe" or others.size == 0 else pool
-        if overflow == "pool" and others.size == 0:
-            raise ValueError(
-                f"total_budget={_fmt(budget)} cannot be placed: every prompt is effective and at "
-                f"max_n={max_n} (at most {max_n * m})"
-            )
-        remaining = _spread(budgets, target, remaining, cost)
-    elif not cost_is_unit(cost) and remaining > 0 and pool.size:
-        remaining = _spread(budgets, pool, remaining, cost)
+    left_over = knap_budget - sol.placed if (pools.eff.size and unit) else 0.0
+    if left_over > 0 and overflow == "recipe":
+        remaining = _spread(budgets, pools.eff, remaining, cost, None)
+    elif remaining > 0:
+        remaining = _spread(budgets, pools.pool, remaining, cost, cap)
+        remaining = _spread(budgets, pools.others, remaining, cost, cap)
+    if unit and remaining > 0:
+        raise ValueError(
+            f"total_budget={_fmt(budget)} cannot be placed: every prompt that may take more is at "
+            f"max_n={max_n} (at most {max_n * m} for {m} prompts)"
+        )
 
     elapsed = time.perf_counter() - start
     result = Allocation(
@@ -249,14 +261,14 @@ def allocate(
         objective=sol.objective,
         total_budget=budget,
         knapsack_budget=knap_budget,
-        fallback_fired=fired,
+        fallback_fired=surplus > 0,
         fallback_surplus=surplus,
-        overflow=left_over if cost_is_unit(cost) else 0.0,
+        overflow=left_over,
         unspent=remaining,
         optimal=sol.optimal,
         gap_bound=sol.gap_bound,
         solve_time_s=elapsed,
-        settings={"n": n, "min_n": min_n, "max_n": max_n, "objective": objective, "value": value, "solver": solver},
+        settings={"n": n, "min_n": min_n, "max_n": max_n, "objective": objective, "value": value, "strict": strict},
     )
     logger.debug("allocate: M=%d B=%s buckets=%s in %.2e s", m, budget, result.bucket_counts(), elapsed)
     return result
@@ -267,27 +279,80 @@ def cost_is_unit(cost: NDArray[np.float64]) -> bool:
     return bool(np.all(cost == 1.0))
 
 
-def _spread(budgets: NDArray[np.int64], pool: NDArray[np.intp], amount: float, cost: NDArray[np.float64]) -> float:
-    """Add ``amount`` evenly over ``pool`` (remainder one each to the first); returns what is left.
+@dataclass(frozen=True)
+class _Pools:
+    """Index sets of one step: effective prompts, the zero pool, all others, and where surplus goes."""
 
-    With unit costs the split is exact. With costs, each pool prompt gets ``floor(amount / sum c)``
-    rollouts, then passes in pool order add one rollout to each prompt that still fits.
+    eff: NDArray[np.intp]
+    zero: NDArray[np.intp]
+    others: NDArray[np.intp]
+    everyone: NDArray[np.intp]
+
+    @property
+    def pool(self) -> NDArray[np.intp]:
+        """Where surplus goes: the zero pool, or every non-effective prompt when it is empty."""
+        return self.zero if self.zero.size else self.others
+
+    @classmethod
+    def of(cls, buckets: NDArray[np.int8], unestimated_in_zero_pool: bool) -> _Pools:
+        zero = (buckets == NEGATIVE) | (unestimated_in_zero_pool & (buckets == UNESTIMATED))
+        return cls(
+            eff=np.flatnonzero(buckets == EFFECTIVE),
+            zero=np.flatnonzero(zero),
+            others=np.flatnonzero(buckets != EFFECTIVE),
+            everyone=np.arange(buckets.size),
+        )
+
+
+def _place_without_knapsack(
+    budgets: NDArray[np.int64],
+    pools: _Pools,
+    remaining: float,
+    budget: float,
+    cost: NDArray[np.float64],
+    cap: int | None,
+) -> float:
+    """No effective prompt: R over the zero pool, or B evenly over every prompt when it is empty."""
+    if pools.zero.size:
+        remaining = _spread(budgets, pools.zero, remaining, cost, cap)
+        return _spread(budgets, pools.everyone, remaining, cost, cap)
+    budgets[:] = 0
+    return _spread(budgets, pools.everyone, budget, cost, cap)
+
+
+def _spread(
+    budgets: NDArray[np.int64], pool: NDArray[np.intp], amount: float, cost: NDArray[np.float64], cap: int | None
+) -> float:
+    """Add ``amount`` evenly over ``pool``, no count above ``cap``; returns what is left.
+
+    With unit costs: ``amount // |pool|`` each and one more to the first ``amount % |pool|``
+    (repeated over the prompts still below ``cap`` until nothing is left or all are full). With
+    costs: ``floor(amount / sum c)`` rollouts each, then passes in pool order add one rollout to
+    each prompt that still fits.
     """
     if amount <= 0 or pool.size == 0:
         return amount
+    limit = np.iinfo(np.int64).max if cap is None else cap
     c = cost[pool]
     if cost_is_unit(c):
         units = round(amount)
-        budgets[pool] += units // pool.size
-        budgets[pool[: units % pool.size]] += 1
-        return 0.0
-    each = int(amount // float(c.sum()))
+        while units > 0:
+            open_ = pool[budgets[pool] < limit]
+            if open_.size == 0:
+                break
+            give = np.minimum(limit - budgets[open_], max(units // open_.size, 1))  # even share, capped
+            give = np.minimum(give, np.maximum(units - (np.cumsum(give) - give), 0))  # first ones while it lasts
+            budgets[open_] += give
+            units -= int(give.sum())
+        return float(units)
+    each = np.minimum(int(amount // float(c.sum())), limit - budgets[pool])
     budgets[pool] += each
-    left = amount - each * float(c.sum())
+    left = amount - float(each @ c)
     while True:
-        fits = np.flatnonzero(np.cumsum(c) <= left)  # one more rollout each, in pool order
+        ok = budgets[pool] < limit
+        fits = np.flatnonzero(ok & (np.cumsum(np.where(ok, c, 0.0)) <= left))  # one more each, in pool order
         if fits.size == 0:
-            fits = np.flatnonzero(c <= left)[:1]  # a later, cheaper prompt may still fit
+            fits = np.flatnonzero(ok & (c <= left))[:1]  # a later, cheaper prompt may still fit
             if fits.size == 0:
                 return left
         budgets[pool[fits]] += 1
