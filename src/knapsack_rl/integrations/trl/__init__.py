@@ -1,0 +1,71 @@
+"""Knapsack allocation for Hugging Face TRL: ``KnapsackGRPOTrainer`` and ``KnapsackGRPOConfig``.
+
+TRL's ``GRPOTrainer`` gives every prompt the same ``num_generations`` rollouts and computes advantages by
+reshaping the rewards to ``(-1, num_generations)``. ``KnapsackGRPOTrainer`` keeps TRL's loop, sampler, loss
+and logging, and changes three things per training generation batch: the rows handed to generation (each
+prompt repeated by its knapsack count, the total unchanged), the advantages (grouped by prompt id), and the
+bookkeeping (tracker update, ``alloc/...`` and ``train/...`` metrics, tracker saved with checkpoints).
+
+Usage::
+
+    from knapsack_rl.integrations.trl import KnapsackGRPOConfig, KnapsackGRPOTrainer
+
+    args = KnapsackGRPOConfig(output_dir="runs/trl", num_generations=8, per_device_train_batch_size=64,
+                              min_n=2, max_n=64, estimator="recipe", prompt_id_column="prompt_id")
+    trainer = KnapsackGRPOTrainer(model=model, reward_funcs=reward_fn, args=args,
+                                  train_dataset=dataset, processing_class=tokenizer)
+    trainer.train()
+
+Supported TRL: ``>=1.16,<1.17`` (checked at import; set ``KNAPSACK_RL_TRL_ANY_VERSION=1`` to try another
+version at your own risk). TRL internals relied on (all in ``trl/trainer/grpo_trainer.py`` of 1.16):
+
+- ``GRPOTrainer._generate_and_score_completions(inputs)``: called once per training generation batch with
+  this process's rows (RepeatSampler order: each prompt's ``num_generations`` copies consecutive, processes
+  holding consecutive slices of the global batch); it returns a dict whose ``"advantages"`` entry is this
+  process's slice (``process_index * len(inputs)`` onwards) of the advantages over the gathered batch;
+- ``GRPOTrainer._calculate_rewards(...)``: returns the ``(B, num_reward_funcs)`` rewards gathered over all
+  processes in process order (NaN where a function returned None); combined with ``self.reward_weights``;
+- ``GRPOTrainer._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, ...)``: the
+  transformers and vLLM-colocate paths generate one completion per row; the vLLM-server path dedupes rows
+  with a stride of ``num_generations``, so the trainer passes 1 (one n=1 request per row) in training;
+- ``self._metrics["train"]`` (dict of lists averaged at each log), ``self._logs["advantages"]`` (deque of
+  length ``generation_batch_size``), ``self.scale_rewards``, ``self.num_generations``, ``self.rollout_func``,
+  ``self.multi_objective_aggregation``, ``self.use_vllm`` / ``self.vllm_mode``;
+- ``_save_checkpoint`` / ``_load_optimizer_and_scheduler`` (transformers ``Trainer``) to save and restore the
+  tracker, and ``_set_signature_columns_if_needed`` to keep the prompt id column.
+
+Generation backends: plain transformers generation is tested on CPU. vLLM colocate mode generates one
+completion per row already, and server mode is driven with n = 1 per row; both follow TRL's code but are
+untested here (vLLM is not installed in CI). Not supported (clear error at construction): ``rollout_func``
+and ``multi_objective_aggregation="normalize_then_sum"``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import trl
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+SUPPORTED_TRL = SpecifierSet(">=1.16,<1.17")
+
+if Version(trl.__version__) not in SUPPORTED_TRL and os.environ.get("KNAPSACK_RL_TRL_ANY_VERSION") != "1":
+    raise ImportError(
+        f"knapsack_rl.integrations.trl supports trl{SUPPORTED_TRL} but trl=={trl.__version__} is installed; "
+        f"install a supported version (pip install 'trl{SUPPORTED_TRL}') or set KNAPSACK_RL_TRL_ANY_VERSION=1 "
+        "to try anyway (it overrides TRL internals listed in this module's docstring)"
+    )
+
+from knapsack_rl.integrations.trl.config import KnapsackGRPOConfig  # noqa: E402
+from knapsack_rl.integrations.trl.plan import GenerationPlan, batch_advantages  # noqa: E402
+from knapsack_rl.integrations.trl.trainer import TRACKER_FILE, KnapsackGRPOTrainer  # noqa: E402
+
+__all__ = [
+    "SUPPORTED_TRL",
+    "TRACKER_FILE",
+    "GenerationPlan",
+    "KnapsackGRPOConfig",
+    "KnapsackGRPOTrainer",
+    "batch_advantages",
+]

@@ -1,0 +1,148 @@
+"""Framework-free pieces of the TRL adapter: prompt ids, the per-batch plan and NaN-aware grouped advantages.
+
+A *generation batch* as TRL's ``RepeatSampler`` yields it is ``B = N * M`` rows: each of M prompts repeated
+N (``num_generations``) times, consecutively, split over the processes in order. The adapter turns it into a
+:class:`GenerationPlan`: the M unique prompts in order of first appearance, their counts ``budgets`` (summing
+to B) and, per rollout of the rebuilt batch, the index of its prompt (``rollout_group``).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from knapsack_rl.core.allocate import Allocation
+from knapsack_rl.core.validate import check_unique_ids
+from knapsack_rl.grpo.advantages import grouped_advantages
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    """Counts for one generation batch, identical on every process.
+
+    Attributes:
+        prompt_ids: the M unique prompt ids, in order of first appearance in the batch.
+        budgets: int64 (M,), rollouts per prompt; ``budgets.sum() == B``.
+        rollout_group: int64 (B,), index into ``prompt_ids`` of every rollout of the rebuilt batch
+            (prompt i's ``budgets[i]`` rollouts are consecutive).
+        allocation: the :class:`Allocation` behind ``budgets`` (None for uniform counts).
+    """
+
+    prompt_ids: list[Hashable]
+    budgets: NDArray[np.int64]
+    rollout_group: NDArray[np.int64]
+    allocation: Allocation | None
+
+    def rollout_prompt_ids(self) -> list[Hashable]:
+        """(B,) prompt id of every rollout."""
+        return [self.prompt_ids[g] for g in self.rollout_group]
+
+
+def prompt_id_of(row: Mapping[str, Any], column: str) -> Hashable:
+    """The prompt id of a data-set row; ``column`` may be dotted (``extra_info.index``) for nested dicts.
+
+    Ids must be ints or strings (NumPy integers are converted); a missing key raises a ValueError that
+    names the column and the keys that exist.
+    """
+    value: Any = row
+    for part in column.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            keys = sorted(value) if isinstance(value, Mapping) else type(value).__name__
+            raise ValueError(
+                f"prompt_id_column={column!r}: key {part!r} not found in a training row (available: {keys}); "
+                f"every row needs a unique prompt id, e.g. add it with dataset.map(lambda x, i: "
+                f"{{'prompt_id': i}}, with_indices=True)"
+            )
+        value = value[part]
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, str)):
+        raise ValueError(f"prompt_id_column={column!r}: ids must be int or str; got {value!r}")
+    return int(value) if isinstance(value, numbers.Integral) else value
+
+
+def dataset_prompt_ids(rows: Sequence[Mapping[str, Any]], column: str) -> list[Hashable]:
+    """Ids of every row, checked unique (the error names the first duplicate)."""
+    ids = [prompt_id_of(row, column) for row in rows]
+    check_unique_ids(f"dataset column {column!r}", ids)
+    return ids
+
+
+def unique_in_order(ids: Sequence[Hashable], num_generations: int) -> tuple[list[Hashable], NDArray[np.int64]]:
+    """Unique ids of a generation batch in order of first appearance, and the position of each first row.
+
+    Every id must occur exactly ``num_generations`` times (TRL's sampler repeats each row that often);
+    more means two rows share an id, which raises.
+    """
+    first: dict[Hashable, int] = {}
+    seen: dict[Hashable, int] = {}
+    for pos, pid in enumerate(ids):
+        first.setdefault(pid, pos)
+        seen[pid] = seen.get(pid, 0) + 1
+    bad = [pid for pid, c in seen.items() if c != num_generations]
+    if bad:
+        raise ValueError(
+            f"prompt id {bad[0]!r} occurs {seen[bad[0]]} times in a generation batch built with "
+            f"num_generations={num_generations}; prompt ids must be unique per data-set row"
+        )
+    return list(first), np.fromiter(first.values(), dtype=np.int64, count=len(first))
+
+
+def rollout_groups(budgets: NDArray[np.int64]) -> NDArray[np.int64]:
+    """(B,) prompt index per rollout when prompt i's ``budgets[i]`` rollouts are consecutive."""
+    return np.repeat(np.arange(budgets.size, dtype=np.int64), budgets)
+
+
+def expand_rows(rows: Sequence[Mapping[str, Any]], budgets: NDArray[np.int64]) -> list[dict[str, Any]]:
+    """Row i repeated ``budgets[i]`` times (shallow copies, so per-rollout edits never alias)."""
+    if len(rows) != budgets.size:
+        raise ValueError(f"rows and budgets must have the same length; got {len(rows)} and {budgets.size}")
+    return [dict(row) for row, k in zip(rows, budgets.tolist(), strict=True) for _ in range(k)]
+
+
+def batch_advantages(
+    rewards: torch.Tensor,
+    groups: torch.Tensor,
+    *,
+    scale_rewards: str = "group",
+    eps: float = 1e-4,
+    clip: float | None = None,
+) -> torch.Tensor:
+    """GRPO advantages grouped by prompt index, NaN-aware (TRL's semantics, any group sizes).
+
+    Rows with a NaN reward (unscorable) are left out of their group's statistics and get advantage 0.
+    With ``scale_rewards``:
+
+    - ``"group"``: ``A = (r - mean_g) / (std_g + eps)`` (unbiased std; a group of one scorable row gets 0);
+    - ``"none"``: ``A = r - mean_g``;
+    - ``"batch"``: ``A = (r - mean_g) / (std_batch + eps)`` (std over all scorable rows).
+
+    Args:
+        rewards: (B,) float rewards, NaN for unscorable rows.
+        groups: (B,) int64 prompt index per row.
+
+    Returns:
+        (B,) float32 advantages, clipped to [-clip, clip] when ``clip`` is set.
+    """
+    ok = ~torch.isnan(rewards)  # (B,) scorable rows
+    out = torch.zeros(rewards.shape, dtype=torch.float32, device=rewards.device)
+    if not bool(ok.any()):
+        return out
+    r, g = rewards[ok], groups[ok]
+    if scale_rewards == "group":
+        adv = grouped_advantages(r, g, eps=eps, clip=clip, scale=True)
+    else:
+        adv = grouped_advantages(r, g, eps=eps, clip=None, scale=False)
+        if scale_rewards == "batch":
+            std = r.double().std() if r.numel() > 1 else torch.zeros((), dtype=torch.float64, device=r.device)
+            adv = (adv.double() / (std + eps)).to(adv.dtype)
+        elif scale_rewards != "none":
+            raise ValueError(f"scale_rewards must be 'group', 'batch' or 'none'; got {scale_rewards!r}")
+        if clip is not None:
+            adv = adv.clamp(-clip, clip)
+    out[ok] = adv.to(torch.float32)
+    return out
