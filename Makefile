@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PIN)
 	$(PIP) install -q -e ".[train,trl,plot,dev]"
+	# verl on CPU: the package without its GPU stack, plus what the imported modules need
+	$(PIP) install -q --no-deps verl==0.9.1
+	$(PIP) install -q tensordict==0.15.3 codetiming==1.4.0 omegaconf==2.3.1 hydra-core==1.3.8 ray==2.60.0 orjson==3.13.0
+	# math-verify after omegaconf: it accepts omegaconf's antlr4 4.9.3 (latex2sympy2_extended ships that parser)
+	$(PIP) install -q "math-verify>=0.7"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# A small single-GPU Knapsack RL run on verl 0.9.x with the knapsack-rl adapter: Qwen2.5-0.5B-Instruct
+# (any small chat model works), de-duplicated DAPO-Math-17K (or any verl parquet whose rows carry a
+# unique extra_info.index), 32 prompts x 8 rollouts per step, counts in [2, 32], 1024-token responses,
+# 200 steps. Fits one 24-80 GB GPU; lower data.train_batch_size or the token limits for smaller ones.
+#   bash examples/verl/run_small_1gpu.sh                       # knapsack allocation
+#   bash examples/verl/run_small_1gpu.sh knapsack.enable=false # uniform baseline, same metrics
+# DRY_RUN=1 prints the command (one argument per line) instead of running it.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+MODEL=${MODEL:-Qwen/Qwen2.5-0.5B-Instruct}
+TRAIN_FILES=${TRAIN_FILES:-$HOME/data/dapo17k_dedup/train.parquet}
+VAL_FILES=${VAL_FILES:-$HOME/data/aime24/test.parquet}
+EXPERIMENT=${EXPERIMENT:-small-1gpu-knapsack}
+CKPT_DIR=${CKPT_DIR:-$HOME/checkpoints/knapsack-rl/$EXPERIMENT}
+
+cmd=(
+    python3 -m verl.trainer.main_ppo
+    --config-path="$HERE/config"
+    --config-name=knapsack_grpo
+    data.train_files="$TRAIN_FILES"
+    data.val_files="$VAL_FILES"
+    data.train_batch_size=32
+    data.max_prompt_length=1024
+    data.max_response_length=1024
+    data.filter_overlong_prompts=true
+    actor_rollout_ref.model.path="$MODEL"
+    actor_rollout_ref.model.use_remove_padding=true
+    actor_rollout_ref.model.enable_gradient_checkpointing=true
+    actor_rollout_ref.actor.optim.lr=1e-6
+    actor_rollout_ref.actor.ppo_mini_batch_size=8
+    actor_rollout_ref.actor.ppo_epochs=1
+    actor_rollout_ref.actor.use_dynamic_bsz=true
+    actor_rollout_ref.actor.ppo_max_token_len_per_gpu=16384
+    actor_rollout_ref.actor.clip_ratio_low=0.2
+    actor_rollout_ref.actor.clip_ratio_high=0.28
+    actor_rollout_ref.actor.loss_agg_mode=token-mean
+    actor_rollout_ref.actor.use_kl_loss=false
+    actor_rollout_ref.actor.entropy_coeff=0
+    actor_rollout_ref.rollout.name=vllm
+    actor_rollout_ref.rollout.n=8
+    actor_rollout_ref.rollout.temperature=1.0
+    actor_rollout_ref.rollout.tensor_model_parallel_size=1
+    actor_rollout_ref.rollout.gpu_memory_utilization=0.4
+    actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=true
+    actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=16384
+    actor_rollout_ref.rollout.val_kwargs.n=4
+    actor_rollout_ref.rollout.val_kwargs.temperature=0.6
+    actor_rollout_ref.rollout.val_kwargs.do_sample=true
+    knapsack.max_n=32
+    knapsack.min_n=2
+    trainer.project_name=knapsack-rl
+    trainer.experiment_name="$EXPERIMENT"
+    trainer.default_local_dir="$CKPT_DIR"
+    trainer.logger='["console","tensorboard"]'
+    trainer.nnodes=1
+    trainer.n_gpus_per_node=1
+    trainer.total_training_steps=200
+    trainer.total_epochs=100
+    trainer.test_freq=20
+    trainer.save_freq=50
+    trainer.val_before_train=false
+    "$@"
+)
+
+if [[ "${DRY_RUN:-0}" == 1 ]]; then
+    printf '%s\n' "${cmd[@]}"
+    exit 0
+fi
+exec "${cmd[@]}"

@@ -1,0 +1,66 @@
+"""Where verl resumes from, and the planner restored from there (or a new one).
+
+verl's V1 trainer resumes from ``trainer.resume_from_path`` (``resume_mode=resume_path``) or from the
+folder named by ``{trainer.default_local_dir}/latest_checkpointed_iteration.txt`` (``resume_mode=auto``,
+the default); this module applies the same rules, so the tracker is restored from the very checkpoint
+whose weights and dataloader state verl restores. Kept apart from :mod:`.hooks` so it imports without
+verl's V1 stack.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from knapsack_rl.integrations.verl.config import KnapsackVerlConfig, _get
+from knapsack_rl.integrations.verl.planner import RolloutPlanner
+
+logger = logging.getLogger(__name__)
+
+LATEST_FILE = "latest_checkpointed_iteration.txt"
+"""verl's pointer to the latest complete checkpoint, inside ``trainer.default_local_dir``."""
+
+
+def resume_folder(config: Any) -> Path | None:
+    """The ``global_step_{k}`` folder verl resumes from under ``config.trainer``; None for a fresh start."""
+    trainer = _get(config, "trainer")
+    mode = str(_get(trainer, "resume_mode", "auto"))
+    if mode == "disable":
+        return None
+    if mode == "resume_path":
+        folder = Path(str(_get(trainer, "resume_from_path")))
+    elif mode == "auto":
+        root = Path(str(_get(trainer, "default_local_dir")))
+        latest = root / LATEST_FILE
+        if not latest.is_file():
+            return None
+        folder = root / f"global_step_{int(latest.read_text().strip())}"
+        if not folder.is_dir():
+            return None
+    else:
+        raise ValueError(f"trainer.resume_mode must be one of ['auto', 'disable', 'resume_path']; got {mode!r}")
+    return folder if folder.is_absolute() else Path(os.getcwd()) / folder
+
+
+def restore_or_create(config: Any) -> RolloutPlanner:
+    """A planner restored from :func:`resume_folder`, or a new one when verl starts from scratch.
+
+    A resumed checkpoint without knapsack state raises unless ``knapsack.resume_without_state=true``.
+    """
+    settings = KnapsackVerlConfig.from_verl(config)
+    folder = resume_folder(config)
+    if folder is None:
+        logger.info("knapsack: new planner (%s)", settings)
+        return RolloutPlanner(settings)
+    try:
+        return RolloutPlanner.load(folder, settings)
+    except FileNotFoundError as exc:
+        if not settings.resume_without_state:
+            raise FileNotFoundError(
+                f"{exc}; verl resumes from {folder}. Set +knapsack.resume_without_state=true to start an "
+                f"empty tracker there (allocation then restarts like epoch 1)"
+            ) from exc
+        logger.warning("knapsack: %s has no tracker state; starting an empty tracker (resume_without_state)", folder)
+        return RolloutPlanner(settings)
