@@ -1,0 +1,64 @@
+"""Speed of the offline simulator: P prompts, M prompts per step, T steps, one rule per run.
+
+Target (issue 4): 10k prompts, 256 prompts per step, 1000 steps, one rule, <= 60 s on 2 CPU cores.
+Prints a table of median / min / max wall time over ``--repeats`` runs per rule, and with
+``--profile`` the functions that take the most time in one run of the first rule.
+
+Usage: ``python benchmarks/bench_sim.py [--rules knapsack-recipe,uniform] [--repeats 3] [--json out.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import statistics
+import time
+from pathlib import Path
+
+from knapsack_rl.sim import SimConfig, simulate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rules", default="uniform,knapsack-recipe,knapsack,dapo,uncertainty,greso")
+    parser.add_argument("--prompts", type=int, default=10_000)
+    parser.add_argument("--prompts-per-step", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="profile one run of the first rule")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    config = SimConfig(num_prompts=args.prompts, prompts_per_step=args.prompts_per_step, steps=args.steps)
+    rules = [r for r in args.rules.split(",") if r]
+    rows = []
+    print(f"P={args.prompts} M={args.prompts_per_step} steps={args.steps} repeats={args.repeats} "
+          f"load average before: {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print("| rule | median s | min s | max s | steps/s (median) | rollouts generated |")
+    print("|---|---|---|---|---|---|")
+    for rule in rules:
+        times, spend = [], 0
+        for rep in range(args.repeats):
+            start = time.perf_counter()
+            trace = simulate(config, rule, seed=rep)
+            times.append(time.perf_counter() - start)
+            spend = int(trace.spend.sum())
+        med = statistics.median(times)
+        rows.append({"rule": rule, "median_s": med, "min_s": min(times), "max_s": max(times), "spend": spend})
+        print(f"| {rule} | {med:.2f} | {min(times):.2f} | {max(times):.2f} | {args.steps / med:.0f} | {spend} |")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.runcall(simulate, config, rules[0], 0)
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(18)
+        print(buf.getvalue())
+    if args.json is not None:
+        args.json.write_text(json.dumps({"config": vars(config), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

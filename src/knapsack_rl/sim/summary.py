@@ -1,0 +1,161 @@
+"""Per-rule summaries over seeds: means, 95% confidence intervals and a Markdown table.
+
+Metrics (per run, then mean and CI over seeds):
+
+- ``eff_ratio``: effective gradient ratio, ``sum_t effective_t / sum_t spend_t`` (rollouts in groups
+  with signal that were trained on, over every rollout generated);
+- ``train_final`` / ``heldout_final``: mean true success rate after the last step;
+- ``train_at_ref``: training success when the rule had spent as many rollouts as the reference
+  (baseline) run in total (linear interpolation on the cumulative spend; NaN if it never got there);
+- ``rollouts_to_target``: rollouts generated until the training success first reached the target
+  (interpolated; NaN if never; the target is per seed, see :func:`summarize`); ``speedup``: the
+  baseline's rollouts_to_target over the rule's on the same seed (NaN when either never got there);
+- ``budget_max``: the largest count one prompt got in any step; ``spend``: rollouts generated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from knapsack_rl.sim.run import RunTrace
+
+# two-sided 95% Student t quantiles by degrees of freedom (1..30); 1.96 beyond
+_T95 = (
+    *(12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131),
+    *(2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042),
+)
+
+METRICS = ("eff_ratio", "train_final", "heldout_final", "train_at_ref", "rollouts_to_target", "speedup", "budget_max")
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and 95% CI half-width over seeds (NaN-valued seeds are left out; ``n`` counts the rest)."""
+
+    mean: float
+    half: float
+    n: int
+
+    def fmt(self, digits: int = 3, scale: float = 1.0) -> str:
+        """``mean ± half`` (or ``n/a`` when no seed has a value)."""
+        if self.n == 0:
+            return "n/a"
+        m, h = self.mean * scale, self.half * scale
+        return f"{m:.{digits}f} ± {h:.{digits}f}" if self.n > 1 else f"{m:.{digits}f}"
+
+
+def mean_ci(values: Sequence[float] | NDArray[np.float64]) -> Stat:
+    """Mean and half-width ``t_{0.975, n-1} * sd / sqrt(n)`` of the finite values."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return Stat(math.nan, math.nan, 0)
+    if v.size == 1:
+        return Stat(float(v[0]), 0.0, 1)
+    t = _T95[v.size - 2] if v.size - 1 <= len(_T95) else 1.96
+    return Stat(float(v.mean()), float(t * v.std(ddof=1) / math.sqrt(v.size)), int(v.size))
+
+
+def first_crossing(x: NDArray[np.float64], y: NDArray[np.float64], level: float) -> float:
+    """Smallest x at which y first reaches ``level`` (linear interpolation); NaN if never."""
+    hit = np.flatnonzero(y >= level)
+    if hit.size == 0:
+        return math.nan
+    k = int(hit[0])
+    if k == 0:
+        return float(x[0])
+    x0, x1, y0, y1 = x[k - 1], x[k], y[k - 1], y[k]
+    return float(x0 + (level - y0) * (x1 - x0) / (y1 - y0))
+
+
+def value_at(x: NDArray[np.float64], y: NDArray[np.float64], at: float) -> float:
+    """y interpolated at x = ``at`` (x increasing); NaN beyond the last x."""
+    if at > x[-1]:
+        return math.nan
+    return float(np.interp(at, x, y))
+
+
+@dataclass(frozen=True)
+class RuleSummary:
+    """Summary of one rule over seeds; ``stats`` maps each name in :data:`METRICS` to a :class:`Stat`."""
+
+    rule: str
+    stats: dict[str, Stat]
+    spend: float
+
+
+def _levels(
+    traces: Mapping[str, list[RunTrace]], target: float | None, target_from: str | None, baseline: str
+) -> dict[int, float]:
+    """Target success per seed: ``target``; else the final success of ``target_from`` (default the baseline)
+    on the same seed; else (neither present) the lowest final success of any rule."""
+    seeds = {t.seed for runs in traces.values() for t in runs}
+    if target is not None:
+        return dict.fromkeys(seeds, float(target))
+    source = target_from or baseline
+    if source in traces:
+        return {t.seed: float(t.train_success[-1]) for t in traces[source]}
+    low = min(float(t.train_success[-1]) for runs in traces.values() for t in runs)
+    return dict.fromkeys(seeds, low)
+
+
+def summarize(
+    traces: Mapping[str, list[RunTrace]],
+    *,
+    target: float | None = None,
+    target_from: str | None = None,
+    baseline: str = "uniform",
+) -> tuple[list[RuleSummary], float]:
+    """One :class:`RuleSummary` per rule and the mean target level.
+
+    The target of ``rollouts_to_target`` is per seed (paired runs): ``target`` if given, else the final
+    training success of rule ``target_from`` on that seed (default: the baseline's). ``speedup`` is the
+    baseline's rollouts to the target over the rule's, on the same seed.
+    """
+    levels = _levels(traces, target, target_from, baseline)
+    base = {t.seed: t for t in traces.get(baseline, [])}
+    out = []
+    for rule, runs in traces.items():
+        per: dict[str, list[float]] = {k: [] for k in METRICS}
+        for tr in runs:
+            x = tr.cumulative_spend.astype(np.float64)
+            ref = base.get(tr.seed)
+            ref_spend = float(ref.spend.sum()) if ref is not None else float(x[-1])
+            hit = first_crossing(x, tr.train_success, levels[tr.seed])
+            base_hit = (
+                first_crossing(ref.cumulative_spend.astype(float), ref.train_success, levels[tr.seed])
+                if ref is not None
+                else math.nan
+            )
+            per["eff_ratio"].append(float(tr.effective.sum() / max(tr.spend.sum(), 1)))
+            per["train_final"].append(float(tr.train_success[-1]))
+            per["heldout_final"].append(float(tr.heldout_success[-1]))
+            per["train_at_ref"].append(value_at(x, tr.train_success, ref_spend))
+            per["rollouts_to_target"].append(hit)
+            per["speedup"].append(base_hit / hit if hit > 0 else math.nan)
+            per["budget_max"].append(float(tr.budget_max.max()))
+        spend = float(np.mean([tr.spend.sum() for tr in runs]))
+        out.append(RuleSummary(rule, {k: mean_ci(v) for k, v in per.items()}, spend))
+    return out, float(np.mean(list(levels.values())))
+
+
+def format_table(summaries: Sequence[RuleSummary], target: float, baseline: str = "uniform") -> str:
+    """A Markdown table of the summaries (mean ± 95% CI over seeds)."""
+    head = (
+        "| rule | eff. grad ratio | train success (final) | held-out (final) | train @ baseline's rollouts "
+        f"| rollouts to target {target:.3f} (M) | speed-up vs {baseline} | max budget | rollouts (M) |"
+    )
+    lines = [head, "|" + "---|" * 9]
+    for s in summaries:
+        st = s.stats
+        lines.append(
+            f"| {s.rule} | {st['eff_ratio'].fmt()} | {st['train_final'].fmt()} | {st['heldout_final'].fmt()} "
+            f"| {st['train_at_ref'].fmt()} | {st['rollouts_to_target'].fmt(3, 1e-6)} | {st['speedup'].fmt(2)} "
+            f"| {st['budget_max'].fmt(0)} | {s.spend / 1e6:.3f} |"
+        )
+    return "\n".join(lines)
