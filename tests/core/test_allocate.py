@@ -207,3 +207,13 @@ def test_readme_example() -> None:
     result = allocate(np.array([0.0, 0.0625, 0.5, 0.9375, 1.0, np.nan]), n=8)
     assert result.budgets.tolist() == [2, 26, 8, 2, 2, 8]
     assert not result.fallback_fired
+
+
+def test_presets() -> None:
+    from knapsack_rl.core import PRESETS
+
+    p = np.array([0.0, 1.0, 0.25, 0.5, np.nan])
+    recipe = allocate(p, **PRESETS["recipe"])  # type: ignore[arg-type]
+    assert recipe.budgets.sum() == 40 and recipe.settings["objective"] == "recipe"
+    project = allocate(p, **PRESETS["project"])  # type: ignore[arg-type]
+    assert project.budgets[:2].tolist() == [1, 1] and not project.fallback_fired and project.budgets.sum() == 40

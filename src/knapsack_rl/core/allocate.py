@@ -67,6 +67,19 @@ Objective = Literal["paper", "recipe"]
 Overflow = Literal["pool", "recipe"]
 
 
+PRESETS: dict[str, dict[str, object]] = {
+    "recipe": {"objective": "recipe", "fallback": True, "negative_n": 2, "positive_n": 2},
+    "project": {"objective": "paper", "fallback": False, "negative_n": 1, "positive_n": 1},
+}
+"""Named settings for :func:`allocate`: ``allocate(p_hat, **PRESETS["project"])``.
+
+- ``"recipe"``: the authors' settings (the signature's defaults, plus the recipe's scoring and quirks).
+- ``"project"``: chosen by the simulation study (docs/simulation.md): the plain objective ``V(N, p)``, no
+  fallback (it never helped), and one rollout for a prompt estimated at p = 0 or p = 1 (a cheap
+  re-estimation probe; a group of one carries no gradient) instead of two.
+"""
+
+
 @dataclass(frozen=True)
 class Allocation:
     """Result of :func:`allocate`.

@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from knapsack_rl.core.allocate import allocate
+from knapsack_rl.core.allocate import PRESETS, allocate
 from knapsack_rl.core.tracker import Tracker, TrackerConfig
 from knapsack_rl.core.validate import check_choice, check_int, check_real
 from knapsack_rl.sim.config import SimConfig
@@ -238,10 +238,10 @@ class KnapsackRule(TrackedRule):
 
 
 def _recipe_settings() -> KnapsackSettings:
-    return KnapsackSettings(estimator="recipe", fallback=True, objective="recipe")
+    return KnapsackSettings(estimator="recipe", **PRESETS["recipe"])  # type: ignore[arg-type]
 
 
-PROJECT_SETTINGS = replace(_recipe_settings(), objective="paper", negative_n=1, positive_n=1, fallback=False)
+PROJECT_SETTINGS = replace(_recipe_settings(), **PRESETS["project"])  # type: ignore[arg-type]
 """The project's defaults as chosen by the study in docs/simulation.md: the recipe's tracker estimator,
 point estimates (no posterior shrinkage), the plain objective V(N, p), no fallback, and one rollout
 (a re-estimation probe, no gradient) for prompts estimated at p = 0 or p = 1; epoch 1 uniform."""
