@@ -37,6 +37,8 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_allocate.py
+	$(PY) benchmarks/bench_sim.py
+	$(PY) benchmarks/bench_trainer.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

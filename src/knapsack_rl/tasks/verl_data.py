@@ -1,0 +1,90 @@
+"""Loading a JSONL or parquet data set in verl's layout into a :class:`PromptSet`.
+
+Each row needs ``prompt`` (a string, or a chat list of ``{"role", "content"}`` messages),
+``reward_model.ground_truth`` (the reference answer) and ``extra_info.index`` (the stable prompt id,
+an integer, unique). A difficulty label is read from ``extra_info.difficulty`` or ``extra_info.level``
+when present, else ``data_source``, else ``"all"``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from knapsack_rl.tasks.base import PromptSet
+
+ChatFormatter = Callable[[list[dict[str, str]]], str]
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        raise ValueError(f"data file {path} does not exist")
+    if path.suffix == ".jsonl":
+        rows = []
+        for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+        return rows
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_table(path).to_pylist())
+    raise ValueError(f"data file must end in .jsonl or .parquet; got {path}")
+
+
+def _prompt_text(prompt: Any, where: str, chat_format: ChatFormatter | None) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list) and all(isinstance(m, dict) and "content" in m for m in prompt):
+        if chat_format is not None:
+            return chat_format(prompt)
+        return "\n".join(str(m["content"]) for m in prompt)
+    raise ValueError(f"{where}: prompt must be a string or a list of chat messages; got {prompt!r:.80}")
+
+
+def load_verl_dataset(path: str | Path, *, chat_format: ChatFormatter | None = None) -> PromptSet:
+    """Read a verl-layout JSONL / parquet file.
+
+    Args:
+        path: ``.jsonl`` or ``.parquet`` file.
+        chat_format: turns a chat list into the model's prompt text (e.g. a tokenizer's chat template);
+            default joins the message contents with newlines.
+
+    Raises:
+        ValueError: naming the file and row (1-based) of a missing field, or the duplicated index.
+    """
+    path = Path(path)
+    rows = _read_rows(path)
+    if not rows:
+        raise ValueError(f"data file {path} has no rows")
+    ids, prompts, answers, levels = [], [], [], []
+    first_row: dict[int, int] = {}
+    for i, row in enumerate(rows, start=1):
+        where = f"{path} row {i}"
+        extra = row.get("extra_info") or {}
+        if not isinstance(extra, dict) or extra.get("index") is None:
+            raise ValueError(f"{where}: missing extra_info.index (a unique integer id per prompt is required)")
+        index = extra["index"]
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise ValueError(f"{where}: extra_info.index must be an integer; got {index!r}")
+        if int(index) in first_row:
+            raise ValueError(f"{where}: duplicate extra_info.index={index} (first seen in row {first_row[int(index)]})")
+        first_row[int(index)] = i
+        reward_model = row.get("reward_model") or {}
+        if not isinstance(reward_model, dict) or reward_model.get("ground_truth") is None:
+            raise ValueError(f"{where}: missing reward_model.ground_truth")
+        if "prompt" not in row:
+            raise ValueError(f"{where}: missing prompt")
+        ids.append(int(index))
+        prompts.append(_prompt_text(row["prompt"], where, chat_format))
+        answers.append(str(reward_model["ground_truth"]))
+        levels.append(str(extra.get("difficulty", extra.get("level", row.get("data_source", "all")))))
+    return PromptSet(ids=np.array(ids, dtype=np.int64), prompts=prompts, answers=answers, levels=levels)
