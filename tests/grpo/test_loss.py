@@ -60,3 +60,21 @@ def test_eval_and_rollout_metrics():
     assert m["eval/mean@3/a"] == pytest.approx(1 / 3) and m["eval/mean@3/b"] == pytest.approx(0.5)
     r = rollout_metrics(torch.tensor([[1, 1, 0], [1, 1, 1]]), max_new_tokens=3)
     assert r == {"rollout/response_len_mean": 2.5, "rollout/response_len_max": 3.0, "rollout/truncated_ratio": 0.5}
+
+
+def test_leaving_out_zero_advantage_rollouts_keeps_loss_and_gradient() -> None:
+    gen = torch.Generator().manual_seed(3)
+    logp_full = (torch.randn(6, 5, generator=gen) * 0.1 - 1.0).requires_grad_(True)
+    old = (logp_full.detach() + torch.randn(6, 5, generator=gen) * 0.05).clone()
+    adv = torch.tensor([0.0, 1.2, 0.0, -0.7, 0.0, 2.0])
+    mask = (torch.rand(6, 5, generator=gen) > 0.2).float()
+    full, _ = ppo_clip_loss(logp_full, old, adv, mask)
+    full.backward()
+    active = adv != 0
+    logp_sub = logp_full.detach()[active].clone().requires_grad_(True)
+    part, _ = ppo_clip_loss(logp_sub, old[active], adv[active], mask[active], token_count=float(mask.sum()))
+    part.backward()
+    assert torch.allclose(part, full, atol=1e-7, rtol=0)
+    assert logp_full.grad is not None and logp_sub.grad is not None
+    assert torch.allclose(logp_full.grad[active], logp_sub.grad, atol=1e-8, rtol=0)
+    assert torch.all(logp_full.grad[~active] == 0)  # what was left out had no gradient to give

@@ -30,6 +30,7 @@ def ppo_clip_loss(
     clip_low: float = 0.2,
     clip_high: float = 0.28,
     dual_clip: float | None = 10.0,
+    token_count: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Token-mean PPO-clip loss over a batch of responses.
 
@@ -46,6 +47,10 @@ def ppo_clip_loss(
         mask: (R, T) 1 on response tokens.
         clip_low, clip_high: clip range ``[1 - clip_low, 1 + clip_high]`` (recipe: 0.2 / 0.28).
         dual_clip: bound c > 1 of the loss for negative advantages (recipe: 10); None disables it.
+        token_count: denominator of the token mean (default ``mask.sum()``). A rollout whose advantage
+            is 0 adds exactly 0 to the loss and its gradient, so a caller may leave such rollouts out of
+            ``logprobs`` and pass the token count of the whole batch here: same loss, same gradient,
+            less compute. The stats are then over the rollouts given.
 
     Returns:
         (scalar loss, stats) with stats ``actor/clipfrac``, ``actor/approx_kl``, ``actor/ratio_mean``.
@@ -69,7 +74,8 @@ def ppo_clip_loss(
     if dual_clip is not None:
         per_token = torch.where(adv < 0, torch.minimum(per_token, -adv * dual_clip), per_token)
     denom = m.sum().clamp(min=1.0)
-    loss = (per_token * m).sum() / denom  # token-mean
+    total = denom if token_count is None else torch.as_tensor(max(float(token_count), 1.0), dtype=m.dtype)
+    loss = (per_token * m).sum() / total  # token-mean over the whole batch
     with torch.no_grad():
         stats = {
             "actor/clipfrac": float(((clipped > unclipped).to(m.dtype) * m).sum() / denom),

@@ -240,14 +240,19 @@ class Trainer:
                 if rows.numel() == 0:
                     continue
                 rows = rows.to(self.device)
-                logp = token_logprobs(self.model, ids[rows], attn[rows], rollouts.prompt_len)
-                old_rows = logp.detach() if old is None else old[rows]
-                loss, stats = ppo_clip_loss(
-                    logp, old_rows, adv[rows], mask[rows], clip_low=cfg.clip_low, clip_high=cfg.clip_high,
-                    dual_clip=cfg.dual_clip,
-                )  # fmt: skip
+                tokens = float(mask[rows].sum())  # token-mean denominator: every rollout of the mini-batch
+                rows = rows[adv[rows] != 0]  # A = 0 adds exactly 0 to loss and gradient: skip its forward
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if rows.numel() == 0:
+                    loss, stats = self._zero_gradient()
+                else:
+                    logp = token_logprobs(self.model, ids[rows], attn[rows], rollouts.prompt_len)
+                    old_rows = logp.detach() if old is None else old[rows]
+                    loss, stats = ppo_clip_loss(
+                        logp, old_rows, adv[rows], mask[rows], clip_low=cfg.clip_low, clip_high=cfg.clip_high,
+                        dual_clip=cfg.dual_clip, token_count=tokens,
+                    )  # fmt: skip
+                    loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 self.optimizer.step()
                 for k, v in {**stats, "actor/loss": loss.item(), "actor/grad_norm": float(grad_norm)}.items():
@@ -255,6 +260,12 @@ class Trainer:
                 updates += 1
         self.model.eval()
         return {k: v / max(updates, 1) for k, v in sums.items()} | {"actor/lr": cfg.lr}
+
+    def _zero_gradient(self) -> tuple[torch.Tensor, dict[str, float]]:
+        """No rollout with a non-zero advantage: zero gradients, so the optimizer steps as on a zero loss."""
+        for param in self.model.parameters():
+            param.grad = torch.zeros_like(param)
+        return torch.zeros(()), {"actor/clipfrac": 0.0, "actor/approx_kl": 0.0, "actor/ratio_mean": 1.0}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
