@@ -1,6 +1,7 @@
 """The method itself, in NumPy only: value functions, solvers, the per-step allocator, the tracker."""
 
 from knapsack_rl.core.allocate import (
+    ALLOCATE_OPTIONS,
     BUCKET_NAMES,
     EFFECTIVE,
     NEGATIVE,
@@ -9,6 +10,7 @@ from knapsack_rl.core.allocate import (
     UNESTIMATED,
     Allocation,
     allocate,
+    allocate_options,
 )
 from knapsack_rl.core.registry import Registry
 from knapsack_rl.core.solve import Solution, get_solver, register_solver, solve_dp, solve_greedy
@@ -23,6 +25,7 @@ from knapsack_rl.core.tracker import (
 from knapsack_rl.core.value import get_value, register_value, value_names
 
 __all__ = [
+    "ALLOCATE_OPTIONS",
     "BUCKET_NAMES",
     "EFFECTIVE",
     "NEGATIVE",
@@ -35,6 +38,7 @@ __all__ = [
     "Tracker",
     "TrackerConfig",
     "allocate",
+    "allocate_options",
     "atomic_write_bytes",
     "estimator_names",
     "get_solver",

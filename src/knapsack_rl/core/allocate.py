@@ -80,6 +80,36 @@ PRESETS: dict[str, dict[str, object]] = {
 """
 
 
+ALLOCATE_OPTIONS = (
+    "n",
+    "total_budget",
+    "min_n",
+    "max_n",
+    "negative_n",
+    "positive_n",
+    "fallback",
+    "alpha",
+    "objective",
+    "value",
+    "overflow",
+    "unestimated_in_zero_pool",
+    "strict_max_n",
+    "solver",
+)
+"""Keyword arguments of :func:`allocate` besides ``p_hat`` and ``costs``."""
+
+
+def allocate_options(settings: object, **overrides: object) -> dict[str, object]:
+    """:func:`allocate` keyword arguments from a settings object's attributes of the same names.
+
+    Every name of :data:`ALLOCATE_OPTIONS` that ``settings`` has is taken; ``overrides`` add or
+    replace entries (for fields an engine's config names differently, e.g. ``n=num_generations``).
+    """
+    options = {name: getattr(settings, name) for name in ALLOCATE_OPTIONS if hasattr(settings, name)}
+    options.update(overrides)
+    return options
+
+
 @dataclass(frozen=True)
 class Allocation:
     """Result of :func:`allocate`.

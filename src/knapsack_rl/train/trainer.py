@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from knapsack_rl.core.allocate import allocate
+from knapsack_rl.core.allocate import allocate, allocate_options
 from knapsack_rl.core.groups import step_metrics
 from knapsack_rl.core.tracker import Tracker, TrackerConfig, atomic_write_bytes
 from knapsack_rl.grpo.advantages import grouped_advantages
@@ -192,10 +192,7 @@ class Trainer:
         p_hat = self.tracker.estimate(batch.prompts.ids)
         if epoch < cfg.alloc_from_epoch:
             p_hat = np.full(m, np.nan)  # cold start: no estimate drives allocation yet
-        result = allocate(
-            p_hat, n=cfg.n, min_n=cfg.min_n, max_n=cfg.max_n, negative_n=cfg.negative_n,
-            positive_n=cfg.positive_n, fallback=cfg.fallback, alpha=cfg.alpha, objective=cfg.objective,
-        )  # fmt: skip
+        result = allocate(p_hat, **allocate_options(cfg))  # type: ignore[arg-type]
         self.metrics.log_allocation(
             self.global_step + 1, epoch, [None if np.isnan(p) else float(p) for p in p_hat], result.budgets.tolist()
         )

@@ -7,6 +7,7 @@ from typing import Any
 
 from trl.trainer.grpo_config import GRPOConfig
 
+from knapsack_rl.core.allocate import allocate_options
 from knapsack_rl.core.tracker import TrackerConfig, estimator_names
 from knapsack_rl.core.validate import check_choice, check_int, check_real
 from knapsack_rl.core.value import value_names
@@ -109,15 +110,4 @@ class KnapsackGRPOConfig(GRPOConfig):
 
     def allocate_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`knapsack_rl.allocate` (besides ``p_hat``) for one generation batch."""
-        return {
-            "n": self.num_generations,
-            "min_n": self.min_n,
-            "max_n": self.max_n,
-            "negative_n": self.negative_n,
-            "positive_n": self.positive_n,
-            "fallback": self.fallback,
-            "alpha": self.alpha,
-            "objective": self.objective,
-            "value": self.value_function,
-            "overflow": self.overflow,
-        }
+        return allocate_options(self, n=self.num_generations, value=self.value_function)

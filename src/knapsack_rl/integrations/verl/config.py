@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from knapsack_rl.core.allocate import allocate_options
 from knapsack_rl.core.tracker import TrackerConfig, estimator_names
 from knapsack_rl.core.validate import check_choice, check_int, check_real
 
@@ -105,17 +106,7 @@ class KnapsackVerlConfig:
 
     def allocate_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`knapsack_rl.allocate` (without ``p_hat``)."""
-        return {
-            "n": self.n,
-            "min_n": self.min_n,
-            "max_n": self.max_n,
-            "negative_n": self.negative_n,
-            "positive_n": self.positive_n,
-            "fallback": self.fallback,
-            "alpha": self.alpha,
-            "objective": self.objective,
-            "overflow": self.overflow,
-        }
+        return allocate_options(self, n=self.n)
 
 
 def _get(node: Any, key: str, default: Any = None) -> Any:
