@@ -35,11 +35,9 @@ from typing import Any
 import torch
 from accelerate import PartialState
 from datasets import Dataset, load_dataset
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    LlamaConfig,
     LlamaForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -47,6 +45,7 @@ from transformers import (
 )
 
 from knapsack_rl.integrations.trl import KnapsackGRPOConfig, KnapsackGRPOTrainer
+from knapsack_rl.models import TinyModelConfig, build_char_tokenizer, build_tiny_model
 
 CHARS = "0123456789+="
 
@@ -78,30 +77,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # ------------------------------------------------------------------------------------------- model and data
 def build_tokenizer() -> PreTrainedTokenizerFast:
-    """One token per character of CHARS, plus <pad> and <eos>."""
-    vocab = {"<pad>": 0, "<eos>": 1} | {c: i + 2 for i, c in enumerate(CHARS)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
-    tok.decoder = decoders.Fuse()  # decode to "12", not "1 2"
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+    """The project's character tokenizer over CHARS (knapsack_rl.models)."""
+    return build_char_tokenizer(CHARS)
 
 
-def build_model(vocab_size: int, seed: int) -> LlamaForCausalLM:
+def build_model(tokenizer: PreTrainedTokenizerFast, seed: int) -> LlamaForCausalLM:
     """A 2-layer Llama of about 100k parameters."""
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=32,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=1,
-    )
-    return LlamaForCausalLM(config)
+    return build_tiny_model(tokenizer, TinyModelConfig(64, 128, 2, 4, 32), seed=seed)
 
 
 def arithmetic_dataset() -> Dataset:
@@ -136,6 +118,7 @@ def warm_start(model: PreTrainedModel, tok: PreTrainedTokenizerBase, ds: Dataset
         return
     gen = torch.Generator().manual_seed(seed)
     texts = [f"{r['prompt']}{r['answer']}{tok.eos_token}" for i, r in enumerate(ds) if i % 2 == 0]
+    tok.padding_side = "right"  # positions start at 0 for every training text
     enc = tok(texts, padding=True, return_tensors="pt")
     labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)  # (S, T)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -170,7 +153,7 @@ def run(args: argparse.Namespace, allocation: str) -> dict[str, Any]:
         model, tok = AutoModelForCausalLM.from_pretrained(args.model), AutoTokenizer.from_pretrained(args.model)
     else:
         tok = build_tokenizer()
-        model = build_model(len(tok), args.seed)
+        model = build_model(tok, args.seed)
     ds = load_local_dataset(args.dataset) if args.dataset else arithmetic_dataset()
     warm_start(
         model, tok, ds, args.warmup_steps if args.warmup_steps is not None else (0 if args.model else 150), args.seed

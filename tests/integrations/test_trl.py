@@ -16,14 +16,14 @@ import pytest
 import torch
 import trl
 from datasets import Dataset
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 import knapsack_rl.integrations.trl as ktrl
 from knapsack_rl import allocate
 from knapsack_rl.grpo import grouped_advantages
 from knapsack_rl.integrations.trl import KnapsackGRPOConfig, KnapsackGRPOTrainer, batch_advantages
 from knapsack_rl.integrations.trl.plan import prompt_id_of, unique_in_order
+from knapsack_rl.models import TinyModelConfig, build_char_tokenizer, build_tiny_model
 
 torch.set_num_threads(1)
 
@@ -33,30 +33,13 @@ N = 4  # num_generations: the mean count per prompt
 
 
 def make_tokenizer() -> PreTrainedTokenizerFast:
-    """Character-level tokenizer: one token per character of CHARS, plus <pad> and <eos>."""
-    vocab = {"<pad>": 0, "<eos>": 1} | {c: i + 2 for i, c in enumerate(CHARS)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
-    tok.decoder = decoders.Fuse()  # decode to "12", not "1 2"
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+    """The project's character tokenizer over CHARS (knapsack_rl.models)."""
+    return build_char_tokenizer("".join(CHARS))
 
 
 def make_model(seed: int = 0) -> LlamaForCausalLM:
     """A ~40k-parameter Llama with the tokenizer's vocabulary."""
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(CHARS) + 2,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=1,
-    )
-    return LlamaForCausalLM(config)
+    return build_tiny_model(make_tokenizer(), TinyModelConfig(32, 64, 2, 4, 64), seed=seed)
 
 
 def make_dataset(num: int = NUM_PROMPTS) -> Dataset:
