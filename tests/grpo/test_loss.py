@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from knapsack_rl.grpo import eval_metrics, ppo_clip_loss, rollout_metrics, token_logprobs
+from knapsack_rl.grpo.loss import aggregation_weights
 from knapsack_rl.models import TinyModelConfig, build_char_tokenizer, build_tiny_model
 
 torch.set_num_threads(1)
@@ -72,9 +73,33 @@ def test_leaving_out_zero_advantage_rollouts_keeps_loss_and_gradient() -> None:
     full.backward()
     active = adv != 0
     logp_sub = logp_full.detach()[active].clone().requires_grad_(True)
-    part, _ = ppo_clip_loss(logp_sub, old[active], adv[active], mask[active], token_count=float(mask.sum()))
+    weights = aggregation_weights(mask, torch.arange(6) // 2, "token-mean")  # over the whole batch
+    part, _ = ppo_clip_loss(logp_sub, old[active], adv[active], mask[active], weights=weights[active])
     part.backward()
     assert torch.allclose(part, full, atol=1e-7, rtol=0)
     assert logp_full.grad is not None and logp_sub.grad is not None
     assert torch.allclose(logp_full.grad[active], logp_sub.grad, atol=1e-8, rtol=0)
     assert torch.all(logp_full.grad[~active] == 0)  # what was left out had no gradient to give
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "group-mean"])
+def test_aggregation_weights_by_hand(mode: str) -> None:
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    groups = torch.tensor([7, 7, 7, 3])  # prompt 7 has three rollouts (3 + ... tokens), prompt 3 one
+    w = aggregation_weights(mask, groups, mode)
+    assert float(w.sum()) == pytest.approx(1.0) and torch.all(w[mask == 0] == 0)
+    expected = {
+        "token-mean": [1 / 9] * 4,  # every token of the batch alike
+        "seq-mean-token-mean": [1 / 8, 1 / 4, 1 / 12, 1 / 12],  # 1 / (R * T_r)
+        "group-mean": [1 / 12, 1 / 12, 1 / 12, 1 / 6],  # 1 / (G * T_g): prompt 7 has 6 tokens, prompt 3 has 3
+    }[mode]
+    assert w[:, 0].tolist() == pytest.approx(expected)
+
+
+def test_group_mean_gives_a_large_group_the_weight_of_a_small_one() -> None:
+    mask = torch.ones(9, 2)
+    groups = torch.tensor([0] * 8 + [1])
+    w = aggregation_weights(mask, groups, "group-mean")
+    assert float(w[:8].sum()) == pytest.approx(0.5) and float(w[8:].sum()) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match=r"loss_agg must be one of .*; got loss_agg='sum'"):
+        aggregation_weights(mask, groups, "sum")

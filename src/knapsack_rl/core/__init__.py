@@ -1,53 +1,48 @@
-"""The method itself, in NumPy only: value functions, solvers, the per-step allocator, the tracker."""
+"""The method itself, in NumPy only: value functions, solvers, the per-step allocator, the tracker, the planner."""
 
 from knapsack_rl.core.allocate import (
-    ALLOCATE_OPTIONS,
     BUCKET_NAMES,
     EFFECTIVE,
     NEGATIVE,
     POSITIVE,
-    PRESETS,
     UNESTIMATED,
     Allocation,
     allocate,
-    allocate_options,
+    uniform_allocation,
 )
+from knapsack_rl.core.config import AllocationConfig, KnapsackConfig, preset_names
+from knapsack_rl.core.planner import EpochCounter, Planner
 from knapsack_rl.core.registry import Registry
 from knapsack_rl.core.solve import Solution, get_solver, register_solver, solve_dp, solve_greedy
-from knapsack_rl.core.tracker import (
-    Tracker,
-    TrackerConfig,
-    atomic_write_bytes,
-    estimator_names,
-    register_estimator,
-    to_success,
-)
+from knapsack_rl.core.tracker import Tracker, TrackerConfig, estimator_names, register_estimator, to_success
 from knapsack_rl.core.value import get_value, register_value, value_names
 
 __all__ = [
-    "ALLOCATE_OPTIONS",
     "BUCKET_NAMES",
     "EFFECTIVE",
     "NEGATIVE",
     "POSITIVE",
-    "PRESETS",
     "UNESTIMATED",
     "Allocation",
+    "AllocationConfig",
+    "EpochCounter",
+    "KnapsackConfig",
+    "Planner",
     "Registry",
     "Solution",
     "Tracker",
     "TrackerConfig",
     "allocate",
-    "allocate_options",
-    "atomic_write_bytes",
     "estimator_names",
     "get_solver",
     "get_value",
+    "preset_names",
     "register_estimator",
     "register_solver",
     "register_value",
     "solve_dp",
     "solve_greedy",
     "to_success",
+    "uniform_allocation",
     "value_names",
 ]

@@ -27,7 +27,7 @@ The remaining budget ``R = B - sum(starting counts)`` is then placed:
    effective prompts, exceeding ``max_n`` (``overflow="recipe"``). The default (``overflow="pool"``)
    gives it to the zero pool, then to every non-effective prompt.
 
-``strict_max_n`` (default on, off for ``objective="recipe"``) makes ``max_n`` a bound on *every*
+``strict_max_n`` (default on; the ``"recipe"`` preset turns it off) makes ``max_n`` a bound on *every*
 prompt: the recipe bounds only the knapsack's prompts, so its fallback can give a p = 0 prompt far
 more than ``max_n``. With it, every split stops at ``max_n``; what a full zero pool cannot take from
 the fallback goes back to the knapsack, and a budget that cannot be placed at all (more than
@@ -35,9 +35,21 @@ the fallback goes back to the knapsack, and a budget that cannot be placed at al
 
 The *zero pool* is the set of ``p_hat == 0`` prompts; with ``unestimated_in_zero_pool`` (the
 recipe's quirk: it stores rate 0 for prompts without an estimate) it also holds the unestimated
-prompts. ``objective="recipe"`` turns that quirk on by default and scores an effective prompt that
-gets no extra rollout as 0 (not ``V(min_n, p)``), exactly as the recipe's programme does; with the
-recipe's defaults it reproduces the recipe's budgets, objective and total.
+prompts. ``objective="recipe"`` scores an effective prompt that gets no extra rollout as 0 (not
+``V(min_n, p)``), exactly as the recipe's programme does. Every setting is explicit: the ``"recipe"``
+preset (:meth:`knapsack_rl.KnapsackConfig.preset`) sets the recipe's scoring *and* its quirks and
+reproduces the recipe's budgets, objective and total; ``objective="recipe"`` alone changes only the
+scoring.
+
+Two per-step options go beyond the recipe:
+
+- ``posterior=(a, b)``: each estimated prompt's value is ``E[V(N, p)]`` under ``p ~ Beta(a_i, b_i)``
+  (:func:`knapsack_rl.core.value.get_posterior_value`). A posterior has no point mass at 0 or 1, so
+  every estimated prompt is *effective* (the p = 0 / p = 1 buckets are not used) and the knapsack
+  decides between ``min_n`` and ``max_n``; ``p_hat`` still marks unestimated prompts (NaN) and feeds
+  the fallback's cost.
+- ``floor``: per-prompt counts already committed this step (e.g. a probe's rollouts in two-phase
+  planning): every count is at least its floor and the value is that of the total count.
 
 With unit costs the total is exactly B. With per-prompt ``costs`` (e.g. expected tokens per rollout)
 B is in cost units (default ``n * sum(costs)``), counts are placed while they fit, the total cost is
@@ -48,66 +60,22 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from knapsack_rl.core.config import AllocationConfig
 from knapsack_rl.core.solve import get_solver
-from knapsack_rl.core.validate import check_choice, check_int, check_prob_array, check_real
-from knapsack_rl.core.value import get_value, rollouts_for_confidence
+from knapsack_rl.core.validate import INT64_MAX, check_int, check_prob_array, check_real, check_real_array
+from knapsack_rl.core.value import ValueFn, get_value, rollouts_for_confidence
 
 logger = logging.getLogger(__name__)
 
 UNESTIMATED, EFFECTIVE, NEGATIVE, POSITIVE = 0, 1, 2, 3
 BUCKET_NAMES = ("unestimated", "effective", "negative", "positive")
-
-Objective = Literal["paper", "recipe"]
-Overflow = Literal["pool", "recipe"]
-
-
-PRESETS: dict[str, dict[str, object]] = {
-    "recipe": {"objective": "recipe", "fallback": True, "negative_n": 2, "positive_n": 2},
-    "project": {"objective": "paper", "fallback": False, "negative_n": 1, "positive_n": 1},
-}
-"""Named settings for :func:`allocate`: ``allocate(p_hat, **PRESETS["project"])``.
-
-- ``"recipe"``: the authors' settings (the signature's defaults, plus the recipe's scoring and quirks).
-- ``"project"``: chosen by the simulation study (docs/simulation.md): the plain objective ``V(N, p)``, no
-  fallback (it never helped), and one rollout for a prompt estimated at p = 0 or p = 1 (a cheap
-  re-estimation probe; a group of one carries no gradient) instead of two.
-"""
-
-
-ALLOCATE_OPTIONS = (
-    "n",
-    "total_budget",
-    "min_n",
-    "max_n",
-    "negative_n",
-    "positive_n",
-    "fallback",
-    "alpha",
-    "objective",
-    "value",
-    "overflow",
-    "unestimated_in_zero_pool",
-    "strict_max_n",
-    "solver",
-)
-"""Keyword arguments of :func:`allocate` besides ``p_hat`` and ``costs``."""
-
-
-def allocate_options(settings: object, **overrides: object) -> dict[str, object]:
-    """:func:`allocate` keyword arguments from a settings object's attributes of the same names.
-
-    Every name of :data:`ALLOCATE_OPTIONS` that ``settings`` has is taken; ``overrides`` add or
-    replace entries (for fields an engine's config names differently, e.g. ``n=num_generations``).
-    """
-    options = {name: getattr(settings, name) for name in ALLOCATE_OPTIONS if hasattr(settings, name)}
-    options.update(overrides)
-    return options
+_REL_TOL = 1e-9  # relative tolerance of cost arithmetic: 10 x 0.8 units fit a budget of 8.0
 
 
 @dataclass(frozen=True)
@@ -119,7 +87,7 @@ class Allocation:
         buckets: int8 (M,), bucket code per prompt (``UNESTIMATED``, ``EFFECTIVE``, ``NEGATIVE``,
             ``POSITIVE``).
         objective: knapsack objective over the effective prompts (``sum V(N_i, p_i)`` for
-            ``objective="paper"``; the recipe's scoring for ``"recipe"``).
+            ``objective="paper"``; the recipe's scoring for ``"recipe"``; expected values with a posterior).
         total_budget: the budget B (rollouts, or cost units with costs).
         knapsack_budget: units given to the knapsack (R, or C when the fallback fired).
         fallback_fired: whether the fallback sent a surplus to the zero pool.
@@ -129,6 +97,7 @@ class Allocation:
         optimal: whether the knapsack solution is proven optimal.
         gap_bound: bound on the knapsack's distance to optimal (0 when optimal).
         solve_time_s: wall time of the whole call.
+        config: the validated settings the call ran with.
     """
 
     budgets: NDArray[np.int64]
@@ -143,76 +112,74 @@ class Allocation:
     optimal: bool
     gap_bound: float
     solve_time_s: float
-    settings: dict[str, object] = field(default_factory=dict)
+    config: AllocationConfig
 
     def bucket_counts(self) -> dict[str, int]:
         """Number of prompts per bucket, keyed by bucket name."""
         counts = np.bincount(self.buckets, minlength=4)
         return {name: int(c) for name, c in zip(BUCKET_NAMES, counts, strict=True)}
 
-    def metrics(self, n: int | None = None) -> dict[str, float]:
-        """Allocation metrics (``alloc/...``); ``n`` defaults to the uniform count used."""
-        uniform = int(n if n is not None else self.settings.get("n", 8))  # type: ignore[call-overload]
+    def metrics(self) -> dict[str, float]:
+        """Allocation metrics of the step, ``alloc/...`` (documented in docs/metrics.md).
+
+        ``alloc/budget_{max,min,mean,total}``, ``alloc/num_above_n`` (prompts given more than n),
+        ``alloc/fallback_fired``, ``alloc/overflow``, ``alloc/objective``, ``alloc/solve_s`` (seconds in
+        :func:`allocate`) and ``alloc/<bucket>_ratio`` for the four buckets.
+        """
         m = self.budgets.size
-        counts = self.bucket_counts()
         out: dict[str, float] = {
             "alloc/budget_max": float(self.budgets.max()),
             "alloc/budget_min": float(self.budgets.min()),
             "alloc/budget_mean": float(self.budgets.mean()),
             "alloc/budget_total": float(self.budgets.sum()),
-            "alloc/num_above_n": float((self.budgets > uniform).sum()),
+            "alloc/num_above_n": float((self.budgets > self.config.n).sum()),
             "alloc/fallback_fired": float(self.fallback_fired),
             "alloc/overflow": float(self.overflow),
             "alloc/objective": self.objective,
-            "timing_s/allocate": self.solve_time_s,
+            "alloc/solve_s": self.solve_time_s,
         }
-        for name, c in counts.items():
+        for name, c in self.bucket_counts().items():
             out[f"alloc/{name}_ratio"] = c / m
         return out
 
 
+@dataclass(frozen=True)
+class _Step:
+    """The validated per-step arguments of one :func:`allocate` call."""
+
+    p: NDArray[np.float64]  # (M,) estimates, NaN = none
+    cost: NDArray[np.float64]  # (M,) cost of one rollout (ones without costs)
+    budget: float  # B
+    posterior: tuple[NDArray[np.float64], NDArray[np.float64]] | None  # (M,) Beta parameters
+    floor: NDArray[np.int64]  # (M,) committed counts (zeros without a floor)
+    unit: bool  # every rollout costs one unit
+
+    @property
+    def size(self) -> int:
+        return int(self.p.size)
+
+
 def allocate(
     p_hat: ArrayLike,
+    config: AllocationConfig | None = None,
+    /,
     *,
-    n: int = 8,
     total_budget: float | None = None,
-    min_n: int = 2,
-    max_n: int = 128,
-    negative_n: int = 2,
-    positive_n: int = 2,
-    fallback: bool = True,
-    alpha: float = 0.9,
-    objective: Objective = "paper",
-    value: str = "paper",
     costs: ArrayLike | None = None,
-    overflow: Overflow = "pool",
-    unestimated_in_zero_pool: bool | None = None,
-    strict_max_n: bool | None = None,
-    solver: str = "greedy",
+    posterior: tuple[ArrayLike, ArrayLike] | None = None,
+    floor: ArrayLike | None = None,
+    **settings: Any,
 ) -> Allocation:
-    """Per-prompt rollout counts for one step (see the module docstring for the full procedure).
+    """Per-prompt rollout counts for one step (the module docstring gives the procedure).
 
     Args:
         p_hat: (M,) estimated success rates in [0, 1]; NaN means "no estimate yet".
-        n: uniform rollouts per prompt; the default budget is ``n * M``; unestimated prompts get n.
-        total_budget: rollouts for the step (cost units when ``costs`` is given).
-        min_n, max_n: bounds of an effective prompt's count.
-        negative_n, positive_n: counts of prompts estimated at p = 0 and p = 1.
-        fallback: enable the recipe's alpha-confidence fallback.
-        alpha: target probability of a non-zero gradient used by the fallback.
-        objective: ``"paper"`` scores ``V(N, p)``; ``"recipe"`` scores a prompt that gets no extra
-            rollout as 0, as the authors' code does.
-        value: name of the registered value function (:mod:`knapsack_rl.core.value`).
+        config: the settings as an :class:`~knapsack_rl.core.config.AllocationConfig`; or give them as
+            keywords instead (``n=8, max_n=64, ...``: the fields of AllocationConfig, defaults there).
+        total_budget: rollouts for the step (cost units with ``costs``); default ``n * M`` (``n * sum(costs)``).
         costs: optional (M,) positive cost of one rollout per prompt (e.g. expected tokens).
-        overflow: where budget goes that the knapsack cannot place: ``"pool"`` (zero pool) or
-            ``"recipe"`` (evenly over effective prompts, exceeding ``max_n``).
-        unestimated_in_zero_pool: count unestimated prompts in the zero pool (the recipe's quirk);
-            None means ``objective == "recipe"``.
-        strict_max_n: ``max_n`` bounds every prompt, including the zero pool that takes the fallback's
-            surplus (what a full pool cannot take goes back to the knapsack). None means
-            ``objective != "recipe"``: the recipe bounds only the knapsack's prompts.
-        solver: registered knapsack solver: ``"greedy"`` (exact for unit costs, milliseconds) or
-            ``"dp"`` (the reference dynamic programme, O(M x B x max_n); integer costs only).
+        posterior: optional ``(a, b)``, each (M,) positive: score ``E[V(N, p)]`` under ``Beta(a_i, b_i)``.
+        floor: optional (M,) non-negative counts already committed this step (budgets never go below).
 
     Returns:
         An :class:`Allocation`.
@@ -221,105 +188,197 @@ def allocate(
         ValueError: naming the argument and the value, for any invalid input.
     """
     start = time.perf_counter()
-    p = check_prob_array("p_hat", p_hat)
-    m = p.size
-    check_int("n", n, low=1)
-    check_int("min_n", min_n, low=1)
-    check_int("max_n", max_n, low=1)
-    if max_n < min_n:
-        raise ValueError(f"max_n must be >= min_n; got max_n={max_n}, min_n={min_n}")
-    check_int("negative_n", negative_n, low=0)
-    check_int("positive_n", positive_n, low=0)
-    check_real("alpha", alpha, low=0.0, high=1.0, open_low=True, open_high=True)
-    check_choice("objective", objective, ("paper", "recipe"))
-    check_choice("overflow", overflow, ("pool", "recipe"))
-    value_fn = get_value(value)
-    solve = get_solver(solver)
-    cost = _check_costs(costs, m)
-    budget = _check_budget(total_budget, n, m, cost)
-    zero_pool_quirk = objective == "recipe" if unestimated_in_zero_pool is None else bool(unestimated_in_zero_pool)
-    strict = objective != "recipe" if strict_max_n is None else bool(strict_max_n)
-
-    buckets = np.full(m, EFFECTIVE, dtype=np.int8)
-    buckets[np.isnan(p)] = UNESTIMATED
-    buckets[p == 0.0] = NEGATIVE
-    buckets[p == 1.0] = POSITIVE
-    budgets = np.choose(buckets, [n, min_n, negative_n, positive_n]).astype(np.int64)  # starting counts
-    if strict and budgets.max() > max_n:
-        i = int(np.argmax(budgets))
-        name = {UNESTIMATED: "n", NEGATIVE: "negative_n", POSITIVE: "positive_n"}[int(buckets[i])]
-        raise ValueError(
-            f"with strict_max_n, {name} must be <= max_n={max_n} (it is the starting count of prompt {i}, "
-            f"{BUCKET_NAMES[buckets[i]]}); got {name}={budgets[i]}"
-        )
-    fixed = float(budgets @ cost)
-    if fixed > budget:
-        raise ValueError(
-            f"total_budget={_fmt(budget)} is below the sum of the lower bounds {_fmt(fixed)} "
-            f"(unestimated x n, effective x min_n, p=0 x negative_n, p=1 x positive_n)"
-        )
-    pools = _Pools.of(buckets, zero_pool_quirk)
-    cap = max_n if strict else None
-    unit = cost_is_unit(cost)
-    remaining = budget - fixed
+    cfg = _settings(config, settings)
+    step = _check_step(p_hat, cfg, total_budget, costs, posterior, floor)
+    buckets = _buckets(step)
+    budgets = _starting_counts(step, buckets, cfg)
+    pools = _Pools.of(buckets, cfg.unestimated_in_zero_pool)
+    cap = cfg.max_n if cfg.strict_max_n else None
+    remaining = step.budget - _spend(budgets, step.cost)
     knap_budget, surplus = remaining, 0.0
     if pools.eff.size == 0:
         knap_budget = 0.0
-        remaining = _place_without_knapsack(budgets, pools, remaining, budget, cost, cap)
-    elif fallback and pools.others.size and remaining > 0:
-        need = np.minimum(max_n, rollouts_for_confidence(p[pools.eff], alpha)).astype(np.int64)  # int(min(max_n, c_i))
-        c_units = float(need @ cost[pools.eff])
-        if c_units < remaining:
-            back = _spread(budgets, pools.pool, remaining - c_units, cost, cap)  # what a full pool cannot take
-            surplus, knap_budget = remaining - c_units - back, c_units + back
-            remaining = knap_budget
-
-    sol = solve(
-        value_fn,
-        p[pools.eff],
-        np.full(pools.eff.size, min_n, dtype=np.int64),
-        np.full(pools.eff.size, max_n, dtype=np.int64),
-        int(knap_budget) if unit else min(knap_budget, remaining),  # type: ignore[arg-type]
-        costs=None if unit else cost[pools.eff],
-        zero_at_lower=objective == "recipe",
-    )
+        remaining = _place_without_knapsack(budgets, pools, remaining, step, cap)
+    elif cfg.fallback and pools.others.size and remaining > 0:
+        knap_budget, surplus = _fallback(budgets, pools, remaining, step, cfg, cap)
+        remaining = knap_budget
+    sol = _solve(step, pools.eff, budgets[pools.eff].copy(), knap_budget, remaining, cfg)
     budgets[pools.eff] += sol.extra
     remaining -= sol.placed
-    left_over = knap_budget - sol.placed if (pools.eff.size and unit) else 0.0
-    if left_over > 0 and overflow == "recipe":
-        remaining = _spread(budgets, pools.eff, remaining, cost, None)
-    elif remaining > 0:
-        remaining = _spread(budgets, pools.pool, remaining, cost, cap)
-        remaining = _spread(budgets, pools.others, remaining, cost, cap)
-    if unit and remaining > 0:
-        raise ValueError(
-            f"total_budget={_fmt(budget)} cannot be placed: every prompt that may take more is at "
-            f"max_n={max_n} (at most {max_n * m} for {m} prompts)"
-        )
-
-    elapsed = time.perf_counter() - start
+    left_over = knap_budget - sol.placed if (pools.eff.size and step.unit) else 0.0
+    remaining = _place_overflow(budgets, pools, remaining, left_over, step, cfg, cap)
     result = Allocation(
-        budgets=budgets,
-        buckets=buckets,
-        objective=sol.objective,
-        total_budget=budget,
-        knapsack_budget=knap_budget,
-        fallback_fired=surplus > 0,
-        fallback_surplus=surplus,
-        overflow=left_over,
-        unspent=remaining,
-        optimal=sol.optimal,
-        gap_bound=sol.gap_bound,
-        solve_time_s=elapsed,
-        settings={"n": n, "min_n": min_n, "max_n": max_n, "objective": objective, "value": value, "strict": strict},
-    )
-    logger.debug("allocate: M=%d B=%s buckets=%s in %.2e s", m, budget, result.bucket_counts(), elapsed)
+        budgets, buckets, sol.objective, step.budget, knap_budget, surplus > 0, surplus, left_over, remaining,
+        sol.optimal, sol.gap_bound, time.perf_counter() - start, cfg,
+    )  # fmt: skip
+    logger.debug("allocate: M=%d B=%s buckets=%s", step.size, step.budget, result.bucket_counts())
     return result
 
 
-def cost_is_unit(cost: NDArray[np.float64]) -> bool:
-    """True when every rollout costs one unit (the default: budgets in rollouts)."""
-    return bool(np.all(cost == 1.0))
+# ----------------------------------------------------------------------------- phases
+def _settings(config: AllocationConfig | None, settings: dict[str, Any]) -> AllocationConfig:
+    """The one validated settings object: ``config`` or the keywords (never both)."""
+    if config is not None:
+        if settings:
+            raise ValueError(f"give the settings either as config or as keywords, not both; got {sorted(settings)}")
+        if not isinstance(config, AllocationConfig):
+            raise ValueError(f"config must be an AllocationConfig; got {type(config).__name__}")
+        return config
+    valid = AllocationConfig.__dataclass_fields__
+    unknown = sorted(set(settings) - set(valid))
+    if unknown:
+        raise ValueError(f"allocate() got unknown setting(s) {unknown}; valid: {sorted(valid)}")
+    return AllocationConfig(**settings)
+
+
+def _check_step(
+    p_hat: ArrayLike,
+    cfg: AllocationConfig,
+    total_budget: float | None,
+    costs: ArrayLike | None,
+    posterior: tuple[ArrayLike, ArrayLike] | None,
+    floor: ArrayLike | None,
+) -> _Step:
+    """Validate the per-step data once (each error names the argument and the value)."""
+    p = check_prob_array("p_hat", p_hat)
+    m = p.size
+    cost = np.ones(m) if costs is None else check_real_array("costs", costs, m)
+    bad = np.flatnonzero(cost <= 0)
+    if bad.size:
+        raise ValueError(f"costs must be > 0; costs[{bad[0]}]={float(cost[bad[0]])!r}")
+    unit = bool(np.all(cost == 1.0))
+    budget = _check_budget(total_budget, cfg.n, cost, unit)
+    post = None if posterior is None else _check_posterior(posterior, m)
+    low = np.zeros(m, dtype=np.int64) if floor is None else _check_floor(floor, m, cfg)
+    return _Step(p=p, cost=cost, budget=budget, posterior=post, floor=low, unit=unit)
+
+
+def _buckets(step: _Step) -> NDArray[np.int8]:
+    """Bucket per prompt: NaN -> unestimated; 0 < p < 1 (every estimate with a posterior) -> effective."""
+    buckets = np.full(step.size, EFFECTIVE, dtype=np.int8)
+    if step.posterior is None:
+        buckets[step.p == 0.0] = NEGATIVE
+        buckets[step.p == 1.0] = POSITIVE
+    buckets[np.isnan(step.p)] = UNESTIMATED
+    return buckets
+
+
+def _starting_counts(step: _Step, buckets: NDArray[np.int8], cfg: AllocationConfig) -> NDArray[np.int64]:
+    """n / min_n / negative_n / positive_n by bucket, raised to the floor; checked against the budget."""
+    budgets = np.choose(buckets, [cfg.n, cfg.min_n, cfg.negative_n, cfg.positive_n]).astype(np.int64)
+    np.maximum(budgets, step.floor, out=budgets)
+    fixed = _spend(budgets, step.cost)
+    if fixed > step.budget * (1 + _REL_TOL):
+        raise ValueError(
+            f"total_budget={_fmt(step.budget)} is below the sum of the lower bounds {_fmt(fixed)} "
+            f"(unestimated x n, effective x min_n, p=0 x negative_n, p=1 x positive_n, raised to the floor)"
+        )
+    return budgets
+
+
+def _fallback(
+    budgets: NDArray[np.int64], pools: _Pools, remaining: float, step: _Step, cfg: AllocationConfig, cap: int | None
+) -> tuple[float, float]:
+    """The recipe's fallback: the knapsack keeps ``C = sum int(min(max_n, cost_i))``; the surplus goes to the pool.
+
+    Returns (units for the knapsack, surplus moved to the pool). What a full pool cannot take returns
+    to the knapsack.
+    """
+    p_eff = step.p[pools.eff]
+    need = np.minimum(cfg.max_n, rollouts_for_confidence(p_eff, cfg.alpha)).astype(np.int64)  # int(min(max_n, c))
+    c_units = _spend(need, step.cost[pools.eff])
+    if c_units >= remaining:
+        return remaining, 0.0
+    back = _spread(budgets, pools.pool, remaining - c_units, step.cost, cap)  # what a full pool cannot take
+    return c_units + back, remaining - c_units - back
+
+
+def _solve(
+    step: _Step,
+    eff: NDArray[np.intp],
+    lower: NDArray[np.int64],
+    knap_budget: float,
+    remaining: float,
+    cfg: AllocationConfig,
+) -> Any:
+    """The knapsack over the effective prompts, from their starting counts up to max_n."""
+    value: ValueFn
+    if step.posterior is not None:
+        from knapsack_rl.core.value import get_posterior_value
+
+        value = get_posterior_value(cfg.value)
+        params: Any = (step.posterior[0][eff], step.posterior[1][eff])
+    else:
+        value, params = get_value(cfg.value), step.p[eff]
+    upper = np.maximum(np.full(eff.size, cfg.max_n, dtype=np.int64), lower)
+    return get_solver(cfg.solver)(
+        value,
+        params,
+        lower,
+        upper,
+        int(knap_budget) if step.unit else min(knap_budget, remaining),  # type: ignore[arg-type]
+        costs=None if step.unit else step.cost[eff],
+        zero_at_lower=cfg.objective == "recipe",
+    )
+
+
+def _place_overflow(
+    budgets: NDArray[np.int64],
+    pools: _Pools,
+    remaining: float,
+    left_over: float,
+    step: _Step,
+    cfg: AllocationConfig,
+    cap: int | None,
+) -> float:
+    """Budget the knapsack could not place: over the effective prompts (recipe) or the pools; checked."""
+    if left_over > 0 and cfg.overflow == "recipe":
+        remaining = _spread(budgets, pools.eff, remaining, step.cost, None)
+    elif remaining > 0:
+        remaining = _spread(budgets, pools.pool, remaining, step.cost, cap)
+        remaining = _spread(budgets, pools.others, remaining, step.cost, cap)
+    if step.unit and remaining > 0:
+        m = step.size
+        raise ValueError(
+            f"total_budget={_fmt(step.budget)} cannot be placed: every prompt that may take more is at "
+            f"max_n={cfg.max_n} (at most {cfg.max_n * m} for {m} prompts)"
+        )
+    return remaining
+
+
+def uniform_allocation(
+    p_hat: ArrayLike, config: AllocationConfig, *, total_budget: int | None = None, posterior: Any = None
+) -> Allocation:
+    """The uniform baseline as an :class:`Allocation`: ``B`` split evenly (n each when ``B = n M``).
+
+    Buckets and the objective (``sum V(N_i, p_i)`` of the effective prompts at their uniform counts)
+    are computed as :func:`allocate` would, so both arms of a comparison log the same metrics.
+    """
+    start = time.perf_counter()
+    step = _check_step(p_hat, config, total_budget, None, posterior, None)
+    buckets = _buckets(step)
+    budgets = np.zeros(step.size, dtype=np.int64)
+    everyone = np.arange(step.size)
+    left = _spread(budgets, everyone, step.budget, step.cost, config.max_n if config.strict_max_n else None)
+    if left > 0:
+        raise ValueError(f"total_budget={_fmt(step.budget)} exceeds max_n={config.max_n} for each of {step.size}")
+    eff = np.flatnonzero(buckets == EFFECTIVE)
+    sol = _solve(step, eff, budgets[eff].copy(), 0.0, 0.0, config)  # zero extra: the objective of these counts
+    return Allocation(
+        budgets=budgets,
+        buckets=buckets,
+        objective=sol.objective,
+        total_budget=step.budget,
+        knapsack_budget=0.0,
+        fallback_fired=False,
+        fallback_surplus=0.0,
+        overflow=0.0,
+        unspent=0.0,
+        optimal=True,
+        gap_bound=0.0,
+        solve_time_s=time.perf_counter() - start,
+        config=config,
+    )
 
 
 @dataclass(frozen=True)
@@ -348,19 +407,22 @@ class _Pools:
 
 
 def _place_without_knapsack(
-    budgets: NDArray[np.int64],
-    pools: _Pools,
-    remaining: float,
-    budget: float,
-    cost: NDArray[np.float64],
-    cap: int | None,
+    budgets: NDArray[np.int64], pools: _Pools, remaining: float, step: _Step, cap: int | None
 ) -> float:
-    """No effective prompt: R over the zero pool, or B evenly over every prompt when it is empty."""
+    """No effective prompt: R over the zero pool, or B evenly over every prompt when it is empty.
+
+    With a floor, the even split is of what is left above the committed counts.
+    """
     if pools.zero.size:
-        remaining = _spread(budgets, pools.zero, remaining, cost, cap)
-        return _spread(budgets, pools.everyone, remaining, cost, cap)
-    budgets[:] = 0
-    return _spread(budgets, pools.everyone, budget, cost, cap)
+        remaining = _spread(budgets, pools.zero, remaining, step.cost, cap)
+        return _spread(budgets, pools.everyone, remaining, step.cost, cap)
+    budgets[:] = step.floor
+    return _spread(budgets, pools.everyone, step.budget - _spend(budgets, step.cost), step.cost, cap)
+
+
+def _spend(counts: NDArray[np.int64], cost: NDArray[np.float64]) -> float:
+    """``sum_i counts_i * cost_i`` as a plain reduction (a 1-D BLAS product wakes thread pools)."""
+    return float(np.sum(counts * cost))
 
 
 def _spread(
@@ -375,9 +437,9 @@ def _spread(
     """
     if amount <= 0 or pool.size == 0:
         return amount
-    limit = np.iinfo(np.int64).max if cap is None else cap
+    limit = INT64_MAX if cap is None else cap
     c = cost[pool]
-    if cost_is_unit(c):
+    if bool(np.all(c == 1.0)):
         units = round(amount)
         while units > 0:
             open_ = pool[budgets[pool] < limit]
@@ -388,42 +450,50 @@ def _spread(
             budgets[open_] += give
             units -= int(give.sum())
         return float(units)
-    each = np.minimum(int(amount // float(c.sum())), limit - budgets[pool])
+    tol = _REL_TOL * max(amount, float(c.max()))  # 10 x 0.8 fits 8.0 despite rounding
+    each = np.minimum(int((amount + tol) // float(c.sum())), limit - budgets[pool])
     budgets[pool] += each
-    left = amount - float(each @ c)
+    left = amount - float(np.sum(each * c))
     while True:
         ok = budgets[pool] < limit
-        fits = np.flatnonzero(ok & (np.cumsum(np.where(ok, c, 0.0)) <= left))  # one more each, in pool order
+        fits = np.flatnonzero(ok & (np.cumsum(np.where(ok, c, 0.0)) <= left + tol))  # one more each, in order
         if fits.size == 0:
-            fits = np.flatnonzero(ok & (c <= left))[:1]  # a later, cheaper prompt may still fit
+            fits = np.flatnonzero(ok & (c <= left + tol))[:1]  # a later, cheaper prompt may still fit
             if fits.size == 0:
-                return left
+                return max(left, 0.0)
         budgets[pool[fits]] += 1
         left -= float(c[fits].sum())
 
 
-def _check_costs(costs: ArrayLike | None, m: int) -> NDArray[np.float64]:
-    if costs is None:
-        return np.ones(m, dtype=np.float64)
-    c = np.asarray(costs, dtype=np.float64)
-    if c.shape != (m,):
-        raise ValueError(f"costs must have shape ({m},) like p_hat; got shape {c.shape}")
-    bad = np.flatnonzero(~np.isfinite(c) | (c <= 0))
-    if bad.size:
-        raise ValueError(f"costs must be finite and > 0; costs[{bad[0]}]={float(c[bad[0]])!r}")
-    return c
-
-
-def _check_budget(total_budget: float | None, n: int, m: int, cost: NDArray[np.float64]) -> float:
+def _check_budget(total_budget: float | None, n: int, cost: NDArray[np.float64], unit: bool) -> float:
     if total_budget is None:
         return float(n * cost.sum())
-    if isinstance(total_budget, bool):
-        raise ValueError(f"total_budget must be a number; got {total_budget!r}")
-    if cost_is_unit(cost):
-        check_int("total_budget", total_budget, low=0)
-        return float(total_budget)
-    check_real("total_budget", total_budget, low=0.0)
-    return float(total_budget)
+    if unit:
+        return float(check_int("total_budget", total_budget, low=0, high=2**53))  # exact as a float
+    return check_real("total_budget", total_budget, low=0.0)
+
+
+def _check_posterior(posterior: tuple[ArrayLike, ArrayLike], m: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    if not isinstance(posterior, tuple | list) or len(posterior) != 2:
+        raise ValueError(f"posterior must be a pair (a, b) of arrays; got {type(posterior).__name__}")
+    a, b = (check_real_array(f"posterior[{k}]", v, m) for k, v in enumerate(posterior))
+    for k, arr in enumerate((a, b)):
+        bad = np.flatnonzero(arr <= 0)
+        if bad.size:
+            raise ValueError(f"posterior[{k}] must be > 0; posterior[{k}][{bad[0]}]={float(arr[bad[0]])!r}")
+    return a, b
+
+
+def _check_floor(floor: ArrayLike, m: int, cfg: AllocationConfig) -> NDArray[np.int64]:
+    raw = np.asarray(floor)
+    if raw.dtype.kind not in "iu" or raw.shape != (m,):
+        raise ValueError(f"floor must be ({m},) integers; got dtype {raw.dtype}, shape {raw.shape}")
+    out = raw.astype(np.int64)
+    bad = np.flatnonzero((out < 0) | ((out > cfg.max_n) & cfg.strict_max_n))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"floor must be in [0, max_n={cfg.max_n}]; floor[{i}]={int(out[i])}")
+    return out
 
 
 def _fmt(x: float) -> str:

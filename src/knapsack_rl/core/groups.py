@@ -6,6 +6,8 @@ can have its own group size. Nothing here reshapes by a fixed group size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -17,6 +19,29 @@ def group_index(group_ids: ArrayLike) -> tuple[NDArray[np.int64], int]:
     rank = np.empty(first.size, dtype=np.int64)
     rank[np.argsort(first, kind="stable")] = np.arange(first.size)  # order of first appearance
     return rank[inverse.reshape(-1)], int(first.size)
+
+
+def group_counts(
+    prompt_ids: Sequence[object] | ArrayLike, rollout_prompt_ids: Sequence[object] | ArrayLike, values: ArrayLike
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Per prompt of ``prompt_ids``: the number of rollouts and the sum of ``values`` over them.
+
+    ``rollout_prompt_ids[j]`` is the prompt of rollout j; every one must be in ``prompt_ids``
+    (the error names the first that is not). Shapes: (M,), (R,), (R,) -> (M,), (M,).
+    """
+    ids = list(np.asarray(prompt_ids, dtype=object).tolist())
+    rollout = list(np.asarray(rollout_prompt_ids, dtype=object).reshape(-1).tolist())
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if len(rollout) != v.size:
+        raise ValueError(f"rollout_prompt_ids and values must have equal length; got {len(rollout)} and {v.size}")
+    position = {pid: i for i, pid in enumerate(ids)}
+    missing = [pid for pid in dict.fromkeys(rollout) if pid not in position]
+    if missing:
+        raise ValueError(f"rollout_prompt_ids holds {missing[0]!r}, which is not among the step's prompt ids")
+    rows = np.fromiter((position[pid] for pid in rollout), dtype=np.int64, count=len(rollout))
+    counts: NDArray[np.int64] = np.bincount(rows, minlength=len(ids)).astype(np.int64)
+    sums: NDArray[np.float64] = np.bincount(rows, weights=v, minlength=len(ids)).astype(np.float64)
+    return counts, sums
 
 
 def group_mean_std(
@@ -64,6 +89,8 @@ def step_metrics(rewards: ArrayLike, group_ids: ArrayLike, *, success_threshold:
     """Coverage metrics of one step (SPEC 7), as slash-named floats.
 
     - ``train/effective_grad_ratio``: rollouts in groups whose reward std > 0 / all rollouts;
+    - ``train/effective_prompts``: the number of groups (prompts) with reward std > 0: the prompts that
+      move the policy this step (the effective gradient ratio can rise while this falls);
     - ``train/effective_prompt_ratio``: groups with reward std > 0 / groups;
     - ``train/all_correct_ratio``, ``train/all_wrong_ratio``: groups whose every reward is a success /
       a failure (success: reward >= ``success_threshold``; rewards in {-1, 1} work with the default);
@@ -81,6 +108,7 @@ def step_metrics(rewards: ArrayLike, group_ids: ArrayLike, *, success_threshold:
     succ = np.bincount(g, weights=(r >= success_threshold).astype(np.float64), minlength=num)
     return {
         "train/effective_grad_ratio": float(size[varied].sum() / max(r.size, 1)),
+        "train/effective_prompts": float(varied.sum()),
         "train/effective_prompt_ratio": float(varied.mean()) if num else 0.0,
         "train/all_correct_ratio": float((succ == size).mean()) if num else 0.0,
         "train/all_wrong_ratio": float((succ == 0).mean()) if num else 0.0,

@@ -49,6 +49,36 @@ class Rollouts:
         return int(self.prompt_index.shape[0])
 
 
+def concat_rollouts(parts: Sequence[Rollouts], pad_id: int) -> Rollouts:
+    """One batch of the rollouts of several generation rounds over the same prompt list.
+
+    ``prompt_index`` must refer to the same prompts in every part. Prompts are left-padded and
+    responses right-padded to the longest of all parts (padding has attention and response mask 0).
+    """
+    if not parts:
+        raise ValueError("concat_rollouts needs at least one batch")
+    if len(parts) == 1:
+        return parts[0]
+    prompt_len = max(p.prompt_len for p in parts)
+    resp_len = max(p.response_mask.shape[1] for p in parts)
+
+    def pad(r: Rollouts) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        left, right = prompt_len - r.prompt_len, resp_len - r.response_mask.shape[1]
+        ids = torch.nn.functional.pad(r.input_ids, (left, right), value=pad_id)
+        attn = torch.nn.functional.pad(r.attention_mask, (left, right), value=0)
+        return ids, attn, torch.nn.functional.pad(r.response_mask, (0, right), value=0)
+
+    padded = [pad(r) for r in parts]
+    return Rollouts(
+        prompt_index=torch.cat([r.prompt_index for r in parts]),
+        input_ids=torch.cat([p[0] for p in padded]),
+        attention_mask=torch.cat([p[1] for p in padded]),
+        response_mask=torch.cat([p[2] for p in padded]),
+        prompt_len=prompt_len,
+        texts=[t for r in parts for t in r.texts],
+    )
+
+
 def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
     """Positions counting real tokens only: ``cumsum(mask) - 1`` clamped at 0; shape of ``mask``."""
     return (mask.long().cumsum(-1) - 1).clamp(min=0)

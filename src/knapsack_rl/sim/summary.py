@@ -20,64 +20,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import NDArray
 
+from knapsack_rl.report.stats import Stat, first_crossing, mean_ci, value_at
 from knapsack_rl.sim.run import RunTrace
 
-# two-sided 95% Student t quantiles by degrees of freedom (1..30); 1.96 beyond
-_T95 = (
-    *(12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131),
-    *(2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042),
-)
-
 METRICS = ("eff_ratio", "train_final", "heldout_final", "train_at_ref", "rollouts_to_target", "speedup", "budget_max")
-
-
-@dataclass(frozen=True)
-class Stat:
-    """Mean and 95% CI half-width over seeds (NaN-valued seeds are left out; ``n`` counts the rest)."""
-
-    mean: float
-    half: float
-    n: int
-
-    def fmt(self, digits: int = 3, scale: float = 1.0) -> str:
-        """``mean ± half`` (or ``n/a`` when no seed has a value)."""
-        if self.n == 0:
-            return "n/a"
-        m, h = self.mean * scale, self.half * scale
-        return f"{m:.{digits}f} ± {h:.{digits}f}" if self.n > 1 else f"{m:.{digits}f}"
-
-
-def mean_ci(values: Sequence[float] | NDArray[np.float64]) -> Stat:
-    """Mean and half-width ``t_{0.975, n-1} * sd / sqrt(n)`` of the finite values."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return Stat(math.nan, math.nan, 0)
-    if v.size == 1:
-        return Stat(float(v[0]), 0.0, 1)
-    t = _T95[v.size - 2] if v.size - 1 <= len(_T95) else 1.96
-    return Stat(float(v.mean()), float(t * v.std(ddof=1) / math.sqrt(v.size)), int(v.size))
-
-
-def first_crossing(x: NDArray[np.float64], y: NDArray[np.float64], level: float) -> float:
-    """Smallest x at which y first reaches ``level`` (linear interpolation); NaN if never."""
-    hit = np.flatnonzero(y >= level)
-    if hit.size == 0:
-        return math.nan
-    k = int(hit[0])
-    if k == 0:
-        return float(x[0])
-    x0, x1, y0, y1 = x[k - 1], x[k], y[k - 1], y[k]
-    return float(x0 + (level - y0) * (x1 - x0) / (y1 - y0))
-
-
-def value_at(x: NDArray[np.float64], y: NDArray[np.float64], at: float) -> float:
-    """y interpolated at x = ``at`` (x increasing); NaN beyond the last x."""
-    if at > x[-1]:
-        return math.nan
-    return float(np.interp(at, x, y))
 
 
 @dataclass(frozen=True)

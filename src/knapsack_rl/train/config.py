@@ -1,20 +1,39 @@
-"""The trainer's one config: a typed dataclass, every field documented; read from YAML or JSON."""
+"""The trainer's one config: a typed dataclass, every field documented; read from YAML or JSON.
+
+The method's settings are not redeclared here: :attr:`TrainConfig.knapsack` embeds a
+:class:`~knapsack_rl.KnapsackConfig` (rule, allocation, tracker, cold start). In a file::
+
+    prompts_per_step: 64
+    knapsack:
+      preset: project          # optional: start from a named preset (default: the project's)
+      max_n: 64                # then any KnapsackConfig field, by its flat name
+      estimator: beta
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import asdict, dataclass, field, fields
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from knapsack_rl.core.tracker import estimator_names
-from knapsack_rl.core.validate import check_choice, check_int, check_real
+from knapsack_rl.core.config import KnapsackConfig, flat_fields, from_dict, to_plain
+from knapsack_rl.core.validate import check_bool, check_choice, check_int, check_real
 from knapsack_rl.models.tiny import TinyModelConfig
 from knapsack_rl.models.warmstart import WarmStartConfig
 from knapsack_rl.tasks.arithmetic import ArithmeticConfig
 
-Arm = Literal["uniform", "knapsack"]
+LossAgg = Literal["token-mean", "seq-mean-token-mean", "group-mean"]
+LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "group-mean")
+DEFAULT_PRESET = "project"
+"""The knapsack preset a TrainConfig starts from when none is named."""
+
+
+def _default_knapsack() -> KnapsackConfig:
+    return KnapsackConfig.preset(DEFAULT_PRESET)
 
 
 @dataclass(frozen=True)
@@ -24,16 +43,19 @@ class TrainConfig:
     # --- run
     out_dir: str = "runs/train"
     """Directory of this run: metrics.jsonl, allocations.jsonl, config.json, checkpoint.pt, tb/."""
-    arm: Arm = "knapsack"
-    """Rollout allocation: ``uniform`` (n per prompt) or ``knapsack`` (``allocate()`` from the tracker)."""
     seed: int = 0
     """Seed of the data order, of sampling and of evaluation."""
     device: str = "auto"
-    """``cpu``, ``cuda``, ``cuda:1`` ...; ``auto`` picks CUDA when available."""
+    """``cpu``, ``cuda``, ``cuda:1``, ``mps``; ``auto`` picks CUDA when available."""
     threads: int = 1
     """torch CPU threads; 1 is fastest for the tiny model on a small shared CPU (0 leaves torch's default)."""
     resume: bool = True
-    """Resume from ``out_dir/checkpoint.pt`` when it exists."""
+    """Resume from ``out_dir/checkpoint.pt`` when it exists (refused if a setting that changes results differs)."""
+    # --- the method
+    knapsack: KnapsackConfig = field(default_factory=_default_knapsack)
+    """Rollout allocation and tracking (:class:`knapsack_rl.KnapsackConfig`); ``rule: uniform`` is the baseline."""
+    tracker_init: str | None = None
+    """Cold-start option: a saved Tracker file whose estimates are used from the first step."""
     # --- model and data
     model: str | None = None
     """Local Hugging Face causal-LM directory; None uses the embedded tiny model after its warm start."""
@@ -50,12 +72,10 @@ class TrainConfig:
     warmstart: WarmStartConfig = field(default_factory=WarmStartConfig)
     """Supervised warm start of the tiny model (used when ``model`` is None)."""
     warmstart_dir: str = "runs/warmstart"
-    """Cache directory of warm starts (keyed by the hash of their config)."""
-    # --- step shape
+    """Cache directory of warm starts (keyed by the hash of what determines the weights)."""
+    # --- step shape (the step's budget is B = prompts_per_step x knapsack n, for every arm)
     prompts_per_step: int = 64
     """M, prompts per step; every prompt is visited once per epoch (incomplete last batch dropped)."""
-    n: int = 8
-    """Uniform rollouts per prompt; the step's budget is B = M x n for both arms."""
     epochs: int = 16
     """Passes over the training prompts."""
     max_steps: int | None = None
@@ -64,50 +84,32 @@ class TrainConfig:
     """Longest response in tokens."""
     temperature: float = 1.0
     """Sampling temperature of training rollouts."""
-    # --- allocation and tracking (knapsack arm)
-    min_n: int = 2
-    """Fewest rollouts of an effective prompt (>= 2: a group of one has no baseline)."""
-    max_n: int = 128
-    """Most rollouts of an effective prompt."""
-    negative_n: int = 2
-    """Rollouts of a prompt estimated at p = 0."""
-    positive_n: int = 2
-    """Rollouts of a prompt estimated at p = 1."""
-    fallback: bool = True
-    """The recipe's alpha-confidence fallback (surplus to the p = 0 pool)."""
-    alpha: float = 0.9
-    """Fallback's target probability of a non-zero gradient."""
-    objective: Literal["paper", "recipe"] = "paper"
-    """Knapsack scoring: ``paper`` = sum V(N, p); ``recipe`` = the authors' code's scoring."""
-    estimator: str = "recipe"
-    """Tracker estimator: ``recipe`` (window 16, this epoch), ``ema`` or ``beta``."""
-    min_count: int = 8
-    """Rewards a prompt needs before its estimate is used."""
-    alloc_from_epoch: int = 2
-    """First epoch (1-based) whose allocation uses estimates; before it every prompt gets n (recipe: 2)."""
-    tracker_init: str | None = None
-    """Cold-start option: a saved Tracker file whose estimates are used from the first step."""
     # --- optimisation
     lr: float = 2e-4
-    """Adam learning rate (constant)."""
+    """AdamW learning rate (constant)."""
     weight_decay: float = 0.0
-    """AdamW weight decay."""
+    """AdamW weight decay (>= 0)."""
     grad_clip: float = 1.0
-    """Clip of the global gradient norm."""
+    """Clip of the global gradient norm (> 0)."""
     ppo_mini_batches: int = 1
     """Optimizer steps per training step; prompts are split into this many mini-batches."""
     ppo_epochs: int = 1
     """Passes over the step's rollouts."""
     clip_low: float = 0.2
-    """PPO ratio clip below 1."""
+    """PPO ratio clip below 1, in [0, 1)."""
     clip_high: float = 0.28
-    """PPO ratio clip above 1 (clip-higher)."""
+    """PPO ratio clip above 1 (clip-higher), >= 0."""
     dual_clip: float | None = 10.0
-    """Dual-clip bound for negative advantages (None disables)."""
-    adv_clip: float | None = 5.0
-    """Clip of the advantages to [-adv_clip, adv_clip] (recipe: 5; None disables)."""
-    adv_eps: float = 1e-6
-    """Added to the group std in the advantage."""
+    """Dual-clip bound c > 1 for negative advantages (None disables)."""
+    advantage_clip: float | None = 5.0
+    """Clip of the advantages to [-c, c], c > 0 (recipe: 5; None disables)."""
+    advantage_eps: float = 1e-6
+    """Added to the group std in the advantage (>= 0)."""
+    loss_agg: LossAgg = "token-mean"
+    """How per-token losses become the step's loss (:func:`knapsack_rl.grpo.loss.aggregation_weights`):
+    ``token-mean`` (the recipe: every token of the batch weighs the same, so a prompt with 16x the
+    rollouts weighs 16x), ``seq-mean-token-mean`` (every rollout weighs the same), ``group-mean`` (every
+    prompt weighs the same, whatever its number of rollouts)."""
     # --- evaluation, logging, checkpoints
     eval_every: int = 10
     """Evaluate on the held-out prompts every this many steps (and at the start and end; 0 disables)."""
@@ -120,74 +122,144 @@ class TrainConfig:
     tensorboard: bool = True
     """Also log the metrics to TensorBoard under out_dir/tb."""
     progress: bool = True
-    """Show progress bars."""
+    """Show a progress bar (periodic log lines when stderr is not a terminal)."""
 
     def __post_init__(self) -> None:
-        check_choice("arm", self.arm, ["uniform", "knapsack"])
-        check_choice("objective", self.objective, ["paper", "recipe"])
-        check_choice("estimator", self.estimator, estimator_names())
-        for name in ("prompts_per_step", "n", "epochs", "max_new_tokens", "ppo_mini_batches", "ppo_epochs", "eval_k"):
-            check_int(name, getattr(self, name), low=1)
-        for name in ("seed", "threads", "eval_every", "checkpoint_every", "min_count"):
-            check_int(name, getattr(self, name), low=0)
-        check_int("min_n", self.min_n, low=2)
-        check_int("max_n", self.max_n, low=self.min_n)
-        check_int("alloc_from_epoch", self.alloc_from_epoch, low=1)
-        if self.max_steps is not None:
-            check_int("max_steps", self.max_steps, low=0)
-        check_real("lr", self.lr, low=0.0, open_low=True)
-        check_real("temperature", self.temperature, low=0.0, open_low=True)
-        check_real("eval_temperature", self.eval_temperature, low=0.0)
-        check_real("grad_clip", self.grad_clip, low=0.0, open_low=True)
+        check_train(self)
+
+    @property
+    def n(self) -> int:
+        """Uniform rollouts per prompt (the step's budget is ``prompts_per_step * n``)."""
+        return self.knapsack.allocation.n
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with fields changed (validated again); KnapsackConfig fields by flat name also work."""
+        own = {k: v for k, v in changes.items() if k in TrainConfig.__dataclass_fields__}
+        method = {k: v for k, v in changes.items() if k not in own}
+        if method:
+            own["knapsack"] = own.get("knapsack", self.knapsack).replace(**method)
+        return dataclasses.replace(self, **own)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON-serialisable)."""
-        return asdict(self)
+        return to_plain(self)
 
 
-_NESTED = {"task": ArithmeticConfig, "tiny_model": TinyModelConfig, "warmstart": WarmStartConfig}
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
-def _tuples(values: dict[str, Any]) -> dict[str, Any]:
-    """JSON / YAML lists become tuples (the nested configs are frozen)."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+def check_train(cfg: TrainConfig) -> None:
+    """Validate every field once; the error names the field and the value."""
+    if not isinstance(cfg.knapsack, KnapsackConfig):
+        raise ValueError(f"knapsack must be a KnapsackConfig; got {type(cfg.knapsack).__name__}")
+    for name in ("prompts_per_step", "epochs", "max_new_tokens", "ppo_mini_batches", "ppo_epochs", "eval_k"):
+        check_int(name, getattr(cfg, name), low=1)
+    for name in ("seed", "threads", "eval_every", "checkpoint_every"):
+        check_int(name, getattr(cfg, name), low=0)
+    for name in ("resume", "tensorboard", "progress"):
+        check_bool(name, getattr(cfg, name))
+    if cfg.max_steps is not None:
+        check_int("max_steps", cfg.max_steps, low=0)
+    if not isinstance(cfg.device, str) or not _DEVICE.match(cfg.device):
+        raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:<index>; got device={cfg.device!r}")
+    check_real("lr", cfg.lr, low=0.0, open_low=True)
+    check_real("weight_decay", cfg.weight_decay, low=0.0)
+    check_real("grad_clip", cfg.grad_clip, low=0.0, open_low=True)
+    check_real("clip_low", cfg.clip_low, low=0.0, high=1.0, open_high=True)
+    check_real("clip_high", cfg.clip_high, low=0.0)
+    if cfg.dual_clip is not None:
+        check_real("dual_clip", cfg.dual_clip, low=1.0, open_low=True)
+    if cfg.advantage_clip is not None:
+        check_real("advantage_clip", cfg.advantage_clip, low=0.0, open_low=True)
+    check_real("advantage_eps", cfg.advantage_eps, low=0.0)
+    check_choice("loss_agg", cfg.loss_agg, LOSS_AGGS)
+    check_real("temperature", cfg.temperature, low=0.0, open_low=True)
+    check_real("eval_temperature", cfg.eval_temperature, low=0.0)
+    check_choice("reward", cfg.reward, _reward_names())
+    for name in ("out_dir", "warmstart_dir"):
+        if not isinstance(getattr(cfg, name), str) or not getattr(cfg, name):
+            raise ValueError(f"{name} must be a non-empty path; got {name}={getattr(cfg, name)!r}")
 
 
-def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+def _reward_names() -> list[str]:
+    from knapsack_rl.tasks.base import reward_names
+
+    return reward_names()
+
+
+RESUMABLE_CHANGES = frozenset(
+    {"out_dir", "resume", "epochs", "max_steps", "progress", "tensorboard", "checkpoint_every", "threads", "device"}
+)
+"""Fields that may differ between a checkpoint's run and the run resuming it (they do not change what a
+step computes); any other difference refuses the resume."""
+
+
+# ----------------------------------------------------------------------------- files
+def knapsack_from_mapping(values: Mapping[str, Any], base: KnapsackConfig | None = None) -> KnapsackConfig:
+    """A KnapsackConfig from a file's ``knapsack:`` mapping: an optional ``preset`` name, then fields.
+
+    Fields may be given by flat name (``max_n``) or nested (``allocation: {max_n: ...}``); omitted ones
+    keep the preset's (or ``base``'s, default: the project preset) values.
+    """
+    if not isinstance(values, Mapping):
+        raise ValueError(f"knapsack must be a mapping; got {type(values).__name__}")
+    flat = _flatten({k: v for k, v in values.items() if k != "preset"})
+    if "preset" in values:
+        return KnapsackConfig.preset(str(values["preset"]), **flat)
+    return (base or _default_knapsack()).replace(**flat)
+
+
+def _flatten(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested ``allocation:`` / ``tracker:`` sections become flat names (names are unique)."""
+    out: dict[str, Any] = {}
+    sections = {"allocation", "tracker"}
+    for key, value in values.items():
+        if key in sections and isinstance(value, Mapping):
+            out.update(value)
+        else:
+            out[key] = tuple(value) if isinstance(value, list) else value
+    valid = flat_fields(KnapsackConfig)
+    unknown = sorted(set(out) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in knapsack; valid: ['preset', *{sorted(valid)}]")
+    return out
+
+
+def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
     """A :class:`TrainConfig` from a (nested) dict; unknown keys raise, naming them and the valid ones."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"a config must be a mapping; got {type(values).__name__}")
     valid = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(values) - valid)
     if unknown:
         raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(valid)}")
     kwargs = dict(values)
-    for name, cls in _NESTED.items():
-        if name in kwargs and isinstance(kwargs[name], dict):
-            sub_valid = {f.name for f in fields(cls)}
-            bad = sorted(set(kwargs[name]) - sub_valid)
-            if bad:
-                raise ValueError(f"unknown keys {bad} in {name}; valid keys: {sorted(sub_valid)}")
-            kwargs[name] = cls(**_tuples(kwargs[name]))
+    if "knapsack" in kwargs:
+        kwargs["knapsack"] = knapsack_from_mapping(kwargs["knapsack"])
+    nested = {"task": ArithmeticConfig, "tiny_model": TinyModelConfig, "warmstart": WarmStartConfig}
+    for name, cls in nested.items():
+        if name in kwargs:
+            kwargs[name] = from_dict(cls, kwargs[name], where=name)
     return TrainConfig(**kwargs)
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    """Read a YAML (.yaml / .yml) or JSON config file."""
+    """Read a YAML (.yaml / .yml) or JSON config file; errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file {path} does not exist")
     text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
 
-        values = yaml.safe_load(text) or {}
-    elif path.suffix == ".json":
-        values = json.loads(text)
-    else:
-        raise ValueError(f"config must end in .yaml, .yml or .json; got {path}")
-    if not isinstance(values, dict):
-        raise ValueError(f"config {path} must hold a mapping; got {type(values).__name__}")
-    return config_from_dict(values)
+            values = yaml.safe_load(text) or {}
+        elif path.suffix == ".json":
+            values = json.loads(text)
+        else:
+            raise ValueError(f"config must end in .yaml, .yml or .json; got {path}")
+        return config_from_dict(values)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    except Exception as exc:  # a YAML syntax error names its line and column
+        raise ValueError(f"{path}: cannot be parsed: {exc}") from exc

@@ -2,12 +2,17 @@
 
 One step, top to bottom (:meth:`Trainer.step`):
 
-    sample prompts -> counts (uniform n, or allocate() from the tracker) -> generate -> score ->
-    tracker.update -> grouped advantages -> PPO-clip loss + optimizer step(s) -> metrics
+    sample prompts -> plan (Planner: counts per prompt) -> generate -> score -> observe (tracker +
+    metrics) -> grouped advantages -> PPO-clip update (train/update.py) -> log
 
-Prompts are visited once per epoch in a seeded order; estimates drive allocation from epoch
-``alloc_from_epoch`` (recipe: 2). The state (model, optimizer, tracker, data position, RNG states) is
-checkpointed atomically; a resumed run continues bit-for-bit like an uninterrupted one on CPU.
+With two-phase planning (``knapsack.probe_n > 0``) the plan, generate and score phases run twice:
+a probe of the prompts without an estimate, then the rest of the step's fixed budget.
+
+Prompts are visited once per epoch (0-based) in a seeded order. The state (model, optimizer,
+planner, data position, RNG states) is checkpointed atomically and loaded with
+``torch.load(weights_only=True)`` (tensors and plain data only: a checkpoint cannot run code); a
+resumed run continues bit-for-bit like an uninterrupted one on CPU, and refuses to resume a run
+whose settings differ in anything that changes what a step computes.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import pickle
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,16 +31,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from knapsack_rl.core.allocate import allocate, allocate_options
-from knapsack_rl.core.groups import step_metrics
-from knapsack_rl.core.tracker import Tracker, TrackerConfig, atomic_write_bytes
+from knapsack_rl.core.planner import Planner
+from knapsack_rl.core.tracker import Tracker, atomic_write_bytes
 from knapsack_rl.grpo.advantages import grouped_advantages
-from knapsack_rl.grpo.loss import ppo_clip_loss, token_logprobs
 from knapsack_rl.grpo.metrics import eval_metrics, rollout_metrics
-from knapsack_rl.rollout.generate import Rollouts, generate
+from knapsack_rl.rollout.generate import Rollouts, concat_rollouts, generate
 from knapsack_rl.tasks.base import PromptSet, get_reward
-from knapsack_rl.train.config import TrainConfig
-from knapsack_rl.train.logging_utils import MetricsLogger
+from knapsack_rl.train.config import RESUMABLE_CHANGES, TrainConfig
+from knapsack_rl.train.logging_utils import MetricsLogger, Progress
+from knapsack_rl.train.update import UpdateSettings, update_policy
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +89,8 @@ class Trainer:
         self.train_set, self.eval_set = _load_prompts(config, self.tokenizer)
         self.reward_fn = get_reward(config.reward)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.tracker = _initial_tracker(config)
+        tracker = Tracker.load(config.tracker_init) if config.tracker_init is not None else None
+        self.planner = Planner(config.knapsack, tracker=tracker)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.steps_per_epoch = len(self.train_set) // config.prompts_per_step
         if self.steps_per_epoch == 0:
@@ -95,29 +101,27 @@ class Trainer:
         self.total_steps = epochs_steps if config.max_steps is None else min(config.max_steps, epochs_steps)
         self.global_step = 0
         self.rollouts_total = 0
+        checkpoint = self.out_dir / "checkpoint.pt"
+        if config.resume and checkpoint.exists():
+            self.load_checkpoint(checkpoint)
         self._save_config()
-        if config.resume and (self.out_dir / "checkpoint.pt").exists():
-            self.load_checkpoint(self.out_dir / "checkpoint.pt")
         self.metrics = MetricsLogger(self.out_dir, tensorboard=config.tensorboard, start_step=self.global_step)
 
     # ------------------------------------------------------------------ loop
     def train(self, *, stop_after: int | None = None) -> dict[str, float]:
         """Run until the last step (or ``stop_after`` more steps); returns the last logged metrics."""
-        from tqdm.auto import tqdm
-
         cfg = self.config
         last: dict[str, float] = {}
         if self.global_step == 0 and cfg.eval_every and self.eval_set is not None:
             self.metrics.log(0, self.evaluate())
         end = self.total_steps if stop_after is None else min(self.total_steps, self.global_step + stop_after)
-        bar = tqdm(total=end - self.global_step, desc=f"train {cfg.arm}", disable=not cfg.progress, leave=False)
+        progress = Progress(end - self.global_step, f"train {self.out_dir.name}", enabled=cfg.progress)
         while self.global_step < end:
             last = self.step()
-            bar.update(1)
-            bar.set_postfix(egr=f"{last['train/effective_grad_ratio']:.2f}", r=f"{last['train/reward_mean']:.2f}")
+            progress.update(f"egr {last['train/effective_grad_ratio']:.2f} r {last['train/reward_mean']:.2f}")
             if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0:
                 self.save_checkpoint()
-        bar.close()
+        progress.close()
         if self.global_step == self.total_steps:
             self.save_checkpoint()
         self.metrics.close()
@@ -130,30 +134,30 @@ class Trainer:
         epoch = self.epoch
         with timer.phase("sample"):
             batch = self.take_prompts()
-        with timer.phase("allocate"):
-            counts, alloc_metrics = self.rollout_counts(batch, epoch)
-        with timer.phase("generate"):
-            rollouts = self.generate(batch, counts)
-        with timer.phase("score"):
-            rewards = self.score(batch, rollouts)
+        rollouts, rewards = self.rollout(batch, epoch, timer)
         ids = batch.prompts.ids[rollouts.prompt_index.numpy()]  # (R,) prompt id per rollout
-        with timer.phase("track"):
-            self.tracker.update(ids, rewards, epoch=epoch, step=self.global_step + 1)
+        with timer.phase("observe"):
+            method_metrics = self.planner.observe(ids, rewards, epoch=epoch, step=self.global_step + 1)
         with timer.phase("advantages"):
             adv = grouped_advantages(
-                torch.as_tensor(rewards, dtype=torch.float32), torch.as_tensor(ids), eps=cfg.adv_eps, clip=cfg.adv_clip
+                torch.as_tensor(rewards, dtype=torch.float32),
+                rollouts.prompt_index,
+                eps=cfg.advantage_eps,
+                clip=cfg.advantage_clip,
             )
         with timer.phase("update"):
-            update_metrics = self.update(rollouts, adv.to(self.device))
+            update_metrics = update_policy(
+                self.model, self.optimizer, rollouts, adv.to(self.device), UpdateSettings.of(cfg)
+            )
         self.global_step += 1
         self.rollouts_total += len(rollouts)
         step_s = time.perf_counter() - start
         metrics = {
-            **step_metrics(rewards, ids),
-            **alloc_metrics,
+            **method_metrics,
             **update_metrics,
             **rollout_metrics(rollouts.response_mask, cfg.max_new_tokens),
             **timer.seconds,
+            "actor/lr": cfg.lr,
             "train/epoch": float(epoch),
             "train/rollouts_total": float(self.rollouts_total),
             "perf/step_s": step_s,
@@ -168,8 +172,8 @@ class Trainer:
     # ---------------------------------------------------------------- phases
     @property
     def epoch(self) -> int:
-        """1-based epoch of the next step."""
-        return self.global_step // self.steps_per_epoch + 1
+        """0-based epoch (pass over the training prompts) of the next step."""
+        return self.global_step // self.steps_per_epoch
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """Seeded permutation of the training prompts for ``epoch`` (a pure function of seed and epoch)."""
@@ -182,21 +186,39 @@ class Trainer:
         index = self.epoch_order(self.epoch)[pos * m : (pos + 1) * m]
         return StepBatch(index=index, prompts=self.train_set.subset(index))
 
-    def rollout_counts(self, batch: StepBatch, epoch: int) -> tuple[np.ndarray, dict[str, float]]:
-        """Per-prompt counts: n each (uniform arm) or ``allocate()`` of the tracker's estimates."""
-        cfg = self.config
-        m = len(batch.prompts)
-        if cfg.arm == "uniform":
-            counts = np.full(m, cfg.n, dtype=np.int64)
-            return counts, budget_metrics(counts, cfg.n)
-        p_hat = self.tracker.estimate(batch.prompts.ids)
-        if epoch < cfg.alloc_from_epoch:
-            p_hat = np.full(m, np.nan)  # cold start: no estimate drives allocation yet
-        result = allocate(p_hat, **allocate_options(cfg))  # type: ignore[arg-type]
-        self.metrics.log_allocation(
-            self.global_step + 1, epoch, [None if np.isnan(p) else float(p) for p in p_hat], result.budgets.tolist()
-        )
-        return result.budgets, result.metrics(cfg.n)
+    def rollout(self, batch: StepBatch, epoch: int, timer: PhaseTimer) -> tuple[Rollouts, np.ndarray]:
+        """Plan, generate and score the step's rollouts (twice with a two-phase probe)."""
+        ids = batch.prompts.ids
+        parts: list[Rollouts] = []
+        rewards: list[np.ndarray] = []
+        probe = None
+        with timer.phase("plan"):
+            probe_counts = self.planner.plan_probe(ids, epoch=epoch)
+        if probe_counts.any():
+            probe = self._generate_and_score(batch, probe_counts, timer)
+            parts.append(probe[0])
+            rewards.append(probe[1])
+        with timer.phase("plan"):
+            probe_data = None if probe is None else (ids[probe[0].prompt_index.numpy()], probe[1])
+            plan = self.planner.plan(ids, epoch=epoch, probe=probe_data)
+        counts = plan.budgets - probe_counts
+        rest = self._generate_and_score(batch, counts, timer)
+        parts.append(rest[0])
+        rewards.append(rest[1])
+        record = self.planner.last
+        assert record is not None
+        p_hat = [None if np.isnan(p) else float(p) for p in record.p_hat]
+        self.metrics.log_allocation(self.global_step + 1, epoch, p_hat, plan.budgets.tolist())
+        return concat_rollouts(parts, self.tokenizer.pad_token_id), np.concatenate(rewards)
+
+    def _generate_and_score(
+        self, batch: StepBatch, counts: np.ndarray, timer: PhaseTimer
+    ) -> tuple[Rollouts, np.ndarray]:
+        with timer.phase("generate"):
+            rollouts = self.generate(batch, counts)
+        with timer.phase("score"):
+            rewards = self.score(batch, rollouts)
+        return rollouts, rewards
 
     def generate(self, batch: StepBatch, counts: np.ndarray) -> Rollouts:
         """Sample exactly ``counts[i]`` rollouts of prompt i, temperature ``config.temperature``."""
@@ -210,59 +232,6 @@ class Trainer:
         """(R,) rewards of the responses against their prompt's answer."""
         answers = [batch.prompts.answers[i] for i in rollouts.prompt_index.tolist()]
         return self.reward_fn(rollouts.texts, answers)
-
-    def update(self, rollouts: Rollouts, adv: torch.Tensor) -> dict[str, float]:
-        """PPO-clip updates on the step's rollouts: ``ppo_epochs`` passes of ``ppo_mini_batches`` mini-batches.
-
-        With one mini-batch and one epoch the sampling policy is the current one, so the old
-        log-probabilities are the current ones detached (ratio 1, as verl / TRL do) and the extra
-        forward pass is skipped; otherwise they are computed once before the first update.
-        """
-        cfg = self.config
-        ids = rollouts.input_ids.to(self.device)
-        attn = rollouts.attention_mask.to(self.device)
-        mask = rollouts.response_mask.to(self.device)
-        on_policy = cfg.ppo_mini_batches == 1 and cfg.ppo_epochs == 1  # ratio is exactly 1: no extra forward
-        old = None
-        if not on_policy:
-            with torch.no_grad():
-                old = token_logprobs(self.model, ids, attn, rollouts.prompt_len)  # (R, T) sampling policy
-        self.model.train()
-        parts = np.array_split(np.unique(rollouts.prompt_index.numpy()), cfg.ppo_mini_batches)
-        sums: dict[str, float] = {}
-        updates = 0
-        for _ in range(cfg.ppo_epochs):
-            for prompts in parts:
-                rows = torch.as_tensor(np.isin(rollouts.prompt_index.numpy(), prompts)).nonzero().squeeze(-1)
-                if rows.numel() == 0:
-                    continue
-                rows = rows.to(self.device)
-                tokens = float(mask[rows].sum())  # token-mean denominator: every rollout of the mini-batch
-                rows = rows[adv[rows] != 0]  # A = 0 adds exactly 0 to loss and gradient: skip its forward
-                self.optimizer.zero_grad(set_to_none=True)
-                if rows.numel() == 0:
-                    loss, stats = self._zero_gradient()
-                else:
-                    logp = token_logprobs(self.model, ids[rows], attn[rows], rollouts.prompt_len)
-                    old_rows = logp.detach() if old is None else old[rows]
-                    loss, stats = ppo_clip_loss(
-                        logp, old_rows, adv[rows], mask[rows], clip_low=cfg.clip_low, clip_high=cfg.clip_high,
-                        dual_clip=cfg.dual_clip, token_count=tokens,
-                    )  # fmt: skip
-                    loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                self.optimizer.step()
-                for k, v in {**stats, "actor/loss": loss.item(), "actor/grad_norm": float(grad_norm)}.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                updates += 1
-        self.model.eval()
-        return {k: v / max(updates, 1) for k, v in sums.items()} | {"actor/lr": cfg.lr}
-
-    def _zero_gradient(self) -> tuple[torch.Tensor, dict[str, float]]:
-        """No rollout with a non-zero advantage: zero gradients, so the optimizer steps as on a zero loss."""
-        for param in self.model.parameters():
-            param.grad = torch.zeros_like(param)
-        return torch.zeros(()), {"actor/clipfrac": 0.0, "actor/approx_kl": 0.0, "actor/ratio_mean": 1.0}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -285,11 +254,12 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue: model, optimizer, tracker, data position, RNG states."""
+        """Everything needed to continue, as tensors and plain data (loadable with ``weights_only=True``)."""
         return {
+            "format": 2,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "tracker": self.tracker.state_dict(),
+            "planner": self.planner.state_dict(),
             "global_step": self.global_step,
             "rollouts_total": self.rollouts_total,
             "generator": self.generator.get_state(),
@@ -307,11 +277,22 @@ class Trainer:
         return path
 
     def load_checkpoint(self, path: Path) -> None:
-        """Restore the state written by :meth:`save_checkpoint`."""
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        """Restore :meth:`save_checkpoint`'s state; nothing in the file can execute code.
+
+        Raises:
+            ValueError: naming the file, if it is not a checkpoint of this trainer (or holds anything
+                but tensors and plain data), or was written by a run with other settings.
+        """
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a loadable knapsack-rl checkpoint ({str(exc).splitlines()[0]})") from exc
+        if not isinstance(state, dict) or state.get("format") != 2:
+            raise ValueError(f"{path}: not a knapsack-rl trainer checkpoint (format 2)")
+        _check_resumable(path, state.get("config"), self.config.to_dict())
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.tracker = Tracker.from_state_dict(state["tracker"])
+        self.planner.load_state_dict(state["planner"], source=str(path))
         self.global_step = int(state["global_step"])
         self.rollouts_total = int(state["rollouts_total"])
         self.generator.set_state(state["generator"].cpu())  # generator states are CPU byte tensors
@@ -322,21 +303,19 @@ class Trainer:
         atomic_write_bytes(self.out_dir / "config.json", json.dumps(self.config.to_dict(), indent=1).encode())
 
 
-def budget_metrics(counts: np.ndarray, n: int) -> dict[str, float]:
-    """``alloc/budget_{max,min,mean,total}`` and ``alloc/num_above_n`` of fixed counts (uniform arm)."""
-    return {
-        "alloc/budget_max": float(counts.max()),
-        "alloc/budget_min": float(counts.min()),
-        "alloc/budget_mean": float(counts.mean()),
-        "alloc/budget_total": float(counts.sum()),
-        "alloc/num_above_n": float((counts > n).sum()),
-    }
-
-
-def _initial_tracker(config: TrainConfig) -> Tracker:
-    if config.tracker_init is not None:
-        return Tracker.load(config.tracker_init)
-    return Tracker(TrackerConfig(estimator=config.estimator, min_count=config.min_count))
+def _check_resumable(path: Path, saved: Any, current: dict[str, Any]) -> None:
+    """Refuse to resume when a setting that changes what a step computes differs (names each one)."""
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: the checkpoint has no saved config")
+    differ = sorted(
+        k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES
+    )
+    if differ:
+        shown = "; ".join(f"{k}: {json.dumps(saved.get(k))} -> {json.dumps(current.get(k))}" for k in differ)
+        raise ValueError(
+            f"{path} was written by a run with other settings ({shown}); resuming would mix two runs. "
+            f"Use another out_dir, or resume=false to start afresh (only {sorted(RESUMABLE_CHANGES)} may change)"
+        )
 
 
 def _load_policy(config: TrainConfig, device: torch.device) -> tuple[Any, Any]:

@@ -1,0 +1,292 @@
+"""Every setting of the method, declared once and validated once: :class:`KnapsackConfig`.
+
+    KnapsackConfig
+      rule            "knapsack" (allocate from estimates) or "uniform" (n per prompt; same tracking)
+      allocation      AllocationConfig: exactly the settings keywords of :func:`knapsack_rl.allocate`
+      tracker         TrackerConfig: how success rates are estimated (:class:`knapsack_rl.Tracker`)
+      uniform_epochs  cold start: epochs (from 0) in which every prompt gets n
+      probe_n         two-phase planning: rollouts that probe each unestimated prompt first (0: off)
+      posterior       score E[V(N, p)] under each prompt's Beta posterior instead of V(N, p_hat)
+
+Engines (the reference trainer, TRL, verl, the simulator) embed a :class:`KnapsackConfig`; none
+redeclares one of its fields. Named presets are resolved explicitly with
+:meth:`KnapsackConfig.preset` (``"recipe"``: the authors' settings; ``"project"``: this project's
+recommendation; ``"uniform"``: the baseline). Field names are unique across the three levels, so a
+flat mapping such as ``{"max_n": 64, "estimator": "beta"}`` (a command line, TRL's flat arguments)
+has one meaning: :meth:`KnapsackConfig.replace` and :func:`flat_fields` route it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, TypeVar
+
+from knapsack_rl.core.registry import Registry
+from knapsack_rl.core.solve import get_solver
+from knapsack_rl.core.tracker import TrackerConfig
+from knapsack_rl.core.validate import check_bool, check_choice, check_int, check_real
+from knapsack_rl.core.value import get_value
+
+Objective = Literal["paper", "recipe"]
+Overflow = Literal["pool", "recipe"]
+RULES = ("knapsack", "uniform")
+
+
+@dataclass(frozen=True)
+class AllocationConfig:
+    """Settings of :func:`knapsack_rl.allocate` (the per-step data ``total_budget``, ``costs``,
+    ``posterior`` and ``floor`` are arguments of the call, not settings)."""
+
+    n: int = 8
+    """Uniform rollouts per prompt: the default step budget is ``n * M``; unestimated prompts get n."""
+    min_n: int = 2
+    """Fewest rollouts of an effective prompt (a group of one carries no gradient: its advantage is 0)."""
+    max_n: int = 128
+    """Most rollouts of an effective prompt (of every prompt when ``strict_max_n``)."""
+    negative_n: int = 2
+    """Rollouts of a prompt estimated at exactly p = 0 (recipe: 2)."""
+    positive_n: int = 2
+    """Rollouts of a prompt estimated at exactly p = 1 (recipe: 2)."""
+    fallback: bool = True
+    """The recipe's alpha-confidence fallback: budget beyond what effective prompts need goes to p = 0."""
+    alpha: float = 0.9
+    """Fallback: target probability of a non-zero gradient, cost ``log(1 - alpha) / log(max(p, 1 - p))``."""
+    objective: Objective = "paper"
+    """``paper``: maximise ``sum V(N_i, p_i)``; ``recipe``: the authors' scoring (no extra rollout scores 0)."""
+    value: str = "paper"
+    """Registered value function V(N, p) (:mod:`knapsack_rl.core.value`): ``paper``, ``nonzero``, ..."""
+    overflow: Overflow = "pool"
+    """Budget the knapsack cannot place: ``pool`` (p = 0 prompts, then the others) or ``recipe`` (evenly
+    over the effective prompts, exceeding ``max_n``; needs ``strict_max_n=False``)."""
+    unestimated_in_zero_pool: bool = False
+    """Count unestimated prompts in the p = 0 pool that takes surplus (the recipe stores rate 0 for them)."""
+    strict_max_n: bool = True
+    """``max_n`` bounds every prompt, also the p = 0 pool that takes the fallback's surplus (the recipe
+    bounds only the knapsack's prompts)."""
+    solver: str = "greedy"
+    """Registered knapsack solver: ``greedy`` (exact for unit costs) or ``dp`` (the reference programme)."""
+
+    def __post_init__(self) -> None:
+        check_allocation(self)
+
+
+def check_allocation(cfg: AllocationConfig) -> None:
+    """Validate every field of ``cfg`` once; cross-field errors name every value involved."""
+    for name in ("n", "min_n", "max_n"):
+        check_int(name, getattr(cfg, name), low=1)
+    for name in ("negative_n", "positive_n"):
+        check_int(name, getattr(cfg, name), low=0)
+    for name in ("fallback", "unestimated_in_zero_pool", "strict_max_n"):
+        check_bool(name, getattr(cfg, name))
+    check_real("alpha", cfg.alpha, low=0.0, high=1.0, open_low=True, open_high=True)
+    check_choice("objective", cfg.objective, ("paper", "recipe"))
+    check_choice("overflow", cfg.overflow, ("pool", "recipe"))
+    get_value(cfg.value)
+    get_solver(cfg.solver)
+    if cfg.max_n < cfg.min_n:
+        raise ValueError(f"max_n must be >= min_n; got max_n={cfg.max_n}, min_n={cfg.min_n}")
+    if cfg.strict_max_n:
+        for name in ("n", "negative_n", "positive_n"):
+            if getattr(cfg, name) > cfg.max_n:
+                raise ValueError(
+                    f"with strict_max_n=True, {name} must be <= max_n; got {name}={getattr(cfg, name)}, "
+                    f"max_n={cfg.max_n}"
+                )
+        if cfg.overflow == "recipe":
+            raise ValueError(
+                "overflow='recipe' spreads what the knapsack cannot place beyond max_n, which strict_max_n=True "
+                "forbids; set strict_max_n=False with it (as the 'recipe' preset does) or use overflow='pool'"
+            )
+
+
+@dataclass(frozen=True)
+class KnapsackConfig:
+    """The whole method's settings: allocation, tracking, and the planner's schedule (see the module doc)."""
+
+    rule: str = "knapsack"
+    """``knapsack``: counts from :func:`knapsack_rl.allocate` on the tracker's estimates; ``uniform``: n per
+    prompt (the baseline; the tracker still runs, so both arms log the same metrics)."""
+    allocation: AllocationConfig = field(default_factory=AllocationConfig)
+    """Settings of :func:`knapsack_rl.allocate`."""
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    """Settings of the success-rate tracker."""
+    uniform_epochs: int = 1
+    """Cold start: in epochs ``0 .. uniform_epochs - 1`` (0-based passes over the training prompts) every
+    prompt gets n rollouts whatever its estimate; the recipe allocates from the second epoch (1)."""
+    probe_n: int = 0
+    """Two-phase planning when > 0: each prompt without an estimate first gets ``probe_n`` rollouts; the
+    rest of the step's budget is then allocated from what the probe saw (:meth:`Planner.plan_probe`)."""
+    posterior: bool = False
+    """Score each prompt by ``E[V(N, p)]`` under its Beta posterior (the tracker's discounted successes and
+    failures) instead of ``V(N, p_hat)``: 0 successes in 8 reads as "hard", not "hopeless"."""
+
+    def __post_init__(self) -> None:
+        check_knapsack(self)
+
+    @classmethod
+    def preset(cls, name: str, **changes: Any) -> KnapsackConfig:
+        """The named preset (:func:`preset_names`), with flat ``changes`` applied (see :meth:`replace`)."""
+        return PRESETS.get(name)().replace(**changes)
+
+    def replace(self, **changes: Any) -> KnapsackConfig:
+        """A copy with fields changed by flat name (``max_n=64``, ``estimator="beta"``, ``rule="uniform"``).
+
+        Each name is routed to the level that declares it (:func:`flat_fields`); an unknown name raises
+        a ValueError listing the valid ones. The copy is validated again.
+        """
+        return replace_flat(self, changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON-safe; tuples become lists)."""
+        return to_plain(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> KnapsackConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise, naming them and the valid ones."""
+        return from_dict(cls, values, where="knapsack")
+
+
+def check_knapsack(cfg: KnapsackConfig) -> None:
+    """Validate the planner-level fields and their cross-field rules."""
+    check_choice("rule", cfg.rule, RULES)
+    if not isinstance(cfg.allocation, AllocationConfig):
+        raise ValueError(f"allocation must be an AllocationConfig; got {type(cfg.allocation).__name__}")
+    if not isinstance(cfg.tracker, TrackerConfig):
+        raise ValueError(f"tracker must be a TrackerConfig; got {type(cfg.tracker).__name__}")
+    check_int("uniform_epochs", cfg.uniform_epochs, low=0)
+    check_int("probe_n", cfg.probe_n, low=0)
+    check_bool("posterior", cfg.posterior)
+    if cfg.posterior:
+        from knapsack_rl.core.value import get_posterior_value
+
+        get_posterior_value(cfg.allocation.value)  # raises, naming the value, when it has no posterior form
+    if cfg.probe_n > 0 and cfg.allocation.strict_max_n and cfg.probe_n > cfg.allocation.max_n:
+        raise ValueError(
+            f"probe_n must be <= max_n with strict_max_n=True; got probe_n={cfg.probe_n}, max_n={cfg.allocation.max_n}"
+        )
+
+
+# ----------------------------------------------------------------------------- presets
+PRESETS: Registry[Callable[[], KnapsackConfig]] = Registry("preset", "preset")
+
+
+def preset_names() -> list[str]:
+    """Names of the registered presets, sorted."""
+    return PRESETS.names()
+
+
+@PRESETS.register("recipe")
+def _recipe() -> KnapsackConfig:
+    """The authors' recipe (SPEC 4-5): recipe estimator, fallback, 2 rollouts for p = 0 / 1, the recipe's
+    scoring and quirks (unestimated prompts in the zero pool, max_n bounds the knapsack only, overflow
+    spread over the effective prompts), allocation from the second epoch."""
+    allocation = AllocationConfig(
+        objective="recipe",
+        fallback=True,
+        negative_n=2,
+        positive_n=2,
+        unestimated_in_zero_pool=True,
+        strict_max_n=False,
+        overflow="recipe",
+    )
+    return KnapsackConfig(rule="knapsack", allocation=allocation, tracker=TrackerConfig(estimator="recipe"))
+
+
+@PRESETS.register("project")
+def _project() -> KnapsackConfig:
+    """This project's recommendation (docs/simulation.md): the plain objective V(N, p), no fallback, and
+    one rollout (a re-estimation probe) for prompts estimated at p = 0 or p = 1."""
+    allocation = AllocationConfig(objective="paper", fallback=False, negative_n=1, positive_n=1)
+    return KnapsackConfig(rule="knapsack", allocation=allocation, tracker=TrackerConfig(estimator="recipe"))
+
+
+@PRESETS.register("uniform")
+def _uniform() -> KnapsackConfig:
+    """The baseline: n rollouts per prompt every step (the tracker still runs, for the metrics)."""
+    return KnapsackConfig(rule="uniform")
+
+
+# ----------------------------------------------------------------------------- nested dataclass helpers
+T = TypeVar("T")
+
+
+def flat_fields(cls: type) -> dict[str, tuple[str, ...]]:
+    """Flat name -> path of every leaf field of a (nested) config dataclass; names must be unique.
+
+    ``flat_fields(KnapsackConfig)["max_n"] == ("allocation", "max_n")``.
+    """
+    out: dict[str, tuple[str, ...]] = {}
+    for f in fields(cls):
+        sub = _dataclass_type(cls, f)
+        leaves = {k: (f.name, *p) for k, p in flat_fields(sub).items()} if sub is not None else {f.name: (f.name,)}
+        for name, path in leaves.items():
+            if name in out:
+                raise TypeError(f"{cls.__name__}: field name {name!r} is declared twice ({out[name]} and {path})")
+            out[name] = path
+    return out
+
+
+def replace_flat(obj: T, changes: Mapping[str, Any]) -> T:
+    """A copy of the nested dataclass ``obj`` with leaf fields changed by flat name (validated again)."""
+    paths = flat_fields(type(obj))
+    unknown = sorted(set(changes) - set(paths))
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown}; valid: {sorted(paths)}")
+    nested: dict[str, Any] = {}
+    for name, value in changes.items():
+        node = nested
+        *head, leaf = paths[name]
+        for part in head:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return _apply(obj, nested)
+
+
+def _apply(obj: T, nested: Mapping[str, Any]) -> T:
+    kwargs = {k: (_apply(getattr(obj, k), v) if isinstance(v, dict) else v) for k, v in nested.items()}
+    return dataclasses.replace(obj, **kwargs)  # type: ignore[type-var]
+
+
+def to_plain(obj: Any) -> dict[str, Any]:
+    """A (nested) dataclass as a JSON-safe dict: tuples become lists, nested configs dicts."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return [plain(x) for x in v] if isinstance(v, list | tuple) else v
+
+    out: dict[str, Any] = plain(dataclasses.asdict(obj))
+    return out
+
+
+def from_dict(cls: type[T], values: Mapping[str, Any], *, where: str) -> T:
+    """Build the nested dataclass ``cls`` from a plain mapping (JSON / YAML); lists become tuples.
+
+    Unknown keys raise a ValueError naming them, where they are (``where``) and the valid keys.
+    """
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{where} must be a mapping; got {type(values).__name__}")
+    valid = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(valid)}")
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        sub = _dataclass_type(cls, valid[key])
+        if sub is not None and isinstance(value, Mapping):
+            kwargs[key] = from_dict(sub, value, where=f"{where}.{key}")
+        else:
+            kwargs[key] = tuple(value) if isinstance(value, list) else value
+    return cls(**kwargs)
+
+
+def _dataclass_type(cls: type, f: dataclasses.Field[Any]) -> type | None:
+    """The dataclass type of field ``f`` when it holds a nested config (its default says which)."""
+    if f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+        return type(default) if dataclasses.is_dataclass(default) else None
+    if f.default is not dataclasses.MISSING and dataclasses.is_dataclass(f.default):
+        return type(f.default)
+    return None

@@ -1,0 +1,279 @@
+"""The narrow waist: :class:`Planner` turns a step's prompt ids into rollout counts and learns from rewards.
+
+Every engine (the reference trainer, the TRL adapter, the verl hooks, the simulator) talks to the
+method through this one object and a :class:`~knapsack_rl.core.config.KnapsackConfig`::
+
+    planner = Planner(KnapsackConfig.preset("project"))
+    plan = planner.plan(prompt_ids, epoch=epoch)            # Allocation: plan.budgets[i] rollouts of prompt i
+    ...                                                     # the engine generates and scores them
+    metrics = planner.observe(rollout_prompt_ids, rewards, epoch=epoch)
+    state = planner.state_dict()                            # what a checkpoint stores
+
+**Epoch.** ``epoch`` is the 0-based index of the current pass over the training prompts, given by the
+engine (the trainer: ``step // steps_per_epoch``; TRL: ``floor(state.epoch)``); an engine that does
+not know it counts passes with :class:`EpochCounter`. The recipe estimator prefers the current epoch's
+rewards, and the cold start uses the epoch: in epochs ``< config.uniform_epochs`` every prompt gets n.
+
+**Two-phase planning** (``config.probe_n > 0``): the engine first asks :meth:`Planner.plan_probe` for
+``probe_n`` rollouts of every prompt without an estimate, generates and scores them, then calls
+:meth:`Planner.plan` with ``probe=(rollout_prompt_ids, rewards)``: the rest of the step's fixed budget
+is allocated from the probe's outcome (the probe's rollouts are a floor, so the step's total stays
+``n * M``). Finally :meth:`observe` gets every rollout of the step, probe included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from knapsack_rl.core.allocate import Allocation, allocate, uniform_allocation
+from knapsack_rl.core.config import KnapsackConfig
+from knapsack_rl.core.groups import group_counts, step_metrics
+from knapsack_rl.core.tracker import Tracker, to_success
+from knapsack_rl.core.validate import check_int, check_prompt_ids
+
+logger = logging.getLogger(__name__)
+
+Ids = Sequence[Hashable] | NDArray[Any]
+_STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PlanRecord:
+    """The latest plan: its prompts, the estimates it used, its allocation and the probe's size.
+
+    Attributes:
+        ids: the step's prompt ids.
+        p_hat: (M,) the estimates the allocation saw (NaN: none, including cold-start epochs).
+        allocation: the :class:`Allocation`.
+        probe_rollouts: rollouts of the two-phase probe included in ``allocation.budgets`` (0 without).
+    """
+
+    ids: list[int | str]
+    p_hat: NDArray[np.float64]
+    allocation: Allocation
+    probe_rollouts: int
+
+
+class Planner:
+    """Per-prompt rollout counts from a :class:`Tracker` and :func:`knapsack_rl.allocate` (module docstring).
+
+    Args:
+        config: the method's settings (default: ``KnapsackConfig()``).
+        tracker: an existing tracker (e.g. warm-started from another run); its config must equal
+            ``config.tracker``. Default: a new one.
+    """
+
+    def __init__(self, config: KnapsackConfig | None = None, *, tracker: Tracker | None = None) -> None:
+        self.config = config if config is not None else KnapsackConfig()
+        if not isinstance(self.config, KnapsackConfig):
+            raise ValueError(f"config must be a KnapsackConfig; got {type(self.config).__name__}")
+        if tracker is not None and tracker.config != self.config.tracker:
+            raise ValueError(
+                f"tracker was built with {tracker.config}, but config.tracker is {self.config.tracker}; "
+                "a tracker estimates with its own settings, so they must be equal"
+            )
+        self.tracker = tracker if tracker is not None else Tracker(self.config.tracker)
+        self._last: PlanRecord | None = None
+
+    # ------------------------------------------------------------------ planning
+    def plan(
+        self,
+        prompt_ids: Ids,
+        *,
+        epoch: int,
+        total_budget: int | None = None,
+        costs: ArrayLike | None = None,
+        probe: tuple[Ids, ArrayLike] | None = None,
+    ) -> Allocation:
+        """Rollouts per prompt for one step (or, after a probe, the step's total including the probe).
+
+        Args:
+            prompt_ids: (M,) unique prompt ids (int or str) of the step.
+            epoch: 0-based pass over the training prompts (see the module docstring).
+            total_budget: rollouts of the step (default ``n * M``); cost units with ``costs``.
+            costs: optional (M,) cost of one rollout of each prompt (e.g. expected tokens).
+            probe: ``(rollout_prompt_ids, rewards)`` of the probe rollouts :meth:`plan_probe` asked for;
+                the returned budgets then *include* the probe's counts (generate ``budgets - probe counts``).
+
+        Returns:
+            The :class:`Allocation`; ``budgets.sum() == total_budget`` with unit costs.
+        """
+        ids = check_prompt_ids("prompt_ids", prompt_ids)
+        epoch = check_int("epoch", epoch, low=0)
+        p_hat, posterior = self._estimates(ids, epoch)
+        floor = None
+        if probe is not None:
+            floor, p_hat, posterior = self._with_probe(ids, probe, p_hat, posterior)
+        alloc_cfg = self.config.allocation
+        if self.config.rule == "uniform":
+            result = uniform_allocation(p_hat, alloc_cfg, total_budget=total_budget, posterior=posterior)
+        else:
+            result = allocate(
+                p_hat, alloc_cfg, total_budget=total_budget, costs=costs, posterior=posterior, floor=floor
+            )
+        self._last = PlanRecord(ids, p_hat, result, 0 if floor is None else int(floor.sum()))
+        return result
+
+    def plan_probe(self, prompt_ids: Ids, *, epoch: int) -> NDArray[np.int64]:
+        """Two-phase planning, phase 1: ``probe_n`` rollouts for each prompt without an estimate, 0 for the rest.
+
+        Outside two-phase planning (``probe_n == 0``), in cold-start epochs and for the uniform rule
+        every count is 0: call :meth:`plan` directly.
+        """
+        ids = check_prompt_ids("prompt_ids", prompt_ids)
+        epoch = check_int("epoch", epoch, low=0)
+        cfg = self.config
+        if cfg.probe_n == 0 or cfg.rule == "uniform" or epoch < cfg.uniform_epochs:
+            return np.zeros(len(ids), dtype=np.int64)
+        p_hat = self.tracker.estimate(ids)
+        return np.where(np.isnan(p_hat), cfg.probe_n, 0).astype(np.int64)
+
+    def _estimates(self, ids: list[int | str], epoch: int) -> tuple[NDArray[np.float64], Any]:
+        """``p_hat`` (NaN: no estimate, or a cold-start epoch) and the Beta posterior when configured."""
+        if epoch < self.config.uniform_epochs:
+            return np.full(len(ids), np.nan), None
+        p_hat = self.tracker.estimate(ids)
+        if not self.config.posterior:
+            return p_hat, None
+        a, b = self.tracker.posterior(ids)
+        p_hat = np.where(np.isnan(p_hat), np.nan, a / (a + b))  # the posterior mean where estimated
+        return p_hat, (a, b)
+
+    def _with_probe(
+        self, ids: list[int | str], probe: tuple[Ids, ArrayLike], p_hat: NDArray[np.float64], posterior: Any
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64], Any]:
+        """Fold a probe's rewards into the estimates of the probed prompts; returns (floor, p_hat, posterior)."""
+        probe_ids, rewards = probe
+        succ = to_success(rewards, self.config.tracker.reward_format, self.config.tracker.success_threshold)
+        counts, successes = group_counts(ids, probe_ids, succ)
+        probed = counts > 0
+        if np.any(probed & ~np.isnan(p_hat)):
+            i = int(np.flatnonzero(probed & ~np.isnan(p_hat))[0])
+            raise ValueError(f"probe holds rollouts of prompt {ids[i]!r}, which has an estimate and was not probed")
+        p_hat = p_hat.copy()
+        p_hat[probed] = successes[probed] / counts[probed]
+        if posterior is not None or self.config.posterior:
+            a0, b0 = self.config.tracker.beta_prior
+            a = np.full(len(ids), a0) if posterior is None else posterior[0].copy()
+            b = np.full(len(ids), b0) if posterior is None else posterior[1].copy()
+            a[probed], b[probed] = a0 + successes[probed], b0 + counts[probed] - successes[probed]
+            posterior = (a, b)
+            p_hat[probed] = a[probed] / (a[probed] + b[probed])
+        return counts, p_hat, posterior
+
+    # ----------------------------------------------------------------- observing
+    def observe(
+        self, rollout_prompt_ids: Ids, rewards: ArrayLike, *, epoch: int, step: int | None = None
+    ) -> dict[str, float]:
+        """Record the rewards of every rollout of the step and return the step's metrics.
+
+        Args:
+            rollout_prompt_ids: (R,) prompt id of each rollout.
+            rewards: (R,) reward of each rollout (see :func:`knapsack_rl.core.tracker.to_success`).
+            epoch: the epoch the rollouts were planned in.
+            step: the global step (default: the tracker's previous step + 1).
+
+        Returns:
+            ``alloc/*`` of the latest plan (:meth:`Allocation.metrics`), ``train/*``
+            (:func:`knapsack_rl.core.groups.step_metrics`, grouped by prompt id) and ``tracker/prompts``.
+        """
+        self.tracker.update(rollout_prompt_ids, rewards, epoch=epoch, step=step)
+        threshold = self.config.tracker.success_threshold
+        r = np.asarray(rewards, dtype=np.float64).reshape(-1)
+        metrics = step_metrics(r, list(rollout_prompt_ids), success_threshold=0.5 if threshold is None else threshold)
+        if self._last is not None:
+            metrics.update(self._last.allocation.metrics())
+            metrics["alloc/probe_rollouts"] = float(self._last.probe_rollouts)
+        metrics["tracker/prompts"] = float(len(self.tracker))
+        return metrics
+
+    @property
+    def last(self) -> PlanRecord | None:
+        """The latest :meth:`plan` (None before the first, and after :meth:`load_state_dict`)."""
+        return self._last
+
+    # ------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data for a checkpoint: the config (as a dict) and the tracker's hashed bytes."""
+        return {"version": _STATE_VERSION, "config": self.config.to_dict(), "tracker": self.tracker.to_bytes()}
+
+    def load_state_dict(self, state: dict[str, Any], *, source: str = "<state>") -> None:
+        """Restore :meth:`state_dict` output.
+
+        The tracker's settings must equal ``config.tracker`` (a tracker estimates with its own settings;
+        restoring one saved under another estimator or ``min_count`` would silently change the method).
+        Allocation settings may differ: whether a run may resume with other settings is the engine's call.
+
+        Raises:
+            ValueError: naming ``source`` and every tracker setting that differs; nothing is changed.
+        """
+        if not isinstance(state, dict) or state.get("version") != _STATE_VERSION or "tracker" not in state:
+            raise ValueError(f"{source}: not a planner state of version {_STATE_VERSION}")
+        tracker = Tracker.from_bytes(state["tracker"], source=source)
+        if tracker.config != self.config.tracker:
+            diff = _diff(_plain(tracker.config), _plain(self.config.tracker))
+            raise ValueError(f"{source}: the tracker was saved with other settings ({diff}); refusing to resume")
+        self.tracker = tracker
+        self._last = None
+
+
+class EpochCounter:
+    """Counts passes over the training prompts for engines that do not report the epoch.
+
+    A new epoch starts at the first prompt id seen again in the current epoch (a sampler shows each
+    prompt once per pass). ``epoch`` is 0-based.
+    """
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self._seen: set[int | str] = set()
+
+    def advance(self, prompt_ids: Ids) -> int:
+        """The epoch of a step with these prompts (call once per step, before planning)."""
+        ids = check_prompt_ids("prompt_ids", prompt_ids)
+        if any(pid in self._seen for pid in ids):
+            self.epoch += 1
+            self._seen = set()
+            logger.info("epoch %d begins", self.epoch)
+        self._seen.update(ids)
+        return self.epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-safe state."""
+        return {"epoch": self.epoch, "seen": sorted(self._seen, key=lambda x: (isinstance(x, str), x))}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+        self.epoch = check_int("epoch", state["epoch"], low=0)
+        self._seen = set(check_prompt_ids("seen", state["seen"]))
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    """A dataclass as a JSON-normalised dict (tuples become lists), for comparisons and messages."""
+    out: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(obj)))
+    return out
+
+
+def _diff(saved: dict[str, Any], current: dict[str, Any]) -> str:
+    """Flat ``key: saved -> current`` of two nested config dicts (for error messages)."""
+
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(saved), flat(current)
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return ", ".join(f"{k}: {json.dumps(a.get(k))} -> {json.dumps(b.get(k))}" for k in keys)
+
+
+__all__ = ["EpochCounter", "PlanRecord", "Planner"]
