@@ -8,6 +8,7 @@ Subcommands live with the code they drive; each module named in ``_COMMAND_MODUL
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import logging
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from knapsack_rl.cli_args import add_flags, given
 from knapsack_rl.core.allocate import BUCKET_NAMES, allocate
+from knapsack_rl.core.config import AllocationConfig, KnapsackConfig, preset_names
 from knapsack_rl.core.tracker import atomic_write_bytes
 from knapsack_rl.statsfile import read_stats
 
@@ -29,48 +32,26 @@ def _add_allocate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "allocate",
         help="per-prompt rollout budgets from a stats file",
         description="Read per-prompt stats (JSONL, CSV or parquet: id plus p_hat, or id plus successes "
-        "and count), write budgets (JSON or CSV) and print a summary.",
+        "and count), write budgets (JSON or CSV) and print a summary. Settings are allocate()'s "
+        "(AllocationConfig); --preset starts from a named preset's.",
     )
     p.add_argument("stats", type=Path, help="stats file (.jsonl, .csv or .parquet)")
     p.add_argument("--out", type=Path, default=None, help="write budgets here (.json or .csv)")
-    p.add_argument("--n", type=int, default=8, help="uniform rollouts per prompt (budget = n x prompts)")
+    p.add_argument("--preset", choices=preset_names(), default=None, help="start from a preset's allocation settings")
     p.add_argument("--total-budget", type=int, default=None, help="rollouts for the step (default n x prompts)")
-    p.add_argument("--min-n", type=int, default=2, help="lower bound of an effective prompt")
-    p.add_argument("--max-n", type=int, default=128, help="upper bound of an effective prompt")
-    p.add_argument("--negative-n", type=int, default=2, help="rollouts of a prompt estimated at p = 0")
-    p.add_argument("--positive-n", type=int, default=2, help="rollouts of a prompt estimated at p = 1")
-    p.add_argument("--no-fallback", action="store_true", help="disable the alpha-confidence fallback")
-    p.add_argument("--alpha", type=float, default=0.9, help="fallback's target probability of signal")
-    p.add_argument("--objective", choices=["paper", "recipe"], default="paper", help="knapsack scoring")
-    p.add_argument("--value", default="paper", help="registered value function")
-    p.add_argument("--overflow", choices=["pool", "recipe"], default="pool", help="where unplaceable budget goes")
-    p.add_argument(
-        "--no-strict-max-n", action="store_true", help="let the zero pool exceed max_n (the recipe's behaviour)"
-    )
-    p.add_argument("--min-count", type=int, default=1, help="rows with count below this have no estimate")
-    p.set_defaults(func=_run_allocate)
+    p.add_argument("--min-count", type=int, default=1, help="rows with count below this have no estimate (default: 1)")
+    names = add_flags(p.add_argument_group("allocation settings (AllocationConfig)"), AllocationConfig)
+    p.set_defaults(func=_run_allocate, flag_names=names)
 
 
 def _run_allocate(args: argparse.Namespace) -> int:
+    base = KnapsackConfig.preset(args.preset).allocation if args.preset else AllocationConfig()
+    config = dataclasses.replace(base, **given(args, args.flag_names))
     ids, p_hat = read_stats(args.stats, min_count=args.min_count)
-    result = allocate(
-        p_hat,
-        n=args.n,
-        total_budget=args.total_budget,
-        min_n=args.min_n,
-        max_n=args.max_n,
-        negative_n=args.negative_n,
-        positive_n=args.positive_n,
-        fallback=not args.no_fallback,
-        alpha=args.alpha,
-        objective=args.objective,
-        value=args.value,
-        overflow=args.overflow,
-        strict_max_n=False if args.no_strict_max_n else None,
-    )
+    result = allocate(p_hat, config, total_budget=args.total_budget)
     if args.out is not None:
         _write_budgets(args.out, ids, p_hat, result.budgets, result.buckets)
-    print(_summary(result, args.n))
+    print(_summary(result, config.n))
     if args.out is not None:
         print(f"wrote {len(ids)} budgets to {args.out}")
     return 0

@@ -1,8 +1,12 @@
-"""Tables and PNG plots of run logs (metrics.jsonl, allocations.jsonl) for the two-arm comparison."""
+"""PNG plots of a comparison of arms, from run logs (matplotlib is imported only here, lazily).
+
+Every plot has a title, one line per arm (mean over seeds) with a band of +- one standard deviation
+over seeds, and a dashed vertical line where allocation starts (the first step of epoch
+``uniform_epochs``: before it every arm gives every prompt n rollouts).
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -10,32 +14,23 @@ from typing import Any
 
 import numpy as np
 
+from knapsack_rl.report.summary import read_jsonl, series, smooth
+
 logger = logging.getLogger(__name__)
 
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file (empty list when missing)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+CURVES = (
+    ("heldout_accuracy.png", None, "held-out accuracy (mean@k)", "Held-out accuracy"),
+    ("effective_prompts.png", "train/effective_prompts", "prompts with signal per step", "Prompts with signal"),
+    ("effective_grad_ratio.png", "train/effective_grad_ratio", "effective gradient ratio", "Effective gradient ratio"),
+)
 
 
-def series(rows: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, values) of the rows that have ``key`` with a non-null value."""
-    pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-    if not pts:
-        return np.zeros(0), np.zeros(0)
-    steps, values = zip(*pts, strict=True)
-    return np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64)
+def plot_comparison(
+    runs: Mapping[str, Sequence[Path]], out_dir: Path, *, eval_key: str, alloc_start: int | None, title: str = ""
+) -> list[Path]:
+    """Write the comparison's PNGs into ``out_dir``; ``runs`` maps arm -> run directories (one per seed).
 
-
-def plot_comparison(runs: Mapping[str, Sequence[Path]], out_dir: Path, *, eval_key: str) -> list[Path]:
-    """Write the three PNGs of a comparison; ``runs`` maps arm name -> run directories (one per seed).
-
-    - ``effective_grad_ratio.png``: effective gradient ratio over steps, mean over seeds, per arm;
-    - ``heldout_accuracy.png``: held-out ``eval_key`` over steps, mean over seeds, per arm;
-    - ``budget_vs_p.png``: budget against estimated p of every (prompt, step) of the knapsack arm.
+    ``alloc_start`` is the step where allocation starts (None: no marker). Returns the files written.
     """
     import matplotlib
 
@@ -43,39 +38,43 @@ def plot_comparison(runs: Mapping[str, Sequence[Path]], out_dir: Path, *, eval_k
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    logs = {arm: [read_jsonl(d / "metrics.jsonl") for d in dirs] for arm, dirs in runs.items()}
     written = []
-    for key, name, ylabel in (
-        ("train/effective_grad_ratio", "effective_grad_ratio.png", "effective gradient ratio"),
-        (eval_key, "heldout_accuracy.png", f"held-out {eval_key.split('/')[-1]}"),
-    ):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for arm, dirs in runs.items():
-            steps, mean = _mean_over_seeds([read_jsonl(d / "metrics.jsonl") for d in dirs], key)
+    for name, key, ylabel, heading in CURVES:
+        metric = key or eval_key
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for arm, arm_logs in logs.items():
+            steps, mean, sd = _band([series(rows, metric) for rows in arm_logs], smoothing=key is not None)
             if steps.size:
-                ax.plot(steps, mean, label=arm)
-        ax.set_xlabel("step")
-        ax.set_ylabel(ylabel)
-        ax.legend()
+                (line,) = ax.plot(steps, mean, label=f"{arm} ({len(arm_logs)} seeds)")
+                ax.fill_between(steps, mean - sd, mean + sd, color=line.get_color(), alpha=0.2, linewidth=0)
+        if alloc_start is not None:
+            ax.axvline(alloc_start, color="grey", linestyle="--", linewidth=1, label="allocation starts")
+        ax.set(xlabel="training step", ylabel=ylabel, title=f"{heading}{f': {title}' if title else ''}")
+        ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(out_dir / name, dpi=110)
         plt.close(fig)
         written.append(out_dir / name)
-    if "knapsack" in runs:
-        written.append(_plot_budget_vs_p(runs["knapsack"], out_dir / "budget_vs_p.png", plt))
+    for arm, dirs in runs.items():
+        if arm != "uniform":
+            written.append(_plot_budget_vs_p(dirs, out_dir / f"budget_vs_p_{arm}.png", arm, plt))
     return written
 
 
-def _mean_over_seeds(logs: list[list[dict[str, Any]]], key: str) -> tuple[np.ndarray, np.ndarray]:
-    curves = [series(rows, key) for rows in logs]
+def _band(curves: list[tuple[np.ndarray, np.ndarray]], *, smoothing: bool) -> tuple[np.ndarray, ...]:
+    """Steps, mean and standard deviation over seeds (per-step metrics smoothed over 5 steps)."""
     curves = [c for c in curves if c[0].size]
     if not curves:
-        return np.zeros(0), np.zeros(0)
+        return np.zeros(0), np.zeros(0), np.zeros(0)
     length = min(c[0].size for c in curves)
-    return curves[0][0][:length], np.mean([c[1][:length] for c in curves], axis=0)
+    values = np.asarray([smooth(c[1][:length], 5) if smoothing else c[1][:length] for c in curves])
+    sd = values.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(length)
+    return curves[0][0][:length], values.mean(axis=0), sd
 
 
-def _plot_budget_vs_p(dirs: Sequence[Path], path: Path, plt: Any) -> Path:
+def _plot_budget_vs_p(dirs: Sequence[Path], path: Path, arm: str, plt: Any) -> Path:
     p_all, b_all = [], []
     for d in dirs:
         for row in read_jsonl(d / "allocations.jsonl"):
@@ -83,41 +82,13 @@ def _plot_budget_vs_p(dirs: Sequence[Path], path: Path, plt: Any) -> Path:
                 if p is not None:
                     p_all.append(p)
                     b_all.append(b)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
     if p_all:
         jitter = np.random.default_rng(0).uniform(-0.006, 0.006, len(p_all))
         ax.scatter(np.asarray(p_all) + jitter, b_all, s=6, alpha=0.3)
-    ax.set_xlabel("estimated success rate p")
-    ax.set_ylabel("rollouts given (budget)")
-    ax.set_title("knapsack arm: budget vs estimated p")
+    ax.set(xlabel="estimated success rate p", ylabel="rollouts given (budget)", title=f"Budget vs estimate: {arm}")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def summarize_run(run_dir: Path) -> dict[str, float]:
-    """Headline numbers of one run from its logs.
-
-    ``egr`` mean effective gradient ratio over the steps where estimates drove allocation (epoch >=
-    2), ``egr_all`` over all steps, ``final/<eval key>`` the last evaluation, ``rollouts`` total,
-    ``budget_max`` the largest budget any prompt got, ``wall_s`` from ``summary.json`` when present.
-    """
-    rows = read_jsonl(run_dir / "metrics.jsonl")
-    train = [r for r in rows if "train/effective_grad_ratio" in r]
-    late = [r for r in train if r.get("train/epoch", 1) >= 2] or train
-    out: dict[str, float] = {
-        "egr": float(np.mean([r["train/effective_grad_ratio"] for r in late])) if late else float("nan"),
-        "egr_all": float(np.mean([r["train/effective_grad_ratio"] for r in train])) if train else float("nan"),
-        "rollouts": float(train[-1]["train/rollouts_total"]) if train else 0.0,
-        "budget_max": float(max((r["alloc/budget_max"] for r in train), default=0)),
-    }
-    evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
-    if evals:
-        out.update({f"final/{k}": v for k, v in evals[-1].items() if k.startswith("eval/") and v is not None})
-        out.update({f"start/{k}": v for k, v in evals[0].items() if k.startswith("eval/") and v is not None})
-    summary = run_dir / "summary.json"
-    if summary.exists():
-        out["wall_s"] = float(json.loads(summary.read_text())["wall_s"])
-    return out

@@ -36,7 +36,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from knapsack_rl.core.allocate import PRESETS, allocate
+from knapsack_rl.core.allocate import allocate
+from knapsack_rl.core.config import KnapsackConfig
 from knapsack_rl.core.tracker import Tracker, TrackerConfig
 from knapsack_rl.core.validate import check_choice, check_int, check_real
 from knapsack_rl.sim.config import SimConfig
@@ -192,6 +193,8 @@ class KnapsackRule(TrackedRule):
         s = self.settings
         result = allocate(
             p_hat,
+            unestimated_in_zero_pool=s.objective == "recipe",
+            strict_max_n=s.objective != "recipe",
             n=n,
             total_budget=total,
             min_n=s.min_n,
@@ -237,11 +240,17 @@ class KnapsackRule(TrackedRule):
         return batch
 
 
+_KEYS = ("objective", "fallback", "negative_n", "positive_n")
+
+
 def _recipe_settings() -> KnapsackSettings:
-    return KnapsackSettings(estimator="recipe", **PRESETS["recipe"])  # type: ignore[arg-type]
+    a = KnapsackConfig.preset("recipe").allocation
+    return KnapsackSettings(estimator="recipe", **{k: getattr(a, k) for k in _KEYS})
 
 
-PROJECT_SETTINGS = replace(_recipe_settings(), **PRESETS["project"])  # type: ignore[arg-type]
+PROJECT_SETTINGS = replace(
+    _recipe_settings(), **{k: getattr(KnapsackConfig.preset("project").allocation, k) for k in _KEYS}
+)
 """The project's defaults as chosen by the study in docs/simulation.md: the recipe's tracker estimator,
 point estimates (no posterior shrinkage), the plain objective V(N, p), no fallback, and one rollout
 (a re-estimation probe, no gradient) for prompts estimated at p = 0 or p = 1; epoch 1 uniform."""

@@ -1,49 +1,104 @@
-"""``knapsack-rl train``, ``compare`` and ``demo`` (heavy imports stay inside the handlers)."""
+"""``knapsack-rl train``, ``compare`` and ``demo``: flags generated from TrainConfig and KnapsackConfig.
+
+Settings are applied in this order: the dataclass defaults, ``--config FILE``, ``--preset NAME`` (the
+knapsack settings become that preset), then every flag given (``--max-n 64``, ``--lr 1e-4``,
+``--no-progress``), then ``--set key.path=value`` for nested settings (``--set task.eval_per_level=64``).
+Heavy imports (torch, transformers) stay inside the handlers.
+"""
 
 from __future__ import annotations
 
 import argparse
 import time
 from pathlib import Path
+from typing import Any
+
+from knapsack_rl.cli_args import add_flags, given, parse_assignment, parse_seeds
 
 DEMO_HELP = (
-    "uniform vs knapsack allocation on the embedded arithmetic suite, from the same warm start, seeds and total "
-    "rollouts; prints a side-by-side table and writes plots under runs/"
+    "uniform vs knapsack allocation on the embedded task, several paired seeds from the same warm start, "
+    "data order and total rollouts; prints paired differences with 95% CIs and a verdict, writes plots under runs/"
 )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``train``, ``compare`` and ``demo`` subcommands."""
-    p = sub.add_parser("train", help="train one arm from a YAML / JSON config", description="Train one arm.")
-    p.add_argument("--config", type=Path, default=None, help="YAML or JSON TrainConfig (default: all defaults)")
-    p.add_argument("--arm", choices=["uniform", "knapsack"], default=None, help="override the config's arm")
-    p.add_argument("--out-dir", default=None, help="override the config's out_dir")
-    p.add_argument("--seed", type=int, default=None, help="override the config's seed")
-    p.add_argument("--max-steps", type=int, default=None, help="override the config's max_steps")
+    p = sub.add_parser("train", help="train one arm", description="Train one run (one arm).")
+    _add_settings(p)
     p.set_defaults(func=_run_train)
-    for name, help_text in (("compare", "both arms, same warm start and budget"), ("demo", DEMO_HELP)):
+    for name, help_text in (("compare", "several arms over paired seeds"), ("demo", DEMO_HELP)):
         q = sub.add_parser(name, help=help_text, description=help_text)
-        q.add_argument("--config", type=Path, default=None, help="base TrainConfig (YAML / JSON); arm is ignored")
-        q.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (one run per arm and seed)")
-        q.add_argument("--out-dir", type=Path, default=Path("runs/demo" if name == "demo" else "runs/compare"))
-        q.add_argument("--quick", action="store_true", help="seconds-long smoke version (for tests)")
-        q.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-        q.add_argument("--no-progress", action="store_true", help="hide progress bars")
-        q.set_defaults(func=_run_compare)
+        _add_settings(q)
+        q.add_argument("--seeds", default="0 1 2", help="seeds, e.g. '0 1 2' or '0..9' (default: '0 1 2')")
+        q.add_argument("--arms", default="uniform,knapsack", help="arms: uniform, knapsack or preset names")
+        q.add_argument("--jobs", type=int, default=2, help="runs trained in parallel processes (default: 2)")
+        q.add_argument("--quick", action="store_true", help="seconds-long smoke run (tiny task): not a result")
+        q.set_defaults(func=_run_compare, out_dir=f"runs/{name}")
+    r = sub.add_parser("preflight", help="predict each arm's prompts with signal per step before training",
+                       description="Sample the starting model on the training prompts and predict, for uniform "
+                       "and each knapsack arm, the prompts with signal per step (true p and realistic estimates).")  # fmt: skip
+    _add_settings(r)
+    r.add_argument("--samples", type=int, default=32, help="samples per prompt (default: 32)")
+    r.add_argument(
+        "--arms", default="uniform,knapsack,recipe", help="arms to predict (default: uniform,knapsack,recipe)"
+    )
+    r.add_argument("--json", type=Path, default=None, help="also write the predictions here")
+    r.set_defaults(func=_run_preflight)
+
+
+def _add_settings(p: argparse.ArgumentParser) -> None:
+    from knapsack_rl.core.config import AllocationConfig, KnapsackConfig, preset_names
+    from knapsack_rl.core.tracker import TrackerConfig
+    from knapsack_rl.train.config import TrainConfig
+
+    p.add_argument("--config", type=Path, default=None, help="YAML or JSON TrainConfig file")
+    p.add_argument("--preset", choices=preset_names(), default=None, help="knapsack settings preset")
+    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                   help="nested setting, e.g. task.eval_per_level=64 (repeatable)")  # fmt: skip
+    defaults = TrainConfig()
+    group = p.add_argument_group("run settings (TrainConfig)")
+    names = add_flags(group, TrainConfig, defaults=defaults, skip=("knapsack",))
+    method = p.add_argument_group("method settings (KnapsackConfig; default preset 'project')")
+    names += add_flags(method, KnapsackConfig, defaults=defaults.knapsack)
+    names += add_flags(method, AllocationConfig, defaults=defaults.knapsack.allocation)
+    names += add_flags(method, TrackerConfig, defaults=defaults.knapsack.tracker)
+    p.set_defaults(flag_names=names)
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """The TrainConfig of a command line (see the module docstring for the order)."""
+    from knapsack_rl.core.config import KnapsackConfig
+    from knapsack_rl.train.config import TrainConfig, config_from_dict, load_config
+
+    cfg = load_config(args.config) if args.config else TrainConfig()
+    if args.preset:
+        cfg = cfg.replace(knapsack=KnapsackConfig.preset(args.preset))
+    cfg = cfg.replace(**given(args, args.flag_names))
+    if args.assignments:
+        values = cfg.to_dict()
+        for text in args.assignments:
+            path, value = parse_assignment(text)
+            node = values
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = value
+        cfg = config_from_dict(values)
+    return cfg
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from knapsack_rl.train.config import TrainConfig, load_config
     from knapsack_rl.train.trainer import Trainer
 
-    cfg = load_config(args.config) if args.config else TrainConfig()
-    overrides = {"arm": args.arm, "out_dir": args.out_dir, "seed": args.seed, "max_steps": args.max_steps}
-    cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
+    cfg = build_config(args)
     start = time.perf_counter()
     trainer = Trainer(cfg)
+    first = trainer.global_step
     last = trainer.train()
     wall = time.perf_counter() - start
-    print(f"trained {trainer.global_step} steps ({trainer.rollouts_total} rollouts) in {wall:.0f} s")
+    print(f"trained steps {first + 1}..{trainer.global_step} of {trainer.total_steps} "
+          f"({trainer.rollouts_total} rollouts in all) in {wall:.0f} s")  # fmt: skip
+    if trainer.global_step == first:
+        print("nothing to train: the checkpoint in out_dir is already at the last step")
     for key in sorted(k for k in last if k.startswith(("train/effective", "eval/mean@"))):
         print(f"  {key} = {last[key]:.4f}")
     print(f"logs: {cfg.out_dir}/metrics.jsonl  config: {cfg.out_dir}/config.json")
@@ -51,46 +106,45 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    import json
+    from knapsack_rl.report.summary import comparison_table, verdict
+    from knapsack_rl.train.compare import quick_config, run_compare
 
-    from knapsack_rl.train.compare import comparison_table, quick_config, run_compare
-    from knapsack_rl.train.config import TrainConfig, load_config
-
-    base = load_config(args.config) if args.config else TrainConfig()
+    base = build_config(args).replace(resume=False)
     if args.quick:
         base = quick_config(base)
-    changes: dict[str, object] = {"resume": False}
-    if args.threads is not None:
-        changes["threads"] = args.threads
-    if args.no_progress:
-        changes["progress"] = False
-    base = base.replace(**changes)
-    start = time.perf_counter()
-    result = run_compare(base, args.out_dir, list(args.seeds))
-    wall = time.perf_counter() - start
-    ws = _warmstart_profile(base)
-    if ws is not None:
-        print(
-            f"warm start: {100 * ws['below_0.1']:.0f}% of training prompts below p=0.1, {100 * ws['above_0.9']:.0f}% "
-            f"above 0.9, {100 * ws['between']:.0f}% in between ({ws['samples']} samples per prompt)"
-        )
-    levels = list(dict.fromkeys(base.task.levels)) if base.data is None else []
-    print(f"\n{len(args.seeds)} seed(s) {args.seeds}; {base.prompts_per_step} prompts x n={base.n} per step\n")
-    print(comparison_table(result, base.eval_k, levels))
-    print(f"\ntotal wall time {wall:.0f} s; plots: " + ", ".join(str(p) for p in result.plots))
-    (args.out_dir / "table.txt").write_text(comparison_table(result, base.eval_k, levels) + "\n")
-    (args.out_dir / "wall_s.json").write_text(json.dumps({"wall_s": wall}))
+        print("SMOKE RUN (--quick): a tiny task for a few steps; its numbers are not a result\n")
+    seeds = parse_seeds(args.seeds)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    out_dir = Path(args.out_dir)
+    print(f"{len(arms)} arms x {len(seeds)} seeds, {args.jobs} at a time; logs under {out_dir}/", flush=True)
+    result = run_compare(base, out_dir, seeds, arms, jobs=args.jobs)
+    levels = _levels(base)
+    table = comparison_table(result.comparisons, levels)
+    lines = [
+        f"{len(seeds)} paired seed(s) {seeds}; {base.prompts_per_step} prompts x n={base.n} per step; "
+        f"mean ± 95% CI over seeds; 'arm - uniform' is the paired difference",
+        "",
+        table,
+        "",
+        *(verdict(c) for c in result.comparisons if c.arm != "uniform"),
+        "",
+        f"total wall time {result.wall_s:.0f} s; plots: " + ", ".join(str(p) for p in result.plots),
+    ]
+    text = "\n".join(lines)
+    print(text)
+    (out_dir / "table.txt").write_text(text + "\n")
     return 0
 
 
-def _warmstart_profile(cfg: object) -> dict[str, float] | None:
-    import json
+def _run_preflight(args: argparse.Namespace) -> int:
+    from knapsack_rl.train.preflight import run_preflight
 
-    from knapsack_rl.models.warmstart import cache_key
-    from knapsack_rl.train.config import TrainConfig
+    cfg = build_config(args)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    text, _ = run_preflight(cfg, arms, args.samples, args.json)
+    print(text)
+    return 0
 
-    assert isinstance(cfg, TrainConfig)
-    if cfg.model is not None:
-        return None
-    path = Path(cfg.warmstart_dir) / cache_key(cfg.warmstart, cfg.tiny_model, cfg.task) / "warmstart.json"
-    return json.loads(path.read_text())["profile"] if path.exists() else None
+
+def _levels(cfg: Any) -> list[str]:
+    return list(dict.fromkeys(cfg.task.levels)) if cfg.data is None else []

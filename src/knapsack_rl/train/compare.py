@@ -1,37 +1,64 @@
-"""Both arms (uniform and knapsack) from the same warm start and seeds, with the same total rollouts."""
+"""Arms (uniform and knapsack variants) from the same warm start, seeds, data order and total rollouts.
+
+An *arm* is a name that resolves to a :class:`~knapsack_rl.KnapsackConfig` (:func:`arm_config`):
+
+- ``uniform``: the base config's knapsack settings with ``rule="uniform"`` (the paired baseline);
+- ``knapsack``: the base config's own knapsack settings;
+- any preset name (``recipe``, ``project``, ...): that preset.
+
+Every arm of a seed runs with the same seed (same data order, same sampling stream at the start, same
+evaluation prompts), so arms are compared paired. Runs are independent processes' worth of work; with
+``jobs > 1`` they run in parallel worker processes (one torch thread each is fastest on a small CPU).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from knapsack_rl.core.config import KnapsackConfig, preset_names
 from knapsack_rl.core.tracker import atomic_write_bytes
 from knapsack_rl.models.warmstart import WarmStartConfig
+from knapsack_rl.report.summary import ArmComparison, compare_arms
 from knapsack_rl.tasks.arithmetic import ArithmeticConfig
-from knapsack_rl.train.config import TrainConfig
+from knapsack_rl.train.config import TrainConfig, config_from_dict
 
 logger = logging.getLogger(__name__)
 
-ARMS = ("uniform", "knapsack")
+DEFAULT_ARMS = ("uniform", "knapsack")
 
 
 @dataclass(frozen=True)
 class CompareResult:
-    """Run directories per arm (one per seed) and each run's summary."""
+    """Run directories per arm (one per seed, in seed order), summaries and the paired comparisons."""
 
     out_dir: Path
     runs: dict[str, list[Path]]
     summaries: dict[str, list[dict[str, float]]]
+    comparisons: list[ArmComparison]
     plots: list[Path]
+    wall_s: float
+
+
+def arm_config(base: TrainConfig, arm: str) -> KnapsackConfig:
+    """The knapsack settings of an arm (see the module docstring)."""
+    if arm == "uniform":
+        return base.knapsack.replace(rule="uniform")
+    if arm == "knapsack":
+        return base.knapsack
+    if arm in preset_names():
+        return KnapsackConfig.preset(arm)
+    raise ValueError(f"arm {arm!r} is not 'uniform', 'knapsack' or a preset; valid: {['knapsack', *preset_names()]}")
 
 
 def quick_config(base: TrainConfig) -> TrainConfig:
-    """A seconds-long version of ``base`` for tests: tiny suite, short warm start, a few steps."""
+    """A seconds-long smoke version of ``base`` (tiny suite, short warm start, a few steps): not a result."""
     return base.replace(
         task=ArithmeticConfig(train_per_level=(4,) * 8, eval_per_level=2),
         warmstart=WarmStartConfig(steps=20, batch_size=32, profile_samples=4),
@@ -45,76 +72,85 @@ def quick_config(base: TrainConfig) -> TrainConfig:
     )
 
 
-def run_compare(base: TrainConfig, out_dir: Path, seeds: list[int]) -> CompareResult:
-    """Train both arms for every seed (same warm start, same budget B = M x n per step); plot and summarise."""
-    from knapsack_rl.report.plots import plot_comparison, summarize_run
+def run_compare(
+    base: TrainConfig, out_dir: Path, seeds: Sequence[int], arms: Sequence[str] = DEFAULT_ARMS, *, jobs: int = 1
+) -> CompareResult:
+    """Train every arm for every seed from the same warm start and budget; summarise, compare and plot."""
+    from knapsack_rl.report.plots import plot_comparison
+
+    if "uniform" not in arms:
+        raise ValueError(f"arms must include the baseline 'uniform'; got {list(arms)}")
+    configs = {arm: arm_config(base, arm) for arm in arms}  # validate every arm before any work
+    start = time.perf_counter()
+    _prepare_warm_start(base)
+    jobs_list = [
+        (arm, seed, base.replace(knapsack=configs[arm], seed=seed, out_dir=str(out_dir / f"seed{seed}" / arm)))
+        for seed in seeds
+        for arm in arms
+    ]
+    _run_all([cfg for _, _, cfg in jobs_list], jobs)
+    runs = {arm: [Path(cfg.out_dir) for a, _, cfg in jobs_list if a == arm] for arm in arms}
+    eval_key = f"eval/mean@{base.eval_k}"
+    uniform_epochs = base.knapsack.uniform_epochs
+    summaries, comparisons = compare_arms(runs, eval_key=eval_key, uniform_epochs=uniform_epochs)
+    alloc_start = _alloc_start_step(base)
+    plots = plot_comparison(runs, out_dir, eval_key=eval_key, alloc_start=alloc_start, title=_title(base, seeds))
+    wall = time.perf_counter() - start
+    atomic_write_bytes(
+        out_dir / "summary.json", json.dumps({"summaries": summaries, "wall_s": wall}, indent=1).encode()
+    )
+    return CompareResult(out_dir, runs, summaries, comparisons, plots, wall)
+
+
+def _run_all(configs: list[TrainConfig], jobs: int) -> None:
+    """Train every config, ``jobs`` at a time in worker processes (1: in this process)."""
+    if jobs <= 1:
+        for cfg in configs:
+            train_one(cfg.to_dict())
+        return
+    ctx = multiprocessing.get_context("spawn")  # a clean interpreter per worker: no inherited torch state
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        for future in [pool.submit(train_one, cfg.to_dict()) for cfg in configs]:
+            future.result()  # re-raises a worker's error here
+
+
+def train_one(config: dict[str, object]) -> float:
+    """Train one run from a plain config dict (picklable for worker processes); writes summary.json."""
     from knapsack_rl.train.trainer import Trainer
 
-    runs: dict[str, list[Path]] = {arm: [] for arm in ARMS}
-    if base.model is None:  # build (or find) the shared warm start first, so arm wall times exclude it
-        import torch
-
-        from knapsack_rl.models.warmstart import warm_start
-        from knapsack_rl.train.trainer import resolve_device
-
-        if base.threads:
-            torch.set_num_threads(base.threads)
-        device = str(resolve_device(base.device))
-        warm_start(base.warmstart_dir, warm=base.warmstart, model_config=base.tiny_model, task=base.task, device=device)
-    for seed in seeds:
-        for arm in ARMS:
-            run_dir = out_dir / f"seed{seed}" / arm
-            cfg = base.replace(arm=arm, seed=seed, out_dir=str(run_dir))
-            start = time.perf_counter()
-            Trainer(cfg).train()
-            wall = time.perf_counter() - start
-            atomic_write_bytes(run_dir / "summary.json", json.dumps({"wall_s": wall}).encode())
-            runs[arm].append(run_dir)
-    summaries = {arm: [summarize_run(d) for d in dirs] for arm, dirs in runs.items()}
-    eval_key = f"eval/mean@{base.eval_k}"
-    plots = plot_comparison(runs, out_dir, eval_key=eval_key)
-    result = CompareResult(out_dir=out_dir, runs=runs, summaries=summaries, plots=plots)
-    atomic_write_bytes(out_dir / "summary.json", json.dumps(summaries, indent=1).encode())
-    return result
+    cfg = config_from_dict(config)
+    start = time.perf_counter()
+    Trainer(cfg).train()
+    wall = time.perf_counter() - start
+    atomic_write_bytes(Path(cfg.out_dir) / "summary.json", json.dumps({"wall_s": wall}).encode())
+    logger.info("finished %s in %.0f s", cfg.out_dir, wall)
+    return wall
 
 
-def _fmt(values: list[float], pct: bool = False) -> str:
-    """``mean ± sample std`` over seeds (just the value for one seed); percentages when ``pct``; NaN dropped."""
-    arr = np.asarray([v for v in values if v == v], dtype=np.float64)
-    if arr.size == 0:
-        return "-"
-    if pct:
-        arr = 100.0 * arr
-    if arr.size == 1:
-        return f"{arr[0]:.1f}" if pct else f"{arr[0]:.0f}"
-    return f"{arr.mean():.1f} ± {arr.std(ddof=1):.1f}" if pct else f"{arr.mean():.0f} ± {arr.std(ddof=1):.0f}"
+def _prepare_warm_start(base: TrainConfig) -> None:
+    """Build (or find) the shared warm start first, so that parallel runs do not build it twice."""
+    if base.model is not None:
+        return
+    import torch
+
+    from knapsack_rl.models.warmstart import warm_start
+    from knapsack_rl.train.trainer import resolve_device
+
+    if base.threads:
+        torch.set_num_threads(base.threads)
+    device = str(resolve_device(base.device))
+    warm_start(base.warmstart_dir, warm=base.warmstart, model_config=base.tiny_model, task=base.task, device=device)
 
 
-def comparison_table(result: CompareResult, eval_k: int, levels: list[str]) -> str:
-    """Side-by-side text table (mean ± std over seeds): effective gradient ratio, held-out accuracy, ..."""
-    s = result.summaries
+def _alloc_start_step(base: TrainConfig) -> int | None:
+    """The first step of epoch ``uniform_epochs`` (where allocation can start), for the plots' marker."""
+    if base.data is not None:
+        return None
+    from knapsack_rl.tasks.arithmetic import build_splits
 
-    def row(label: str, key: str, pct: bool = True) -> tuple[str, str, str]:
-        u, k = (_fmt([x.get(key, np.nan) for x in s[arm]], pct) for arm in ARMS)
-        return label, u, k
+    steps_per_epoch = len(build_splits(base.task)[0]) // base.prompts_per_step
+    return base.knapsack.uniform_epochs * steps_per_epoch
 
-    mean = f"eval/mean@{eval_k}"
-    rows = [
-        row("effective gradient ratio, epoch >= 2 (%)", "egr"),
-        row("effective gradient ratio, all steps (%)", "egr_all"),
-        row(f"held-out mean@{eval_k} at start (%)", f"start/{mean}"),
-        row(f"held-out mean@{eval_k} at end (%)", f"final/{mean}"),
-        *(row(f"  level {lv} at end (%)", f"final/{mean}/{lv}") for lv in levels),
-        row(f"held-out best@{eval_k} at end (%)", f"final/eval/best@{eval_k}"),
-        row("rollouts used", "rollouts", pct=False),
-        row("largest budget of a prompt", "budget_max", pct=False),
-        row("wall time (s)", "wall_s", pct=False),
-    ]
-    width = max(len(r[0]) for r in rows)
-    lines = [f"{'':<{width}}  {'uniform':>16}  {'knapsack':>16}"]
-    lines += [f"{name:<{width}}  {u:>16}  {k:>16}" for name, u, k in rows]
-    egr_u = np.mean([x["egr"] for x in s["uniform"]])
-    egr_k = np.mean([x["egr"] for x in s["knapsack"]])
-    if egr_u > 0:
-        lines.append(f"relative gain in effective gradient ratio (epoch >= 2): {100 * (egr_k / egr_u - 1):+.1f}%")
-    return "\n".join(lines)
+
+def _title(base: TrainConfig, seeds: Sequence[int]) -> str:
+    return f"{base.prompts_per_step} prompts x n={base.n} per step, {len(seeds)} seed(s)"

@@ -117,6 +117,9 @@ class TrainConfig:
     """Samples per held-out prompt (mean@k, best@k, maj@k)."""
     eval_temperature: float = 0.6
     """Sampling temperature of evaluation (recipe: 0.6)."""
+    eval_train_prompts: int = 0
+    """Also evaluate (as ``train_eval/...``) on this many training prompts (a seeded subset), at the same
+    times: an unbiased training accuracy, the signal to choose settings on without looking at held-out data."""
     checkpoint_every: int = 40
     """Write the checkpoint every this many steps (and at the end; 0: only at the end)."""
     tensorboard: bool = True
@@ -154,7 +157,7 @@ def check_train(cfg: TrainConfig) -> None:
         raise ValueError(f"knapsack must be a KnapsackConfig; got {type(cfg.knapsack).__name__}")
     for name in ("prompts_per_step", "epochs", "max_new_tokens", "ppo_mini_batches", "ppo_epochs", "eval_k"):
         check_int(name, getattr(cfg, name), low=1)
-    for name in ("seed", "threads", "eval_every", "checkpoint_every"):
+    for name in ("seed", "threads", "eval_every", "checkpoint_every", "eval_train_prompts"):
         check_int(name, getattr(cfg, name), low=0)
     for name in ("resume", "tensorboard", "progress"):
         check_bool(name, getattr(cfg, name))
@@ -214,10 +217,8 @@ def _flatten(values: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     sections = {"allocation", "tracker"}
     for key, value in values.items():
-        if key in sections and isinstance(value, Mapping):
-            out.update(value)
-        else:
-            out[key] = tuple(value) if isinstance(value, list) else value
+        items = value.items() if key in sections and isinstance(value, Mapping) else [(key, value)]
+        out.update({k: tuple(v) if isinstance(v, list) else v for k, v in items})
     valid = flat_fields(KnapsackConfig)
     unknown = sorted(set(out) - set(valid))
     if unknown:

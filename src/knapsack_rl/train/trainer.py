@@ -112,7 +112,7 @@ class Trainer:
         """Run until the last step (or ``stop_after`` more steps); returns the last logged metrics."""
         cfg = self.config
         last: dict[str, float] = {}
-        if self.global_step == 0 and cfg.eval_every and self.eval_set is not None:
+        if self.global_step == 0 and cfg.eval_every and self._evaluates:
             self.metrics.log(0, self.evaluate())
         end = self.total_steps if stop_after is None else min(self.total_steps, self.global_step + stop_after)
         progress = Progress(end - self.global_step, f"train {self.out_dir.name}", enabled=cfg.progress)
@@ -164,12 +164,16 @@ class Trainer:
             "perf/rollouts_per_s": len(rollouts) / step_s,
         }
         due = cfg.eval_every and (self.global_step % cfg.eval_every == 0 or self.global_step == self.total_steps)
-        if due and self.eval_set is not None:
+        if due and self._evaluates:
             metrics.update(self.evaluate())
         self.metrics.log(self.global_step, metrics)
         return metrics
 
     # ---------------------------------------------------------------- phases
+    @property
+    def _evaluates(self) -> bool:
+        return self.eval_set is not None or self.config.eval_train_prompts > 0
+
     @property
     def epoch(self) -> int:
         """0-based epoch (pass over the training prompts) of the next step."""
@@ -235,22 +239,32 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Held-out mean@k / best@k / maj@k, overall and per level, at ``eval_temperature``."""
-        cfg = self.config
-        assert self.eval_set is not None
+        """Held-out ``eval/mean@k``, ``best@k``, ``maj@k`` (overall and per level) at ``eval_temperature``;
+        with ``eval_train_prompts`` also ``train_eval/...`` on a fixed seeded subset of the training prompts."""
         start = time.perf_counter()
+        metrics: dict[str, float] = {}
+        if self.eval_set is not None:
+            metrics.update(self._evaluate_on(self.eval_set, "eval"))
+        if self.config.eval_train_prompts:
+            size = min(self.config.eval_train_prompts, len(self.train_set))
+            pick = np.sort(np.random.default_rng([self.config.seed, 7]).permutation(len(self.train_set))[:size])
+            metrics.update(self._evaluate_on(self.train_set.subset(pick), "train_eval"))
+        metrics["timing_s/eval"] = time.perf_counter() - start
+        return metrics
+
+    def _evaluate_on(self, prompts: PromptSet, prefix: str) -> dict[str, float]:
+        cfg = self.config
         gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 1_000_003 + self.global_step + 17)
-        counts = np.full(len(self.eval_set), cfg.eval_k, dtype=np.int64)
+        counts = np.full(len(prompts), cfg.eval_k, dtype=np.int64)
         self.model.eval()
         out = generate(
-            self.model, self.tokenizer, self.eval_set.prompts, counts, max_new_tokens=cfg.max_new_tokens,
+            self.model, self.tokenizer, prompts.prompts, counts, max_new_tokens=cfg.max_new_tokens,
             temperature=cfg.eval_temperature, generator=gen,
         )  # fmt: skip
         idx = out.prompt_index.numpy()
-        rewards = self.reward_fn(out.texts, [self.eval_set.answers[i] for i in idx])
-        metrics = eval_metrics(rewards, idx, self.eval_set.levels, out.texts, cfg.eval_k)
-        metrics["timing_s/eval"] = time.perf_counter() - start
-        return metrics
+        rewards = self.reward_fn(out.texts, [prompts.answers[i] for i in idx])
+        metrics = eval_metrics(rewards, idx, prompts.levels, out.texts, cfg.eval_k)
+        return {f"{prefix}/{k.removeprefix('eval/')}": v for k, v in metrics.items()}
 
     # ------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,118 @@
+"""Command-line flags generated from the config dataclasses, so no default is typed twice.
+
+Every scalar field of a config dataclass becomes ``--field-name`` with its type, its choices (for a
+``Literal``), ``--flag / --no-flag`` for a bool, ``none`` accepted for an optional field, and the
+field's docstring and default as its help. Flags default to "not given" (None), so only what the
+user typed overrides the config file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import textwrap
+import types
+import typing
+from collections.abc import Iterable
+from functools import cache
+from typing import Any
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (read from its source), one line each."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr):
+            if isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _parse_optional(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        return None if text.lower() == "none" else kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def add_flags(
+    parser: argparse.ArgumentParser | Any, cls: type, *, defaults: Any = None, skip: Iterable[str] = ()
+) -> list[str]:
+    """Add one flag per scalar field of dataclass ``cls``; returns the field names added.
+
+    ``defaults`` (an instance) supplies the defaults shown in the help (default: ``cls()``).
+    Nested dataclass fields and those in ``skip`` are left out.
+    """
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    shown = defaults if defaults is not None else cls()
+    added = []
+    for f in dataclasses.fields(cls):
+        if f.name in set(skip) or dataclasses.is_dataclass(getattr(shown, f.name)):
+            continue
+        kwargs = _flag_kwargs(hints[f.name])
+        if kwargs is None:
+            continue
+        default = getattr(shown, f.name)
+        help_text = f"{docs.get(f.name, '')} (default: {default!r})".replace("%", "%%")
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, help=help_text, **kwargs)
+        added.append(f.name)
+    return added
+
+
+def _flag_kwargs(hint: Any) -> dict[str, Any] | None:
+    """argparse keywords for a field type (None for types without a flag)."""
+    args = typing.get_args(hint)
+    optional = (typing.get_origin(hint) in (typing.Union, types.UnionType)) and type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    if base is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if typing.get_origin(base) is typing.Literal:
+        return {"choices": list(typing.get_args(base))}
+    if base in (int, float, str):
+        return {"type": _parse_optional(base) if optional else base, "metavar": base.__name__.upper()}
+    if typing.get_origin(base) is tuple:
+        item = typing.get_args(base)[0]
+        return {"type": item, "nargs": "+", "metavar": item.__name__.upper()}
+    return None
+
+
+def given(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
+    """The flags among ``names`` that the user gave (not None), as ``{field: value}``; tuples for lists."""
+    out = {}
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None:
+            out[name] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def parse_assignment(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], value parsed as YAML: numbers, true/false, null, lists)."""
+    import yaml
+
+    if "=" not in text:
+        raise ValueError(f"--set takes key=value (dotted keys for nested settings); got {text!r}")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``0 1 2`` style items or ranges ``0..9`` (inclusive)."""
+    out: list[int] = []
+    for part in text.replace(",", " ").split():
+        if ".." in part:
+            lo, hi = part.split("..", 1)
+            out.extend(range(int(lo), int(hi) + 1))
+        else:
+            out.append(int(part))
+    return out

@@ -1,0 +1,229 @@
+"""Summaries of training runs and the paired comparison of arms (NumPy only).
+
+Per run (:func:`summarize_run`, from its ``metrics.jsonl``):
+
+- ``auc``: held-out AUC, the primary metric: the mean held-out accuracy over the run, i.e. the
+  trapezoidal integral of ``eval/mean@k`` over training steps divided by the number of steps
+  (an arm that gets there sooner scores higher, at the same final accuracy);
+- ``final``, ``start``: the last and the first evaluation; ``final/<level>`` per level;
+- ``effective_prompts``: mean over the allocating steps (epoch >= ``uniform_epochs``) of the number of
+  prompts per step whose group has reward variance (the prompts that move the policy);
+- ``egr``: mean effective gradient ratio over the same steps; ``egr_all`` over every step;
+- ``grad_clipped``: fraction of updates whose gradient norm was clipped;
+- ``rollouts``, ``budget_max``, ``wall_s``.
+
+Across seeds (:func:`compare_arms`): each arm's mean, and the paired difference ``arm - baseline``
+with a 95% CI (same seed, same data order). ``rollouts_ratio`` is the paired "rollouts to target"
+ratio: the target is the arm's smoothed final accuracy; the baseline's and the arm's rollouts to first
+reach it on their smoothed curves are compared (``baseline / arm``; when the baseline never reaches it,
+the ratio is a lower bound, reported with ``>``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from knapsack_rl.report.stats import Stat, first_crossing, mean_ci, paired
+
+SMOOTH = 3
+"""Evaluations averaged (running mean) before reading a curve's final value or its crossing of a target."""
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file (empty list when missing); a torn last line (a killed writer) is skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if i == len(lines) - 1:
+                continue
+            raise ValueError(f"{path}:{i + 1}: not JSON ({exc})") from exc
+    return rows
+
+
+def series(rows: list[dict[str, Any]], key: str) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(steps, values) of the rows that have ``key`` with a non-null value."""
+    pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+    if not pts:
+        return np.zeros(0), np.zeros(0)
+    steps, values = zip(*pts, strict=True)
+    return np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64)
+
+
+def smooth(values: NDArray[np.float64], width: int = SMOOTH) -> NDArray[np.float64]:
+    """Trailing running mean over ``width`` points (fewer at the start)."""
+    c = np.cumsum(np.r_[0.0, values])
+    idx = np.arange(1, values.size + 1)
+    lo = np.maximum(idx - width, 0)
+    out: NDArray[np.float64] = (c[idx] - c[lo]) / (idx - lo)
+    return out
+
+
+def auc(steps: NDArray[np.float64], values: NDArray[np.float64]) -> float:
+    """Mean of a curve over its step range: trapezoidal integral / (last step - first step)."""
+    if steps.size < 2 or steps[-1] <= steps[0]:
+        return float(values[-1]) if values.size else math.nan
+    area = float(np.sum((values[1:] + values[:-1]) * np.diff(steps)) / 2.0)  # trapezoidal rule
+    return area / float(steps[-1] - steps[0])
+
+
+def summarize_run(run_dir: Path, *, eval_key: str, uniform_epochs: int = 1) -> dict[str, float]:
+    """Headline numbers of one run from its logs (see the module docstring)."""
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    train = [r for r in rows if "train/effective_grad_ratio" in r]
+    late = [r for r in train if r.get("train/epoch", 0) >= uniform_epochs] or train
+    out: dict[str, float] = {
+        "egr": _mean(late, "train/effective_grad_ratio"),
+        "egr_all": _mean(train, "train/effective_grad_ratio"),
+        "effective_prompts": _mean(late, "train/effective_prompts"),
+        "grad_clipped": _mean(train, "actor/grad_clipped"),
+        "rollouts": float(train[-1]["train/rollouts_total"]) if train else 0.0,
+        "budget_max": float(max((r["alloc/budget_max"] for r in train), default=0)),
+    }
+    steps, acc = series(rows, eval_key)
+    if steps.size:
+        out.update(auc=auc(steps, acc), final=float(smooth(acc)[-1]), start=float(acc[0]))
+        for key in {k for r in rows for k in r if k.startswith(eval_key + "/")}:
+            out[f"final/{key.removeprefix(eval_key + '/')}"] = float(series(rows, key)[1][-1])
+    summary = run_dir / "summary.json"
+    if summary.exists():
+        out["wall_s"] = float(json.loads(summary.read_text())["wall_s"])
+    return out
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return float(np.mean(values)) if values else math.nan
+
+
+def rollouts_to_target(run_dir: Path, eval_key: str, target: float) -> float:
+    """Rollouts at which the smoothed held-out curve first reaches ``target`` (interpolated; NaN if never)."""
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    evals = [r for r in rows if r.get(eval_key) is not None]
+    if not evals:
+        return math.nan
+    spent = {r["step"]: r.get("train/rollouts_total", 0.0) for r in rows if "train/rollouts_total" in r}
+    x = np.asarray([spent.get(r["step"], 0.0) for r in evals], dtype=np.float64)
+    y = smooth(np.asarray([r[eval_key] for r in evals], dtype=np.float64))
+    return first_crossing(x, y, target)
+
+
+@dataclass(frozen=True)
+class ArmComparison:
+    """One arm against the baseline over paired seeds."""
+
+    arm: str
+    means: dict[str, Stat]
+    diffs: dict[str, Stat]
+    rollouts_ratio: Stat
+    ratio_censored: int
+
+
+def compare_arms(
+    runs: Mapping[str, Sequence[Path]], *, eval_key: str, baseline: str = "uniform", uniform_epochs: int = 1
+) -> tuple[dict[str, list[dict[str, float]]], list[ArmComparison]]:
+    """Summaries per arm (one per seed, same seed order in every arm) and each arm's paired comparison."""
+    summaries = {arm: [summarize_run(d, eval_key=eval_key, uniform_epochs=uniform_epochs) for d in dirs]
+                 for arm, dirs in runs.items()}  # fmt: skip
+    base = summaries[baseline]
+    out = []
+    for arm, rows in summaries.items():
+        keys = sorted({k for r in rows for k in r})
+        means = {k: mean_ci([r.get(k, math.nan) for r in rows]) for k in keys}
+        diffs = {k: paired([r.get(k, math.nan) for r in rows], [b.get(k, math.nan) for b in base]) for k in keys}
+        ratios, censored = _rollout_ratios(runs[arm], runs[baseline], rows, eval_key)
+        out.append(ArmComparison(arm, means, diffs, mean_ci(ratios), censored))
+    return summaries, out
+
+
+def _rollout_ratios(
+    arm_dirs: Sequence[Path], base_dirs: Sequence[Path], rows: list[dict[str, float]], eval_key: str
+) -> tuple[list[float], int]:
+    """Per seed: baseline rollouts / arm rollouts to reach the arm's smoothed final accuracy."""
+    ratios, censored = [], 0
+    for arm_dir, base_dir, row in zip(arm_dirs, base_dirs, rows, strict=True):
+        target = row.get("final", math.nan)
+        mine = rollouts_to_target(arm_dir, eval_key, target)
+        theirs = rollouts_to_target(base_dir, eval_key, target)
+        if math.isnan(theirs):  # never reached within the run: the ratio is at least (run length / mine)
+            censored += 1
+            theirs = row.get("rollouts", math.nan)
+        ratios.append(theirs / mine if mine > 0 else math.nan)
+    return ratios, censored
+
+
+ROWS = (
+    ("held-out AUC (%) [primary]", "auc", 100.0),
+    ("held-out accuracy at end (%)", "final", 100.0),
+    ("held-out accuracy at start (%)", "start", 100.0),
+    ("prompts with signal per step", "effective_prompts", 1.0),
+    ("effective gradient ratio (%)", "egr", 100.0),
+    ("updates with clipped gradient (%)", "grad_clipped", 100.0),
+    ("largest budget of a prompt", "budget_max", 1.0),
+    ("wall time per run (s)", "wall_s", 1.0),
+)
+
+
+def comparison_table(
+    comparisons: Sequence[ArmComparison], levels: Sequence[str] = (), baseline: str = "uniform"
+) -> str:
+    """Text table: per arm ``mean ± 95% CI`` over seeds, and ``arm - baseline`` paired with its 95% CI."""
+    rows = [*ROWS, *((f"  {lv} at end (%)", f"final/{lv}", 100.0) for lv in levels)]
+    others = [c for c in comparisons if c.arm != baseline]
+    head = ["metric", *(c.arm for c in comparisons), *(f"{c.arm} - {baseline}" for c in others)]
+    table = [head]
+    for label, key, scale in rows:
+        if not any(key in c.means and c.means[key].n for c in comparisons):
+            continue
+        cells = [label, *(_cell(c.means.get(key), scale) for c in comparisons)]
+        cells += [_cell(c.diffs.get(key), scale, signed=True) for c in others]
+        table.append(cells)
+    for c in others:
+        ratio = c.rollouts_ratio
+        mark = (
+            f" ({c.ratio_censored} of {ratio.n} seeds: {baseline} never got there, a lower bound)"
+            if c.ratio_censored
+            else ""
+        )
+        table.append([f"{baseline} rollouts / {c.arm} rollouts to {c.arm}'s final accuracy",
+                      *([""] * len(comparisons)), *([""] * others.index(c)), _cell(ratio, 1.0) + mark])  # fmt: skip
+    widths = [max(len(r[i]) if i < len(r) else 0 for r in table) for i in range(len(head))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)).rstrip() for r in table)
+
+
+def _cell(stat: Stat | None, scale: float, *, signed: bool = False) -> str:
+    if stat is None or stat.n == 0:
+        return "-"
+    m, h = stat.mean * scale, stat.half * scale
+    digits = 1 if scale != 1.0 or abs(m) < 1000 else 0
+    sign = "+" if signed else ""
+    return f"{m:{sign}.{digits}f}" if stat.n == 1 else f"{m:{sign}.{digits}f} ± {h:.{digits}f}"
+
+
+def verdict(comparison: ArmComparison, baseline: str = "uniform") -> str:
+    """One plain sentence on the primary metric: helped, hurt, or no detectable difference (95% CI)."""
+    d = comparison.diffs.get("auc")
+    if d is None or d.n == 0:
+        return f"{comparison.arm}: no held-out evaluation, no verdict"
+    lo, hi = 100 * (d.mean - d.half), 100 * (d.mean + d.half)
+    what = f"held-out AUC {100 * d.mean:+.1f} points (95% CI {lo:+.1f} to {hi:+.1f}) over {d.n} paired seeds"
+    if d.n < 2:
+        return f"{comparison.arm} vs {baseline}: {what}; one seed is an anecdote, not a result"
+    if lo > 0:
+        return f"{comparison.arm} HELPED against {baseline}: {what}"
+    if hi < 0:
+        return f"{comparison.arm} HURT against {baseline}: {what}"
+    return f"{comparison.arm} vs {baseline}: NO DETECTABLE DIFFERENCE: {what}"

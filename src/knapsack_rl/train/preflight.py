@@ -1,0 +1,73 @@
+"""``knapsack-rl preflight``: sample the starting model, then predict each arm's prompts with signal per step.
+
+Loads the policy and the training prompts exactly as ``knapsack-rl train`` would (embedded task and
+tiny model after its warm start, or a local Hugging Face model on a verl-layout file), samples
+``samples`` responses per training prompt at the training temperature, scores them with the run's
+reward, and hands the rewards to :func:`knapsack_rl.preflight.predict`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from knapsack_rl.core.tracker import atomic_write_bytes
+from knapsack_rl.preflight import Prediction, format_predictions, predict
+from knapsack_rl.rollout.generate import generate
+from knapsack_rl.tasks.base import get_reward
+from knapsack_rl.train.compare import arm_config
+from knapsack_rl.train.config import TrainConfig
+from knapsack_rl.train.trainer import _load_policy, _load_prompts, resolve_device
+
+logger = logging.getLogger(__name__)
+
+
+def sample_rewards(config: TrainConfig, samples: int, *, chunk: int = 64) -> tuple[list[int | str], np.ndarray]:
+    """(ids, rewards (P, samples)) of the starting policy on the training prompts."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    model, tokenizer = _load_policy(config, device)
+    train, _ = _load_prompts(config, tokenizer)
+    reward = get_reward(config.reward)
+    gen = torch.Generator(device=device).manual_seed(config.seed)
+    out = np.zeros((len(train), samples))
+    for lo in range(0, len(train), chunk):
+        part = train.subset(range(lo, min(lo + chunk, len(train))))
+        counts = np.full(len(part), samples, dtype=np.int64)
+        roll = generate(model, tokenizer, part.prompts, counts, max_new_tokens=config.max_new_tokens,
+                        temperature=config.temperature, generator=gen)  # fmt: skip
+        idx = roll.prompt_index.numpy()
+        r = reward(roll.texts, [part.answers[i] for i in idx])
+        out[lo : lo + len(part)] = r.reshape(len(part), samples)  # rollouts of a prompt are consecutive
+        logger.info("preflight: sampled %d / %d prompts", lo + len(part), len(train))
+    return [i.item() if hasattr(i, "item") else i for i in train.ids], out
+
+
+def run_preflight(config: TrainConfig, arms: list[str], samples: int, out: Path | None) -> tuple[str, list[Prediction]]:
+    """Sample, predict for every arm, and (with ``out``) write the predictions as JSON."""
+    start = time.perf_counter()
+    ids, rewards = sample_rewards(config, samples)
+    configs = {arm: arm_config(config, arm) for arm in arms}
+    preds = predict(ids, rewards, configs, prompts_per_step=config.prompts_per_step, seed=config.seed)
+    p = rewards.mean(axis=1)
+    head = (
+        f"{len(ids)} training prompts x {samples} samples of the starting model in {time.perf_counter() - start:.0f} s: "
+        f"{100 * np.mean(p == 0):.0f}% never solved, {100 * np.mean(p == 1):.0f}% always solved, "
+        f"{100 * np.mean((p > 0) & (p <= 0.15)):.0f}% rarely (0 < p <= 0.15), mean p {p.mean():.3f}"
+    )
+    text = head + "\n\n" + format_predictions(preds, config.prompts_per_step)
+    if out is not None:
+        data: dict[str, Any] = {
+            "samples": samples,
+            "success_rates": p.tolist(),
+            "predictions": [vars(x) for x in preds],
+        }
+        atomic_write_bytes(out, json.dumps(data, indent=1).encode())
+    return text, preds

@@ -1,0 +1,127 @@
+"""Planner: the one object every engine talks to (plan, observe, two-phase, state, epochs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from knapsack_rl import KnapsackConfig, Planner, Tracker, allocate
+from knapsack_rl.core.allocate import uniform_allocation
+from knapsack_rl.core.planner import EpochCounter
+
+P_TRUE = np.linspace(0.0, 1.0, 12)
+IDS = [f"q{i}" for i in range(12)]
+
+
+def _rollouts(budgets: np.ndarray, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
+    rows = np.repeat(np.arange(len(IDS)), budgets)
+    return [IDS[i] for i in rows], (rng.random(rows.size) < P_TRUE[rows]).astype(float)
+
+
+def _run(planner: Planner, epochs: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    plans = []
+    for epoch in range(epochs):
+        alloc = planner.plan(IDS, epoch=epoch)
+        planner.observe(*_rollouts(alloc.budgets, rng), epoch=epoch)
+        plans.append(alloc.budgets)
+    return plans
+
+
+def test_plans_equal_allocate_on_the_tracker_estimates_after_the_cold_start() -> None:
+    cfg = KnapsackConfig.preset("project", min_count=4)
+    planner = Planner(cfg)
+    plans = _run(planner, 1)
+    assert plans[0].tolist() == [8] * 12  # epoch 0: cold start, every prompt n
+    p_hat = planner.tracker.estimate(IDS)
+    expected = allocate(p_hat, cfg.allocation)
+    got = planner.plan(IDS, epoch=1)
+    assert got.budgets.tolist() == expected.budgets.tolist() and got.budgets.sum() == 96
+    assert planner.last is not None and np.array_equal(planner.last.p_hat, p_hat, equal_nan=True)
+
+
+def test_uniform_rule_logs_the_same_keys_as_knapsack() -> None:
+    rng = np.random.default_rng(1)
+    keys = []
+    for preset in ("uniform", "project"):
+        planner = Planner(KnapsackConfig.preset(preset, min_count=4))
+        _run(planner, 2)
+        alloc = planner.plan(IDS, epoch=2)
+        if preset == "uniform":
+            assert alloc.budgets.tolist() == [8] * 12
+            ref = uniform_allocation(planner.tracker.estimate(IDS), planner.config.allocation)
+            assert alloc.objective == pytest.approx(ref.objective)
+        metrics = planner.observe(*_rollouts(alloc.budgets, rng), epoch=2)
+        assert metrics["alloc/budget_total"] == 96.0 and "train/effective_prompts" in metrics
+        keys.append(set(metrics))
+    assert keys[0] == keys[1]
+
+
+def test_observe_counts_prompts_with_signal() -> None:
+    planner = Planner()
+    planner.plan(["a", "b", "c"], epoch=0)
+    ids = ["a"] * 3 + ["b"] * 3 + ["c"] * 2
+    m = planner.observe(ids, [1, 0, 1, 1, 1, 1, 0, 0], epoch=0)
+    assert m["train/effective_prompts"] == 1.0 and m["train/effective_grad_ratio"] == pytest.approx(3 / 8)
+
+
+def test_two_phase_probe_then_the_rest_keeps_the_total() -> None:
+    cfg = KnapsackConfig.preset("project", probe_n=4, uniform_epochs=0, min_count=4)
+    planner = Planner(cfg)
+    probe = planner.plan_probe(IDS, epoch=0)
+    assert probe.tolist() == [4] * 12  # nobody has an estimate yet
+    rng = np.random.default_rng(2)
+    probe_ids, probe_rewards = _rollouts(probe, rng)
+    alloc = planner.plan(IDS, epoch=0, probe=(probe_ids, probe_rewards))
+    assert alloc.budgets.sum() == 96 and np.all(alloc.budgets >= probe)
+    assert planner.last is not None and planner.last.probe_rollouts == 48
+    solved = [i for i in range(12) if P_TRUE[i] == 1.0]
+    assert alloc.budgets[solved].tolist() == [4]  # 4 of 4 right: p = 1, nothing more than the probe
+    rest_ids, rest_rewards = _rollouts(alloc.budgets - probe, rng)
+    m = planner.observe(probe_ids + rest_ids, np.r_[probe_rewards, rest_rewards], epoch=0)
+    assert m["alloc/probe_rollouts"] == 48.0 and planner.tracker.counts(IDS).sum() == 96
+    assert planner.plan_probe(IDS, epoch=1).tolist() == [0] * 12  # everyone has an estimate now
+
+
+def test_probe_of_an_estimated_prompt_is_refused() -> None:
+    planner = Planner(KnapsackConfig.preset("project", probe_n=2, uniform_epochs=0, min_count=1))
+    planner.plan(["a", "b"], epoch=0)
+    planner.observe(["a", "a"], [1, 0], epoch=0)
+    with pytest.raises(ValueError, match=r"probe holds rollouts of prompt 'a', which has an estimate"):
+        planner.plan(["a", "b"], epoch=1, probe=(["a", "b"], [1, 0]))
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        ([1.0, 2], r"prompt_ids must be ints or strs; prompt_ids\[0\]=1.0 \(float\)"),
+        ([True, 2], r"prompt_ids\[0\]=True \(bool\)"),
+        (["a", "a"], r"prompt_ids must be unique; prompt_ids\[1\]='a' appears more than once"),
+    ],
+)
+def test_bad_ids_are_refused(ids: list[object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Planner().plan(ids, epoch=0)  # type: ignore[arg-type]
+
+
+def test_state_round_trip_and_foreign_tracker_refused() -> None:
+    cfg = KnapsackConfig.preset("project", min_count=4)
+    planner = Planner(cfg)
+    _run(planner, 2)
+    state = planner.state_dict()
+    restored = Planner(cfg)
+    restored.load_state_dict(state, source="ckpt")
+    assert restored.plan(IDS, epoch=2).budgets.tolist() == planner.plan(IDS, epoch=2).budgets.tolist()
+    other = Planner(cfg.replace(estimator="beta"))
+    with pytest.raises(ValueError, match=r"ckpt: the tracker was saved with other settings \(estimator: "):
+        other.load_state_dict(state, source="ckpt")
+    with pytest.raises(ValueError, match=r"was built with"):
+        Planner(cfg, tracker=Tracker(cfg.replace(min_count=2).tracker))
+
+
+def test_epoch_counter_starts_an_epoch_at_the_first_repeated_id() -> None:
+    counter = EpochCounter()
+    assert [counter.advance(b) for b in (["a", "b"], ["c"], ["a"], ["b", "c"], ["b"])] == [0, 0, 1, 1, 2]
+    clone = EpochCounter()
+    clone.load_state_dict(counter.state_dict())
+    assert clone.advance(["c"]) == counter.advance(["c"]) == 2
