@@ -150,7 +150,9 @@ def append_jsonl(path: str | os.PathLike[str], row: dict[str, Any]) -> None:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             raise ValueError(f"{target}: last line is incomplete; run truncate_jsonl on it before appending")
-        os.write(fd, line)
+        view = memoryview(line)
+        while view:  # a regular file takes the whole line at once unless the disk is full
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
