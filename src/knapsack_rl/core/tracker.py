@@ -219,7 +219,6 @@ def _as_rewards(rewards: ArrayLike) -> NDArray[np.float64]:
 _Ids = NDArray[np.int64] | list[PromptId]
 """Validated ids of one call (:func:`check_prompt_ids`): an int64 array when every id is an int, else
 a list of int and str."""
-_check_ids = check_prompt_ids
 
 
 class _IdIndex:
@@ -277,6 +276,9 @@ class _IdIndex:
             self.ids.extend(new_ids)
         if ints.size:
             order = np.argsort(ints)
+            if self.int_keys.size == 0:
+                self.int_keys, self.int_rows = ints[order], int_rows[order]
+                return
             pos = np.searchsorted(self.int_keys, ints[order])
             self.int_keys = np.insert(self.int_keys, pos, ints[order])
             self.int_rows = np.insert(self.int_rows, pos, int_rows[order])
@@ -397,7 +399,7 @@ class Tracker:
     def __contains__(self, prompt_id: object) -> bool:
         """Whether the tracker has seen ``prompt_id``; False for anything that is not a valid id."""
         try:
-            ids = _check_ids("prompt_id", [prompt_id])
+            ids = check_prompt_ids("prompt_id", [prompt_id])
         except ValueError:
             return False
         return bool(self._index.lookup(ids)[0] >= 0)
@@ -409,7 +411,7 @@ class Tracker:
 
     def rows(self, prompt_ids: Sequence[object] | NDArray[Any]) -> NDArray[np.int64]:
         """(M,) row of each prompt in the state arrays (-1 for unseen prompts); ids validated."""
-        return self._index.lookup(_check_ids("prompt_ids", prompt_ids))
+        return self._index.lookup(check_prompt_ids("prompt_ids", prompt_ids))
 
     def counts(self, prompt_ids: Sequence[object] | NDArray[Any]) -> NDArray[np.int64]:
         """(M,) total rewards recorded per prompt (0 for unseen prompts)."""
@@ -490,7 +492,7 @@ class Tracker:
         new_epoch = self.epoch if epoch is None else check_int("epoch", epoch, low=0, high=_INT64.max)
         new_step = self.step + 1 if step is None else check_int("step", step, low=0, high=_INT64.max)
         s = to_success(_as_rewards(rewards), cfg.reward_format, cfg.success_threshold)
-        ids = _check_ids("prompt_ids", prompt_ids)
+        ids = check_prompt_ids("prompt_ids", prompt_ids)
         if len(ids) != s.size:
             raise ValueError(f"prompt_ids and rewards must have the same length; got {len(ids)} and {s.size}")
         groups = _group(self._index, ids) if s.size else None
@@ -575,7 +577,7 @@ class Tracker:
             raise ValueError(f"tracker state lacks {missing}")
         tracker = cls(TrackerConfig.from_dict(state["config"]))
         tracker.epoch, tracker.step = state["epoch"], state["step"]
-        ids = _check_ids("ids", state["ids"])
+        ids = check_prompt_ids("ids", state["ids"])
         n = len(ids)
         distinct = len(dict.fromkeys(ids)) if isinstance(ids, list) else n - int(np.sum(np.diff(np.sort(ids)) == 0))
         if distinct != n:
@@ -764,6 +766,8 @@ def _as_slice(idx: NDArray[Any]) -> slice | NDArray[Any]:
 def _rows_differ(stack: _Stack, a: NDArray[np.intp], b: NDArray[np.intp]) -> NDArray[np.bool_]:
     """(K,) whether stacked row ``a[i]`` differs from row ``b[i]`` in any state array."""
     out = np.zeros(a.size, dtype=bool)
+    if not a.size:
+        return out
     sel_a, sel_b = stack.select(a), stack.select(b)
     for k in _FIELDS:
         ne = stack.take(k, sel_a) != stack.take(k, sel_b)
