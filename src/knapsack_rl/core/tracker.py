@@ -240,13 +240,11 @@ class _IdIndex:
         """(N,) row of each id; -1 for ids never seen."""
         if isinstance(ids, np.ndarray):
             return self._lookup_ints(ids)
-        is_str = np.fromiter(map(isinstance, ids, repeat(str)), dtype=bool, count=len(ids))
-        if is_str.all():
-            return np.fromiter(map(self.str_rows.get, ids, repeat(-1)), dtype=np.int64, count=len(ids))  # type: ignore[arg-type]
-        rows = np.empty(len(ids), dtype=np.int64)
-        at_int, at_str = np.flatnonzero(~is_str), np.flatnonzero(is_str)
-        rows[at_int] = self._lookup_ints(np.fromiter((ids[i] for i in at_int), dtype=np.int64, count=at_int.size))
-        rows[at_str] = np.fromiter((self.str_rows.get(ids[i], -1) for i in at_str), dtype=np.int64, count=at_str.size)  # type: ignore[arg-type]
+        rows = np.fromiter(map(self.str_rows.get, ids, repeat(-1)), dtype=np.int64, count=len(ids))  # type: ignore[arg-type]
+        miss = np.flatnonzero(rows < 0).tolist()  # unknown str ids, and every int id (never a key of str_rows)
+        at_int = [i for i in miss if type(ids[i]) is int]
+        if at_int:
+            rows[at_int] = self._lookup_ints(np.fromiter((ids[i] for i in at_int), dtype=np.int64, count=len(at_int)))
         return rows
 
     def _lookup_ints(self, keys: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -652,23 +650,15 @@ class Tracker:
         out = cls(trackers[0].config)
         out.epoch = max(t.epoch for t in trackers)
         out.step = max(t.step for t in trackers)
-        key, kind = (np.concatenate(parts) for parts in zip(*(t._index.keys() for t in trackers), strict=True))
-        ids = list(chain.from_iterable(t._index.ids for t in trackers)) if kind.any() else None  # (E,) if str ids
-        leader, group = _merge_groups(key, kind, ids)  # (E,) over every tracker's rows, stacked
+        leader, group, heads, out._index = _merge_ids(trackers)  # over every tracker's rows, stacked
         stack = _Stack(trackers)
-        everyone = np.arange(key.size)
-        dup = np.flatnonzero(leader != everyone)  # rows whose prompt an earlier row already has
+        dup = np.flatnonzero(leader != np.arange(leader.size))  # rows whose prompt an earlier row already has
         differs = dup[_rows_differ(stack, dup, leader[dup])]
         if differs.size and on_conflict == "error":
             ti, row = stack.locate(int(differs[0]))
             pid = trackers[ti]._index.ids[row]
             raise ValueError(f"trackers[{ti}] disagrees with an earlier tracker on prompt id {pid!r}")
-        heads = np.flatnonzero(leader == everyone)  # (G,) first row of each prompt, in order of first appearance
         winner = heads if not differs.size else _latest(stack, heads, group, differs)
-        if ids is None:
-            out._index.add(key[heads])
-        else:
-            out._index.add([ids[e] for e in heads.tolist()])
         out._grow(heads.size)
         sel = stack.select(winner)
         for k in _FIELDS:
@@ -698,24 +688,64 @@ def _check_merge_args(trackers: object, on_conflict: str, on_clock_mismatch: str
     return out
 
 
-def _merge_groups(
-    key: NDArray[np.int64], kind: NDArray[np.int8], ids: list[PromptId] | None
-) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-    """Group E stacked rows by prompt id: (E,) each row's "leader" (the first row with its id) and
-    (E,) a group number per id. ``key``/``kind``: as :meth:`_IdIndex.keys`; ``ids`` (E,) when any is a str."""
+def _merge_ids(
+    trackers: list[Tracker],
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp], _IdIndex]:
+    """Group the E stacked rows of ``trackers`` by prompt id.
+
+    Returns (E,) each row's leader (the first row with its id), (E,) a group number per id, (G,) the
+    leaders in order of first appearance (the merged tracker's rows) and the merged id index. With
+    int ids only, each tracker's sorted keys are one sorted run, and NumPy's stable sort merges the
+    runs in about linear time; equal keys stay in tracker order, so the earliest row leads.
+    """
+    if any(t._index.str_rows for t in trackers):
+        return _merge_any_ids(trackers)
+    starts = np.cumsum([0] + [len(t) for t in trackers[:-1]])
+    run_keys = np.concatenate([t._index.int_keys for t in trackers])  # (E,) T sorted runs
+    entry = np.concatenate([t._index.int_rows + s for t, s in zip(trackers, starts, strict=True)])  # (E,)
+    perm = np.argsort(run_keys, kind="stable")
+    order, sorted_keys = entry[perm], run_keys[perm]  # rows by id, equal ids by position
+    head = np.ones(order.size, dtype=bool)  # (E,) in sorted order: the first row of each id
+    head[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    leader, group, heads = _leaders(order, head)
+    index = _IdIndex()
+    key = np.empty(order.size, dtype=np.int64)
+    key[entry] = run_keys
+    index.ids = key[heads].tolist()
+    out_row = np.empty(order.size, dtype=np.int64)
+    out_row[heads] = np.arange(heads.size)
+    index.int_keys, index.int_rows = sorted_keys[head], out_row[order[head]]
+    return leader, group, heads, index
+
+
+def _merge_any_ids(
+    trackers: list[Tracker],
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp], _IdIndex]:
+    """:func:`_merge_ids` when some ids are str: str ids are numbered by first appearance and sorted
+    apart from int ids (by kind, then key, then position)."""
+    key, kind = (np.concatenate(parts) for parts in zip(*(t._index.keys() for t in trackers), strict=True))
+    ids = list(chain.from_iterable(t._index.ids for t in trackers))  # (E,)
     at_str = np.flatnonzero(kind == 1)
-    if ids is not None and at_str.size:  # number str ids by first appearance; kind keeps them apart from ints
-        code: dict[PromptId, int] = {}
-        key = key.copy()
-        key[at_str] = [code.setdefault(ids[e], len(code)) for e in at_str.tolist()]
-        order = np.lexsort((np.arange(key.size), key, kind))  # by id, then by position
-    else:
-        order = _stable_argsort(key)
-    head = np.ones(key.size, dtype=bool)  # (E,) in sorted order: the first row of each id
+    code: dict[PromptId, int] = {}
+    key[at_str] = [code.setdefault(ids[e], len(code)) for e in at_str.tolist()]
+    order = np.lexsort((np.arange(key.size), key, kind))
+    head = np.ones(key.size, dtype=bool)
     head[1:] = (key[order][1:] != key[order][:-1]) | (kind[order][1:] != kind[order][:-1])
-    group = np.empty(key.size, dtype=np.intp)
+    leader, group, heads = _leaders(order, head)
+    index = _IdIndex()
+    index.add([ids[e] for e in heads.tolist()])
+    return leader, group, heads, index
+
+
+def _leaders(
+    order: NDArray[np.intp], head: NDArray[np.bool_]
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp]]:
+    """From rows sorted by id (``order``, (E,)) and the first of each id in that order (``head``):
+    (E,) each row's leader, (E,) its group number and (G,) the leaders in row order."""
+    group = np.empty(order.size, dtype=np.intp)
     group[order] = np.cumsum(head) - 1
-    return order[head][group], group
+    leader = order[head][group]
+    return leader, group, np.flatnonzero(leader == np.arange(order.size))
 
 
 _Selection = tuple[int, list[tuple[int, "slice | NDArray[np.intp]", "slice | NDArray[np.int64]"]]]
