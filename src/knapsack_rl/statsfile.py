@@ -1,25 +1,47 @@
-"""Reading per-prompt stats files for ``knapsack-rl allocate``.
+"""Per-prompt stats files in, per-prompt budgets out (``knapsack-rl allocate``).
 
 A stats file has one row per prompt with an ``id`` and either ``p_hat`` (a float in [0, 1]; empty or
 null means "no estimate") or ``successes`` and ``count``. Formats, by suffix: ``.jsonl`` (one JSON
-object per line), ``.csv`` (header row), ``.parquet`` (needs pyarrow). Every error names the file
-and the line (1-based; the CSV header is line 1, parquet rows are numbered from 1).
+object per line, UTF-8), ``.csv`` (header row, UTF-8, an optional byte-order mark is skipped),
+``.parquet`` (needs pyarrow). Every error names the file and the line (1-based; the CSV header is
+line 1 and a row is numbered by the line it starts on; parquet rows are numbered from 1).
+
+Ids keep the type the file gives them: a JSON number is an int and a JSON string a str; a parquet
+int column gives ints and a string column strs; a CSV cell is always a str, exactly as written
+(``"007"`` stays ``"007"``, ``"١٢"`` is not 12). Float and bool ids are refused, as everywhere in the
+package, so ``1``, ``"1"`` and ``1.0`` are never taken for one another.
+
+Budgets are written by :func:`write_budgets` (``.json`` or ``.csv``, atomically); check the output
+path with :func:`check_output_path` before spending time on the solve.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-from collections.abc import Iterator
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
+
+from knapsack_rl.core.allocate import BUCKET_NAMES
+from knapsack_rl.core.validate import check_prompt_ids
+from knapsack_rl.io import atomic_write_text
+
+PromptId = int | str
+OUTPUT_SUFFIXES = (".json", ".csv")
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+"""A CSV cell starting with one of these is read as a formula by spreadsheet programs (OWASP, "CSV
+Injection"); :func:`write_budgets` prefixes such id cells with an apostrophe."""
 
 
-def read_stats(path: str | Path, *, min_count: int = 1) -> tuple[list[object], NDArray[np.float64]]:
+def read_stats(path: str | Path, *, min_count: int = 1) -> tuple[list[PromptId], NDArray[np.float64]]:
     """Prompt ids and ``p_hat`` (NaN = no estimate) from a stats file.
 
     Rows given as ``successes`` / ``count`` yield ``successes / count``, or NaN when
@@ -31,9 +53,9 @@ def read_stats(path: str | Path, *, min_count: int = 1) -> tuple[list[object], N
     rows = {".jsonl": _jsonl_rows, ".csv": _csv_rows, ".parquet": _parquet_rows}.get(path.suffix)
     if rows is None:
         raise ValueError(f"stats file {path}: unknown format {path.suffix!r}; use .jsonl, .csv or .parquet")
-    ids: list[object] = []
+    ids: list[PromptId] = []
     p_hat: list[float] = []
-    seen: dict[object, int] = {}
+    seen: dict[PromptId, int] = {}
     for line, row in rows(path):
         where = f"{path}:{line}"
         pid = _parse_id(row, where)
@@ -48,28 +70,48 @@ def read_stats(path: str | Path, *, min_count: int = 1) -> tuple[list[object], N
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open() as f:
-        for line, text in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for line, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8-sig" if line == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path}:{line}: not valid UTF-8 ({exc.reason})") from None
             if not text.strip():
                 continue
             try:
                 row = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{line}: malformed JSON ({exc.msg})") from None
+            except RecursionError:
+                raise ValueError(f"{path}:{line}: malformed JSON (nested too deeply)") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{line}: expected a JSON object, got {type(row).__name__}")
             yield line, row
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or "id" not in reader.fieldnames:
-            raise ValueError(f"{path}:1: CSV header must contain 'id'; got {reader.fieldnames}")
-        for line, row in enumerate(reader, start=2):
-            if None in row:
-                raise ValueError(f"{path}:{line}: more fields than the header has")
-            yield line, {k: (v if v != "" else None) for k, v in row.items()}
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not valid UTF-8 ({exc.reason})") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None or "id" not in header:
+        raise ValueError(f"{path}:1: CSV header must contain 'id'; got {header}")
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{path}:1: CSV header repeats {repeated}")
+    start = reader.line_num + 1
+    for values in reader:
+        line, start = start, reader.line_num + 1  # a quoted cell can span lines: number rows by their first
+        if not values:
+            continue  # a blank line
+        if len(values) != len(header):
+            what = "fewer" if len(values) < len(header) else "more"
+            raise ValueError(f"{path}:{line}: row has {len(values)} fields, {what} than the header's {len(header)}")
+        yield line, {k: (v if v != "" else None) for k, v in zip(header, values, strict=True)}
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -84,16 +126,13 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     yield from enumerate(table.to_pylist(), start=1)
 
 
-def _parse_id(row: dict[str, Any], where: str) -> object:
+def _parse_id(row: dict[str, Any], where: str) -> PromptId:
+    """The row's id with the type the file gave it (CSV: always the cell's text)."""
     pid = row.get("id")
     if pid is None or pid == "":
         raise ValueError(f"{where}: missing 'id'")
-    if isinstance(pid, float) and pid.is_integer():
-        pid = int(pid)
-    if isinstance(pid, str) and pid.lstrip("-").isdigit():
-        pid = int(pid)
     if isinstance(pid, bool) or not isinstance(pid, int | str):
-        raise ValueError(f"{where}: id must be an integer or a string; got {pid!r}")
+        raise ValueError(f"{where}: id must be an integer or a string; got {pid!r} ({type(pid).__name__})")
     return pid
 
 
@@ -120,10 +159,99 @@ def _parse_p(row: dict[str, Any], where: str, min_count: int) -> float:
 
 
 def _number(raw: object, name: str, where: str) -> float:
+    if isinstance(raw, bool):
+        raise ValueError(f"{where}: {name} must be a number; got {name}={raw!r}")
     try:
         v = float(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{where}: {name} must be a number; got {name}={raw!r}") from None
     if math.isinf(v) or math.isnan(v):
         raise ValueError(f"{where}: {name} must be finite; got {name}={raw!r}")
     return v
+
+
+def check_output_path(path: str | os.PathLike[str]) -> Path:
+    """Check before solving that budgets can be written to ``path``; returns it as a ``Path``.
+
+    Raises ``ValueError`` with a one-line message if the suffix is not ``.json`` or ``.csv``, if
+    ``path`` is a folder, or if the folder that would hold it (or, when that folder does not exist
+    yet, its nearest existing ancestor) is not a writable folder. Writability is probed by creating
+    and removing a temp file there, which also catches read-only mounts and permission systems that
+    mode bits do not show.
+    """
+    target = Path(path)
+    if target.suffix not in OUTPUT_SUFFIXES:
+        raise ValueError(f"cannot write {target}: budgets are written as .json or .csv, not {target.suffix!r}")
+    if target.is_dir():
+        raise ValueError(f"cannot write {target}: it is a folder")
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"cannot write {target}: {folder} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".knapsack-rl-probe-", dir=folder)
+    except OSError as exc:
+        raise ValueError(f"cannot write {target}: folder {folder} is not writable ({exc.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return target
+
+
+def write_budgets(
+    path: str | os.PathLike[str],
+    ids: Sequence[PromptId],
+    p_hat: ArrayLike,
+    budgets: ArrayLike,
+    buckets: ArrayLike,
+) -> None:
+    """Write one row per prompt (``id``, ``p_hat``, ``budget``, ``bucket``) to ``path``, atomically.
+
+    The format follows the suffix (:func:`check_output_path` rules):
+
+    - ``.json``: a list of objects; ids keep their type, ``p_hat`` is null where there is no
+      estimate, ``bucket`` is the bucket's name (:data:`knapsack_rl.core.allocate.BUCKET_NAMES`).
+      This is the lossless format.
+    - ``.csv``: the same columns through the :mod:`csv` module (cells with commas, quotes or newlines
+      are quoted), ``p_hat`` empty where there is no estimate. An id cell that starts with
+      ``= + - @``, a tab or a carriage return gets a leading apostrophe (``'=HYPERLINK(...)``), so a
+      spreadsheet shows it as text instead of running it as a formula; such ids therefore differ
+      from the input in the CSV (use ``.json`` to get them back exactly).
+
+    Args:
+        ids: (M,) prompt ids (int or str).
+        p_hat: (M,) estimates, NaN = no estimate.
+        budgets: (M,) rollouts per prompt.
+        buckets: (M,) bucket codes (indices into ``BUCKET_NAMES``), as in ``Allocation.buckets``.
+    """
+    target = Path(path)
+    if target.suffix not in OUTPUT_SUFFIXES:
+        raise ValueError(f"cannot write {target}: budgets are written as .json or .csv, not {target.suffix!r}")
+    checked = check_prompt_ids("ids", ids)
+    id_list: list[PromptId] = checked.tolist() if isinstance(checked, np.ndarray) else checked
+    p = np.asarray(p_hat, dtype=np.float64)
+    b, k = np.asarray(budgets), np.asarray(buckets)
+    if not (len(id_list) == p.size == b.size == k.size) or max(p.ndim, b.ndim, k.ndim) != 1:
+        raise ValueError(f"ids, p_hat, budgets and buckets must be 1-D of one length; got {len(id_list)}, {p.shape}, "
+                         f"{b.shape}, {k.shape}")  # fmt: skip
+    if b.dtype.kind not in "iu" or k.dtype.kind not in "iu" or k.min(initial=0) < 0 or k.max(initial=0) >= 4:
+        raise ValueError("budgets must be integers and buckets integer codes in [0, 4)")
+    rows = [
+        (pid, None if math.isnan(pv) else pv, bv, BUCKET_NAMES[kv])
+        for pid, pv, bv, kv in zip(id_list, p.tolist(), b.tolist(), k.tolist(), strict=True)
+    ]
+    if target.suffix == ".json":
+        keys = ("id", "p_hat", "budget", "bucket")
+        atomic_write_text(target, json.dumps([dict(zip(keys, r, strict=True)) for r in rows], indent=1))
+        return
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(("id", "p_hat", "budget", "bucket"))
+    writer.writerows((_csv_cell(pid), "" if pv is None else pv, bv, name) for pid, pv, bv, name in rows)
+    atomic_write_text(target, out.getvalue())
+
+
+def _csv_cell(pid: object) -> str:
+    """The CSV text of an id; text a spreadsheet would run as a formula gets a leading apostrophe."""
+    text = str(pid)
+    return "'" + text if isinstance(pid, str) and text.startswith(FORMULA_PREFIXES) else text

@@ -1,17 +1,49 @@
-"""Tracker: the recipe's estimator, EMA, Beta with forgetting, reward formats, persistence, merge."""
+"""Tracker: estimators, reward formats, ids, all-or-nothing updates, the checksummed file, merge.
+
+Four ways, as for the rest of the core: a per-rollout loop reference for ``update`` and ``merge``
+(hypothesis), hand-solved estimates, exhaustive corruption of a small file, exact error messages.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from knapsack_rl.core.tracker import Tracker, TrackerConfig, register_estimator, to_success
+from knapsack_rl.core import tracker as tracker_module
+from knapsack_rl.core.tracker import (
+    STATE_FIELDS,
+    Tracker,
+    TrackerConfig,
+    estimator_names,
+    register_estimator,
+    to_success,
+)
+
+FIELDS = tuple(STATE_FIELDS)
 
 
 def _rollouts(pid: object, rewards: list[float]) -> tuple[list[object], list[float]]:
     return [pid] * len(rewards), rewards
 
 
+def _assert_same_state(a: Tracker, b: Tracker) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa["ids"] == sb["ids"] and [type(i) for i in sa["ids"]] == [type(i) for i in sb["ids"]]
+    assert (sa["config"], sa["epoch"], sa["step"]) == (sb["config"], sb["epoch"], sb["step"])
+    for k in FIELDS:
+        np.testing.assert_array_equal(sa["arrays"][k], sb["arrays"][k], err_msg=k)
+
+
+# --------------------------------------------------------------------------- estimators, hand-solved
 def test_recipe_estimate_needs_min_count_then_uses_the_recent_window() -> None:
     t = Tracker(TrackerConfig(estimator="recipe", window=16, min_count=8))
     t.update(*_rollouts("a", [1, 0, 1, 0]), epoch=0)
@@ -47,6 +79,10 @@ def test_interleaved_ids_are_grouped_by_id() -> None:
     t.update(["x", "y", "x", "y", "x"], [1, 0, 1, 0, 0])
     assert t.estimate(["x", "y"]).tolist() == pytest.approx([2 / 3, 0.0])
     assert t.counts(["x", "y", "z"]).tolist() == [3, 2, 0]
+    u = Tracker(TrackerConfig(min_count=1))
+    u.update(np.array([5, 9, 5, 9, 5]), [1, 0, 1, 0, 0])  # int ids, not contiguous: the sorted path
+    assert u.estimate(np.array([5, 9])).tolist() == pytest.approx([2 / 3, 0.0])
+    assert u.ids == [5, 9]
 
 
 def test_ema_estimator() -> None:
@@ -71,9 +107,28 @@ def test_beta_with_min_count_zero_gives_the_prior_mean_for_unseen_prompts() -> N
     assert t.estimate(["new"])[0] == pytest.approx(0.25)
 
 
+def test_posterior_is_the_prior_plus_discounted_counts() -> None:
+    t = Tracker(TrackerConfig(estimator="beta", beta_prior=(2.0, 3.0), forgetting=0.5, min_count=8))
+    t.update(["p", "p", "p", "q"], [1, 1, 0, 1])
+    t.update(["p"], [0])
+    a, b = t.posterior(["p", "q", "unseen"])
+    # p: s = 0.5 * 2 + 0 = 1, f = 0.5 * 1 + 1 = 1.5; q (discounted only when updated): s = 1, f = 0
+    assert a.tolist() == [3.0, 3.0, 2.0]
+    assert b.tolist() == [4.5, 3.0, 3.0]
+    assert np.isnan(t.estimate(["p"])[0])  # 4 rewards < min_count: no point estimate, but a posterior
+    assert t.estimate(["p"], estimator="beta").shape == (1,)
+    u = Tracker(TrackerConfig(estimator="beta", min_count=0))
+    u.update(["p"] * 3, [1, 0, 1])
+    a, b = u.posterior(["p"])
+    assert u.estimate(["p"])[0] == pytest.approx(a[0] / (a[0] + b[0]))  # the posterior mean is the estimate
+    empty_a, empty_b = Tracker().posterior(np.array([1, 2]))
+    assert empty_a.tolist() == [1.0, 1.0] and empty_b.tolist() == [1.0, 1.0]
+
+
 def test_reward_formats() -> None:
     assert to_success([-1, 1, 1]).tolist() == [0, 1, 1]
     assert to_success([0, 1]).tolist() == [0, 1]
+    assert to_success([True, False]).tolist() == [1, 0]
     assert to_success([0.25, 1.0]).tolist() == [0.25, 1.0]
     assert to_success([0.2, 0.7], success_threshold=0.5).tolist() == [0, 1]
     with pytest.raises(ValueError, match=r"continuous rewards must be in \[0, 1\].*rewards\[1\]=-1.0"):
@@ -82,45 +137,494 @@ def test_reward_formats() -> None:
         to_success([0.5], reward_format="binary")
     with pytest.raises(ValueError, match=r"rewards must be finite; rewards\[0\]=nan"):
         to_success([float("nan")])
+    with pytest.raises(ValueError, match=r"rewards must be real numbers; rewards\[1\]=None"):
+        to_success([1, None])
+    with pytest.raises(ValueError, match=r"rewards must be real numbers; rewards\[0\]=\(1\+0j\)"):
+        to_success([1 + 0j])
+    with pytest.raises(ValueError, match=r"rewards must be 1-D; got shape \(1, 2\)"):
+        to_success([[1, 0]])
     t = Tracker(TrackerConfig(min_count=1))
     t.update(["p"] * 4, [-1, 1, -1, -1])
     assert t.estimate(["p"])[0] == pytest.approx(0.25)
 
 
-def test_save_load_round_trip_is_exact(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_ema_stays_in_zero_one_under_rounding() -> None:
+    t = Tracker(TrackerConfig(estimator="ema", ema_weight=0.1, min_count=1))
+    for _ in range(50):
+        t.update([1] * 3, [1, 1, 1])
+    assert t.estimate([1])[0] == 1.0
+
+
+# ------------------------------------------------------------------------ update vs a loop reference
+def _reference(config: TrackerConfig, calls: list[tuple[list[Any], list[float], int | None, int | None]]) -> dict:
+    """The tracker state after ``calls``, rollout by rollout in plain Python (the method of SPEC section 5)."""
+    w, rows, order = config.window, {}, []
+    epoch, step = 0, 0
+    for ids, rewards, ep, stp in calls:
+        s = to_success(rewards, config.reward_format, config.success_threshold).tolist()
+        epoch = epoch if ep is None else ep
+        step = step + 1 if stp is None else stp
+        by: dict[Any, list[float]] = {}
+        for pid, x in zip(ids, s, strict=True):
+            by.setdefault(pid.item() if isinstance(pid, np.generic) else pid, []).append(x)
+        for pid, xs in by.items():
+            if pid not in rows:
+                order.append(pid)
+                rows[pid] = {"ring": [0.0] * w, "ring_pos": 0, "count": 0, "epoch_id": -1, "epoch_sum": 0.0,
+                             "epoch_count": 0, "ema": 0.0, "beta_s": 0.0, "beta_f": 0.0, "last_step": 0}  # fmt: skip
+            r = rows[pid]
+            for x in xs:
+                r["ring"][r["ring_pos"]] = x
+                r["ring_pos"] = (r["ring_pos"] + 1) % w
+            if r["epoch_id"] != epoch:
+                r["epoch_sum"], r["epoch_count"] = 0.0, 0
+            r["epoch_sum"] += sum(xs)
+            r["epoch_count"] += len(xs)
+            r["epoch_id"] = epoch
+            mean = sum(xs) / len(xs)
+            r["ema"] = mean if r["count"] == 0 else (1 - config.ema_weight) * r["ema"] + config.ema_weight * mean
+            r["beta_s"] = config.forgetting * r["beta_s"] + sum(xs)
+            r["beta_f"] = config.forgetting * r["beta_f"] + len(xs) - sum(xs)
+            r["count"] += len(xs)
+            r["last_step"] = step
+    arrays = {k: np.array([rows[pid][k] for pid in order]) for k in FIELDS}
+    return {"ids": order, "epoch": epoch, "step": step, "arrays": arrays}
+
+
+POOL = [0, 1, 2, 7, -3, 2**40, "a", "b", "0", "1", "ü"]
+_call = st.tuples(
+    st.lists(st.sampled_from(POOL), max_size=24),
+    st.sampled_from(["list", "array", "numpy scalars"]),
+    st.one_of(st.none(), st.integers(0, 3)),
+    st.one_of(st.none(), st.integers(0, 50)),
+    st.integers(0, 2**32),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    calls=st.lists(_call, min_size=1, max_size=5),
+    window=st.integers(1, 5),
+    ema_weight=st.sampled_from([0.1, 0.5, 1.0]),
+    forgetting=st.sampled_from([0.3, 0.8, 1.0]),
+    grouped=st.booleans(),
+)
+def test_update_matches_a_per_rollout_reference(
+    calls: list[Any], window: int, ema_weight: float, forgetting: float, grouped: bool
+) -> None:
+    cfg = TrackerConfig(window=window, ema_weight=ema_weight, forgetting=forgetting, reward_format="continuous")
+    t, plain = Tracker(cfg), []
+    for ids, form, epoch, step, seed in calls:
+        rng = np.random.default_rng(seed)
+        if grouped:  # rollouts listed prompt by prompt, as engines do: the no-sort path
+            ids = sorted(ids, key=lambda x: (isinstance(x, str), x))
+        rewards = rng.choice([0.0, 0.25, 1.0], size=len(ids)).tolist()
+        all_int = all(isinstance(i, int) for i in ids)
+        given_ids: Any = ids
+        if form == "array" and all_int:
+            given_ids = np.array(ids, dtype=np.int64)
+        elif form == "numpy scalars":
+            given_ids = [np.int64(i) if isinstance(i, int) else np.str_(i) for i in ids]
+        t.update(given_ids, rewards, epoch=epoch, step=step)
+        plain.append((ids, rewards, epoch, step))
+    ref, got = _reference(cfg, plain), t.state_dict()
+    assert got["ids"] == ref["ids"] and (got["epoch"], got["step"]) == (ref["epoch"], ref["step"])
+    assert all(type(i) in (int, str) for i in got["ids"])
+    for k in FIELDS:
+        if ref["ids"]:
+            np.testing.assert_allclose(got["arrays"][k], ref["arrays"][k], rtol=1e-12, atol=1e-12, err_msg=k)
+        assert got["arrays"][k].shape[0] == len(ref["ids"])
+
+
+def test_grouped_and_shuffled_rollouts_give_the_same_state() -> None:
+    rng = np.random.default_rng(3)
+    ids = np.repeat(rng.permutation(1000)[:64], 8)
+    rewards = rng.integers(0, 2, ids.size)
+    grouped, shuffled = Tracker(TrackerConfig(window=4)), Tracker(TrackerConfig(window=4))
+    grouped.update(ids, rewards)
+    j = np.arange(ids.size)
+    round_robin = np.lexsort((j // 8, j % 8))  # rollout 0 of every prompt, then rollout 1, ...: order kept per prompt
+    shuffled.update(ids[round_robin], rewards[round_robin])
+    assert sorted(grouped.ids) == sorted(shuffled.ids)
+    for est in ("recipe", "ema", "beta"):
+        np.testing.assert_array_equal(grouped.estimate(ids, estimator=est), shuffled.estimate(ids, estimator=est))
+    np.testing.assert_array_equal(grouped.counts(ids), shuffled.counts(ids))
+
+
+# --------------------------------------------------------------------------- public read API
+def test_builtin_estimators_read_only_the_public_api() -> None:
+    class PublicView:
+        """Exposes only what register_estimator documents; any private read fails."""
+
+        def __init__(self, t: Tracker) -> None:
+            self.config, self.epoch = t.config, t.epoch
+            self.array, self.counts_by_row = t.array, t.counts_by_row
+
     rng = np.random.default_rng(0)
-    t = Tracker(TrackerConfig(estimator="beta", forgetting=0.9, min_count=2))
+    t = Tracker(TrackerConfig(min_count=0, window=4))
+    for epoch in range(3):
+        t.update(rng.integers(0, 20, 60), rng.integers(0, 2, 60), epoch=epoch)
+    rows = t.rows(t.ids)
+    for name in ("recipe", "ema", "beta"):
+        fn = tracker_module._ESTIMATORS.get(name)
+        np.testing.assert_array_equal(fn(PublicView(t), rows), t.estimate(t.ids, estimator=name))  # type: ignore[arg-type]
+
+
+if "test-last-reward" not in estimator_names():
+
+    @register_estimator("test-last-reward")
+    def _last_reward(tracker: Tracker, rows: np.ndarray) -> np.ndarray:
+        ring, pos = tracker.array("ring"), tracker.array("ring_pos")
+        return ring[rows, (pos[rows] - 1) % tracker.config.window]
+
+
+def test_a_registered_estimator_reads_state_through_array() -> None:
+    t = Tracker(TrackerConfig(window=3, min_count=2))
+    t.update(["a", "a", "b", "a"], [1, 0, 1, 1])
+    assert t.estimate(["a", "b", "c"], estimator="test-last-reward")[[0]].tolist() == [1.0]
+    got = t.estimate(["a", "b", "c"], estimator="test-last-reward")
+    assert np.isnan(got[1]) and np.isnan(got[2])  # b has 1 < min_count rewards; c is unseen
+
+
+def test_array_is_read_only_and_names_are_checked() -> None:
+    t = Tracker()
+    t.update(["a"] * 2, [1, 0])
+    arr = t.array("count")
+    assert arr.tolist() == [2]
+    with pytest.raises(ValueError, match="read-only"):
+        arr[0] = 5
+    with pytest.raises(ValueError, match=r"name must be one of \['ring', .*\]; got name='_state'"):
+        t.array("_state")
+
+
+def test_estimator_returning_the_wrong_shape_is_refused() -> None:
+    if "test-bad-shape" not in estimator_names():
+        register_estimator("test-bad-shape")(lambda tracker, rows: np.zeros(rows.size + 1))
+    t = Tracker(TrackerConfig(min_count=0))
+    t.update(["a"], [1])
+    with pytest.raises(ValueError, match=r"estimator 'test-bad-shape' returned shape \(2,\) for 1 rows"):
+        t.estimate(["a"], estimator="test-bad-shape")
+
+
+# ----------------------------------------------------------------------------- ids
+BAD_IDS = [1.0, True, np.float64(2.0), np.bool_(False), None, b"a", (1,), 1 + 0j]
+
+
+@pytest.mark.parametrize("bad", BAD_IDS, ids=repr)
+@pytest.mark.parametrize("entry", ["update", "estimate", "counts", "posterior", "rows", "from_state_dict"])
+def test_float_and_bool_ids_are_refused_everywhere_ids_enter(entry: str, bad: object) -> None:
+    t = Tracker(TrackerConfig(min_count=1))
+    t.update([1, 0], [1, 0])
+    before = t.to_bytes()
+    ids = ["x", bad]
+    message = rf"\[1\]={re.escape(repr(bad))} is not a valid prompt id: prompt ids must be int or str, not"
+    with pytest.raises(ValueError, match=message):
+        if entry == "update":
+            t.update(ids, [1, 1])
+        elif entry == "from_state_dict":
+            state = t.state_dict()
+            state["ids"] = [0, bad]
+            Tracker.from_state_dict(state)
+        else:
+            getattr(t, entry)(ids)
+    assert t.to_bytes() == before
+    assert bad not in t  # membership never matches a non-id
+
+
+def test_float_and_bool_arrays_are_refused() -> None:
+    t = Tracker()
+    with pytest.raises(ValueError, match=r"prompt_ids\[0\]=1.0 is not a valid prompt id: .* not float"):
+        t.update(np.array([1.0, 2.0]), [1, 0])
+    with pytest.raises(ValueError, match=r"prompt_ids\[0\]=True is not a valid prompt id: .* not bool"):
+        t.estimate(np.array([True]))
+    with pytest.raises(ValueError, match=r"prompt_ids must be 1-D; got an array of shape \(1, 1\)"):
+        t.counts(np.array([[1]]))
+    with pytest.raises(ValueError, match=r"prompt_ids must be a sequence of prompt ids \(int or str\); got 'ab'"):
+        t.update("ab", [1, 1])
+    with pytest.raises(ValueError, match=r"prompt_ids\[1\]=18446744073709551615 .* must fit in 64 bits"):
+        t.update(np.array([1, 2**64 - 1], dtype=np.uint64), [1, 0])
+    with pytest.raises(ValueError, match=r"prompt_ids\[0\]=1180591620717411303424 .* must fit in 64 bits"):
+        t.update([2**70, "a"], [1, 0])
+    assert len(t) == 0
+
+
+def test_int_and_str_ids_never_collide_and_numpy_scalars_are_plain_ids() -> None:
+    t = Tracker(TrackerConfig(min_count=1))
+    t.update([1, "1", np.int64(1), np.str_("1"), "١"], [1, 0, 1, 0, 0])
+    assert t.ids == [1, "1", "١"] and [type(i) for i in t.ids] == [int, str, str]
+    assert t.counts([1, "1", "١", np.int32(1)]).tolist() == [2, 2, 1, 2]
+    assert 1 in t and "1" in t and np.int64(1) in t and 1.0 not in t and True not in t
+    assert t.estimate(np.array(["1", "١"])).tolist() == [0.0, 0.0]
+
+
+# --------------------------------------------------------------------- all-or-nothing updates
+REJECTED = [
+    (["a", "b", 1.5], [1, 0, 1], {}, r"prompt_ids\[2\]=1.5 is not a valid prompt id"),
+    (["a"], [1], {"epoch": 5, "step": -1}, r"step must be >= 0; got step=-1"),
+    (["a", "new"], [1, float("nan")], {}, r"rewards must be finite; rewards\[1\]=nan"),
+    (["a", "new"], [1], {}, r"prompt_ids and rewards must have the same length; got 2 and 1"),
+    (["new", True], [1, 1], {}, r"prompt_ids\[1\]=True is not a valid prompt id"),
+    ([np.float64(3.0)], [1], {}, r"prompt_ids\[0\]=np.float64\(3.0\) is not a valid prompt id: .* not float64"),
+    (np.array([1.0]), [1], {}, r"prompt_ids\[0\]=1.0 is not a valid prompt id"),
+    (["a"], [1], {"epoch": -1}, r"epoch must be >= 0; got epoch=-1"),
+    (["a"], [1], {"epoch": 1.5}, r"epoch must be an integer; got 1.5"),
+    (["a"], [1], {"step": True}, r"step must be an integer; got True"),
+    (["a"], [1], {"epoch": 2**70}, r"epoch must be <= 9223372036854775807"),
+    (["a"], [[1]], {}, r"rewards must be 1-D; got shape \(1, 1\)"),
+    (["a"], ["x"], {}, r"rewards must be real numbers; rewards\[0\]='x'"),
+    (["a", "b"], [1, 2], {}, r"continuous rewards must be in \[0, 1\]"),
+    (np.array([[1]]), [1], {}, r"prompt_ids must be 1-D"),
+    ([2**70], [1], {}, r"must fit in 64 bits"),
+    ({"a": 1}, [1], {}, r"prompt_ids must be a sequence of prompt ids"),
+]
+
+
+@pytest.mark.parametrize(("ids", "rewards", "kw", "message"), REJECTED)
+def test_a_rejected_update_leaves_the_tracker_byte_identical(ids: Any, rewards: Any, kw: dict, message: str) -> None:
+    t = Tracker(TrackerConfig(min_count=1))
+    t.update(["a", "b", "a", 3], [1, 0, 1, 1], epoch=2, step=7)
+    before, ids_before = t.to_bytes(), t.ids
+    with pytest.raises(ValueError, match=message):
+        t.update(ids, rewards, **kw)
+    assert t.to_bytes() == before and t.ids == ids_before and (t.epoch, t.step) == (2, 7)
+    assert t.estimate(["a", "b", 3]).tolist() == [1.0, 0.0, 1.0]  # still usable
+    t.update(["a"], [0])  # and still updatable
+    assert Tracker.from_bytes(t.to_bytes()).counts(["a"]).tolist() == [3]
+
+
+def test_epoch_and_step_are_validated_when_set() -> None:
+    t = Tracker()
+    with pytest.raises(ValueError, match=r"epoch must be an integer; got '1'"):
+        t.epoch = "1"  # type: ignore[assignment]
+    with pytest.raises(ValueError, match=r"step must be >= 0; got step=-2"):
+        t.step = -2
+    assert (t.epoch, t.step) == (0, 0)
+
+
+# ------------------------------------------------------------------------------- file format
+def _small_tracker() -> Tracker:
+    t = Tracker(TrackerConfig(window=2, min_count=1))
+    t.update(["a", "b", "a"], [1, 0, 1], epoch=1, step=3)
+    return t
+
+
+def test_save_load_round_trip_is_exact(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    t = Tracker(TrackerConfig(estimator="beta", forgetting=0.9, min_count=2, beta_prior=(0.5, 2.0)))
     for step in range(5):
         ids = rng.integers(0, 30, 64)
         t.update(ids, rng.integers(0, 2, 64), epoch=step // 2)
+    t.update(["s", "t", "s"], [1, 0, 0])  # str ids beside int ids
     path = tmp_path / "tracker.bin"
     t.save(path)
     u = Tracker.load(path)
-    assert u.ids == t.ids and u.epoch == t.epoch and u.step == t.step and u.config == t.config
+    _assert_same_state(t, u)
+    assert u.config == t.config
+    probe: list[object] = [*range(30), "s", "t", "u"]
     for est in ("recipe", "ema", "beta"):
-        np.testing.assert_array_equal(
-            u.estimate(list(range(30)), estimator=est), t.estimate(list(range(30)), estimator=est)
-        )
+        np.testing.assert_array_equal(u.estimate(probe, estimator=est), t.estimate(probe, estimator=est))
+    assert u.to_bytes() == t.to_bytes() == path.read_bytes()  # deterministic bytes
     assert not list(tmp_path.glob(".*tmp"))  # no temp file left behind
+    _assert_same_state(Tracker.from_state_dict(t.state_dict()), t)
+    _assert_same_state(Tracker.from_bytes(bytearray(t.to_bytes())), t)
+    _assert_same_state(Tracker.from_bytes(Tracker().to_bytes()), Tracker())
 
 
-def test_torn_or_altered_file_is_detected(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    t = Tracker()
-    t.update(["a", "b"] * 8, [1, 0] * 8)
+def test_every_truncation_and_every_bit_flip_is_detected(tmp_path: Path) -> None:
+    """Exhaustive on a small file: every prefix and every single-bit flip (header, payload and digest)."""
+    data = _small_tracker().to_bytes()
+    assert len(data) < 1200  # small enough to be exhaustive
+    for cut in range(len(data)):
+        with pytest.raises(ValueError, match=r"^<test>: .*(truncated|corrupt)"):
+            Tracker.from_bytes(data[:cut], source="<test>")
+    for byte in range(len(data)):
+        for bit in range(8):
+            flipped = bytearray(data)
+            flipped[byte] ^= 1 << bit
+            with pytest.raises(ValueError, match=r"^<test>: ") as info:
+                Tracker.from_bytes(bytes(flipped), source="<test>")
+            assert type(info.value) is ValueError
     path = tmp_path / "t.bin"
-    t.save(path)
-    data = path.read_bytes()
-    (tmp_path / "torn.bin").write_bytes(data[:-10])
-    with pytest.raises(ValueError, match="truncated or corrupt"):
-        Tracker.load(tmp_path / "torn.bin")
-    flipped = bytearray(data)
-    flipped[-5] ^= 0xFF
-    (tmp_path / "flip.bin").write_bytes(bytes(flipped))
-    with pytest.raises(ValueError, match="truncated or corrupt"):
-        Tracker.load(tmp_path / "flip.bin")
-    (tmp_path / "other.bin").write_bytes(b"hello")
-    with pytest.raises(ValueError, match="bad magic"):
-        Tracker.load(tmp_path / "other.bin")
+    path.write_bytes(data[:-1])
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: tracker file is truncated or corrupt"):
+        Tracker.load(path)
+
+
+def test_edited_header_fields_are_detected() -> None:
+    data = _small_tracker().to_bytes()
+    for old, new in [(b'"a"', b'"z"'), (b'"epoch": 1', b'"epoch": 7'), (b'"window": 2', b'"window": 3'),
+                     (b'"estimator": "recipe"', b'"estimator": "beta"  ')]:  # fmt: skip
+        assert old in data
+        with pytest.raises(ValueError, match=r"tracker file is truncated or corrupt \(SHA-256 mismatch\)"):
+            Tracker.from_bytes(data.replace(old, new, 1))
+
+
+def test_foreign_and_old_files_are_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (Path.touch, (marker,))
+
+    buf = tmp_path / "arrays.npz"
+    np.savez(buf, ring=np.zeros(2))
+    cases = {
+        b"": "truncated",
+        b"KNAPSACK": "truncated",
+        b"hello": "bad magic",
+        pickle.dumps(Payload()): "bad magic",
+        buf.read_bytes(): "bad magic",
+        json.dumps({"ids": [1]}).encode(): "bad magic",
+        b"KNAPSACK-RL-TRACKER\x00v1\n" + bytes(100): r"format b'v1' is not supported",
+        _MAGIC() + bytes(10): "truncated or corrupt",
+    }
+    for data, message in cases.items():
+        with pytest.raises(ValueError, match=rf"^<x>: .*{message}"):
+            Tracker.from_bytes(data, source="<x>")
+    assert not marker.exists()
+    with pytest.raises(ValueError, match=r"<x>: tracker data must be bytes; got str"):
+        Tracker.from_bytes("text", source="<x>")  # type: ignore[arg-type]
+
+
+def _MAGIC() -> bytes:  # noqa: N802
+    return tracker_module._MAGIC
+
+
+def _forge(header_edit: Any = None, payload: bytes | None = None, raw_header: bytes | None = None) -> bytes:
+    """A file with a valid checksum around an edited header or payload: what only a forger produces."""
+    data = _small_tracker().to_bytes()
+    pos = len(_MAGIC())
+    n = int.from_bytes(data[pos : pos + 8], "little")
+    header = json.loads(data[pos + 8 : pos + 8 + n])
+    if header_edit is not None:
+        header_edit(header)
+    head = raw_header if raw_header is not None else json.dumps(header).encode()
+    body = _MAGIC() + len(head).to_bytes(8, "little") + head + (data[pos + 8 + n : -32] if payload is None else payload)
+    return body + hashlib.sha256(body).digest()
+
+
+def _set(key: str, value: Any) -> Any:
+    return lambda h: h.__setitem__(key, value)
+
+
+def _set_config(key: str, value: Any) -> Any:
+    return lambda h: h["config"].__setitem__(key, value)
+
+
+FORGED = [
+    (_forge(_set("ids", ["a", 1.0])), r"ids\[1\]=1.0 is not a valid prompt id"),
+    (_forge(_set("ids", ["a", "a"])), r"duplicate prompt ids"),
+    (_forge(_set("ids", ["a"])), r"header 'arrays' does not match 1 prompts"),
+    (_forge(_set("ids", "ab")), r"header 'ids' must be a list"),
+    (_forge(_set("ids", [{"x": 1}, "b"])), r"ids\[0\]=\{'x': 1\} is not a valid prompt id"),
+    (_forge(_set("epoch", -1)), r"epoch must be >= 0"),
+    (_forge(_set("step", 2**70)), r"step must be <= "),
+    (_forge(_set("epoch", True)), r"epoch must be an integer"),
+    (_forge(_set("format", 3)), r"not a format-2 tracker header"),
+    (_forge(lambda h: h.pop("config")), r"tracker config must be a mapping; got None"),
+    (_forge(_set_config("extra", 1)), r"tracker config must have exactly the keys"),
+    (_forge(_set_config("window", "2")), r"window must be an integer"),
+    (_forge(_set_config("beta_prior", 5)), r"beta_prior must be a pair"),
+    (_forge(_set_config("estimator", ["recipe"])), r"estimator must be one of"),
+    (_forge(_set("arrays", [])), r"header 'arrays' does not match"),
+    (_forge(payload=b"\x00" * 8), r"payload has 8 bytes; 2 prompts need"),
+    (_forge(raw_header=b"{not json"), r"header is not JSON"),
+    (_forge(raw_header=b"\xff\xfe"), r"header is not JSON"),
+    (_forge(raw_header=b"[" * 100000), r"header is not JSON|not a format-2"),
+    (_forge(raw_header=b"[1, 2]"), r"not a format-2 tracker header"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), FORGED, ids=[m for _, m in FORGED])
+def test_forged_files_with_a_valid_checksum_are_validated_field_by_field(data: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=rf"^<f>: malformed tracker file: .*{message}") as info:
+        Tracker.from_bytes(data, source="<f>")
+    assert type(info.value) is ValueError
+
+
+def test_forged_state_values_are_refused() -> None:
+    base = _small_tracker().state_dict()
+    edits = {
+        ("ring_pos", (0,), 2): r"'ring_pos' has 2 at \(0,\), outside \[0, 1\]",
+        ("ema", (1,), np.nan): r"'ema' has nan at \(1,\)",
+        ("ring", (0, 1), 1.5): r"'ring' has 1.5 at \(0, 1\)",
+        ("count", (0,), -1): r"'count' has -1",
+        ("epoch_count", (0,), 99): r"epoch_count > count at row 0",
+        ("beta_f", (0,), np.inf): r"'beta_f' has inf",
+    }
+    for (name, where, value), message in edits.items():
+        state = {**base, "arrays": {k: v.copy() for k, v in base["arrays"].items()}}
+        state["arrays"][name][where] = value
+        with pytest.raises(ValueError, match=message):
+            Tracker.from_state_dict(state)
+    with pytest.raises(ValueError, match=r"tracker state lacks \['arrays', 'ids'\]"):
+        Tracker.from_state_dict({"config": {}, "epoch": 0, "step": 0})
+    state = {**base, "arrays": {**base["arrays"], "count": base["arrays"]["count"].astype(float)}}
+    with pytest.raises(ValueError, match=r"'count' must be int64 of shape \(2,\); got float64 \(2,\)"):
+        Tracker.from_state_dict(state)
+
+
+# -------------------------------------------------------------------------------------- merge
+def _loop_merge(trackers: list[Tracker], on_conflict: str) -> tuple[list[Any], dict[Any, dict[str, Any]]]:
+    """The merge as a loop over every tracker's prompts (the landed implementation's semantics)."""
+    ids: list[Any] = []
+    rows: dict[Any, dict[str, Any]] = {}
+    for ti, t in enumerate(trackers):
+        state = t.state_dict()
+        for row, pid in enumerate(state["ids"]):
+            src = {k: state["arrays"][k][row] for k in FIELDS}
+            if pid in rows:
+                dst = rows[pid]
+                if all(np.array_equal(src[k], dst[k]) for k in FIELDS):
+                    continue
+                if on_conflict == "error":
+                    raise ValueError(f"trackers[{ti}] disagrees with an earlier tracker on prompt id {pid!r}")
+                if (int(src["last_step"]), int(src["count"])) <= (int(dst["last_step"]), int(dst["count"])):
+                    continue
+            else:
+                ids.append(pid)
+            rows[pid] = src
+    return ids, rows
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    shared=st.lists(st.tuples(st.integers(0, len(POOL) - 1), st.integers(0, 1)), max_size=12),
+    own=st.lists(
+        st.lists(st.tuples(st.integers(0, len(POOL) - 1), st.integers(0, 1), st.integers(0, 3)), max_size=10),
+        min_size=1,
+        max_size=4,
+    ),
+    on_conflict=st.sampled_from(["error", "latest"]),
+    ints_only=st.booleans(),
+)
+def test_merge_matches_a_loop_reference(shared: list[Any], own: list[Any], on_conflict: str, ints_only: bool) -> None:
+    pool = [i for i in POOL if isinstance(i, int)] if ints_only else POOL  # int ids only: the sorted-runs path
+    shared = [(pool[i % len(pool)], r) for i, r in shared]
+    own = [[(pool[i % len(pool)], r, s) for i, r, s in rollouts] for rollouts in own]
+    cfg = TrackerConfig(window=3, min_count=1)
+    base = Tracker(cfg)
+    if shared:
+        base.update([i for i, _ in shared], [r for _, r in shared], step=1)
+    trackers = []
+    for rollouts in own:
+        t = Tracker.from_bytes(base.to_bytes())
+        for pid, reward, step in rollouts:  # one rollout per update: last_step ties and orders vary
+            t.update([pid], [reward], step=step)
+        trackers.append(t)
+    try:
+        ids, rows = _loop_merge(trackers, on_conflict)
+    except ValueError as exc:
+        with pytest.raises(ValueError, match=re.escape(str(exc))):
+            Tracker.merge(trackers, on_conflict=on_conflict, on_clock_mismatch="latest")  # type: ignore[arg-type]
+        return
+    m = Tracker.merge(trackers, on_conflict=on_conflict, on_clock_mismatch="latest")  # type: ignore[arg-type]
+    state = m.state_dict()
+    assert state["ids"] == ids
+    for k in FIELDS:
+        expected = np.array([rows[pid][k] for pid in ids]) if ids else state["arrays"][k]
+        np.testing.assert_array_equal(state["arrays"][k], expected, err_msg=k)
+    assert (m.epoch, m.step) == (max(t.epoch for t in trackers), max(t.step for t in trackers))
 
 
 def test_merge_of_ranks() -> None:
@@ -128,28 +632,77 @@ def test_merge_of_ranks() -> None:
     a.update([0, 0, 1, 1], [1, 1, 0, 1], step=1)
     b.update([2, 2, 1, 1], [0, 0, 0, 1], step=1)  # prompt 1: same rewards as on rank a
     m = Tracker.merge([a, b])
-    assert sorted(m.ids) == [0, 1, 2]
+    assert m.ids == [0, 1, 2] and (m.epoch, m.step) == (0, 1)
     assert m.estimate([0, 1, 2]).tolist() == pytest.approx([1.0, 0.5, 0.0])
     c = Tracker(TrackerConfig(min_count=1))
-    c.update([1, 1, 1, 1], [1, 1, 1, 1], step=3)
-    with pytest.raises(ValueError, match="disagrees with an earlier tracker on prompt id 1"):
+    c.update([1, 1], [1, 1], step=1)
+    with pytest.raises(ValueError, match="trackers\\[1\\] disagrees with an earlier tracker on prompt id 1"):
         Tracker.merge([a, c])
-    assert Tracker.merge([a, c], on_conflict="latest").estimate([1])[0] == 1.0
+    latest = Tracker.merge([a, c], on_conflict="latest")
+    assert latest.estimate([1])[0] == 0.5  # same last step, as many rewards: the earliest tracker
+    c.update([1], [1], step=1)
+    assert Tracker.merge([a, c], on_conflict="latest").estimate([1])[0] == 1.0  # more rewards win
     with pytest.raises(ValueError, match="different config"):
         Tracker.merge([a, Tracker(TrackerConfig(window=8))])
 
 
+def test_merge_refuses_disagreeing_clocks_unless_allowed() -> None:
+    a, b = Tracker(), Tracker()
+    a.update([0], [1], epoch=1, step=5)
+    b.update([1], [1], epoch=1, step=4)
+    message = (
+        r"trackers\[1\] is at epoch 1, step 4 but trackers\[0\] at epoch 1, step 5; "
+        r"pass on_clock_mismatch='latest' to take the latest of each"
+    )
+    with pytest.raises(ValueError, match=message):
+        Tracker.merge([a, b])
+    b.epoch = 2
+    m = Tracker.merge([a, b], on_clock_mismatch="latest")
+    assert (m.epoch, m.step) == (2, 5) and m.ids == [0, 1]
+
+
+def test_merge_refuses_what_is_not_a_tracker_naming_the_position() -> None:
+    t = Tracker()
+    with pytest.raises(ValueError, match=r"trackers\[1\] must be a Tracker; got None"):
+        Tracker.merge([t, None])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="trackers is empty: nothing to merge"):
+        Tracker.merge([])
+    with pytest.raises(ValueError, match="trackers must be a sequence of Tracker; got 3"):
+        Tracker.merge(3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"on_conflict must be one of \['error', 'latest'\]; got on_conflict='max'"):
+        Tracker.merge([t], on_conflict="max")  # type: ignore[arg-type]
+
+
+def test_merge_keeps_int_and_str_ids_apart() -> None:
+    a, b = Tracker(TrackerConfig(min_count=1)), Tracker(TrackerConfig(min_count=1))
+    a.update([1, "x"], [1, 1], step=1)
+    b.update(["1", "x", 2], [0, 1, 0], step=1)
+    m = Tracker.merge([a, b])
+    assert m.ids == [1, "x", "1", 2]
+    assert m.estimate([1, "1", "x", 2]).tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert m.rows(np.array([2, 1])).tolist() == [3, 0]
+
+
+# ------------------------------------------------------------------------------------ bad input
 def test_bad_input() -> None:
-    with pytest.raises(ValueError, match=r"estimator must be one of \['beta', 'ema', 'recipe'\]; got estimator='mean'"):
+    with pytest.raises(ValueError, match=r"estimator must be one of \['beta', .*'recipe'.*\]; got estimator='mean'"):
         TrackerConfig(estimator="mean")
     with pytest.raises(ValueError, match="window must be >= 1; got window=0"):
         TrackerConfig(window=0)
     with pytest.raises(ValueError, match=r"forgetting must be <= 1.0; got forgetting=1.5"):
         TrackerConfig(forgetting=1.5)
+    with pytest.raises(ValueError, match=r"beta_prior must be a pair \(a0, b0\); got beta_prior=\(1.0,\)"):
+        TrackerConfig(beta_prior=(1.0,))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"beta_prior must be > 0.0; got beta_prior=0.0"):
+        TrackerConfig(beta_prior=(1.0, 0.0))
+    assert TrackerConfig(beta_prior=[2, 1]).beta_prior == (2.0, 1.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"config must be a TrackerConfig; got \{'window': 4\}"):
+        Tracker({"window": 4})  # type: ignore[arg-type]
     t = Tracker()
     with pytest.raises(ValueError, match="same length; got 2 and 1"):
         t.update([1, 2], [1])
-    with pytest.raises(ValueError, match=r"prompt ids must be int or str; got 1.5 \(float\)"):
+    message = r"prompt_ids\[0\]=1.5 is not a valid prompt id: prompt ids must be int or str, not float"
+    with pytest.raises(ValueError, match=message):
         t.update([1.5], [1])
     with pytest.raises(ValueError, match="already registered"):
         register_estimator("recipe")(lambda tr, rows: rows)

@@ -6,7 +6,7 @@ estimators at once (so an estimator can be switched, compared or merged without 
 - a ring of the ``window`` most recent rewards and the total count (recipe estimator);
 - this epoch's reward sum and count (recipe estimator);
 - an exponential moving average of per-step mean rewards (``"ema"``);
-- discounted success / failure counts for a Beta posterior (``"beta"``).
+- discounted success / failure counts for a Beta posterior (``"beta"``, :meth:`Tracker.posterior`).
 
 Estimators (registered by name; :func:`register_estimator` adds more):
 
@@ -25,18 +25,35 @@ Rewards: ``{0, 1}`` and ``{-1, 1}`` are binary (-1 maps to 0). Continuous reward
 as fractional successes: the estimate is the mean reward, which the value function then treats as
 the success rate of a Bernoulli reward with that mean. ``success_threshold`` turns continuous
 rewards into binary ones (``reward >= threshold``) instead.
+
+Prompt ids are ``int`` (64-bit) or ``str``, never ``bool`` or ``float``: ``1``, ``"1"``, ``1.0`` and
+``True`` are not silently taken for one another; the last two are refused wherever ids enter.
+Pass integer ids as an int64 array for speed: they are grouped and looked up without Python loops.
+
+Every public method validates all of its input before it changes anything: a refused call leaves
+the tracker exactly as it was (its :meth:`Tracker.to_bytes` is byte-identical).
+
+File format (version 2), written by :meth:`Tracker.to_bytes` / :meth:`Tracker.save`::
+
+    magic (24 bytes) | header length n (8 bytes, little-endian) | header (n bytes of UTF-8 JSON) |
+    payload (the state arrays of the header's "arrays" list, little-endian, C order) | SHA-256 (32 bytes)
+
+The digest covers every byte before it (magic, header and payload), so a truncation or any altered
+byte is detected before anything is parsed. It guards against accidents (torn writes, bit rot,
+editing), not against a forger, as there is no key; a file that passes it is still validated field by
+field, and nothing in it is unpickled or executed. Version 1 files (digest over the payload only)
+are refused with a message saying so.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
-import tempfile
-from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,13 +61,34 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from knapsack_rl.core.registry import Registry
-from knapsack_rl.core.validate import check_choice, check_int, check_real
+from knapsack_rl.core.validate import check_choice, check_int, check_prompt_ids, check_real
+from knapsack_rl.io import atomic_write_bytes as atomic_write_bytes  # re-export for one release: use knapsack_rl.io
 
 logger = logging.getLogger(__name__)
 
 RewardFormat = Literal["auto", "binary", "signed", "continuous"]
-_MAGIC = b"KNAPSACK-RL-TRACKER\x00v1\n"
-_FIELDS = ("ring", "ring_pos", "count", "epoch_id", "epoch_sum", "epoch_count", "ema", "beta_s", "beta_f", "last_step")
+PromptId = int | str
+_MAGIC_PREFIX = b"KNAPSACK-RL-TRACKER\x00"
+_MAGIC = _MAGIC_PREFIX + b"v2\n"
+_DIGEST = 32
+_INT64 = np.iinfo(np.int64)
+
+STATE_FIELDS: dict[str, str] = {
+    "ring": "(K, window) float64: the prompt's most recent successes in [0, 1], a ring buffer",
+    "ring_pos": "(K,) int64: slot of the ring that the next reward overwrites",
+    "count": "(K,) int64: rewards recorded in total",
+    "epoch_id": "(K,) int64: epoch of the last update (-1: none)",
+    "epoch_sum": "(K,) float64: successes recorded in epoch ``epoch_id``",
+    "epoch_count": "(K,) int64: rewards recorded in epoch ``epoch_id``",
+    "ema": "(K,) float64: exponential moving average of per-step mean successes",
+    "beta_s": "(K,) float64: discounted successes s of the Beta posterior",
+    "beta_f": "(K,) float64: discounted failures f of the Beta posterior",
+    "last_step": "(K,) int64: global step of the last update",
+}
+"""The state arrays a :class:`Tracker` keeps per prompt (K prompts, one row each), readable by
+estimators through :meth:`Tracker.array`."""
+_FIELDS = tuple(STATE_FIELDS)
+_INT_FIELDS = frozenset({"ring_pos", "count", "epoch_id", "epoch_count", "last_step"})
 
 
 @dataclass(frozen=True)
@@ -66,7 +104,7 @@ class TrackerConfig:
     ema_weight: float = 0.5
     """Weight of the newest step's mean reward in the EMA estimator."""
     beta_prior: tuple[float, float] = (1.0, 1.0)
-    """Prior pseudo-counts (a0, b0) of the Beta estimator."""
+    """Prior pseudo-counts (a0, b0) of the Beta estimator (a list is stored as a tuple of floats)."""
     forgetting: float = 0.8
     """Discount of old evidence per update in the Beta estimator (1 keeps everything)."""
     reward_format: RewardFormat = "auto"
@@ -79,14 +117,25 @@ class TrackerConfig:
         check_int("window", self.window, low=1)
         check_int("min_count", self.min_count, low=0)
         check_real("ema_weight", self.ema_weight, low=0.0, high=1.0, open_low=True)
-        if len(self.beta_prior) != 2:
-            raise ValueError(f"beta_prior must be a pair (a0, b0); got {self.beta_prior!r}")
-        for v in self.beta_prior:
-            check_real("beta_prior", v, low=0.0, open_low=True)
+        prior = self.beta_prior
+        if not isinstance(prior, tuple | list) or len(prior) != 2:
+            raise ValueError(f"beta_prior must be a pair (a0, b0); got beta_prior={prior!r}")
+        pair = tuple(check_real("beta_prior", v, low=0.0, open_low=True) for v in prior)
+        object.__setattr__(self, "beta_prior", pair)
         check_real("forgetting", self.forgetting, low=0.0, high=1.0, open_low=True)
         check_choice("reward_format", self.reward_format, ("auto", "binary", "signed", "continuous"))
         if self.success_threshold is not None:
             check_real("success_threshold", self.success_threshold)
+
+    @classmethod
+    def from_dict(cls, data: object) -> TrackerConfig:
+        """Rebuild from ``asdict(config)`` (e.g. parsed JSON); unknown or missing keys raise ``ValueError``."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"tracker config must be a mapping; got {data!r:.80}")
+        names = {f.name for f in fields(cls)}
+        if set(data) != names:
+            raise ValueError(f"tracker config must have exactly the keys {sorted(names)}; got {sorted(map(str, data))}")
+        return cls(**data)
 
 
 Estimator = Callable[["Tracker", NDArray[np.int64]], NDArray[np.float64]]
@@ -94,7 +143,19 @@ _ESTIMATORS: Registry[Estimator] = Registry("estimator", "estimator")
 
 
 def register_estimator(name: str) -> Callable[[Estimator], Estimator]:
-    """Register ``fn(tracker, rows) -> p`` (rows index the tracker's arrays); duplicates raise."""
+    """Register an estimator ``fn(tracker, rows) -> p`` under ``name``; a taken name raises.
+
+    ``rows`` (K,) are row indices of prompts the tracker has seen; ``fn`` returns their estimates,
+    (K,) floats in [0, 1]. It reads the state only through the public, read-only
+    :meth:`Tracker.array` (``tracker.array("beta_s")[rows]``; :data:`STATE_FIELDS` lists the arrays),
+    :meth:`Tracker.counts_by_row`, ``tracker.config`` and ``tracker.epoch``. :meth:`Tracker.estimate`
+    then sets NaN where a prompt has fewer than ``min_count`` rewards. Example::
+
+        @register_estimator("last")
+        def last_reward(tracker, rows):
+            ring, pos = tracker.array("ring"), tracker.array("ring_pos")
+            return ring[rows, (pos[rows] - 1) % tracker.config.window]
+    """
     return _ESTIMATORS.register(name)
 
 
@@ -111,7 +172,7 @@ def to_success(
     ``auto``: values in {-1, 1} (with at least one -1) are signed, values in {0, 1} binary, other
     values in [0, 1] continuous; a mix of -1 and other values below 1 is ambiguous and raises.
     """
-    r = np.asarray(rewards, dtype=np.float64).reshape(-1)
+    r = _as_rewards(rewards).reshape(-1)
     if not np.all(np.isfinite(r)):
         i = int(np.flatnonzero(~np.isfinite(r))[0])
         raise ValueError(f"rewards must be finite; rewards[{i}]={float(r[i])!r}")
@@ -138,6 +199,159 @@ def to_success(
     return r
 
 
+def _as_rewards(rewards: ArrayLike) -> NDArray[np.float64]:
+    """(N,) rewards as float64: a 1-D array or sequence of real numbers (bool counts as 0 / 1)."""
+    try:
+        arr = np.asarray(rewards)
+    except ValueError as exc:  # ragged nesting
+        raise ValueError(f"rewards must be a 1-D sequence of numbers ({exc})") from None
+    if arr.ndim != 1:
+        raise ValueError(f"rewards must be 1-D; got shape {arr.shape}")
+    if arr.dtype.kind in "biuf":
+        return arr.astype(np.float64, copy=False)
+    for i, v in enumerate(arr.tolist()):
+        if isinstance(v, complex) or not isinstance(v, int | float):
+            raise ValueError(f"rewards must be real numbers; rewards[{i}]={v!r}")
+    return arr.astype(np.float64)
+
+
+# ---------------------------------------------------------------------------------------- prompt ids
+_Ids = NDArray[np.int64] | list[PromptId]
+"""Validated ids of one call (:func:`check_prompt_ids`): an int64 array when every id is an int, else
+a list of int and str."""
+
+
+class _IdIndex:
+    """Prompt id -> row of the state arrays; rows are numbered in order of first appearance.
+
+    int ids live in a sorted int64 array (vectorised lookup with ``np.searchsorted``), str ids in a dict.
+    """
+
+    def __init__(self) -> None:
+        self.ids: list[PromptId] = []
+        self.int_keys = np.empty(0, dtype=np.int64)  # (K_int,) sorted
+        self.int_rows = np.empty(0, dtype=np.int64)  # (K_int,) row of each key
+        self.str_rows: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lookup(self, ids: _Ids) -> NDArray[np.int64]:
+        """(N,) row of each id; -1 for ids never seen."""
+        if isinstance(ids, np.ndarray):
+            return self._lookup_ints(ids)
+        rows = np.fromiter(map(self.str_rows.get, ids, repeat(-1)), dtype=np.int64, count=len(ids))  # type: ignore[arg-type]
+        miss = np.flatnonzero(rows < 0).tolist()  # unknown str ids, and every int id (never a key of str_rows)
+        at_int = [i for i in miss if type(ids[i]) is int]
+        if at_int:
+            rows[at_int] = self._lookup_ints(np.fromiter((ids[i] for i in at_int), dtype=np.int64, count=len(at_int)))
+        return rows
+
+    def _lookup_ints(self, keys: NDArray[np.int64]) -> NDArray[np.int64]:
+        if self.int_keys.size == 0:
+            return np.full(keys.size, -1, dtype=np.int64)
+        if keys.size > 64:  # searchsorted is several times faster on sorted queries
+            order = np.argsort(keys)
+            pos = np.empty(keys.size, dtype=np.intp)
+            pos[order] = np.searchsorted(self.int_keys, keys[order])
+        else:
+            pos = np.searchsorted(self.int_keys, keys)
+        np.minimum(pos, self.int_keys.size - 1, out=pos)
+        return np.where(self.int_keys[pos] == keys, self.int_rows[pos], -1)
+
+    def add(self, new_ids: _Ids) -> None:
+        """Append ids the index does not hold yet (the caller checked), as rows ``len(self)``, ..."""
+        start = len(self.ids)
+        rows = np.arange(start, start + len(new_ids), dtype=np.int64)
+        if isinstance(new_ids, np.ndarray):
+            ints, int_rows = new_ids, rows
+            self.ids.extend(new_ids.tolist())
+        else:
+            is_str = np.fromiter(map(isinstance, new_ids, repeat(str)), dtype=bool, count=len(new_ids))
+            int_rows = rows[~is_str]
+            ints = np.fromiter((new_ids[i] for i in int_rows - start), dtype=np.int64, count=int_rows.size)
+            self.str_rows.update((new_ids[i], start + i) for i in np.flatnonzero(is_str).tolist())  # type: ignore[misc]
+            self.ids.extend(new_ids)
+        if ints.size:
+            order = np.argsort(ints)
+            if self.int_keys.size == 0:
+                self.int_keys, self.int_rows = ints[order], int_rows[order]
+                return
+            pos = np.searchsorted(self.int_keys, ints[order])
+            self.int_keys = np.insert(self.int_keys, pos, ints[order])
+            self.int_rows = np.insert(self.int_rows, pos, int_rows[order])
+
+    def keys(self) -> tuple[NDArray[np.int64], NDArray[np.int8]]:
+        """(K,) key of each row and (K,) its kind (0: int id, key = the id; 1: str id, key = 0)."""
+        key = np.zeros(len(self.ids), dtype=np.int64)
+        kind = np.ones(len(self.ids), dtype=np.int8)
+        key[self.int_rows] = self.int_keys
+        kind[self.int_rows] = 0
+        return key, kind
+
+
+@dataclass(frozen=True)
+class _Groups:
+    """Rollouts of one update grouped by prompt (P distinct prompts, N rollouts); nothing mutated yet.
+
+    ``perm`` (N,) orders the rollouts by prompt, keeping their order within a prompt (None: already
+    in that order); group g is ``perm[starts[g] : starts[g] + counts[g]]``; ``rows`` (P,) is each
+    group's row, new prompts taking rows ``len(tracker)``, ... in order of first appearance; ``new_ids``
+    are those new prompts' ids in row order.
+    """
+
+    rows: NDArray[np.int64]
+    perm: NDArray[np.intp] | None
+    starts: NDArray[np.intp]
+    counts: NDArray[np.int64]
+    new_ids: _Ids
+
+
+def _group(index: _IdIndex, ids: _Ids) -> _Groups:
+    """Group rollouts by prompt id without changing ``index``.
+
+    int ids (an array): grouped first, then each distinct id is looked up once. A list (str ids):
+    each rollout's id is looked up in the dict (one C-level pass), then rollouts are grouped by row.
+    """
+    if isinstance(ids, np.ndarray):
+        perm, starts, uniq, first = _group_keys(ids)
+        rows = index.lookup(uniq)
+        new = np.flatnonzero(rows < 0)
+        new = new[np.argsort(first[new], kind="stable")]  # new prompts in order of first appearance
+        rows[new] = len(index) + np.arange(new.size)
+        new_ids: _Ids = uniq[new]
+    else:
+        row_of = index.lookup(ids)  # (N,)
+        miss = np.flatnonzero(row_of < 0).tolist()
+        new_ids = list(dict.fromkeys(ids[i] for i in miss))  # new prompts in order of first appearance
+        new_row = {pid: len(index) + k for k, pid in enumerate(new_ids)}
+        row_of[miss] = [new_row[ids[i]] for i in miss]
+        perm, starts, rows, _ = _group_keys(row_of)
+    counts = np.diff(np.r_[starts, len(ids)]).astype(np.int64)
+    return _Groups(rows, perm, starts, counts, new_ids)
+
+
+def _group_keys(
+    keys: NDArray[np.int64],
+) -> tuple[NDArray[np.intp] | None, NDArray[np.intp], NDArray[np.int64], NDArray[np.intp]]:
+    """Group (N,) int keys: ``(perm, starts, uniq, first)`` as in :class:`_Groups`, with ``uniq`` (P,)
+    the key of each group and ``first`` (P,) the position of its first element.
+
+    When each key forms one run of neighbours (rollouts listed prompt by prompt, the usual case) the
+    runs are the groups and no sort of the N keys is needed (``perm`` is None).
+    """
+    run_starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])  # (R,) runs of one key
+    run_keys = keys[run_starts]
+    sorted_keys = np.sort(run_keys)
+    if not np.any(sorted_keys[1:] == sorted_keys[:-1]):
+        return None, run_starts, run_keys, run_starts
+    perm = _stable_argsort(keys)  # (N,) by key, then by position
+    sorted_all = keys[perm]
+    starts = np.flatnonzero(np.r_[True, sorted_all[1:] != sorted_all[:-1]])
+    return perm, starts, sorted_all[starts], perm[starts]
+
+
+# ------------------------------------------------------------------------------------------ tracker
 class Tracker:
     """Success-rate state per prompt id, with save / load / merge.
 
@@ -150,56 +364,108 @@ class Tracker:
     """
 
     def __init__(self, config: TrackerConfig | None = None) -> None:
+        if config is not None and not isinstance(config, TrackerConfig):
+            raise ValueError(f"config must be a TrackerConfig; got {config!r:.80}")
         self.config = config or TrackerConfig()
-        self.epoch = 0
-        self.step = 0
-        self._ids: list[Hashable] = []
-        self._index: dict[Hashable, int] = {}
+        self._epoch = 0
+        self._step = 0
+        self._index = _IdIndex()
         self._state: dict[str, NDArray[Any]] = _empty_state(0, self.config.window)
+
+    @property
+    def epoch(self) -> int:
+        """Current epoch (int >= 0); the recipe estimator compares each prompt's epoch with it."""
+        return self._epoch
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch = check_int("epoch", value, low=0, high=_INT64.max)
+
+    @property
+    def step(self) -> int:
+        """Global step of the last update (int >= 0)."""
+        return self._step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self._step = check_int("step", value, low=0, high=_INT64.max)
 
     # ----------------------------------------------------------------- queries
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._index)
 
     def __contains__(self, prompt_id: object) -> bool:
-        return _key(prompt_id) in self._index
+        """Whether the tracker has seen ``prompt_id``; False for anything that is not a valid id."""
+        try:
+            ids = check_prompt_ids("prompt_id", [prompt_id])
+        except ValueError:
+            return False
+        return bool(self._index.lookup(ids)[0] >= 0)
 
     @property
-    def ids(self) -> list[Hashable]:
-        """Prompt ids known to the tracker, in order of first appearance."""
-        return list(self._ids)
+    def ids(self) -> list[PromptId]:
+        """Prompt ids known to the tracker, in order of first appearance (= row order)."""
+        return list(self._index.ids)
 
-    def counts(self, prompt_ids: Iterable[object]) -> NDArray[np.int64]:
-        """Total rewards recorded per prompt (0 for unseen prompts)."""
-        rows = self._rows(prompt_ids, create=False)
-        out = np.zeros(rows.size, dtype=np.int64)
-        seen = rows >= 0
-        out[seen] = self._state["count"][rows[seen]]
-        return out
+    def rows(self, prompt_ids: Sequence[object] | NDArray[Any]) -> NDArray[np.int64]:
+        """(M,) row of each prompt in the state arrays (-1 for unseen prompts); ids validated."""
+        return self._index.lookup(check_prompt_ids("prompt_ids", prompt_ids))
 
-    def estimate(self, prompt_ids: Iterable[object], *, estimator: str | None = None) -> NDArray[np.float64]:
-        """Estimated success rate per prompt with the configured (or given) estimator; NaN = none yet."""
-        name = check_choice("estimator", estimator or self.config.estimator, estimator_names())
-        rows = self._rows(prompt_ids, create=False)
+    def counts(self, prompt_ids: Sequence[object] | NDArray[Any]) -> NDArray[np.int64]:
+        """(M,) total rewards recorded per prompt (0 for unseen prompts)."""
+        return self.counts_by_row(self.rows(prompt_ids))
+
+    def counts_by_row(self, rows: NDArray[np.int64]) -> NDArray[np.int64]:
+        """(K,) total rewards per row index (-1 rows count 0)."""
+        count = self._state["count"]
+        return np.where(rows >= 0, count[np.maximum(rows, 0)], 0) if count.size else np.zeros(rows.size, np.int64)
+
+    def array(self, name: str) -> NDArray[Any]:
+        """Read-only view of one state array (:data:`STATE_FIELDS`), one row per known prompt.
+
+        The public read API for estimators: rows are those of :meth:`rows`. The view reflects the
+        state at the time of the call; take a new one after an update.
+        """
+        check_choice("name", name, _FIELDS)
+        arr = self._state[name][: len(self)].view()
+        arr.flags.writeable = False
+        return arr
+
+    def estimate(
+        self, prompt_ids: Sequence[object] | NDArray[Any], *, estimator: str | None = None
+    ) -> NDArray[np.float64]:
+        """(M,) estimated success rate per prompt with the configured (or given) estimator; NaN = none yet."""
+        name = check_choice("estimator", self.config.estimator if estimator is None else estimator, estimator_names())
+        rows = self.rows(prompt_ids)
         out = np.full(rows.size, np.nan)
         seen = rows >= 0
         if seen.any():
-            out[seen] = _ESTIMATORS.get(name)(self, rows[seen])
+            got = np.asarray(_ESTIMATORS.get(name)(self, rows[seen]), dtype=np.float64)
+            if got.shape != (int(seen.sum()),):
+                raise ValueError(f"estimator {name!r} returned shape {got.shape} for {int(seen.sum())} rows")
+            out[seen] = got
             out[seen & (self.counts_by_row(rows) < self.config.min_count)] = np.nan
         if name == "beta" and self.config.min_count == 0:
             a0, b0 = self.config.beta_prior
             out[~seen] = a0 / (a0 + b0)
         return out
 
-    def counts_by_row(self, rows: NDArray[np.int64]) -> NDArray[np.int64]:
-        """Total rewards per row index (-1 rows count 0)."""
-        return np.where(rows >= 0, self._state["count"][np.maximum(rows, 0)], 0)
+    def posterior(self, prompt_ids: Sequence[object] | NDArray[Any]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Beta posterior of each prompt's success rate: ``(a, b)``, each (M,).
 
-    def array(self, name: str) -> NDArray[Any]:
-        """Read-only view of one state array (for estimators and tests)."""
-        arr = self._state[name][: len(self._ids)].view()
-        arr.flags.writeable = False
-        return arr
+        ``a = a0 + s``, ``b = b0 + f`` with the discounted success / failure counts ``s``, ``f`` of
+        the beta estimator (module docstring) and the prior ``beta_prior = (a0, b0)``; an unseen
+        prompt gets the prior. No ``min_count`` cut: the posterior itself carries the uncertainty
+        (its mean ``a / (a + b)`` is the beta estimate).
+        """
+        rows = self.rows(prompt_ids)
+        a0, b0 = self.config.beta_prior
+        seen, safe = rows >= 0, np.maximum(rows, 0)
+        if not len(self):
+            return np.full(rows.size, a0), np.full(rows.size, b0)
+        a = np.where(seen, a0 + self._state["beta_s"][safe], a0)
+        b = np.where(seen, b0 + self._state["beta_f"][safe], b0)
+        return a, b
 
     # ----------------------------------------------------------------- updates
     def update(
@@ -212,70 +478,71 @@ class Tracker:
     ) -> None:
         """Record the rewards of one step: ``prompt_ids[j]`` is the prompt of rollout j.
 
+        Everything is validated before anything changes; a refused call leaves the tracker as it was.
+
         Args:
-            prompt_ids: (N,) prompt id per rollout (int or str ids).
+            prompt_ids: (N,) prompt id per rollout (int or str ids; an int64 array is fastest).
             rewards: (N,) reward per rollout; mapped by :func:`to_success`.
             epoch: the epoch of this step (default: the tracker's current epoch).
             step: the global step (default: previous step + 1); stored as the prompt's last update.
         """
         cfg = self.config
-        s = to_success(rewards, cfg.reward_format, cfg.success_threshold)
-        ids = _as_list(prompt_ids)
+        new_epoch = self.epoch if epoch is None else check_int("epoch", epoch, low=0, high=_INT64.max)
+        new_step = self.step + 1 if step is None else check_int("step", step, low=0, high=_INT64.max)
+        s = to_success(_as_rewards(rewards), cfg.reward_format, cfg.success_threshold)
+        ids = check_prompt_ids("prompt_ids", prompt_ids)
         if len(ids) != s.size:
             raise ValueError(f"prompt_ids and rewards must have the same length; got {len(ids)} and {s.size}")
-        if epoch is not None:
-            self.epoch = check_int("epoch", epoch, low=0)
-        self.step = self.step + 1 if step is None else check_int("step", step, low=0)
-        if s.size == 0:
-            return
-        rows = self._rows(ids, create=True)
-        order = np.argsort(rows, kind="stable")
-        rows_sorted, s_sorted = rows[order], s[order]  # (N,)
-        uniq, starts, cnt = np.unique(rows_sorted, return_index=True, return_counts=True)  # (P,)
-        sums = np.add.reduceat(s_sorted, starts)  # (P,) successes per prompt this step
-        self._update_ring(rows_sorted, s_sorted, uniq, starts, cnt)
+        groups = _group(self._index, ids) if s.size else None
+        # ---- nothing above changed the tracker; everything below cannot fail on bad input
+        self._epoch, self._step = new_epoch, new_step
+        if groups is not None:
+            self._record(groups, s)
+
+    def _record(self, g: _Groups, s: NDArray[np.float64]) -> None:
+        """Apply one step's grouped successes ``s`` (N,) to the state."""
+        cfg = self.config
+        self._index.add(g.new_ids)
+        self._grow(len(self))
         st = self._state
-        new_epoch = st["epoch_id"][uniq] != self.epoch
-        st["epoch_sum"][uniq] = np.where(new_epoch, 0.0, st["epoch_sum"][uniq]) + sums
-        st["epoch_count"][uniq] = np.where(new_epoch, 0, st["epoch_count"][uniq]) + cnt
-        st["epoch_id"][uniq] = self.epoch
-        first = st["count"][uniq] == 0
+        s_sorted = s if g.perm is None else s[g.perm]  # (N,) by prompt
+        rows, cnt = g.rows, g.counts  # (P,)
+        sums = np.add.reduceat(s_sorted, g.starts)  # (P,) successes per prompt this step
+        self._update_ring(s_sorted, rows, g.starts, cnt)
+        new_epoch = st["epoch_id"][rows] != self.epoch
+        st["epoch_sum"][rows] = np.where(new_epoch, 0.0, st["epoch_sum"][rows]) + sums
+        st["epoch_count"][rows] = np.where(new_epoch, 0, st["epoch_count"][rows]) + cnt
+        st["epoch_id"][rows] = self.epoch
+        first = st["count"][rows] == 0
         step_mean = sums / cnt
-        st["ema"][uniq] = np.where(
-            first, step_mean, (1 - cfg.ema_weight) * st["ema"][uniq] + cfg.ema_weight * step_mean
-        )
-        st["beta_s"][uniq] = cfg.forgetting * st["beta_s"][uniq] + sums
-        st["beta_f"][uniq] = cfg.forgetting * st["beta_f"][uniq] + (cnt - sums)
-        st["count"][uniq] += cnt
-        st["last_step"][uniq] = self.step
+        ema = (1 - cfg.ema_weight) * st["ema"][rows] + cfg.ema_weight * step_mean  # e <- (1 - w) e + w m
+        st["ema"][rows] = np.clip(np.where(first, step_mean, ema), 0.0, 1.0)  # clip: rounding may pass 1
+        st["beta_s"][rows] = cfg.forgetting * st["beta_s"][rows] + sums  # s <- gamma s + successes
+        st["beta_f"][rows] = cfg.forgetting * st["beta_f"][rows] + (cnt - sums)  # f <- gamma f + failures
+        st["count"][rows] += cnt
+        st["last_step"][rows] = self.step
 
     def _update_ring(
         self,
-        rows_sorted: NDArray[np.int64],
         s_sorted: NDArray[np.float64],
-        uniq: NDArray[np.int64],
-        starts: NDArray[np.int64],
+        rows: NDArray[np.int64],
+        starts: NDArray[np.intp],
         cnt: NDArray[np.int64],
     ) -> None:
-        """Append each prompt's rewards to its ring of the ``window`` most recent."""
-        w = self.config.window
-        st = self._state
-        rank = np.arange(rows_sorted.size) - np.repeat(starts, cnt)  # position within the prompt's rewards
-        keep = rank >= np.repeat(cnt, cnt) - w  # only the last `window` can survive
-        slot = (st["ring_pos"][rows_sorted] + rank) % w
-        st["ring"][rows_sorted[keep], slot[keep]] = s_sorted[keep]
-        st["ring_pos"][uniq] = (st["ring_pos"][uniq] + cnt) % w
+        """Append each prompt's rewards (``s_sorted``, (N,) grouped by prompt) to its ring of ``window``.
 
-    def _rows(self, prompt_ids: Iterable[object], *, create: bool) -> NDArray[np.int64]:
-        ids = _as_list(prompt_ids)
-        if create:
-            for pid in ids:
-                if pid not in self._index:
-                    _check_id(pid)
-                    self._index[pid] = len(self._ids)
-                    self._ids.append(pid)
-            self._grow(len(self._ids))
-        return np.fromiter((self._index.get(pid, -1) for pid in ids), dtype=np.int64, count=len(ids))
+        Reward j of group g (rank ``j - starts[g]``) goes to slot ``(ring_pos[g] + rank) % window`` of row
+        ``rows[g]``; when a group brings more than ``window`` rewards only its last ``window`` are written.
+        """
+        w = self.config.window
+        ring, pos = self._state["ring"].reshape(-1), self._state["ring_pos"]  # flat view of (capacity, w)
+        slot = (np.repeat(pos[rows] - starts, cnt) + np.arange(s_sorted.size)) % w  # (N,)
+        flat = np.repeat(rows * w, cnt) + slot  # (N,) index into the flat ring
+        if cnt.max() > w:  # only the last `window` rewards of a prompt survive
+            keep = np.arange(s_sorted.size) - np.repeat(starts, cnt) >= np.repeat(cnt, cnt) - w
+            flat, s_sorted = flat[keep], s_sorted[keep]
+        ring[flat] = s_sorted
+        pos[rows] = (pos[rows] + cnt) % w
 
     def _grow(self, size: int) -> None:
         cap = self._state["count"].size
@@ -288,125 +555,377 @@ class Tracker:
 
     # ------------------------------------------------------- persistence & merge
     def state_dict(self) -> dict[str, Any]:
-        """A plain-data snapshot (ids, config, epoch, step and the state arrays)."""
-        n = len(self._ids)
+        """A plain-data snapshot (ids, config, epoch, step and copies of the state arrays)."""
+        n = len(self)
         return {
             "config": asdict(self.config),
             "epoch": self.epoch,
             "step": self.step,
-            "ids": list(self._ids),
+            "ids": self.ids,
             "arrays": {k: self._state[k][:n].copy() for k in _FIELDS},
         }
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> Tracker:
-        """Rebuild a tracker from :meth:`state_dict` output."""
-        cfg = dict(state["config"])
-        cfg["beta_prior"] = tuple(cfg["beta_prior"])
-        tracker = cls(TrackerConfig(**cfg))
-        tracker.epoch, tracker.step = int(state["epoch"]), int(state["step"])
-        ids = [_key(i) for i in state["ids"]]
-        tracker._rows(ids, create=True)
-        if len(tracker._ids) != len(ids):
-            raise ValueError("tracker state has duplicate prompt ids")
+    def from_state_dict(cls, state: Mapping[str, Any]) -> Tracker:
+        """Rebuild a tracker from :meth:`state_dict` output; anything malformed raises ``ValueError``."""
+        if not isinstance(state, Mapping):
+            raise ValueError(f"tracker state must be a mapping; got {state!r:.80}")
+        missing = sorted({"config", "epoch", "step", "ids", "arrays"} - set(state))
+        if missing:
+            raise ValueError(f"tracker state lacks {missing}")
+        tracker = cls(TrackerConfig.from_dict(state["config"]))
+        tracker.epoch, tracker.step = state["epoch"], state["step"]
+        ids = check_prompt_ids("ids", state["ids"])
+        n = len(ids)
+        distinct = len(dict.fromkeys(ids)) if isinstance(ids, list) else n - int(np.sum(np.diff(np.sort(ids)) == 0))
+        if distinct != n:
+            raise ValueError(f"tracker state has duplicate prompt ids ({n - distinct} repeats)")
+        arrays = _check_arrays(state["arrays"], n, tracker.config.window)
+        tracker._index.add(ids)
+        tracker._grow(n)
         for k in _FIELDS:
-            arr = np.asarray(state["arrays"][k])
-            if arr.shape[0] != len(ids):
-                raise ValueError(f"tracker state array {k!r} has {arr.shape[0]} rows for {len(ids)} ids")
-            tracker._state[k][: len(ids)] = arr
+            tracker._state[k][:n] = arrays[k]
         return tracker
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the state atomically (temp file, fsync, rename) with a checksum."""
-        state = self.state_dict()
-        buf = io.BytesIO()
-        np.savez(buf, **state["arrays"])
-        payload = buf.getvalue()
+    def to_bytes(self) -> bytes:
+        """The tracker as a self-checking file image (format in the module docstring)."""
+        n, w = len(self), self.config.window
+        layout = _layout(n, w)
         header = {
-            "config": state["config"],
-            "epoch": state["epoch"],
-            "step": state["step"],
-            "ids": state["ids"],
-            "payload_bytes": len(payload),
-            "payload_sha256": hashlib.sha256(payload).hexdigest(),
+            "format": 2,
+            "config": asdict(self.config),
+            "epoch": self.epoch,
+            "step": self.step,
+            "ids": self.ids,
+            "arrays": [[name, dtype.str, list(shape)] for name, dtype, shape in layout],
         }
-        head = json.dumps(header).encode()
-        atomic_write_bytes(path, _MAGIC + len(head).to_bytes(8, "little") + head + payload)
+        head = json.dumps(header, allow_nan=False).encode("utf-8")
+        payload = b"".join(self._state[name][:n].astype(dtype, copy=False).tobytes() for name, dtype, _ in layout)
+        body = _MAGIC + len(head).to_bytes(8, "little") + head + payload
+        return body + hashlib.sha256(body).digest()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, source: str = "<bytes>") -> Tracker:
+        """Rebuild a tracker from :meth:`to_bytes`; anything else raises ``ValueError`` naming ``source``."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise ValueError(f"{source}: tracker data must be bytes; got {type(data).__name__}")
+        data = bytes(data)
+        _check_magic(data, source)
+        body, digest = data[:-_DIGEST], data[-_DIGEST:]
+        if len(data) < len(_MAGIC) + 8 + _DIGEST or hashlib.sha256(body).digest() != digest:
+            raise ValueError(f"{source}: tracker file is truncated or corrupt (SHA-256 mismatch)")
+        try:
+            return cls.from_state_dict(_parse_body(body))
+        except ValueError as exc:
+            raise ValueError(f"{source}: malformed tracker file: {exc}") from None
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`to_bytes` to ``path`` atomically (:func:`knapsack_rl.io.atomic_write_bytes`)."""
+        atomic_write_bytes(path, self.to_bytes())
         logger.debug("saved tracker with %d prompts to %s", len(self), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Tracker:
-        """Read a file written by :meth:`save`; a truncated or altered file raises ``ValueError``."""
-        data = Path(path).read_bytes()
-        if not data.startswith(_MAGIC):
-            raise ValueError(f"{path}: not a knapsack-rl tracker file (bad magic)")
-        pos = len(_MAGIC)
-        head_len = int.from_bytes(data[pos : pos + 8], "little")
-        try:
-            header = json.loads(data[pos + 8 : pos + 8 + head_len])
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: corrupt tracker header ({exc})") from exc
-        payload = data[pos + 8 + head_len :]
-        if len(payload) != header["payload_bytes"] or hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
-            raise ValueError(
-                f"{path}: tracker file is truncated or corrupt "
-                f"(payload {len(payload)} bytes, expected {header['payload_bytes']}, checksum mismatch)"
-            )
-        with np.load(io.BytesIO(payload)) as npz:
-            arrays = {k: npz[k] for k in _FIELDS}
-        return cls.from_state_dict({**header, "arrays": arrays})
+        """Read a file written by :meth:`save`; a truncated, altered or foreign file raises ``ValueError``."""
+        return cls.from_bytes(Path(path).read_bytes(), source=str(path))
 
     @classmethod
-    def merge(cls, trackers: Sequence[Tracker], *, on_conflict: Literal["error", "latest"] = "error") -> Tracker:
+    def merge(
+        cls,
+        trackers: Sequence[Tracker],
+        *,
+        on_conflict: Literal["error", "latest"] = "error",
+        on_clock_mismatch: Literal["error", "latest"] = "error",
+    ) -> Tracker:
         """Union of the states of several trackers (e.g. one per data-parallel rank).
 
         A prompt known to several trackers must have identical state there (as when every rank
         updates from the gathered rewards), unless ``on_conflict="latest"``, which keeps the state
-        with the latest update (then the most rewards). All trackers must share one config.
+        with the latest update (then the most rewards; then the earliest tracker). All trackers must
+        share one config, and one clock (``epoch`` and ``step``) unless ``on_clock_mismatch="latest"``,
+        which takes the largest epoch and the largest step. Rows: the first tracker's prompts in its
+        order, then each later tracker's new prompts in its order.
         """
-        if not trackers:
-            raise ValueError("trackers is empty: nothing to merge")
-        check_choice("on_conflict", on_conflict, ("error", "latest"))
-        cfg = trackers[0].config
-        for i, t in enumerate(trackers):
-            if t.config != cfg:
-                raise ValueError(f"trackers[{i}] has a different config: {t.config} != {cfg}")
-        out = cls(cfg)
+        trackers = _check_merge_args(trackers, on_conflict, on_clock_mismatch)
+        out = cls(trackers[0].config)
         out.epoch = max(t.epoch for t in trackers)
         out.step = max(t.step for t in trackers)
-        for ti, t in enumerate(trackers):
-            for row, pid in enumerate(t._ids):
-                src = {k: t._state[k][row] for k in _FIELDS}
-                if pid in out._index:
-                    dst_row = out._index[pid]
-                    dst = {k: out._state[k][dst_row] for k in _FIELDS}
-                    if all(np.array_equal(src[k], dst[k]) for k in _FIELDS):
-                        continue
-                    if on_conflict == "error":
-                        raise ValueError(f"trackers[{ti}] disagrees with an earlier tracker on prompt id {pid!r}")
-                    if (int(src["last_step"]), int(src["count"])) <= (int(dst["last_step"]), int(dst["count"])):
-                        continue
-                else:
-                    dst_row = int(out._rows([pid], create=True)[0])
-                for k in _FIELDS:
-                    out._state[k][dst_row] = src[k]
+        leader, group, heads, out._index = _merge_ids(trackers)  # over every tracker's rows, stacked
+        stack = _Stack(trackers)
+        dup = np.flatnonzero(leader != np.arange(leader.size))  # rows whose prompt an earlier row already has
+        differs = dup[_rows_differ(stack, dup, leader[dup])]
+        if differs.size and on_conflict == "error":
+            ti, row = stack.locate(int(differs[0]))
+            pid = trackers[ti]._index.ids[row]
+            raise ValueError(f"trackers[{ti}] disagrees with an earlier tracker on prompt id {pid!r}")
+        winner = heads if not differs.size else _latest(stack, heads, group, differs)
+        out._grow(heads.size)
+        sel = stack.select(winner)
+        for k in _FIELDS:
+            stack.take(k, sel, out=out._state[k][: heads.size])
         return out
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temp file in the same folder, fsync, then rename."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+# ---------------------------------------------------------------------------------- merge helpers
+def _check_merge_args(trackers: object, on_conflict: str, on_clock_mismatch: str) -> list[Tracker]:
+    check_choice("on_conflict", on_conflict, ("error", "latest"))
+    check_choice("on_clock_mismatch", on_clock_mismatch, ("error", "latest"))
+    if not isinstance(trackers, Iterable):
+        raise ValueError(f"trackers must be a sequence of Tracker; got {trackers!r:.80}")
+    out = list(trackers)
+    if not out:
+        raise ValueError("trackers is empty: nothing to merge")
+    for i, t in enumerate(out):
+        if not isinstance(t, Tracker):
+            raise ValueError(f"trackers[{i}] must be a Tracker; got {t!r:.80}")
+        if t.config != out[0].config:
+            raise ValueError(f"trackers[{i}] has a different config: {t.config} != {out[0].config}")
+        if on_clock_mismatch == "error" and (t.epoch, t.step) != (out[0].epoch, out[0].step):
+            raise ValueError(
+                f"trackers[{i}] is at epoch {t.epoch}, step {t.step} but trackers[0] at epoch {out[0].epoch}, "
+                f"step {out[0].step}; pass on_clock_mismatch='latest' to take the latest of each"
+            )
+    return out
+
+
+def _merge_ids(
+    trackers: list[Tracker],
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp], _IdIndex]:
+    """Group the E stacked rows of ``trackers`` by prompt id.
+
+    Returns (E,) each row's leader (the first row with its id), (E,) a group number per id, (G,) the
+    leaders in order of first appearance (the merged tracker's rows) and the merged id index. With
+    int ids only, each tracker's sorted keys are one sorted run, and NumPy's stable sort merges the
+    runs in about linear time; equal keys stay in tracker order, so the earliest row leads.
+    """
+    if any(t._index.str_rows for t in trackers):
+        return _merge_any_ids(trackers)
+    starts = np.cumsum([0] + [len(t) for t in trackers[:-1]])
+    run_keys = np.concatenate([t._index.int_keys for t in trackers])  # (E,) T sorted runs
+    entry = np.concatenate([t._index.int_rows + s for t, s in zip(trackers, starts, strict=True)])  # (E,)
+    perm = np.argsort(run_keys, kind="stable")
+    order, sorted_keys = entry[perm], run_keys[perm]  # rows by id, equal ids by position
+    head = np.ones(order.size, dtype=bool)  # (E,) in sorted order: the first row of each id
+    head[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    leader, group, heads = _leaders(order, head)
+    index = _IdIndex()
+    key = np.empty(order.size, dtype=np.int64)
+    key[entry] = run_keys
+    index.ids = key[heads].tolist()
+    out_row = np.empty(order.size, dtype=np.int64)
+    out_row[heads] = np.arange(heads.size)
+    index.int_keys, index.int_rows = sorted_keys[head], out_row[order[head]]
+    return leader, group, heads, index
+
+
+def _merge_any_ids(
+    trackers: list[Tracker],
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp], _IdIndex]:
+    """:func:`_merge_ids` when some ids are str: str ids are numbered by first appearance and sorted
+    apart from int ids (by kind, then key, then position)."""
+    key, kind = (np.concatenate(parts) for parts in zip(*(t._index.keys() for t in trackers), strict=True))
+    ids = list(chain.from_iterable(t._index.ids for t in trackers))  # (E,)
+    at_str = np.flatnonzero(kind == 1)
+    code: dict[PromptId, int] = {}
+    key[at_str] = [code.setdefault(ids[e], len(code)) for e in at_str.tolist()]
+    order = np.lexsort((np.arange(key.size), key, kind))
+    head = np.ones(key.size, dtype=bool)
+    head[1:] = (key[order][1:] != key[order][:-1]) | (kind[order][1:] != kind[order][:-1])
+    leader, group, heads = _leaders(order, head)
+    index = _IdIndex()
+    index.add([ids[e] for e in heads.tolist()])
+    return leader, group, heads, index
+
+
+def _leaders(
+    order: NDArray[np.intp], head: NDArray[np.bool_]
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp]]:
+    """From rows sorted by id (``order``, (E,)) and the first of each id in that order (``head``):
+    (E,) each row's leader, (E,) its group number and (G,) the leaders in row order."""
+    group = np.empty(order.size, dtype=np.intp)
+    group[order] = np.cumsum(head) - 1
+    leader = order[head][group]
+    return leader, group, np.flatnonzero(leader == np.arange(order.size))
+
+
+_Selection = tuple[int, list[tuple[int, "slice | NDArray[np.intp]", "slice | NDArray[np.int64]"]]]
+"""K stacked rows split by tracker: (K, [(tracker, positions among the K, rows in that tracker)])."""
+
+
+class _Stack:
+    """The rows of several trackers seen as one stack of E rows (tracker 0's rows, then tracker 1's, ...),
+    read in place: nothing is concatenated."""
+
+    def __init__(self, trackers: list[Tracker]) -> None:
+        self.trackers = trackers
+        self.ends = np.cumsum([len(t) for t in trackers])  # (T,)
+
+    def select(self, rows: NDArray[np.intp]) -> _Selection:
+        """Split stacked ``rows`` (K,) by tracker, as slices where they are runs of consecutive rows."""
+        which = np.searchsorted(self.ends, rows, side="right")  # (K,) tracker of each row
+        parts = []
+        for ti, t in enumerate(self.trackers):
+            at = np.flatnonzero(which == ti)
+            if at.size:
+                local = rows[at] - (self.ends[ti] - len(t))
+                parts.append((ti, _as_slice(at), _as_slice(local)))
+        return rows.size, parts
+
+    def locate(self, e: int) -> tuple[int, int]:
+        """(tracker index, row in that tracker) of stacked row ``e``."""
+        ti = int(np.searchsorted(self.ends, e, side="right"))
+        return ti, e - int(self.ends[ti]) + len(self.trackers[ti])
+
+    def take(self, name: str, sel: _Selection, out: NDArray[Any] | None = None) -> NDArray[Any]:
+        """The state array ``name`` at the selected rows, (K, ...) (written into ``out`` if given)."""
+        n, parts = sel
+        first = self.trackers[0]._state[name]
+        out = np.empty((n, *first.shape[1:]), dtype=first.dtype) if out is None else out
+        for ti, at, local in parts:
+            out[at] = self.trackers[ti]._state[name][local]
+        return out
+
+
+def _as_slice(idx: NDArray[Any]) -> slice | NDArray[Any]:
+    """``idx`` as a slice if it is a run of consecutive integers (indexing by a slice copies fastest)."""
+    if idx.size and int(idx[-1]) - int(idx[0]) + 1 == idx.size and np.all(idx[1:] > idx[:-1]):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
+def _rows_differ(stack: _Stack, a: NDArray[np.intp], b: NDArray[np.intp]) -> NDArray[np.bool_]:
+    """(K,) whether stacked row ``a[i]`` differs from row ``b[i]`` in any state array."""
+    out = np.zeros(a.size, dtype=bool)
+    if not a.size:
+        return out
+    sel_a, sel_b = stack.select(a), stack.select(b)
+    for k in _FIELDS:
+        ne = stack.take(k, sel_a) != stack.take(k, sel_b)
+        out |= ne.any(axis=1) if ne.ndim == 2 else ne
+    return out
+
+
+def _latest(
+    stack: _Stack, heads: NDArray[np.intp], group: NDArray[np.intp], differs: NDArray[np.intp]
+) -> NDArray[np.intp]:
+    """(G,) the row to keep per prompt: ``heads`` except where rows disagree (``differs``), there the row
+    with the latest ``last_step``, then the most rewards, then the earliest."""
+    conflict = np.zeros(int(group.max()) + 1, dtype=bool)
+    conflict[group[differs]] = True
+    rows = np.flatnonzero(conflict[group])  # every row of a prompt with disagreeing rows
+    sel = stack.select(rows)
+    by = rows[np.lexsort((rows, -stack.take("count", sel), -stack.take("last_step", sel), group[rows]))]
+    firsts = by[np.r_[True, group[by][1:] != group[by][:-1]]]  # the best row of each such prompt
+    best = np.empty(conflict.size, dtype=np.intp)
+    best[group[firsts]] = firsts
+    winner = heads.copy()
+    fix = conflict[group[heads]]
+    winner[fix] = best[group[heads[fix]]]
+    return winner
+
+
+def _stable_argsort(keys: NDArray[np.int64]) -> NDArray[np.intp]:
+    """Permutation that sorts ``keys`` (N,) keeping equal keys in position order (a stable sort).
+
+    One quicksort of the distinct composite keys ``(key - min) * N + position`` when they fit in 64
+    bits (several times faster than NumPy's stable sort of int64), else NumPy's stable sort.
+    """
+    n = keys.size
+    if n == 0:
+        return np.empty(0, dtype=np.intp)
+    lo, hi = int(keys.min()), int(keys.max())
+    if (hi - lo + 1) * n < 2**63:
+        return np.argsort((keys - lo) * n + np.arange(n))
+    return np.argsort(keys, kind="stable")
+
+
+# ----------------------------------------------------------------------------------- file helpers
+def _layout(n: int, window: int) -> list[tuple[str, np.dtype[Any], tuple[int, ...]]]:
+    """Name, little-endian dtype and shape of each state array in a file of ``n`` prompts."""
+    out: list[tuple[str, np.dtype[Any], tuple[int, ...]]] = []
+    for name in _FIELDS:
+        dtype = np.dtype("<i8") if name in _INT_FIELDS else np.dtype("<f8")
+        out.append((name, dtype, (n, window) if name == "ring" else (n,)))
+    return out
+
+
+def _check_magic(data: bytes, source: str) -> None:
+    if data.startswith(_MAGIC):
+        return
+    if _MAGIC.startswith(data):
+        raise ValueError(f"{source}: tracker file is truncated ({len(data)} bytes)")
+    if data.startswith(_MAGIC_PREFIX):
+        version = data[len(_MAGIC_PREFIX) : len(_MAGIC)].strip()
+        raise ValueError(
+            f"{source}: tracker file format {version!r} is not supported (this version reads v2 only; "
+            "v1 files do not checksum their header). Rebuild the tracker or load it with the version that wrote it"
+        )
+    raise ValueError(f"{source}: not a knapsack-rl tracker file (bad magic)")
+
+
+def _parse_body(body: bytes) -> dict[str, Any]:
+    """Header and arrays of a checksummed file body, as a :meth:`Tracker.state_dict`."""
+    pos = len(_MAGIC)
+    head_len = int.from_bytes(body[pos : pos + 8], "little")
+    if pos + 8 + head_len > len(body):
+        raise ValueError(f"header length {head_len} runs past the end of the file")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        header = json.loads(body[pos + 8 : pos + 8 + head_len].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"header is not JSON ({exc})") from None
+    if not isinstance(header, dict) or header.get("format") != 2:
+        raise ValueError("header is not a format-2 tracker header")
+    config = TrackerConfig.from_dict(header.get("config"))
+    ids = header.get("ids")
+    if not isinstance(ids, list):
+        raise ValueError(f"header 'ids' must be a list; got {ids!r:.80}")
+    layout = _layout(len(ids), config.window)
+    if header.get("arrays") != [[name, dtype.str, list(shape)] for name, dtype, shape in layout]:
+        raise ValueError(f"header 'arrays' does not match {len(ids)} prompts and window {config.window}")
+    payload = body[pos + 8 + head_len :]
+    expected = sum(dtype.itemsize * int(np.prod(shape)) for _, dtype, shape in layout)
+    if len(payload) != expected:
+        raise ValueError(f"payload has {len(payload)} bytes; {len(ids)} prompts need {expected}")
+    arrays, offset = {}, 0
+    for name, dtype, shape in layout:
+        size = dtype.itemsize * int(np.prod(shape))
+        arrays[name] = np.frombuffer(payload, dtype=dtype, count=size // dtype.itemsize, offset=offset).reshape(shape)
+        offset += size
+    return {**header, "arrays": arrays}
+
+
+def _check_arrays(arrays: object, n: int, window: int) -> dict[str, NDArray[Any]]:
+    """The state arrays of ``n`` prompts, checked for shape, type and the invariants an update keeps."""
+    if not isinstance(arrays, Mapping):
+        raise ValueError(f"tracker state 'arrays' must be a mapping; got {arrays!r:.80}")
+    out: dict[str, NDArray[Any]] = {}
+    for name, dtype, shape in _layout(n, window):
+        if name not in arrays:
+            raise ValueError(f"tracker state lacks array {name!r}")
+        arr = np.asarray(arrays[name])
+        kinds = "iu" if name in _INT_FIELDS else "f"
+        if arr.dtype.kind not in kinds or arr.shape != shape:
+            raise ValueError(
+                f"tracker state array {name!r} must be {dtype.name} of shape {shape}; got {arr.dtype} {arr.shape}"
+            )
+        out[name] = arr
+    limits = {
+        "ring": (0.0, 1.0), "ring_pos": (0, window - 1), "count": (0, None), "epoch_id": (-1, None),
+        "epoch_sum": (0.0, None), "epoch_count": (0, None), "ema": (0.0, 1.0), "beta_s": (0.0, None),
+        "beta_f": (0.0, None), "last_step": (0, None),
+    }  # fmt: skip
+    for name, (low, high) in limits.items():
+        arr = out[name]
+        ok = (arr >= low) & (arr <= (np.inf if high is None else high)) & np.isfinite(arr)
+        if not ok.all():
+            i = np.unravel_index(int(np.flatnonzero(~ok.reshape(-1))[0]), arr.shape)
+            where = tuple(map(int, i))
+            raise ValueError(f"tracker state array {name!r} has {arr[i].item()!r} at {where}, outside [{low}, {high}]")
+    for name, bound in (("epoch_count", "count"), ("epoch_sum", "epoch_count")):
+        bad = np.flatnonzero(out[name] > out[bound])
+        if bad.size:
+            raise ValueError(f"tracker state: {name} > {bound} at row {int(bad[0])}")
+    return out
 
 
 def _empty_state(size: int, window: int) -> dict[str, NDArray[Any]]:
@@ -424,42 +943,31 @@ def _empty_state(size: int, window: int) -> dict[str, NDArray[Any]]:
     }
 
 
-def _key(pid: object) -> Hashable:
-    return pid.item() if isinstance(pid, np.generic) else pid  # type: ignore[return-value]
-
-
-def _as_list(prompt_ids: Iterable[object]) -> list[Hashable]:
-    if isinstance(prompt_ids, np.ndarray):
-        return list(prompt_ids.tolist())
-    return [_key(p) for p in prompt_ids]
-
-
-def _check_id(pid: object) -> None:
-    if isinstance(pid, bool) or not isinstance(pid, int | str):
-        raise ValueError(f"prompt ids must be int or str; got {pid!r} ({type(pid).__name__})")
-
-
+# ------------------------------------------------------------------------------- built-in estimators
 @register_estimator("recipe")
 def _recipe_estimate(tracker: Tracker, rows: NDArray[np.int64]) -> NDArray[np.float64]:
     """Mean of this epoch's rewards if it has >= window of them, else of the window most recent."""
-    st, w = tracker._state, tracker.config.window
-    recent = st["ring"][rows].sum(axis=1) / np.maximum(np.minimum(st["count"][rows], w), 1)
-    this_epoch = st["epoch_id"][rows] == tracker.epoch
-    n_epoch = np.where(this_epoch, st["epoch_count"][rows], 0)
-    epoch_mean = st["epoch_sum"][rows] / np.maximum(n_epoch, 1)
-    return np.where(n_epoch >= w, epoch_mean, recent)
+    w = tracker.config.window
+    count = tracker.array("count")[rows]
+    recent = tracker.array("ring")[rows].sum(axis=1) / np.maximum(np.minimum(count, w), 1)
+    this_epoch = tracker.array("epoch_id")[rows] == tracker.epoch
+    n_epoch = np.where(this_epoch, tracker.array("epoch_count")[rows], 0)
+    epoch_mean = tracker.array("epoch_sum")[rows] / np.maximum(n_epoch, 1)
+    out: NDArray[np.float64] = np.where(n_epoch >= w, epoch_mean, recent)
+    return out
 
 
 @register_estimator("ema")
 def _ema_estimate(tracker: Tracker, rows: NDArray[np.int64]) -> NDArray[np.float64]:
     """Exponential moving average of per-step mean rewards."""
-    return tracker._state["ema"][rows].copy()
+    out: NDArray[np.float64] = tracker.array("ema")[rows]
+    return out
 
 
 @register_estimator("beta")
 def _beta_estimate(tracker: Tracker, rows: NDArray[np.int64]) -> NDArray[np.float64]:
     """Posterior mean of Beta(a0 + s, b0 + f) with discounted counts."""
     a0, b0 = tracker.config.beta_prior
-    s, f = tracker._state["beta_s"][rows], tracker._state["beta_f"][rows]
+    s, f = tracker.array("beta_s")[rows], tracker.array("beta_f")[rows]
     mean: NDArray[np.float64] = (a0 + s) / (a0 + b0 + s + f)
     return mean

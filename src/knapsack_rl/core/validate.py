@@ -120,3 +120,71 @@ def check_unique_ids(name: str, ids: Sequence[object] | NDArray[np.generic]) -> 
         if key in seen:
             raise ValueError(f"{name} must be unique; {name}[{i}]={key!r} appears more than once")
         seen.add(key)
+
+
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+
+
+def check_prompt_ids(name: str, ids: object) -> NDArray[np.int64] | list[int | str]:
+    """Validate a 1-D collection of prompt ids: each an int that fits in 64 bits, or a str.
+
+    ``bool``, ``float`` (even ``1.0``), ``bytes`` and anything else are refused with a ``ValueError``
+    naming the position and the value, so ``1``, ``1.0`` and ``True`` are never taken for one
+    another. Returns an int64 array (N,) when every id is an integer (NumPy integers included),
+    else a list of plain ``int`` and ``str`` (NumPy scalars converted). Ids need not be unique.
+    """
+    if isinstance(ids, np.ndarray):
+        return _check_id_array(name, ids)
+    if isinstance(ids, str | bytes | dict | set | frozenset) or not hasattr(ids, "__iter__"):
+        raise ValueError(f"{name} must be a sequence of prompt ids (int or str); got {ids!r:.80}")
+    items: list[object] = list(ids)
+    types = set(map(type, items))
+    is_int = {t: issubclass(t, int | np.integer) and not issubclass(t, bool | np.bool_) for t in types}
+    bad = {t for t in types if not is_int[t] and not issubclass(t, str)}
+    if bad:
+        i = next(i for i, x in enumerate(items) if type(x) in bad)
+        raise _id_error(name, i, items[i])
+    if all(is_int.values()):
+        return _int_id_array(name, items)
+    if types == {str}:
+        return items  # type: ignore[return-value]  # every item is a str
+    out: list[int | str] = []
+    for i, x in enumerate(items):
+        if isinstance(x, str):
+            out.append(str(x))  # NumPy str scalars become str
+        elif isinstance(x, numbers.Integral):
+            if not _INT64_MIN <= int(x) <= _INT64_MAX:
+                raise _id_error(name, i, x, "integer prompt ids must fit in 64 bits")
+            out.append(int(x))
+    return out
+
+
+def _check_id_array(name: str, arr: NDArray[np.generic]) -> NDArray[np.int64] | list[int | str]:
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D; got an array of shape {arr.shape}")
+    if arr.size == 0:
+        return np.empty(0, dtype=np.int64)
+    kind = arr.dtype.kind
+    if kind == "i":
+        return arr.astype(np.int64, copy=False)
+    if kind == "u":
+        big = np.flatnonzero(arr.astype(np.uint64) > _INT64_MAX)
+        if big.size:
+            raise _id_error(name, int(big[0]), arr[big[0]].item(), "integer prompt ids must fit in 64 bits")
+        return arr.astype(np.int64)
+    if kind in "UO":
+        return check_prompt_ids(name, arr.tolist())
+    raise _id_error(name, 0, arr[0].item())
+
+
+def _int_id_array(name: str, items: list[object]) -> NDArray[np.int64]:
+    try:
+        return np.fromiter(items, dtype=np.int64, count=len(items))
+    except OverflowError:
+        i = next(i for i, x in enumerate(items) if not _INT64_MIN <= int(x) <= _INT64_MAX)  # type: ignore[call-overload]
+        raise _id_error(name, i, items[i], "integer prompt ids must fit in 64 bits") from None
+
+
+def _id_error(name: str, i: int, value: object, why: str | None = None) -> ValueError:
+    why = why or f"prompt ids must be int or str, not {type(value).__name__}"
+    return ValueError(f"{name}[{i}]={value!r} is not a valid prompt id: {why}")

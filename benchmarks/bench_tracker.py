@@ -1,0 +1,139 @@
+"""Tracker speed: one step's update + estimate beside allocate() on the same step, and merge of rank states.
+
+A step is M prompts x n rollouts (default 8192 x 8). Rows, interleaved in one loop so that both sides
+see the same machine load (medians over ``--repeats``):
+
+- ``update + estimate``: ``tracker.update(rollout_ids, rewards)`` on prompts the tracker has seen, then
+  ``tracker.estimate(prompt_ids)``; ids given as an int64 array listed prompt by prompt (what the
+  trainer and the verl hooks pass), the same array with rollouts interleaved across prompts, a list of
+  Python ints, and a list of str ids;
+- ``allocate``: ``allocate(p_hat)`` with the tracker's estimates of that step (recipe settings, n = 8);
+- ``update, new prompts``: a first update of M unseen prompts (index growth included);
+- ``merge``: two trackers of 50k prompts each that share half of them (identical state on shared
+  prompts, as ranks updated from gathered rewards), and two with disjoint prompts.
+
+BLAS and OpenMP threads are pinned to 1 (set before NumPy is imported); the load average is printed.
+Runs on any version with the public Tracker API, so the same script times the landed tracker too.
+
+    python benchmarks/bench_tracker.py [--prompts 8192] [--rollouts 8] [--repeats 31] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from knapsack_rl import Tracker, TrackerConfig, allocate  # noqa: E402
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def step_rows(m: int, n: int, repeats: int, seed: int) -> list[dict[str, object]]:
+    """update + estimate for several id forms, interleaved with allocate on the same estimates."""
+    rng = np.random.default_rng(seed)
+    prompts = rng.permutation(10 * m)[:m].astype(np.int64)  # (M,) sparse dataset indices
+    grouped = np.repeat(prompts, n)  # (M n,) rollouts listed prompt by prompt
+    j = np.arange(grouped.size)
+    interleaved = grouped[np.lexsort((j // n, j % n))]  # rollout 0 of every prompt, then rollout 1, ...
+    forms: dict[str, tuple[object, object]] = {
+        "int64 array, grouped": (grouped, prompts),
+        "int64 array, interleaved": (interleaved, prompts),
+        "list of int": (grouped.tolist(), prompts.tolist()),
+        "list of str": ([f"prompt-{i}" for i in grouped.tolist()], [f"prompt-{i}" for i in prompts.tolist()]),
+    }
+    trackers = {}
+    for name, (ids, _) in forms.items():
+        t = Tracker(TrackerConfig(min_count=1))
+        t.update(ids, rng.integers(0, 2, grouped.size), epoch=0)  # every prompt seen once
+        trackers[name] = t
+    rewards = rng.integers(0, 2, grouped.size).astype(np.float64)
+    p_hat = trackers["int64 array, grouped"].estimate(prompts)
+    times: dict[str, list[float]] = {name: [] for name in [*forms, "allocate", "update, new prompts"]}
+    for r in range(repeats):
+        for name, (ids, uniq) in forms.items():
+            t = trackers[name]
+            times[name].append(
+                _timed(lambda t=t, ids=ids, uniq=uniq: (t.update(ids, rewards, epoch=1), t.estimate(uniq)))
+            )
+        times["allocate"].append(_timed(lambda: allocate(p_hat)))
+        fresh = Tracker(TrackerConfig(min_count=1))
+        new_ids = grouped + (r + 1) * 10 * m  # unseen ids
+        times["update, new prompts"].append(_timed(lambda t=fresh, ids=new_ids: t.update(ids, rewards, epoch=0)))
+    return [{"case": name, "M": m, "n": n, "median_ms": statistics.median(ts) * 1e3} for name, ts in times.items()]
+
+
+def merge_rows(k: int, repeats: int, seed: int) -> list[dict[str, object]]:
+    """Merge of two k-prompt trackers: half of the prompts shared (identical state), and disjoint."""
+    rng = np.random.default_rng(seed)
+    cfg = TrackerConfig(min_count=1)
+
+    def ranked(ids: np.ndarray) -> Tracker:
+        t = Tracker(cfg)
+        t.update(np.repeat(ids, 8), rng.integers(0, 2, 8 * ids.size), epoch=0, step=1)
+        return t
+
+    shared_part = ranked(np.arange(k // 2))
+    a, b = Tracker.from_state_dict(shared_part.state_dict()), Tracker.from_state_dict(shared_part.state_dict())
+    a.update(np.repeat(np.arange(k // 2, k), 8), rng.integers(0, 2, 8 * (k - k // 2)), epoch=0, step=1)
+    b.update(np.repeat(np.arange(k, k + k - k // 2), 8), rng.integers(0, 2, 8 * (k - k // 2)), epoch=0, step=1)
+    c, d = ranked(np.arange(k)), ranked(np.arange(k, 2 * k))
+    cases = {"merge, half shared": [a, b], "merge, disjoint": [c, d]}
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, pair in cases.items():
+            times[name].append(_timed(lambda pair=pair: Tracker.merge(pair)))
+    out = []
+    for name, pair in cases.items():
+        merged = len(Tracker.merge(pair))
+        out.append(
+            {"case": name, "prompts_each": k, "merged": merged, "median_ms": statistics.median(times[name]) * 1e3}
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--prompts", type=int, default=8192, help="prompts per step M")
+    parser.add_argument("--rollouts", type=int, default=8, help="rollouts per prompt n")
+    parser.add_argument("--merge-prompts", type=int, default=50_000, help="prompts per tracker in the merge rows")
+    parser.add_argument("--repeats", type=int, default=31, help="timed runs per row (median)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="also write the rows as JSON here")
+    args = parser.parse_args()
+    load = os.getloadavg()
+    print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}, {os.cpu_count()} cpus")
+    print(f"threads pinned: OMP/OPENBLAS/MKL_NUM_THREADS=1; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    rows = step_rows(args.prompts, args.rollouts, args.repeats, args.seed)
+    rows += merge_rows(args.merge_prompts, max(5, args.repeats // 3), args.seed)
+    print(f"{'case':<28} {'size':>18} {'median ms':>10}")
+    print("-" * 58)
+    for row in rows:
+        size = f"{row['M']} x {row['n']}" if "M" in row else f"2 x {row['prompts_each']} -> {row['merged']}"
+        print(f"{row['case']:<28} {size:>18} {row['median_ms']:>10.2f}")
+    by_case = {row["case"]: row["median_ms"] for row in rows}
+    for name in ("int64 array, grouped", "int64 array, interleaved", "list of int", "list of str"):
+        ratio = by_case[name] / by_case["allocate"]  # type: ignore[operator]
+        print(f"update + estimate ({name}) / allocate: {ratio:.2f}")
+    print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"load_before": load, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Crash-safe file writes and the JSONL run logs (standard library and NumPy only; no torch).
+
+Every file the package writes goes through :func:`atomic_write_bytes`:
+
+1. the bytes go to a new temp file ``.{name}.{16 hex digits}.tmp`` in the target's folder, created
+   with mode ``0o666`` minus the process umask (the same mode ``open(path, "w")`` would give, not
+   the owner-only ``0o600`` of :func:`tempfile.mkstemp`), and held under an exclusive
+   :func:`fcntl.flock` while it is written;
+2. the temp file is flushed and ``fsync``-ed, renamed over the target with :func:`os.replace`
+   (atomic on POSIX: a reader sees the old file or the new one, never a mix), and the folder is
+   ``fsync``-ed so the rename itself survives a power cut;
+3. before writing, temp files of the same target left by a writer that was killed (SIGKILL, OOM,
+   power loss) are removed. A temp file is stale when nobody holds its lock: the kernel drops a
+   ``flock`` when its process dies, while a live writer keeps its lock until after the rename, so
+   two processes writing the same target at once never delete each other's temp file.
+
+What survives a kill: at any instant the target is either absent, the complete old file or the
+complete new file. What a kill can leave behind: one temp file, removed by the next write of the
+same target. Platforms without :mod:`fcntl` (Windows) get steps 1-2 without the lock; stale temp
+files are then kept (a live writer's file cannot be told from a dead one's), and a warning says so.
+
+The JSONL helpers keep the per-step logs of a run consistent with its last checkpoint:
+:func:`append_jsonl` adds one complete line per call and :func:`truncate_jsonl` cuts a log back to
+the checkpoint's step on resume, atomically, dropping a line torn by a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
+
+_TMP_SUFFIX = ".tmp"
+# A temp file of this module (16 hex digits) or of the tempfile.mkstemp-based writer before it (8 chars).
+_TMP_TOKEN = re.compile(r"[0-9a-f]{16}|[a-z0-9_]{8}")
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace ``path`` by ``data`` atomically and durably (see the module docstring).
+
+    Missing parent folders are created. Raises ``OSError`` if the folder cannot be written.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(target)
+    fd, tmp = _open_locked_temp(target)
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)  # releases the lock; the temp name no longer exists after the rename
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """:func:`atomic_write_bytes` of ``text`` encoded as UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_stale_temp_files(target: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temp files of ``target`` whose writer is gone; returns the paths removed.
+
+    A candidate is ``.{target name}.{token}.tmp`` in the target's folder; it is removed only if an
+    exclusive non-blocking lock on it succeeds (nobody is writing it). Without :mod:`fcntl` nothing
+    is removed.
+    """
+    target = Path(target)
+    prefix = f".{target.name}."
+    try:
+        names = [n for n in os.listdir(target.parent) if _is_temp_name(n, prefix)]
+    except FileNotFoundError:
+        return []
+    if names and fcntl is None:  # pragma: no cover - Windows
+        logger.warning("cannot tell stale temp files of %s from live ones without fcntl; kept %s", target, names)
+        return []
+    removed = []
+    for name in names:
+        tmp = target.parent / name
+        if _remove_if_unlocked(tmp):
+            logger.warning("removed %s, left by a writer of %s that was killed", tmp, target)
+            removed.append(tmp)
+    return removed
+
+
+def truncate_jsonl(path: str | os.PathLike[str], *, last_step: int) -> None:
+    """Keep only the rows of a JSONL log whose ``step`` is ``<= last_step``; rewrite atomically.
+
+    Used on resume, so that a log agrees with the checkpoint of step ``last_step`` (pass -1 to clear
+    it). A missing file is left missing. An unreadable *last* line is a line torn by a crash
+    (a kill or a full disk during :func:`append_jsonl`): it is dropped with a warning naming the
+    file. An unreadable line anywhere else, or a row without an integer ``step``, raises
+    ``ValueError`` naming the file and the line (1-based). The file is rewritten only if it changes.
+    """
+    target = Path(path)
+    try:
+        data = target.read_bytes()
+    except FileNotFoundError:
+        return
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the file ends with a newline, as every complete log does
+    keep: list[bytes] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        row = _parse_row(line)
+        if row is None and number == len(lines):
+            logger.warning("%s:%d: dropped a torn last line (%d bytes)", target, number, len(line))
+            continue
+        if row is None:
+            raise ValueError(f"{target}:{number}: corrupt JSON line in a log (only the last line may be torn)")
+        step = row.get("step")
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise ValueError(f"{target}:{number}: log row has no integer 'step'; got step={step!r}")
+        if step <= last_step:
+            keep.append(line)
+    new = b"".join(line + b"\n" for line in keep)
+    if new != data:
+        atomic_write_bytes(target, new)
+
+
+def append_jsonl(path: str | os.PathLike[str], row: dict[str, Any]) -> None:
+    """Append ``row`` as one JSON line (one ``write`` of the whole line, then ``fsync``).
+
+    Non-finite floats are refused (``ValueError``): write them as ``None``. A file whose last line
+    is incomplete (a crash during an earlier append not yet cleaned by :func:`truncate_jsonl`) is
+    refused too, since appending would glue the new row to the torn one.
+    """
+    target = Path(path)
+    line = (json.dumps(row, allow_nan=False) + "\n").encode("utf-8")
+    fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            raise ValueError(f"{target}: last line is incomplete; run truncate_jsonl on it before appending")
+        view = memoryview(line)
+        while view:  # a regular file takes the whole line at once unless the disk is full
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _parse_row(line: bytes) -> dict[str, Any] | None:
+    """The JSON object on ``line``, or None if the line is not one."""
+    try:
+        row = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return row if isinstance(row, dict) else None
+
+
+def _is_temp_name(name: str, prefix: str) -> bool:
+    if not (name.startswith(prefix) and name.endswith(_TMP_SUFFIX)):
+        return False
+    return _TMP_TOKEN.fullmatch(name[len(prefix) : -len(_TMP_SUFFIX)]) is not None
+
+
+def _open_locked_temp(target: Path) -> tuple[int, Path]:
+    """Create and lock a fresh temp file next to ``target``; returns (fd, path).
+
+    The lock is taken right after creation; if a concurrent cleaner removed the file in between
+    (it saw an unlocked temp file), the path no longer names our file and we start again.
+    """
+    while True:
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(8)}{_TMP_SUFFIX}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        if fcntl is None:  # pragma: no cover - Windows
+            return fd, tmp
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(tmp).st_ino == os.fstat(fd).st_ino:
+                return fd, tmp
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _remove_if_unlocked(tmp: Path) -> bool:
+    """Remove ``tmp`` if no process holds its lock (its writer is dead)."""
+    assert fcntl is not None
+    try:
+        fd = os.open(tmp, os.O_RDONLY)
+    except FileNotFoundError:
+        return False  # its writer renamed or removed it meanwhile
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a live writer holds it
+        try:
+            if os.stat(tmp).st_ino != os.fstat(fd).st_ino:
+                return False
+        except FileNotFoundError:
+            return False
+        tmp.unlink()
+        return True
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - Windows cannot open a folder
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

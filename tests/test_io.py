@@ -1,0 +1,240 @@
+"""knapsack_rl.io: atomic writes that survive a kill, and the JSONL logs a resume cuts back."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import knapsack_rl
+from knapsack_rl.io import (
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_text,
+    remove_stale_temp_files,
+    truncate_jsonl,
+)
+
+SRC = Path(knapsack_rl.__file__).resolve().parents[1]
+
+# A writer that stalls after writing and fsyncing its temp file, just before the rename.
+STALLED_WRITER = textwrap.dedent(
+    """
+    import os, sys, time
+    import knapsack_rl.io as kio
+
+    def stall(src, dst):
+        print("READY", flush=True)
+        time.sleep(120)
+
+    os.replace = stall
+    kio.atomic_write_bytes(sys.argv[1], b"x" * int(sys.argv[2]))
+    """
+)
+
+
+@pytest.fixture
+def umask() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _temp_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob(".*.tmp"))
+
+
+def _stalled_writer(target: Path, size: int) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STALLED_WRITER, str(target), str(size)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "READY"
+    return proc
+
+
+# ------------------------------------------------------------------------------ atomic writes
+def test_atomic_write_replaces_the_file_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "state.bin"
+    atomic_write_bytes(target, b"one")
+    atomic_write_text(target, "twö")
+    assert target.read_bytes() == "twö".encode()
+    assert _temp_files(target.parent) == []
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_new_files_get_the_umask_default_mode_not_owner_only(tmp_path: Path, umask: None, mask: int) -> None:
+    os.umask(mask)
+    target = tmp_path / f"f{mask:o}.json"
+    atomic_write_bytes(target, b"{}")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
+
+
+def test_rename_is_followed_by_a_directory_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[tuple[str, ...]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", "folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"))
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        events.append(("replace",))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    atomic_write_bytes(tmp_path / "x.bin", b"data")
+    assert events == [("fsync", "file"), ("replace",), ("fsync", "folder")]
+
+
+def test_a_failed_write_keeps_the_old_file_and_removes_its_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "x.bin"
+    atomic_write_bytes(target, b"old")
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old" and _temp_files(tmp_path) == []
+
+
+def test_a_killed_writer_leaves_a_temp_file_that_the_next_write_removes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = tmp_path / "tracker.bin"
+    atomic_write_bytes(target, b"old")
+    proc = _stalled_writer(target, 1_000_000)
+    try:
+        (temp,) = _temp_files(tmp_path)
+        assert temp.stat().st_size == 1_000_000  # a full-size temp file, about to be renamed
+        atomic_write_bytes(target, b"concurrent")  # the writer is alive: its temp file is not stale
+        assert temp.exists() and target.read_bytes() == b"concurrent"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert _temp_files(tmp_path) == [temp]  # what a SIGKILL leaves behind
+    with caplog.at_level(logging.WARNING, logger="knapsack_rl.io"):
+        atomic_write_bytes(target, b"next")
+    assert target.read_bytes() == b"next" and _temp_files(tmp_path) == []
+    assert f"removed {temp}, left by a writer of {target} that was killed" in caplog.text
+
+
+def test_only_temp_files_of_the_same_target_are_removed(tmp_path: Path) -> None:
+    target = tmp_path / "t.bin"
+    ours = [tmp_path / ".t.bin.0123456789abcdef.tmp", tmp_path / ".t.bin.ab_c1234.tmp"]  # ours, mkstemp-style
+    others = [
+        tmp_path / ".u.bin.0123456789abcdef.tmp",  # another target's
+        tmp_path / ".t.bin.not-ours.tmp",  # not a name this module makes
+        tmp_path / "t.bin.tmp",
+        tmp_path / ".t.bin.0123456789abcdef.tmp.keep",
+    ]
+    for p in ours + others:
+        p.write_bytes(b"x")
+    assert sorted(remove_stale_temp_files(target)) == sorted(ours)
+    assert all(p.exists() for p in others)
+    assert remove_stale_temp_files(tmp_path / "missing" / "t.bin") == []
+
+
+# ------------------------------------------------------------------------------------ JSONL logs
+def _log(path: Path, steps: list[int]) -> Path:
+    path.write_text("".join(json.dumps({"step": s, "loss": s / 10}) + "\n" for s in steps))
+    return path
+
+
+def test_truncate_jsonl_keeps_rows_up_to_the_checkpoint_step(tmp_path: Path) -> None:
+    log = _log(tmp_path / "metrics.jsonl", [1, 2, 3, 4])
+    truncate_jsonl(log, last_step=2)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2]
+    inode = log.stat().st_ino
+    truncate_jsonl(log, last_step=2)  # nothing to cut: the file is not rewritten
+    assert log.stat().st_ino == inode
+    truncate_jsonl(log, last_step=-1)  # a fresh run clears the log
+    assert log.read_bytes() == b""
+    truncate_jsonl(tmp_path / "missing.jsonl", last_step=3)
+    assert not (tmp_path / "missing.jsonl").exists()
+
+
+def test_truncate_jsonl_drops_a_torn_last_line_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    log = _log(tmp_path / "metrics.jsonl", [1, 2])
+    with log.open("a") as f:
+        f.write('{"step": 3, "lo')  # a kill or a full disk in the middle of an append
+    with caplog.at_level(logging.WARNING, logger="knapsack_rl.io"):
+        truncate_jsonl(log, last_step=5)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2]
+    assert f"{log}:3: dropped a torn last line" in caplog.text
+    log.write_bytes(log.read_bytes() + b"\x00" * 64)  # the zero tail some file systems leave after a crash
+    truncate_jsonl(log, last_step=5)
+    assert log.read_text().count("\n") == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            '{"step": 1}\n{"step": 2, "p\n{"step": 3}\n',
+            r":2: corrupt JSON line in a log \(only the last line may be torn\)$",
+        ),
+        ('{"step": 1}\n[1, 2]\n{"step": 3}\n', r":2: corrupt JSON line in a log"),
+        ('{"step": 1}\n{"loss": 2}\n', r":2: log row has no integer 'step'; got step=None$"),
+        ('{"step": 1.0}\n', r":1: log row has no integer 'step'; got step=1.0$"),
+    ],
+)
+def test_truncate_jsonl_refuses_a_corrupt_line_that_is_not_a_torn_last_one(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    log = tmp_path / "allocations.jsonl"
+    log.write_text(content)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(log))}{message}"):
+        truncate_jsonl(log, last_step=1)
+    assert log.read_text() == content
+
+
+def test_truncate_jsonl_rewrites_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = _log(tmp_path / "metrics.jsonl", list(range(1, 200)))
+    before = log.read_bytes()
+
+    def killed(src: str, dst: str) -> None:
+        raise KeyboardInterrupt  # stands for a kill between writing the new log and renaming it
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        truncate_jsonl(log, last_step=10)
+    assert log.read_bytes() == before and _temp_files(tmp_path) == []
+
+
+def test_append_jsonl_writes_whole_lines_and_refuses_what_would_corrupt_the_log(tmp_path: Path, umask: None) -> None:
+    log = tmp_path / "metrics.jsonl"
+    append_jsonl(log, {"step": 1, "loss": 0.5})
+    append_jsonl(log, {"step": 2, "loss": None, "id": "ü"})
+    assert [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()] == [
+        {"step": 1, "loss": 0.5},
+        {"step": 2, "loss": None, "id": "ü"},
+    ]
+    assert stat.S_IMODE(log.stat().st_mode) == 0o644
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        append_jsonl(log, {"step": 3, "loss": float("nan")})
+    with log.open("a") as f:
+        f.write('{"step": 3')
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(log))}: last line is incomplete; run truncate_jsonl"):
+        append_jsonl(log, {"step": 4})
+    truncate_jsonl(log, last_step=10)
+    append_jsonl(log, {"step": 3})
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3]
