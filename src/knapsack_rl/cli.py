@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -19,10 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from knapsack_rl.cli_args import add_flags, given
-from knapsack_rl.core.allocate import BUCKET_NAMES, allocate
+from knapsack_rl.core.allocate import allocate
 from knapsack_rl.core.config import AllocationConfig, KnapsackConfig, preset_names
-from knapsack_rl.core.tracker import atomic_write_bytes
-from knapsack_rl.statsfile import read_stats
+from knapsack_rl.statsfile import check_output_path, read_stats, write_budgets
 
 _COMMAND_MODULES = ("knapsack_rl.train.cli", "knapsack_rl.sim.cli")
 
@@ -47,31 +45,16 @@ def _add_allocate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _run_allocate(args: argparse.Namespace) -> int:
     base = KnapsackConfig.preset(args.preset).allocation if args.preset else AllocationConfig()
     config = dataclasses.replace(base, **given(args, args.flag_names))
+    if args.out is not None:
+        check_output_path(args.out)  # before any work: a bad --out is a one-line error, not a traceback
     ids, p_hat = read_stats(args.stats, min_count=args.min_count)
     result = allocate(p_hat, config, total_budget=args.total_budget)
     if args.out is not None:
-        _write_budgets(args.out, ids, p_hat, result.budgets, result.buckets)
+        write_budgets(args.out, ids, p_hat, result.budgets, result.buckets)
     print(_summary(result, config.n))
     if args.out is not None:
         print(f"wrote {len(ids)} budgets to {args.out}")
     return 0
-
-
-def _write_budgets(path: Path, ids: list[object], p_hat: np.ndarray, budgets: np.ndarray, buckets: np.ndarray) -> None:
-    rows = [
-        {"id": pid, "p_hat": None if np.isnan(p) else float(p), "budget": int(b), "bucket": BUCKET_NAMES[int(k)]}
-        for pid, p, b, k in zip(ids, p_hat, budgets, buckets, strict=True)
-    ]
-    if path.suffix == ".json":
-        data = json.dumps(rows, indent=1).encode()
-    elif path.suffix == ".csv":
-        lines = ["id,p_hat,budget,bucket"] + [
-            f"{r['id']},{'' if r['p_hat'] is None else r['p_hat']},{r['budget']},{r['bucket']}" for r in rows
-        ]
-        data = ("\n".join(lines) + "\n").encode()
-    else:
-        raise ValueError(f"--out must end in .json or .csv; got {path}")
-    atomic_write_bytes(path, data)
 
 
 def _summary(result: object, n: int) -> str:

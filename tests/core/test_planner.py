@@ -94,8 +94,8 @@ def test_probe_of_an_estimated_prompt_is_refused() -> None:
 @pytest.mark.parametrize(
     ("ids", "message"),
     [
-        ([1.0, 2], r"prompt_ids must be ints or strs; prompt_ids\[0\]=1.0 \(float\)"),
-        ([True, 2], r"prompt_ids\[0\]=True \(bool\)"),
+        ([1.0, 2], r"prompt_ids\[0\]=1.0 is not a valid prompt id: prompt ids must be int or str, not float"),
+        ([True, 2], r"prompt_ids\[0\]=True is not a valid prompt id: .* not bool"),
         (["a", "a"], r"prompt_ids must be unique; prompt_ids\[1\]='a' appears more than once"),
     ],
 )

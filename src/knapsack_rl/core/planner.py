@@ -37,7 +37,7 @@ from knapsack_rl.core.allocate import Allocation, allocate, uniform_allocation
 from knapsack_rl.core.config import KnapsackConfig
 from knapsack_rl.core.groups import group_counts, step_metrics
 from knapsack_rl.core.tracker import Tracker, to_success
-from knapsack_rl.core.validate import check_int, check_prompt_ids
+from knapsack_rl.core.validate import check_int, check_step_ids
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class Planner:
         Returns:
             The :class:`Allocation`; ``budgets.sum() == total_budget`` with unit costs.
         """
-        ids = check_prompt_ids("prompt_ids", prompt_ids)
+        ids = check_step_ids("prompt_ids", prompt_ids)
         epoch = check_int("epoch", epoch, low=0)
         p_hat, posterior = self._estimates(ids, epoch)
         floor = None
@@ -128,7 +128,7 @@ class Planner:
         Outside two-phase planning (``probe_n == 0``), in cold-start epochs and for the uniform rule
         every count is 0: call :meth:`plan` directly.
         """
-        ids = check_prompt_ids("prompt_ids", prompt_ids)
+        ids = check_step_ids("prompt_ids", prompt_ids)
         epoch = check_int("epoch", epoch, low=0)
         cfg = self.config
         if cfg.probe_n == 0 or cfg.rule == "uniform" or epoch < cfg.uniform_epochs:
@@ -238,7 +238,7 @@ class EpochCounter:
 
     def advance(self, prompt_ids: Ids) -> int:
         """The epoch of a step with these prompts (call once per step, before planning)."""
-        ids = check_prompt_ids("prompt_ids", prompt_ids)
+        ids = check_step_ids("prompt_ids", prompt_ids)
         if any(pid in self._seen for pid in ids):
             self.epoch += 1
             self._seen = set()
@@ -253,7 +253,7 @@ class EpochCounter:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output."""
         self.epoch = check_int("epoch", state["epoch"], low=0)
-        self._seen = set(check_prompt_ids("seen", state["seen"]))
+        self._seen = set(check_step_ids("seen", state["seen"]))
 
 
 def _plain(obj: Any) -> dict[str, Any]:

@@ -96,18 +96,10 @@ def check_real_array(name: str, values: ArrayLike, size: int) -> NDArray[np.floa
     return arr
 
 
-def check_prompt_ids(name: str, ids: Sequence[object] | NDArray[np.generic]) -> list[int | str]:
-    """Prompt ids as a list of unique ints or strs; NumPy integers and strings are converted.
-
-    Floats and bools are refused (``1.0`` and ``True`` would otherwise merge with the int id ``1``),
-    and the error names the position and the value.
-    """
-    out: list[int | str] = []
-    for i, pid in enumerate(ids.tolist() if isinstance(ids, np.ndarray) else ids):
-        key = pid.item() if isinstance(pid, np.generic) else pid
-        if isinstance(key, bool) or not isinstance(key, int | str):
-            raise ValueError(f"{name} must be ints or strs; {name}[{i}]={pid!r} ({type(pid).__name__})")
-        out.append(key)
+def check_step_ids(name: str, ids: object) -> list[int | str]:
+    """The prompt ids of one step as a list of unique ints / strs (see :func:`check_prompt_ids`)."""
+    checked = check_prompt_ids(name, ids)
+    out: list[int | str] = checked.tolist() if isinstance(checked, np.ndarray) else list(checked)
     check_unique_ids(name, out)
     return out
 

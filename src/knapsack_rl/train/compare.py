@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from knapsack_rl.core.config import KnapsackConfig, preset_names
-from knapsack_rl.core.tracker import atomic_write_bytes
+from knapsack_rl.io import atomic_write_bytes
 from knapsack_rl.models.warmstart import WarmStartConfig
 from knapsack_rl.report.summary import ArmComparison, compare_arms
 from knapsack_rl.tasks.arithmetic import ArithmeticConfig

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -10,15 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from knapsack_rl.io import append_jsonl, truncate_jsonl
+
 logger = logging.getLogger(__name__)
-
-
-def truncate_jsonl(path: Path, *, last_step: int) -> None:
-    """Drop lines whose ``step`` is greater than ``last_step`` (after resuming from a checkpoint)."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
-    path.write_text("".join(line + "\n" for line in keep))
 
 
 class MetricsLogger:
@@ -40,8 +33,7 @@ class MetricsLogger:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         """Write one step's metrics (non-finite values become null in JSON)."""
         row = {"step": step, **{k: (v if math.isfinite(v) else None) for k, v in metrics.items()}}
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_jsonl(self.path, row)
         if self._tb is not None:
             for k, v in metrics.items():
                 if math.isfinite(v):
@@ -49,8 +41,7 @@ class MetricsLogger:
 
     def log_allocation(self, step: int, epoch: int, p_hat: list[float | None], budgets: list[int]) -> None:
         """Per-prompt estimate and budget of one step (for the budget-vs-p plot)."""
-        with self._alloc_path.open("a") as f:
-            f.write(json.dumps({"step": step, "epoch": epoch, "p_hat": p_hat, "budget": budgets}) + "\n")
+        append_jsonl(self._alloc_path, {"step": step, "epoch": epoch, "p_hat": p_hat, "budget": budgets})
 
     def close(self) -> None:
         """Flush and close TensorBoard."""

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from knapsack_rl.core.tracker import atomic_write_bytes
+from knapsack_rl.io import atomic_write_bytes
 from knapsack_rl.preflight import Prediction, format_predictions, predict
 from knapsack_rl.rollout.generate import generate
 from knapsack_rl.tasks.base import get_reward

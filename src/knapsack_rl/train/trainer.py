@@ -32,9 +32,10 @@ import numpy as np
 import torch
 
 from knapsack_rl.core.planner import Planner
-from knapsack_rl.core.tracker import Tracker, atomic_write_bytes
+from knapsack_rl.core.tracker import Tracker
 from knapsack_rl.grpo.advantages import grouped_advantages
 from knapsack_rl.grpo.metrics import eval_metrics, rollout_metrics
+from knapsack_rl.io import atomic_write_bytes
 from knapsack_rl.rollout.generate import Rollouts, concat_rollouts, generate
 from knapsack_rl.tasks.base import PromptSet, get_reward
 from knapsack_rl.train.config import RESUMABLE_CHANGES, TrainConfig

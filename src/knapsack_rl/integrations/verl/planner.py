@@ -34,9 +34,10 @@ from numpy.typing import ArrayLike, NDArray
 
 from knapsack_rl.core.allocate import Allocation, allocate
 from knapsack_rl.core.groups import step_metrics
-from knapsack_rl.core.tracker import Tracker, atomic_write_bytes
+from knapsack_rl.core.tracker import Tracker
 from knapsack_rl.core.validate import check_unique_ids
 from knapsack_rl.integrations.verl.config import KnapsackVerlConfig
+from knapsack_rl.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
