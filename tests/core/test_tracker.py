@@ -367,8 +367,8 @@ REJECTED = [
     ([np.float64(3.0)], [1], {}, r"prompt_ids\[0\]=np.float64\(3.0\) is not a valid prompt id: .* not float64"),
     (np.array([1.0]), [1], {}, r"prompt_ids\[0\]=1.0 is not a valid prompt id"),
     (["a"], [1], {"epoch": -1}, r"epoch must be >= 0; got epoch=-1"),
-    (["a"], [1], {"epoch": 1.5}, r"epoch must be an integer; got 1.5"),
-    (["a"], [1], {"step": True}, r"step must be an integer; got True"),
+    (["a"], [1], {"epoch": 1.5}, r"epoch must be an integer; got epoch=1.5"),
+    (["a"], [1], {"step": True}, r"step must be an integer; got step=True"),
     (["a"], [1], {"epoch": 2**70}, r"epoch must be <= 9223372036854775807"),
     (["a"], [[1]], {}, r"rewards must be 1-D; got shape \(1, 1\)"),
     (["a"], ["x"], {}, r"rewards must be real numbers; rewards\[0\]='x'"),
@@ -394,7 +394,7 @@ def test_a_rejected_update_leaves_the_tracker_byte_identical(ids: Any, rewards: 
 
 def test_epoch_and_step_are_validated_when_set() -> None:
     t = Tracker()
-    with pytest.raises(ValueError, match=r"epoch must be an integer; got '1'"):
+    with pytest.raises(ValueError, match=r"epoch must be an integer; got epoch='1'"):
         t.epoch = "1"  # type: ignore[assignment]
     with pytest.raises(ValueError, match=r"step must be >= 0; got step=-2"):
         t.step = -2

@@ -1,56 +1,69 @@
+"""knapsack-rl train / compare / demo / preflight: flags generated from the configs, paired output."""
+
 import json
 
 import torch
 
-from knapsack_rl.cli import main
+from knapsack_rl.cli import build_parser, main
 
 torch.set_num_threads(1)
 
+TINY = {
+    "task": {"train_per_level": [2] * 8, "eval_per_level": 1},
+    "warmstart": {"steps": 2, "batch_size": 4, "profile_samples": 2},
+    "tiny_model": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2},
+    "prompts_per_step": 8,
+    "eval_k": 2,
+    "tensorboard": False,
+    "progress": False,
+    "threads": 1,
+}
 
-def _config(tmp_path):
-    path = tmp_path / "cfg.yaml"
-    path.write_text(
-        f"warmstart_dir: {tmp_path / 'ws'}\n"
-        "threads: 1\n"
-        "tiny_model: {hidden_size: 32, intermediate_size: 64, num_layers: 1, num_heads: 2}\n"
-    )
+
+def _config(tmp_path, **extra):
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"warmstart_dir": str(tmp_path / "ws"), **TINY, **extra}))
     return path
 
 
-def test_demo_quick_runs_both_arms_with_equal_rollouts(tmp_path, capsys):
+def test_demo_quick_runs_paired_arms_and_prints_a_verdict(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--quick", "--config", str(_config(tmp_path)), "--out-dir", str(out), "--no-progress"])
-    assert code == 0
+    args = ["demo", "--quick", "--config", str(_config(tmp_path)), "--out-dir", str(out), "--seeds", "0..1"]
+    assert main([*args, "--jobs", "1", "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "effective gradient ratio, epoch >= 2 (%)" in text and "uniform" in text and "knapsack" in text
-    assert "warm start:" in text and "level L8 at end (%)" in text
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["uniform"][0]["rollouts"] == summary["knapsack"][0]["rollouts"] == 3 * 4 * 8 * 4
-    for name in ("effective_grad_ratio.png", "heldout_accuracy.png", "budget_vs_p.png"):
+    assert text.startswith("SMOKE RUN (--quick)")
+    for row in ("held-out AUC (%) [primary]", "prompts with signal per step", "knapsack - uniform"):
+        assert row in text
+    assert "knapsack" in text and "over 2 paired seeds" in text
+    summary = json.loads((out / "summary.json").read_text())["summaries"]
+    assert [s["rollouts"] for s in summary["uniform"]] == [s["rollouts"] for s in summary["knapsack"]] == [384] * 2
+    for name in ("effective_prompts.png", "heldout_accuracy.png", "budget_vs_p_knapsack.png"):
         assert (out / name).stat().st_size > 1000
-    assert (out / "seed0" / "knapsack" / "config.json").exists()
+    saved = json.loads((out / "seed1" / "uniform" / "config.json").read_text())
+    assert saved["seed"] == 1 and saved["knapsack"]["rule"] == "uniform"
 
 
-def test_train_command_with_overrides(tmp_path, capsys):
-    cfg = tmp_path / "train.json"
-    cfg.write_text(
-        json.dumps(
-            {
-                "warmstart_dir": str(tmp_path / "ws"),
-                "task": {"train_per_level": [2] * 8, "eval_per_level": 1},
-                "warmstart": {"steps": 2, "batch_size": 4, "profile_samples": 2},
-                "tiny_model": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2},
-                "prompts_per_step": 8,
-                "n": 2,
-                "eval_k": 2,
-                "tensorboard": False,
-                "progress": False,
-                "threads": 1,
-            }
-        )
-    )
+def test_train_flags_override_the_file(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--config", str(cfg), "--arm", "uniform", "--out-dir", str(out), "--max-steps", "3"]) == 0
-    assert "trained 3 steps (48 rollouts)" in capsys.readouterr().out
-    assert json.loads((out / "config.json").read_text())["arm"] == "uniform"
+    argv = ["train", "--config", str(_config(tmp_path)), "--rule", "uniform", "--n", "2", "--out-dir", str(out)]
+    assert main([*argv, "--max-steps", "3", "--no-progress", "--set", "task.eval_per_level=2"]) == 0
+    assert "trained steps 1..3 of 3 (48 rollouts in all)" in capsys.readouterr().out
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["knapsack"]["rule"] == "uniform" and saved["knapsack"]["allocation"]["n"] == 2
+    assert saved["task"]["eval_per_level"] == 2
     assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert main(["train", "--config", str(_config(tmp_path)), "--set", "lr=-1"]) == 2
+
+
+def test_every_generated_flag_shows_its_default():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name in ("train", "compare", "demo", "preflight", "allocate"):
+        generated = set(sub.choices[name].get_default("flag_names"))
+        assert len(generated) > 10
+        for action in sub.choices[name]._actions:
+            if action.dest in generated:
+                assert "(default: " in (action.help or ""), (name, action.dest)
+    train_flags = {a.dest for a in sub.choices["train"]._actions}
+    compare_flags = {a.dest for a in sub.choices["compare"]._actions}
+    assert train_flags <= compare_flags and {"progress", "max_n", "estimator", "loss_agg"} <= train_flags
