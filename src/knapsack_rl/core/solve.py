@@ -5,30 +5,55 @@ Problem (unit cost)::
     maximise   sum_i f_i(k_i)
     subject to sum_i k_i = R,  0 <= k_i <= cap_i,  k_i integer,
 
-where ``f_i(k)`` is the value of giving prompt i ``k`` rollouts above its lower bound, and every
-``f_i`` is concave (marginal gains ``d_i(j) = f_i(j + 1) - f_i(j)`` non-increasing in j). Then the
-R largest marginal gains over all prompts form an optimal solution (an exchange argument: any
-solution that skips a larger gain for a smaller one can swap them without loss), so the optimum is
-a *top-R selection*: find the threshold t = R-th largest gain and give every prompt its gains above
-t, plus ties in prompt order.
+where ``f_i(k) = V(lower_i + k, *params_i)`` is the value of giving prompt i ``k`` rollouts above its
+lower bound (``cap_i = upper_i - lower_i``), and every ``f_i`` is concave: its marginal gains
+``d_i(j) = f_i(j + 1) - f_i(j)`` ("unit j of prompt i") are non-increasing in j. Then the R largest
+gains over all prompts form an optimal solution (exchange argument), so the optimum is a *top-R
+selection*: with ``t`` the R-th largest gain, every prompt takes its units with gain > t, and the
+units with gain == t go to the lowest prompt indices first (each prompt's tied units are consecutive).
+That rule defines the answer; every path below returns exactly it (tested).
 
-:func:`solve_greedy` implements that with one partial sort: O(U K + E) time, where U is the
-number of distinct rows (prompts with equal (p, lower, upper) share one row of gains, which makes
-estimates on a 1/16 grid cost almost nothing), K = min(max cap, R), E the number of prompts.
+Paths (registered as solvers; ``"greedy"`` picks one automatically):
 
-With per-prompt costs c_i (for example expected tokens per rollout) the constraint becomes
-``sum_i c_i k_i <= R``; that is a true integer knapsack (NP-hard in general). :func:`solve_greedy`
-then takes units in order of gain per cost and, once the next unit no longer fits, keeps adding
-the best units that do. This is optimal for the fractional relaxation up to the first unit that
-did not fit, so ``objective >= OPT - max gain of one unit`` (the result reports that bound).
+- **enumeration** (small problems, ``sum_i cap_i`` up to 2^17 units): list every unit's gain, one
+  ``np.partition``.
+- **dense** (``solve_dense``): prompts with equal (params, lower, cap) share one row of gains
+  (grouped without sorting when a sample shows few distinct values, as for estimates on a 1/16
+  grid); one weighted selection over the (rows x min(max cap, R)) table.
+- **threshold** (``solve_threshold``): O(E) memory, time O(E log) independent of max_n beyond a log
+  factor. The count of units of prompt i with gain > t is found by a vectorised galloping search
+  over j (a prompt's gains are sorted), started at the value's ``crossing`` hint when it has one
+  (closed-form inverse of the gain, e.g. ``w v u^x (1 + rho^(x-1)) = t`` for the paper's family)
+  and verified by exact gain evaluations. A strided sample of prompts brackets the threshold
+  (t_lo, t_hi) (Floyd-Rivest style); two counting passes over all prompts give the counts at both
+  ends, band-sampling rounds shrink the bracket while the band between them is large, and the band's
+  units are listed and selected exactly. Prompts are processed in chunks of 2^15, so temporaries
+  stay in cache and peak memory is a few int64 arrays of E.
 
-:func:`solve_dp` is the exact dynamic programme (O(E x R x K)), used as the reference in tests and
-in the benchmark; it is what the authors' recipe runs at every step.
+Per-prompt costs c_i (for example expected tokens per rollout) make the constraint
+``sum_i c_i k_i <= B`` a true integer knapsack (NP-hard in general). The solver then scans units in
+order of gain per cost (ties: lower prompt index, then lower j) and takes each unit that still fits,
+dropping a prompt whose next unit does not (the first such unit bounds the gap to the optimum:
+``OPT - objective <= its gain``, the fractional-relaxation bound, reported as ``gap_bound``).
+Implemented as a prefix of that order (found by the threshold machinery with weights c_i) followed
+by fill rounds over the prompts that still fit; memory O(E). "Fits" means ``spent <= B + tol`` with
+``tol = COST_RTOL * B``, so sums of non-integer costs (0.8, 1/3, 0.1) never lose a unit to rounding;
+``placed`` may therefore exceed B by at most ``tol``. Equal costs are solved exactly as unit costs
+with ``R = floor((B + tol) / c)``.
+
+:func:`solve_dp` is the exact dynamic programme (O(E x R x K)), the reference in tests; it is what
+the authors' recipe runs at every step.
+
+Values are called as ``value(n, *params)`` where ``p`` is one (E,) array (``params = (p,)``) or a
+tuple of (E,) arrays (``(a, b)`` for a posterior value). A :class:`~knapsack_rl.core.value.ValueFunction`
+may carry a closed-form ``gain``, a ``crossing`` hint and a ``prepare`` step; plain callables work
+through differences ``V(n + 1) - V(n)`` and bisection. Exactness needs the computed gains of each
+prompt to be non-increasing in j (concavity, also in floating point).
 """
 
 from __future__ import annotations
 
-import heapq
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -37,10 +62,26 @@ import numpy as np
 from numpy.typing import NDArray
 
 from knapsack_rl.core.registry import Registry
-from knapsack_rl.core.value import ValueFn
+from knapsack_rl.core.value import ValueFn, ValueFunction
 
-# Rows of distinct (p, lower, upper) triples are deduplicated when they cut the work by this factor.
-_DEDUP_FACTOR = 4
+IntArray = NDArray[np.int64]
+FloatArray = NDArray[np.float64]
+Params = tuple[FloatArray, ...]
+
+COST_RTOL = 1e-9
+"""Relative tolerance of "a unit fits" with per-prompt costs: spent <= budget * (1 + COST_RTOL)."""
+
+_CHUNK = 1 << 14  # prompts per counting chunk (temporaries stay in cache)
+_DENSE_UNITS = 1 << 17  # list every unit when the problem has at most this many
+_SAMPLE = 2048  # prompts in the bracketing sample
+_SAMPLE_UNITS = 1 << 20  # cap on the units listed for the sample
+_BAND_SAMPLE = 1024  # units sampled per band-shrinking round
+_Z = 4.0  # bracket margin, in standard deviations
+_MAX_ROUNDS = 64
+_FILL_STEPS = 64  # fill unit by unit when at most this many more units can fit
+_GROUP_SAMPLE = 1024  # values inspected to decide whether prompts share few distinct rows
+_GROUP_MAX = 64  # distinct values per key for the dense path
+_GROUP_MIN_PROMPTS = 1 << 12  # below this, enumeration is cheaper than grouping
 
 
 @dataclass(frozen=True)
@@ -50,207 +91,868 @@ class Solution:
     Attributes:
         extra: int64 array (E,), rollouts above each prompt's lower bound.
         objective: sum of the prompts' values at ``lower + extra`` (under the solver's scoring).
-        placed: budget actually placed (``extra.sum()`` with unit costs, ``costs @ extra`` otherwise).
-        optimal: True when the solution is proven optimal (unit costs, or the DP).
+        placed: budget actually placed (``extra.sum()`` with unit costs, ``sum(costs * extra)`` otherwise).
+        optimal: True when the solution is proven optimal (unit or equal costs, everything fit, or the DP).
         gap_bound: upper bound on ``OPT - objective`` (0 when optimal).
     """
 
-    extra: NDArray[np.int64]
+    extra: IntArray
     objective: float
     placed: float
     optimal: bool
     gap_bound: float
 
 
-def value_table(
-    value: ValueFn,
-    p: NDArray[np.float64],
-    lower: NDArray[np.int64],
-    width: int,
-    zero_at_lower: bool,
-) -> NDArray[np.float64]:
-    """Values ``f_i(k) = V(lower_i + k, p_i)`` for k = 0..width, shape (E, width + 1).
+# --------------------------------------------------------------------------------------------
+# validation
 
-    With ``zero_at_lower`` the first column is 0: the recipe scores a prompt that gets no extra
-    rollout as value 0 rather than ``V(lower, p)``. Concavity is kept, since
-    ``V(lower + 1) - 0 >= V(lower + 1) - V(lower)``.
+
+@dataclass(frozen=True)
+class _Problem:
+    """Validated solver inputs: (E,) params, lower and caps; ``weights`` None for unit costs."""
+
+    value: ValueFn
+    params: Params
+    lower: IntArray
+    caps: IntArray
+    budget: float
+    weights: FloatArray | None
+    zero_at_lower: bool
+
+
+def _check_params(p: object) -> Params:
+    raw = p if isinstance(p, tuple) else (p,)
+    if not raw:
+        raise ValueError("p must be an (E,) array or a non-empty tuple of (E,) arrays; got an empty tuple")
+    out: list[FloatArray] = []
+    for k, x in enumerate(raw):
+        name = f"p[{k}]" if isinstance(p, tuple) else "p"
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "fiu" or arr.ndim != 1:
+            raise ValueError(f"{name} must be a 1-D array of real numbers; got dtype {arr.dtype}, shape {arr.shape}")
+        arr = np.ascontiguousarray(arr, dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(arr))
+        if bad.size:
+            raise ValueError(f"{name} must be finite; {name}[{bad[0]}]={float(arr[bad[0]])!r}")
+        if arr.shape != np.shape(out[0] if out else arr):
+            raise ValueError(f"{name} must have the shape of p[0], {out[0].shape}; got {arr.shape}")
+        out.append(arr)
+    return tuple(out)
+
+
+def _check_int_array(name: str, x: object, e: int) -> IntArray:
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be an integer array; got dtype {arr.dtype}")
+    if arr.shape != (e,):
+        raise ValueError(f"{name} must have shape ({e},) like p; got shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _check_problem(
+    value: ValueFn, p: object, lower: object, upper: object, budget: object, costs: object, zero_at_lower: bool
+) -> _Problem:
+    """Validate every argument once; the error names the argument and the offending value."""
+    if not callable(value):
+        raise ValueError(f"value must be callable as value(n, *params); got {value!r:.80}")
+    params = _check_params(p)
+    e = params[0].size
+    lo = _check_int_array("lower", lower, e)
+    up = _check_int_array("upper", upper, e)
+    bad = np.flatnonzero(lo < 0)
+    if bad.size:
+        raise ValueError(f"lower must be >= 0; lower[{bad[0]}]={lo[bad[0]]}")
+    bad = np.flatnonzero(up < lo)
+    if bad.size:
+        i = bad[0]
+        raise ValueError(f"upper must be >= lower; upper[{i}]={up[i]} < lower[{i}]={lo[i]}")
+    weights = None if costs is None else _check_costs(costs, e)
+    if isinstance(budget, bool) or not isinstance(budget, int | float | np.integer | np.floating):
+        raise ValueError(f"budget must be a real number; got {budget!r}")
+    b = float(budget)
+    if not math.isfinite(b) or b < 0:
+        raise ValueError(f"budget must be finite and >= 0; got budget={budget!r}")
+    if weights is None and not b.is_integer():
+        raise ValueError(f"budget must be a whole number of rollouts with unit costs; got budget={budget!r}")
+    return _Problem(value, params, lo, up - lo, b, weights, bool(zero_at_lower))
+
+
+def _check_costs(costs: object, e: int) -> FloatArray:
+    c = np.asarray(costs)
+    if c.dtype.kind not in "fiu":
+        raise ValueError(f"costs must be an array of real numbers; got dtype {c.dtype}")
+    if c.shape != (e,):
+        raise ValueError(f"costs must have shape ({e},) like p; got shape {c.shape}")
+    c = np.ascontiguousarray(c, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(c) | (c <= 0))
+    if bad.size:
+        raise ValueError(f"costs must be finite and > 0; costs[{bad[0]}]={float(c[bad[0]])!r}")
+    return c
+
+
+# --------------------------------------------------------------------------------------------
+# the units of a problem: gains, scores (gain per cost), crossing hints
+
+
+class _Units:
+    """Unit j of prompt i: gain ``d_i(j) = f_i(j + 1) - f_i(j)``, score ``d_i(j) / w_i``.
+
+    ``rows`` arguments are int64 index arrays into the (E,) arrays; ``j`` has the same length.
     """
-    n = lower[:, None] + np.arange(width + 1, dtype=np.int64)[None, :]  # (E, width + 1)
-    table = value(n.astype(np.float64), p[:, None])  # (E, width + 1)
-    if zero_at_lower:
-        table[:, 0] = 0.0
-    return table
+
+    def __init__(
+        self,
+        value: ValueFn,
+        params: Params,
+        lower: IntArray,
+        weights: FloatArray | None,
+        zero_first: NDArray[np.bool_] | None,
+    ) -> None:
+        self.value = value
+        self.params = params
+        self.lower = lower
+        self.weights = weights
+        self.zero_first = zero_first  # prompts whose unit 0 is scored V(lower + 1) - 0 (the recipe's quirk)
+        vf = value if isinstance(value, ValueFunction) else None
+        self.gain_fn = vf.gain if vf is not None else None
+        self.crossing_fn = vf.crossing if vf is not None else None
+        self.prepare_fn = vf.prepare if vf is not None and vf.gain is not None else None
+
+    def sub(self, rows: IntArray, shift: IntArray) -> _Units:
+        """The units of prompts ``rows`` after their first ``shift`` units (lower bound moved up)."""
+        zero = None if self.zero_first is None else self.zero_first[rows] & (shift == 0)
+        w = None if self.weights is None else self.weights[rows]
+        return _Units(self.value, tuple(x[rows] for x in self.params), self.lower[rows] + shift, w, zero)
+
+    def view(self, rows: IntArray) -> _View:
+        """The inputs of prompts ``rows`` gathered (and prepared) once; the counting loop compacts them."""
+        args = tuple(x[rows] for x in self.params)
+        if self.prepare_fn is not None:
+            args = tuple(np.asarray(x, dtype=np.float64) for x in self.prepare_fn(*args))
+        w = None if self.weights is None else self.weights[rows]
+        return _View(self, rows, self.lower[rows].astype(np.float64), args, w)
+
+    def gains(self, rows: IntArray, j: IntArray) -> FloatArray:
+        return self.view(rows).gains(j)
+
+    def scores(self, rows: IntArray, j: IntArray) -> FloatArray:
+        return self.view(rows).scores(j)
+
+
+@dataclass
+class _View:
+    """Gathered inputs of some prompts: ``n0`` = lower as float, ``args`` = prepared params (or params).
+
+    ``args`` is what the value's ``gain`` and ``crossing`` take (``prepare(*params)``), or the params
+    themselves for a value without a closed-form gain.
+    """
+
+    units: _Units
+    rows: IntArray
+    n0: FloatArray
+    args: Params
+    weights: FloatArray | None
+
+    def take(self, idx: IntArray) -> _View:
+        w = None if self.weights is None else self.weights[idx]
+        return _View(self.units, self.rows[idx], self.n0[idx], tuple(x[idx] for x in self.args), w)
+
+    def gains(self, j: IntArray) -> FloatArray:
+        u = self.units
+        n = self.n0 + j
+        if u.gain_fn is not None:
+            d = np.asarray(u.gain_fn(n, *self.args), dtype=np.float64)
+        else:
+            d = np.asarray(u.value(n + 1.0, *self.args) - u.value(n, *self.args), dtype=np.float64)
+        if u.zero_first is not None:
+            first = np.flatnonzero((j == 0) & u.zero_first[self.rows])
+            if first.size:
+                d = d.copy()
+                d[first] = u.value(n[first] + 1.0, *(x[self.rows[first]] for x in u.params))  # f(1) - f(0), f(0) = 0
+        return d
+
+    def scores(self, j: IntArray) -> FloatArray:
+        d = self.gains(j)
+        return d if self.weights is None else d / self.weights
+
+    def guess(self, t: float, lo: IntArray, hi: IntArray) -> IntArray | None:
+        """Counts predicted by the value's crossing hint, clipped to [lo, hi]; None without a hint."""
+        u = self.units
+        if u.crossing_fn is None:
+            return None
+        lam = np.full(self.rows.size, t) if self.weights is None else t * self.weights
+        with np.errstate(all="ignore"):
+            x = np.asarray(u.crossing_fn(lam, *self.args), dtype=np.float64)
+            g = np.ceil(x) - self.n0
+        return np.fmin(np.fmax(g, lo), hi).astype(np.int64)  # NaN (no estimate) becomes lo
+
+
+def _wsum(w: FloatArray | None, c: IntArray) -> float:
+    """``sum_i w_i c_i`` (plain reduction, no BLAS); ``sum c`` for unit weights."""
+    return float(c.sum()) if w is None else float(np.sum(w * c))
+
+
+# --------------------------------------------------------------------------------------------
+# counting units above a threshold
+
+
+def _count_gt(
+    units: _Units,
+    rows: IntArray | None,
+    t: float,
+    lo: IntArray,
+    hi: IntArray,
+    guess: IntArray | None,
+    edges: tuple[FloatArray, FloatArray] | None = None,
+) -> IntArray:
+    """``c_i = #{j : s_i(j) > t}`` for prompts ``rows`` (None: all), given ``lo_i <= c_i <= hi_i``.
+
+    Scores of a prompt are non-increasing in j, so c_i is certified by ``s_i(c_i - 1) > t >= s_i(c_i)``
+    (or a bound). First both units around ``guess`` (or the value's crossing hint) are evaluated, which
+    settles most prompts; the rest gallop away from it and bisect (bisection alone without a guess).
+    With ``edges = (head, tail)`` (pre-filled with -inf / +inf) the certifying scores are stored:
+    ``head_i = s_i(c_i)``, the best unit left out, and ``tail_i = s_i(c_i - 1)``, the worst unit
+    taken (where they were evaluated). Chunks of 2^14 prompts keep temporaries in cache.
+    """
+    out = lo.copy()
+    if t == math.inf:
+        return out
+    for start in range(0, lo.size, _CHUNK):
+        sl = slice(start, min(start + _CHUNK, lo.size))
+        r = np.arange(sl.start, sl.stop, dtype=np.int64) if rows is None else rows[sl]
+        g = None if guess is None else guess[sl]
+        e = None if edges is None else (edges[0][sl], edges[1][sl])
+        out[sl] = _count_chunk(units, r, t, lo[sl], hi[sl], g, e)
+    return out
+
+
+def _count_chunk(
+    units: _Units,
+    rows: IntArray,
+    t: float,
+    lo: IntArray,
+    hi: IntArray,
+    guess: IntArray | None,
+    edges: tuple[FloatArray, FloatArray] | None,
+) -> IntArray:
+    out = lo.copy()
+    act = np.flatnonzero(lo < hi)
+    if act.size == 0:
+        return out
+    view = units.view(rows[act])
+    lo_a, hi_a = lo[act], hi[act]
+    g = np.minimum(np.maximum(guess[act], lo_a), hi_a) if guess is not None else view.guess(t, lo_a, hi_a)
+    if g is None:  # no guess: bisect
+        probe = (lo_a + hi_a - 1) // 2
+        return _gallop(view, act, t, lo_a, hi_a, probe, np.zeros(act.size, dtype=np.int8), out, edges)
+    before = view.scores(np.maximum(g - 1, 0))  # s(g - 1) > t certifies c >= g
+    at = view.scores(np.minimum(g, hi_a - 1))  # s(g) <= t certifies c <= g
+    low_bad = (g > lo_a) & (before <= t)  # c <= g - 1
+    high_bad = (g < hi_a) & (at > t)  # c >= g + 1 (never both: s(g - 1) >= s(g))
+    if edges is not None:  # best unit left out / worst taken; invalid ones (c at a bound) fixed by the caller
+        edges[0][act] = at + low_bad * (before - at)
+        edges[1][act] = before + high_bad * (at - before)
+    # blends by arithmetic: np.where with a random mask is ~4x slower here
+    lo_a = g + high_bad + low_bad * (lo_a - g)
+    hi_a = g - low_bad + high_bad * (hi_a - g)
+    state = (high_bad.view(np.int8) - low_bad.view(np.int8)).astype(np.int8)  # gallop away from g
+    probe = lo_a + low_bad * (hi_a - 1 - lo_a)
+    return _gallop(view, act, t, lo_a, hi_a, probe, state, out, edges, step=2)
+
+
+def _gallop(
+    view: _View,
+    act: IntArray,
+    t: float,
+    lo_a: IntArray,
+    hi_a: IntArray,
+    probe: IntArray,
+    state: NDArray[np.int8],
+    out: IntArray,
+    edges: tuple[FloatArray, FloatArray] | None,
+    step: int = 1,
+) -> IntArray:
+    """Galloping (state +1 up / -1 down, doubling the step) then bisection (state 0) until lo == hi.
+
+    ``edges`` get the last score below t (the best left out) and the last above t (the worst taken).
+    """
+    steps = np.full(act.size, step, dtype=np.int64)
+    head = tail = np.empty(0)
+    while True:
+        done = lo_a >= hi_a
+        if done.any():  # compact with index arrays (boolean masks cost ~10x more per array)
+            fin = np.flatnonzero(done)
+            out[act[fin]] = lo_a[fin]
+            if head.size:
+                edges[0][act[fin]] = head[fin]  # type: ignore[index]
+                edges[1][act[fin]] = tail[fin]  # type: ignore[index]
+            keep = np.flatnonzero(~done)
+            if keep.size == 0:
+                return out
+            act, lo_a, hi_a, probe, steps = act[keep], lo_a[keep], hi_a[keep], probe[keep], steps[keep]
+            state = state[keep]
+            view = view.take(keep)
+            if head.size:
+                head, tail = head[keep], tail[keep]
+        if edges is not None and head.size == 0:
+            head = np.where(state == -1, edges[0][act], -np.inf)  # a score left out is known going down
+            tail = np.where(state == 1, edges[1][act], np.inf)  # a score taken is known going up
+        probe = np.minimum(np.maximum(probe, lo_a), hi_a - 1)
+        sc = view.scores(probe)
+        up = sc > t  # unit `probe` is above t: c >= probe + 1
+        if head.size:
+            tail = np.where(up, sc, tail)
+            head = np.where(up, head, sc)
+        lo_a = lo_a + up * (probe + 1 - lo_a)
+        hi_a = probe + up * (hi_a - probe)
+        move = 2 * up.view(np.int8) - 1  # +1 up, -1 down
+        keep_dir = state == move
+        state = keep_dir * move  # galloping stops at the first turn, then bisection
+        gallop = hi_a - steps + up * (lo_a - hi_a + 2 * steps - 1)  # up: lo + step - 1, down: hi - step
+        probe = gallop + (state == 0) * ((lo_a + hi_a - 1) // 2 - gallop)
+        steps = steps << keep_dir
+
+
+# --------------------------------------------------------------------------------------------
+# selecting among listed units
+
+
+@dataclass
+class _Pick:
+    """Units taken per prompt and the first unit that did not fit (its gain; None if none)."""
+
+    extra: IntArray
+    critical_gain: float | None
+
+
+def _positions(rows: IntArray, start: IntArray, stop: IntArray) -> tuple[IntArray, IntArray]:
+    """Every unit ``j in [start_i, stop_i)`` of ``rows``, row-major, j ascending: (row, j) arrays."""
+    width = stop - start
+    rid = np.repeat(rows, width)
+    offset = np.repeat(start - (np.cumsum(width) - width), width)
+    return rid, offset + np.arange(rid.size, dtype=np.int64)
+
+
+def _select(units: _Units, rid: IntArray, j: IntArray, base: float, budget: float, tol: float, e: int) -> _Pick:
+    """Take listed units in order (-score, row, j) while ``base + spent <= budget + tol``.
+
+    The listing must be row-major with j ascending (ties then fall in (row, j) order) and must
+    contain every unit that the order puts before the first unit that does not fit.
+    """
+    gains = units.gains(rid, j)
+    w = units.weights
+    if w is None:  # unit weights: the K best by one partition, ties in listing order
+        k = int(budget + tol - base)
+        if k >= gains.size:
+            return _Pick(np.bincount(rid, minlength=e).astype(np.int64), None)
+        if k <= 0:
+            return _Pick(np.zeros(e, dtype=np.int64), None)
+        kth = float(np.partition(gains, gains.size - k)[gains.size - k])
+        above = gains > kth
+        ties = gains == kth
+        take = above | (ties & (np.cumsum(ties) <= k - int(above.sum())))  # ties in (row, j) order
+        return _Pick(np.bincount(rid[take], minlength=e).astype(np.int64), None)
+    scores = gains / w[rid]
+    order = np.argsort(-scores, kind="stable")
+    spent = base + np.cumsum(w[rid[order]])
+    n_take = int(np.searchsorted(spent, budget + tol, side="right"))
+    extra = np.bincount(rid[order[:n_take]], minlength=e).astype(np.int64)
+    crit = float(gains[order[n_take]]) if n_take < order.size else None
+    return _Pick(extra, crit)
+
+
+# --------------------------------------------------------------------------------------------
+# the threshold engine: a prefix of the units ordered by (-score, row, j) under a weight budget
+
+
+@dataclass
+class _Bracket:
+    """Counts at two thresholds: ``c_hi = count(> t_hi)`` fits the budget, ``c_lo = count(> t_lo)`` does not."""
+
+    t_hi: float
+    c_hi: IntArray
+    w_hi: float
+    t_lo: float
+    c_lo: IntArray
+    w_lo: float
+
+
+@dataclass(frozen=True)
+class _Settings:
+    sample_size: int = _SAMPLE
+    band_max: int | None = None  # None: max(2^16, E // 2)
+    dense_units: int = _DENSE_UNITS
+
+
+def _prefix(units: _Units, cmax: IntArray, budget: float, tol: float, st: _Settings) -> _Pick:
+    """The longest prefix of units (j < cmax_i) in order (-score, row, j) whose weight fits ``budget``.
+
+    One counting pass at the sample's estimate t of the critical score; the other end of the bracket
+    comes from the heads (best units left out) or tails (worst units taken) of that pass, and only the
+    prompts whose head or tail crosses it are counted again.
+    """
+    e = cmax.size
+    w = units.weights
+    if e == 0 or _wsum(w, cmax) <= budget + tol:
+        return _Pick(cmax.copy(), None)
+    if int(cmax.sum()) <= st.dense_units:
+        rid, j = _positions(np.arange(e, dtype=np.int64), np.zeros(e, dtype=np.int64), cmax)
+        return _select(units, rid, j, 0.0, budget, tol, e)
+    t = _sample_estimate(units, cmax, budget, tol, st.sample_size)
+    edges = (np.full(e, -np.inf), np.full(e, np.inf))
+    c = _count_gt(units, None, t, np.zeros(e, dtype=np.int64), cmax, None, edges)
+    placed = _wsum(w, c)
+    if placed <= budget + tol:  # a prompt at its cap has no unit left out
+        br = _bracket_below(units, cmax, budget + tol, t, c, placed, np.where(c < cmax, edges[0], -np.inf))
+    else:  # a prompt with no unit taken has none to drop
+        br = _bracket_above(units, cmax, budget + tol, t, c, placed, np.where(c > 0, edges[1], np.inf))
+    del edges
+    band_max = st.band_max if st.band_max is not None else max(1 << 16, e // 2)
+    _shrink(units, br, budget, tol, band_max)
+    return _finish(units, br, budget, tol)
+
+
+def _edge_value(vals: FloatArray, w: FloatArray | None, level: float, largest: bool, side: str) -> float | None:
+    """Walk ``vals`` from the most extreme (largest or smallest; infinite entries never) accumulating
+    weight (1 each without ``w``); return the value at which the total first exceeds ``level``
+    (``side="right"``) or reaches it (``"left"``), or None if it never does.
+
+    Partial selection: one ``np.partition`` finds the k-th most extreme value; only the values beyond
+    it are sorted (k doubles until their weight suffices).
+    """
+    n_fin = int(np.count_nonzero(np.isfinite(vals)))
+    if w is None:  # unit weights: the k-th most extreme value itself
+        k = int(level) + 1 if side == "right" else math.ceil(level)
+        if k > n_fin or k <= 0:
+            return None
+        return float(np.partition(vals, vals.size - k)[vals.size - k] if largest else np.partition(vals, k - 1)[k - 1])
+    k = int(1.25 * level / float(np.mean(w))) + 16
+    while True:
+        k = min(k, n_fin)
+        if k == 0:
+            return None
+        kth = np.partition(vals, vals.size - k)[vals.size - k] if largest else np.partition(vals, k - 1)[k - 1]
+        idx = np.flatnonzero(vals >= kth) if largest else np.flatnonzero(vals <= kth)
+        idx = idx[np.argsort(-vals[idx] if largest else vals[idx], kind="stable")]
+        pos = int(np.searchsorted(np.cumsum(w[idx]), level, side=side))  # type: ignore[call-overload]
+        if pos < idx.size:
+            return float(vals[idx[pos]])
+        if k == n_fin:
+            return None
+        k *= 2
+
+
+def _bracket_below(
+    units: _Units, cmax: IntArray, cap: float, t: float, c: IntArray, placed: float, head: FloatArray
+) -> _Bracket:
+    """Units above t fit (``placed <= cap``): the lower end sits just below the heads needed to overflow."""
+    w = units.weights
+    h = _edge_value(head, w, cap - placed, largest=True, side="right")
+    if h is None:  # one unit per prompt is not enough: start from every unit
+        return _Bracket(t, c, placed, -math.inf, cmax.copy(), _wsum(w, cmax))
+    t_lo = float(np.nextafter(h, -math.inf))
+    rows = np.flatnonzero(head > t_lo)  # prompts with at least one more unit above t_lo
+    c_lo = c.copy()
+    c_lo[rows] = _count_gt(units, rows, t_lo, c[rows] + 1, cmax[rows], c[rows] + 1)
+    more = _wsum(None if w is None else w[rows], c_lo[rows] - c[rows])
+    return _Bracket(t, c, placed, t_lo, c_lo, placed + more)
+
+
+def _bracket_above(
+    units: _Units, cmax: IntArray, cap: float, t: float, c: IntArray, placed: float, tail: FloatArray
+) -> _Bracket:
+    """Units above t overflow (``placed > cap``): the upper end is the tail at which enough are dropped."""
+    w = units.weights
+    t_hi = _edge_value(tail, w, placed - cap, largest=False, side="left")
+    if t_hi is None:  # dropping one unit per prompt is not enough: start from none
+        return _Bracket(math.inf, np.zeros_like(c), 0.0, t, c, placed)
+    rows = np.flatnonzero(tail <= t_hi)  # prompts whose last taken unit drops out
+    c_hi = c.copy()
+    c_hi[rows] = _count_gt(units, rows, t_hi, np.zeros(rows.size, dtype=np.int64), c[rows] - 1, c[rows] - 1)
+    less = _wsum(None if w is None else w[rows], c[rows] - c_hi[rows])
+    return _Bracket(t_hi, c_hi, placed - less, t, c, placed)
+
+
+def _quantile(scores: FloatArray, weights: FloatArray | None, level: float) -> float:
+    """Score of the unit at which the cumulative weight (best first) exceeds ``level``.
+
+    ``+inf`` when ``level < 0`` (no unit); ``-inf`` when the listed units do not reach it.
+    """
+    if level < 0:
+        return math.inf
+    if weights is None:
+        k = int(level)
+        if k >= scores.size:
+            return -math.inf
+        return float(np.partition(scores, scores.size - 1 - k)[scores.size - 1 - k])
+    order = np.argsort(-scores, kind="stable")
+    k = int(np.searchsorted(np.cumsum(weights[order]), level, side="right"))
+    return -math.inf if k >= scores.size else float(scores[order[k]])
+
+
+def _sample_estimate(units: _Units, cmax: IntArray, budget: float, tol: float, size: int) -> float:
+    """Estimate of the critical score from a strided sample of prompts (the caller verifies it).
+
+    The sample's units are listed down to a depth that doubles for prompts whose next unlisted unit
+    still scores above the estimate; the budget is scaled by the sample's share of prompts.
+    """
+    e = cmax.size
+    w = units.weights
+    mean_units = (budget + tol) / (e if w is None else float(np.sum(w)))
+    s = int(min(e, size, max(1.0, _SAMPLE_UNITS / (2.0 * mean_units + 8.0))))
+    rows = (np.arange(s, dtype=np.int64) * e) // s
+    cm = cmax[rows]
+    depth = np.minimum(cm, int(2 * mean_units) + 4)
+    target = (budget + tol) * s / e
+    t = -math.inf
+    for _ in range(_MAX_ROUNDS):
+        rid, j = _positions(rows, np.zeros(s, dtype=np.int64), depth)
+        t = _quantile(units.scores(rid, j), None if w is None else w[rid], target)
+        cut = np.flatnonzero(depth < cm)
+        if cut.size == 0:
+            return t
+        short = cut[units.scores(rows[cut], depth[cut]) >= t]  # listed too shallow for t
+        if short.size == 0:
+            return t
+        depth[short] = np.minimum(cm[short], 2 * depth[short] + 4)
+    return t
+
+
+def _apply(units: _Units, br: _Bracket, act: IntArray, t: float, budget: float, tol: float) -> None:
+    """Count at ``t`` (strictly inside the bracket) on the band's prompts and move one end to it."""
+    if not br.t_lo < t < br.t_hi:
+        return
+    w = units.weights
+    c = _count_gt(units, act, t, br.c_hi[act], br.c_lo[act], None)
+    diff = c - br.c_hi[act]
+    placed = br.w_hi + _wsum(None if w is None else w[act], diff)
+    if placed <= budget + tol:
+        br.t_hi, br.w_hi = t, placed
+        br.c_hi[act] = c
+    else:
+        br.t_lo, br.w_lo = t, placed
+        br.c_lo[act] = c
+
+
+def _shrink(units: _Units, br: _Bracket, budget: float, tol: float, band_max: int) -> None:
+    """Sample units of the band (c_hi <= j < c_lo) to move both ends until the band is small or all ties."""
+    for _ in range(_MAX_ROUNDS):
+        if br.t_lo == np.nextafter(br.t_hi, -math.inf):
+            return  # the band holds only units scoring exactly t_hi
+        act = np.flatnonzero(br.c_lo > br.c_hi)
+        width = br.c_lo[act] - br.c_hi[act]
+        n_band = int(width.sum())
+        if n_band <= band_max:
+            return
+        pos = ((np.arange(_BAND_SAMPLE) + 0.5) * (n_band / _BAND_SAMPLE)).astype(np.int64)
+        cum = np.cumsum(width)
+        k = np.searchsorted(cum, pos, side="right")
+        sc = units.scores(act[k], br.c_hi[act[k]] + pos - (cum[k] - width[k]))
+        wt = np.ones(sc.size) if units.weights is None else units.weights[act[k]]
+        order = np.argsort(-sc, kind="stable")
+        sc, wt = sc[order], wt[order]
+        est = np.cumsum(wt) * ((br.w_lo - br.w_hi) / float(wt.sum()))  # band weight above each sample
+        k0 = min(int(np.searchsorted(est, budget + tol - br.w_hi, side="right")), sc.size - 1)
+        m = int(_Z * math.sqrt(k0 + 1.0)) + 1
+        before = (br.t_hi, br.t_lo)
+        if k0 - m >= 0:
+            _apply(units, br, act, float(sc[k0 - m]), budget, tol)
+        if k0 + m < sc.size:
+            _apply(units, br, act, float(np.nextafter(sc[k0 + m], -math.inf)), budget, tol)
+        if (br.t_hi, br.t_lo) == before:  # margins gave nothing (few distinct scores): isolate the estimate
+            _apply(units, br, act, float(sc[k0]), budget, tol)
+            _apply(units, br, act, float(np.nextafter(sc[k0], -math.inf)), budget, tol)
+
+
+def _finish(units: _Units, br: _Bracket, budget: float, tol: float) -> _Pick:
+    """Select inside the band: exact tie split when it holds one score, else list its units."""
+    e = br.c_hi.size
+    act = np.flatnonzero(br.c_lo > br.c_hi)
+    if br.t_lo == np.nextafter(br.t_hi, -math.inf) and act.size:
+        return _split_ties(units, br, act, budget, tol)
+    rid, j = _positions(act, br.c_hi[act], br.c_lo[act])
+    pick = _select(units, rid, j, br.w_hi, budget, tol, e)
+    pick.extra += br.c_hi
+    return pick
+
+
+def _split_ties(units: _Units, br: _Bracket, act: IntArray, budget: float, tol: float) -> _Pick:
+    """All band units score ``t_hi``: take whole tie blocks in prompt order while they fit."""
+    w = np.ones(act.size) if units.weights is None else units.weights[act]
+    width = br.c_lo[act] - br.c_hi[act]
+    cum = br.w_hi + np.cumsum(w * width)
+    first = int(np.searchsorted(cum, budget + tol, side="right"))  # first block that does not fit whole
+    extra = br.c_hi.copy()
+    extra[act[:first]] = br.c_lo[act[:first]]
+    if first == act.size:
+        return _Pick(extra, None)
+    i = act[first]
+    room = budget + tol - (float(cum[first - 1]) if first else br.w_hi)
+    k = int(min(max(math.floor(room / w[first]), 0), width[first] - 1))
+    while k > 0 and k * w[first] > room:
+        k -= 1
+    extra[i] += k
+    crit = units.gains(np.array([i]), np.array([extra[i]]))
+    return _Pick(extra, float(crit[0]))
+
+
+# --------------------------------------------------------------------------------------------
+# per-prompt costs: prefix, then fill rounds
+
+
+def _cost_solve(prob: _Problem, units: _Units, st: _Settings) -> tuple[IntArray, float | None]:
+    """Ratio-greedy prefix, then fill: add the best next units that still fit (module docstring)."""
+    w = prob.weights
+    assert w is not None
+    tol = COST_RTOL * prob.budget
+    cmax = np.minimum(prob.caps, np.floor((prob.budget + tol) / w).astype(np.int64))  # more never fits
+    main = _prefix(units, cmax, prob.budget, tol, st)
+    extra = main.extra
+    if main.critical_gain is None:
+        return extra, None
+    left = prob.budget - _wsum(w, extra)
+    while True:  # each round adds at least one unit: the best candidate fits on its own
+        cand = np.flatnonzero((extra < cmax) & (w <= left + tol))
+        if cand.size == 0:
+            break
+        if (left + tol) / float(w[cand].min()) <= _FILL_STEPS:
+            _fill_by_steps(units, w, cmax, extra, cand, left, tol)
+            break
+        sub = units.sub(cand, extra[cand])
+        room = np.minimum(cmax[cand] - extra[cand], np.floor((left + tol) / w[cand]).astype(np.int64))
+        add = _prefix(sub, room, left, tol, st).extra
+        extra[cand] += add
+        left -= _wsum(w[cand], add)
+    return extra, main.critical_gain
+
+
+def _fill_by_steps(
+    units: _Units, w: FloatArray, cmax: IntArray, extra: IntArray, cand: IntArray, left: float, tol: float
+) -> None:
+    """At most ``_FILL_STEPS`` units still fit: repeatedly take the best next unit among the prompts
+    whose next unit fits (ties: lower index), dropping those that no longer fit. Updates ``extra``."""
+    w_c = w[cand]
+    nxt = units.scores(cand, extra[cand])  # score of each candidate's next unit
+    while cand.size:
+        i = int(np.argmax(nxt))  # best score, first (lowest) index on ties
+        if nxt[i] == -np.inf:
+            return
+        row = int(cand[i])
+        extra[row] += 1
+        left -= float(w_c[i])
+        more = extra[row] < cmax[row]
+        nxt[i] = units.scores(np.array([row]), np.array([extra[row]]))[0] if more else -np.inf
+        fit = w_c <= left + tol  # left only decreases: a prompt that no longer fits never will
+        if not fit.all():
+            keep = np.flatnonzero(fit)
+            cand, w_c, nxt = cand[keep], w_c[keep], nxt[keep]
+
+
+# --------------------------------------------------------------------------------------------
+# the dense path: prompts grouped into distinct rows
+
+
+def _group_rows(keys: list[NDArray[np.float64] | IntArray]) -> tuple[list[NDArray[np.generic]], IntArray] | None:
+    """Distinct rows of the (E,) key arrays and each prompt's row, or None when they are many.
+
+    Without sorting: each key's distinct values are read from a strided sample of
+    ``_GROUP_SAMPLE`` prompts, every prompt is located among them by ``searchsorted`` and checked
+    equal; row codes are then compacted with ``bincount``. Returns None when a key has more than
+    ``_GROUP_MAX`` distinct values or one value is missing from the sample.
+    """
+    e = keys[0].size
+    code = np.zeros(e, dtype=np.int64)
+    uniques: list[NDArray[np.generic]] = []
+    size = 1
+    for x in keys:
+        if x[0] == x.min() == x.max():
+            uniques.append(x[:1])
+            continue
+        uniq = np.unique(x[(np.arange(min(e, _GROUP_SAMPLE)) * e) // min(e, _GROUP_SAMPLE)])
+        if uniq.size > _GROUP_MAX:
+            return None
+        ids = np.minimum(np.searchsorted(uniq, x), uniq.size - 1)
+        if not np.array_equal(uniq[ids], x):
+            return None
+        code = code * uniq.size + ids
+        size *= uniq.size
+        uniques.append(uniq)
+    present = np.flatnonzero(np.bincount(code, minlength=size))
+    lut = np.zeros(size, dtype=np.int64)
+    lut[present] = np.arange(present.size)
+    rows: list[NDArray[np.generic]] = []
+    rest = present.copy()
+    for uniq in reversed(uniques):
+        rows.append(uniq[rest % uniq.size])
+        rest //= uniq.size
+    return rows[::-1], lut[code]
+
+
+def _dense_grouped(prob: _Problem, cmax: IntArray, budget: int) -> IntArray | None:
+    """Unit costs: top-``budget`` selection over the table of distinct rows (None if not grouped)."""
+    zero = np.full(cmax.size, prob.zero_at_lower)
+    grouped = _group_rows([*prob.params, prob.lower, cmax, zero.astype(np.int64)])
+    if grouped is None:
+        return None
+    rows, inverse = grouped
+    n_rows = rows[0].size
+    width = int(rows[-2].max())
+    if n_rows * width > max(cmax.size, 1 << 16):
+        return None
+    row_params = tuple(np.asarray(r, dtype=np.float64) for r in rows[:-3])
+    row_units = _Units(prob.value, row_params, np.asarray(rows[-3], dtype=np.int64), None, rows[-1].astype(bool))
+    rid = np.repeat(np.arange(n_rows, dtype=np.int64), width)
+    j = np.tile(np.arange(width, dtype=np.int64), n_rows)
+    table = row_units.gains(rid, j).reshape(n_rows, width)
+    table[j.reshape(n_rows, width) >= np.asarray(rows[-2])[:, None]] = -np.inf  # beyond each row's cap
+    weight = np.repeat(np.bincount(inverse, minlength=n_rows), width)
+    order = np.argsort(-table.ravel(), kind="stable")
+    kth = float(table.ravel()[order[int(np.searchsorted(np.cumsum(weight[order]), budget, side="left"))]])
+    above = (table > kth).sum(axis=1)[inverse]  # (E,) units strictly above t: a prefix per prompt
+    ties = (table == kth).sum(axis=1)[inverse]  # (E,) units exactly at t
+    before = np.cumsum(ties) - ties  # tie units available to earlier prompts
+    extra: IntArray = above + np.clip(budget - int(above.sum()) - before, 0, ties)
+    return extra
+
+
+# --------------------------------------------------------------------------------------------
+# public solvers
+
+
+def _objective(prob: _Problem, extra: IntArray) -> float:
+    """Sum of ``f_i(extra_i)`` under the chosen scoring."""
+    total = 0.0
+    for start in range(0, extra.size, _CHUNK):  # chunks: the value's temporaries stay small
+        sl = slice(start, start + _CHUNK)
+        n = (prob.lower[sl] + extra[sl]).astype(np.float64)
+        vals = np.asarray(prob.value(n, *(x[sl] for x in prob.params)), dtype=np.float64)
+        if prob.zero_at_lower:
+            vals = vals * (extra[sl] > 0)
+        total += float(np.sum(vals))
+    return total
+
+
+def _solve(prob: _Problem, path: str, st: _Settings) -> Solution:
+    """Dispatch on costs (unit, equal, per-prompt) and on the path ("auto", "dense", "threshold")."""
+    e = prob.caps.size
+    zero_first = np.full(e, True) if prob.zero_at_lower else None
+    w = prob.weights
+    equal = w is not None and e > 0 and bool(np.all(w == w[0]))
+    units = _Units(prob.value, prob.params, prob.lower, None if equal else w, zero_first)
+    if w is not None and equal:  # equal costs: exactly the unit-cost problem
+        tol = COST_RTOL * prob.budget
+        units_budget = math.floor((prob.budget + tol) / float(w[0]))
+        extra = _unit_solve(prob, units, units_budget, path, st)
+        return Solution(extra, _objective(prob, extra), _wsum(w, extra), True, 0.0)
+    if w is not None:
+        extra, crit = _cost_solve(prob, units, _dense_settings(st, path))
+        gap = 0.0 if crit is None else crit
+        return Solution(extra, _objective(prob, extra), _wsum(w, extra), gap == 0.0, max(gap, 0.0))
+    extra = _unit_solve(prob, units, int(prob.budget), path, st)
+    return Solution(extra, _objective(prob, extra), float(extra.sum()), True, 0.0)
+
+
+def _dense_settings(st: _Settings, path: str) -> _Settings:
+    return _Settings(st.sample_size, st.band_max, np.iinfo(np.int64).max) if path == "dense" else st
+
+
+def _unit_solve(prob: _Problem, units: _Units, budget: int, path: str, st: _Settings) -> IntArray:
+    cmax = np.minimum(prob.caps, max(budget, 0))
+    if budget <= 0:
+        return np.zeros(cmax.size, dtype=np.int64)
+    if int(cmax.sum()) <= budget:
+        return cmax
+    small = int(cmax.sum()) <= st.dense_units
+    if path == "dense" or (path == "auto" and not small and cmax.size >= _GROUP_MIN_PROMPTS):
+        extra = _dense_grouped(prob, cmax, budget)
+        if extra is not None:
+            return extra
+    return _prefix(units, cmax, float(budget), 0.0, _dense_settings(st, path)).extra
 
 
 def solve_greedy(
     value: ValueFn,
-    p: NDArray[np.float64],
-    lower: NDArray[np.int64],
-    upper: NDArray[np.int64],
+    p: FloatArray | tuple[FloatArray, ...],
+    lower: IntArray,
+    upper: IntArray,
     budget: float,
     *,
-    costs: NDArray[np.float64] | None = None,
+    costs: FloatArray | None = None,
     zero_at_lower: bool = False,
 ) -> Solution:
-    """Place ``budget`` extra rollouts over prompts (exact for unit costs; see the module docstring).
+    """Place ``budget`` extra rollouts over prompts; exact for unit (and equal) costs.
+
+    Picks the path automatically (see the module docstring): listing every unit for small problems,
+    the grouped dense table when prompts share few distinct (params, lower, cap) rows, the threshold
+    search otherwise. All paths return the same answer.
 
     Args:
-        value: a concave value function ``V(n, p)``.
-        p: (E,) success rates.
-        lower, upper: (E,) int64 bounds on each prompt's count; ``extra <= upper - lower``.
-        budget: units to place (rollouts, or cost units when ``costs`` is given).
+        value: a concave value ``V(n, *params)`` (a registered :class:`ValueFunction` or a callable).
+        p: (E,) success rates (``params = (p,)``) or a tuple of (E,) arrays (e.g. ``(a, b)``).
+        lower, upper: (E,) integer bounds on each prompt's count; ``extra <= upper - lower``.
+        budget: units to place (whole rollouts, or cost units when ``costs`` is given).
         costs: optional (E,) positive cost of one rollout of each prompt.
-        zero_at_lower: score ``k = 0`` as 0 (the recipe's quirk; see :func:`value_table`).
+        zero_at_lower: score ``k = 0`` as 0 rather than ``V(lower)`` (the recipe's quirk; concavity
+            needs ``V(lower) >= 0``).
 
     If the budget exceeds the capacity, every prompt gets ``upper`` and ``placed`` says how much
     was used; the caller decides where the rest goes.
+
+    Raises:
+        ValueError: naming the argument and the value, for invalid input.
     """
-    caps = (upper - lower).astype(np.int64)  # (E,)
-    if p.size == 0 or budget <= 0 or caps.max(initial=0) == 0:
-        extra = np.zeros(p.size, dtype=np.int64)
-        return Solution(extra, _objective(value, p, lower, extra, zero_at_lower), 0.0, True, 0.0)
-    if costs is None:
-        extra = _top_units(value, p, lower, caps, int(budget), zero_at_lower)
-        obj = _objective(value, p, lower, extra, zero_at_lower)
-        return Solution(extra, obj, float(extra.sum()), True, 0.0)
-    return _ratio_greedy(value, p, lower, caps, float(budget), costs, zero_at_lower)
+    return _solve(_check_problem(value, p, lower, upper, budget, costs, zero_at_lower), "auto", _Settings())
 
 
-def _objective(
-    value: ValueFn, p: NDArray[np.float64], lower: NDArray[np.int64], extra: NDArray[np.int64], zero_at_lower: bool
-) -> float:
-    """Sum of ``f_i(extra_i)`` under the chosen scoring."""
-    if p.size == 0:
-        return 0.0
-    vals = value((lower + extra).astype(np.float64), p)  # (E,)
-    if zero_at_lower:
-        vals = np.where(extra > 0, vals, 0.0)
-    return float(vals.sum())
-
-
-def _gain_rows(
+def solve_threshold(
     value: ValueFn,
-    p: NDArray[np.float64],
-    lower: NDArray[np.int64],
-    caps: NDArray[np.int64],
-    width: int,
-    zero_at_lower: bool,
-) -> NDArray[np.float64]:
-    """Marginal gains ``d_i(j) = f_i(j + 1) - f_i(j)``, shape (E, width); -inf beyond each cap."""
-    gains = np.diff(value_table(value, p, lower, width, zero_at_lower), axis=1)  # (E, width)
-    gains[np.arange(width)[None, :] >= caps[:, None]] = -np.inf
-    return gains
-
-
-def _top_units(
-    value: ValueFn,
-    p: NDArray[np.float64],
-    lower: NDArray[np.int64],
-    caps: NDArray[np.int64],
-    budget: int,
-    zero_at_lower: bool,
-) -> NDArray[np.int64]:
-    """Exact top-``budget`` selection of marginal gains; ties go to the lower prompt index."""
-    if budget >= int(caps.sum()):
-        return caps.copy()
-    width = int(min(caps.max(), budget))
-    rows, inverse = _unique_rows(p, lower, caps, width)
-    weights = np.bincount(inverse, minlength=rows[0].size)  # (U,) prompts per distinct row
-    gains = _gain_rows(value, rows[0], rows[1], rows[2], width, zero_at_lower)  # (U, width)
-    threshold = _weighted_kth_largest(gains, weights, budget)
-    above = (gains > threshold).sum(axis=1)[inverse]  # (E,) units strictly above t: a prefix per row
-    ties = (gains == threshold).sum(axis=1)[inverse]  # (E,) units exactly at t
-    short = budget - int(above.sum())
-    before = np.cumsum(ties) - ties  # tie units available to earlier prompts
-    extra: NDArray[np.int64] = above + np.clip(short - before, 0, ties)
-    return extra
-
-
-def _unique_rows(
-    p: NDArray[np.float64], lower: NDArray[np.int64], caps: NDArray[np.int64], width: int
-) -> tuple[tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.int64]], NDArray[np.int64]]:
-    """Distinct (p, lower, min(cap, width)) rows and the row of each prompt."""
-    capped = np.minimum(caps, width)
-    keys = np.stack([p, lower.astype(np.float64), capped.astype(np.float64)], axis=1)  # (E, 3)
-    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-    if uniq.shape[0] * _DEDUP_FACTOR > p.size:  # few duplicates: not worth the indirection
-        return (p, lower, capped), np.arange(p.size)
-    rows = (uniq[:, 0], uniq[:, 1].astype(np.int64), uniq[:, 2].astype(np.int64))
-    return rows, inverse.reshape(-1)
-
-
-def _weighted_kth_largest(gains: NDArray[np.float64], weights: NDArray[np.int64], k: int) -> float:
-    """The k-th largest element of the multiset where row u of ``gains`` appears ``weights[u]`` times."""
-    flat = gains.ravel()
-    if np.all(weights == 1):
-        return float(np.partition(flat, flat.size - k)[flat.size - k])
-    w = np.repeat(weights, gains.shape[1])  # (U * width,)
-    order = np.argsort(-flat, kind="stable")
-    cum = np.cumsum(w[order])
-    return float(flat[order[np.searchsorted(cum, k)]])
-
-
-def _ratio_greedy(
-    value: ValueFn,
-    p: NDArray[np.float64],
-    lower: NDArray[np.int64],
-    caps: NDArray[np.int64],
+    p: FloatArray | tuple[FloatArray, ...],
+    lower: IntArray,
+    upper: IntArray,
     budget: float,
-    costs: NDArray[np.float64],
-    zero_at_lower: bool,
+    *,
+    costs: FloatArray | None = None,
+    zero_at_lower: bool = False,
+    sample_size: int = _SAMPLE,
+    band_max: int | None = None,
+    dense_units: int = _DENSE_UNITS,
 ) -> Solution:
-    """Greedy by gain per cost, then fill the leftover with the best units that still fit."""
-    max_units = np.minimum(caps, np.floor(budget / costs).astype(np.int64))  # no prompt can take more
-    width = int(max_units.max(initial=0))
-    extra = np.zeros(p.size, dtype=np.int64)
-    if width == 0:
-        return Solution(extra, _objective(value, p, lower, extra, zero_at_lower), 0.0, True, 0.0)
-    gains = _gain_rows(value, p, lower, max_units, width, zero_at_lower)  # (E, width)
-    ratio = gains / costs[:, None]  # (E, width) gain per cost unit; -inf beyond caps
-    order = np.argsort(-ratio.ravel(), kind="stable")
-    unit_cost = np.repeat(costs, width)[order]
-    finite = np.isfinite(ratio.ravel()[order])
-    spent = np.cumsum(np.where(finite, unit_cost, 0.0))
-    n_take = int(np.searchsorted(spent, budget, side="right"))  # prefix of units that fits
-    n_take = min(n_take, int(finite.sum()))
-    taken_rows = order[:n_take] // width
-    extra += np.bincount(taken_rows, minlength=p.size)
-    left = budget - (float(spent[n_take - 1]) if n_take else 0.0)
-    gap = 0.0
-    if n_take < int(finite.sum()):
-        gap = float(gains.ravel()[order[n_take]])  # the first unit that did not fit bounds the gap
-        left = _fill_leftover(gains, costs, extra, left)
-    obj = _objective(value, p, lower, extra, zero_at_lower)
-    return Solution(extra, obj, budget - left, gap == 0.0, max(gap, 0.0))
+    """:func:`solve_greedy` forced onto the threshold search (O(E) memory), never the grouped table.
+
+    ``sample_size`` (prompts in the bracketing sample), ``band_max`` (largest band listed; default
+    ``max(2^16, E // 2)``) and ``dense_units`` (problems with at most this many units are listed
+    whole) tune it; small values force every stage on small instances (tests do).
+    """
+    prob = _check_problem(value, p, lower, upper, budget, costs, zero_at_lower)
+    for name, v in (("sample_size", sample_size), ("dense_units", dense_units)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "sample_size" else 0):
+            raise ValueError(f"{name} must be an integer >= {1 if name == 'sample_size' else 0}; got {v!r}")
+    if band_max is not None and (isinstance(band_max, bool) or not isinstance(band_max, int) or band_max < 0):
+        raise ValueError(f"band_max must be None or an integer >= 0; got {band_max!r}")
+    return _solve(prob, "threshold", _Settings(sample_size, band_max, dense_units))
 
 
-def _fill_leftover(
-    gains: NDArray[np.float64], costs: NDArray[np.float64], extra: NDArray[np.int64], left: float
-) -> float:
-    """Add, best ratio first, each prompt's next unit while it fits; updates ``extra`` in place."""
-    width = gains.shape[1]
-    heap = [
-        (-gains[i, extra[i]] / costs[i], i)
-        for i in np.flatnonzero((costs <= left) & (extra < width))
-        if np.isfinite(gains[i, extra[i]])
-    ]
-    heapq.heapify(heap)
-    while heap:
-        _, i = heapq.heappop(heap)
-        if costs[i] > left:
-            continue
-        extra[i] += 1
-        left -= float(costs[i])
-        if extra[i] < width and np.isfinite(gains[i, extra[i]]) and costs[i] <= left:
-            heapq.heappush(heap, (-gains[i, extra[i]] / costs[i], i))
-    return left
+def solve_dense(
+    value: ValueFn,
+    p: FloatArray | tuple[FloatArray, ...],
+    lower: IntArray,
+    upper: IntArray,
+    budget: float,
+    *,
+    costs: FloatArray | None = None,
+    zero_at_lower: bool = False,
+) -> Solution:
+    """:func:`solve_greedy` forced onto the dense paths: the grouped table (unit costs, few distinct
+    rows) or the listing of every unit. Memory grows with the number of units: for grid estimates
+    and small problems."""
+    return _solve(_check_problem(value, p, lower, upper, budget, costs, zero_at_lower), "dense", _Settings())
 
 
 def solve_dp(
     value: ValueFn,
-    p: NDArray[np.float64],
-    lower: NDArray[np.int64],
-    upper: NDArray[np.int64],
+    p: FloatArray | tuple[FloatArray, ...],
+    lower: IntArray,
+    upper: IntArray,
     budget: int,
     *,
     costs: NDArray[np.int64] | None = None,
@@ -262,40 +964,47 @@ def solve_dp(
     integer costs otherwise). With unit costs and positive gains the budget is filled up to the
     capacity, as by :func:`solve_greedy`.
     """
-    if costs is not None and not np.all(np.asarray(costs) == np.round(np.asarray(costs))):
-        raise ValueError(f"costs must be integers for the dynamic programme; got {np.asarray(costs)[:5]!r}...")
-    unit = np.ones(p.size, dtype=np.int64) if costs is None else np.asarray(costs).astype(np.int64)
-    caps = (upper - lower).astype(np.int64)
-    width = int(caps.max(initial=0))
-    table = value_table(value, p, lower, width, zero_at_lower)  # (E, width + 1)
-    neg = -np.inf
-    best = np.full(budget + 1, neg)
+    prob = _check_problem(value, p, lower, upper, budget, costs, zero_at_lower)
+    if prob.weights is not None and not np.all(prob.weights == np.round(prob.weights)):
+        raise ValueError(f"costs must be integers for the dynamic programme; got {prob.weights[:5]!r}...")
+    if not float(prob.budget).is_integer():
+        raise ValueError(f"budget must be a whole number for the dynamic programme; got budget={budget!r}")
+    unit = np.ones(prob.caps.size, dtype=np.int64) if prob.weights is None else prob.weights.astype(np.int64)
+    best, choice = _dp_table(prob, unit, int(prob.budget))
+    reach = np.flatnonzero(np.isfinite(best))
+    spent = int(reach.max()) if prob.weights is None else int(np.argmax(best))
+    obj = float(best[spent])
+    extra = np.zeros(prob.caps.size, dtype=np.int64)
+    for i in range(prob.caps.size - 1, -1, -1):  # backtrack
+        extra[i] = choice[i, spent]
+        spent -= int(extra[i] * unit[i])
+    return Solution(extra, obj, float(np.sum(unit * extra)), True, 0.0)
+
+
+def _dp_table(prob: _Problem, unit: IntArray, budget: int) -> tuple[FloatArray, IntArray]:
+    """Forward pass: best value per spend and the count of each prompt at the optimum."""
+    e = prob.caps.size
+    width = int(prob.caps.max(initial=0))
+    n = (prob.lower[:, None] + np.arange(width + 1, dtype=np.int64)[None, :]).astype(np.float64)
+    table = np.asarray(prob.value(n, *(x[:, None] for x in prob.params)), dtype=np.float64)  # (E, width + 1)
+    if prob.zero_at_lower:
+        table[:, 0] = 0.0
+    best = np.full(budget + 1, -np.inf)
     best[0] = 0.0
-    choice = np.zeros((p.size, budget + 1), dtype=np.int64)
-    for i in range(p.size):
-        new = np.full(budget + 1, neg)
-        for k in range(int(caps[i]) + 1):
+    choice = np.zeros((e, budget + 1), dtype=np.int64)
+    for i in range(e):
+        new = np.full(budget + 1, -np.inf)
+        for k in range(int(prob.caps[i]) + 1):
             shift = k * int(unit[i])
             if shift > budget:
                 break
-            cand = np.full(budget + 1, neg)
+            cand = np.full(budget + 1, -np.inf)
             cand[shift:] = best[: budget + 1 - shift] + table[i, k]  # spend shift on k units of prompt i
             better = cand > new
             new[better] = cand[better]
             choice[i, better] = k
         best = new
-    spent = int(np.argmax(best)) if costs is not None else _max_fill(best)
-    extra = np.zeros(p.size, dtype=np.int64)
-    for i in range(p.size - 1, -1, -1):  # backtrack
-        extra[i] = choice[i, spent]
-        spent -= int(extra[i] * unit[i])
-    obj = float(best[_max_fill(best) if costs is None else int(np.argmax(best))])
-    return Solution(extra, obj, float(unit @ extra), True, 0.0)
-
-
-def _max_fill(best: NDArray[np.float64]) -> int:
-    """With unit costs, the largest reachable spend (the greedy fills as far as capacity allows)."""
-    return int(np.flatnonzero(np.isfinite(best)).max())
+    return best, choice
 
 
 class Solver(Protocol):
@@ -304,12 +1013,12 @@ class Solver(Protocol):
     def __call__(
         self,
         value: ValueFn,
-        p: NDArray[np.float64],
-        lower: NDArray[np.int64],
-        upper: NDArray[np.int64],
+        p: FloatArray | tuple[FloatArray, ...],
+        lower: IntArray,
+        upper: IntArray,
         budget: int,
         *,
-        costs: NDArray[np.float64] | None = None,
+        costs: FloatArray | None = None,
         zero_at_lower: bool = False,
     ) -> Solution: ...
 
@@ -327,5 +1036,12 @@ def get_solver(name: str) -> Solver:
     return _SOLVERS.get(name)
 
 
+def solver_names() -> list[str]:
+    """Names of the registered solvers, sorted."""
+    return _SOLVERS.names()
+
+
 register_solver("greedy")(solve_greedy)  # type: ignore[arg-type]
+register_solver("threshold")(solve_threshold)  # type: ignore[arg-type]
+register_solver("dense")(solve_dense)  # type: ignore[arg-type]
 register_solver("dp")(solve_dp)  # type: ignore[arg-type]
