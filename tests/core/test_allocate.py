@@ -311,3 +311,18 @@ def test_config_and_keywords_are_exclusive() -> None:
         allocate([0.5], AllocationConfig(), n=4)
     with pytest.raises(ValueError, match=r"config must be an AllocationConfig; got dict"):
         allocate([0.5], {"n": 4})  # type: ignore[arg-type]
+
+
+def test_posterior_scores_every_estimate_as_effective_and_keeps_the_total() -> None:
+    """0 successes in 8 reads as hard, not hopeless: the prompt gets rollouts instead of negative_n."""
+    p = np.array([0.0, 0.5, 1.0, np.nan])
+    point = allocate(p, n=8, fallback=False, negative_n=1, positive_n=1)
+    a, b = np.array([1.0, 5.0, 9.0, 1.0]), np.array([9.0, 5.0, 1.0, 1.0])  # Beta(1, 9): 0 of 8 seen
+    post = allocate(p, n=8, fallback=False, negative_n=1, positive_n=1, posterior=(a, b))
+    assert point.budgets[0] == 1 and post.budgets[0] > 2
+    assert post.buckets.tolist() == [EFFECTIVE, EFFECTIVE, EFFECTIVE, UNESTIMATED]
+    assert post.budgets.sum() == 32 and post.budgets[3] == 8
+    from knapsack_rl.core.value import get_posterior_value
+
+    v = get_posterior_value("paper")
+    assert post.objective == pytest.approx(float(v(post.budgets[:3], a[:3], b[:3]).sum()))

@@ -125,3 +125,17 @@ def test_epoch_counter_starts_an_epoch_at_the_first_repeated_id() -> None:
     clone = EpochCounter()
     clone.load_state_dict(counter.state_dict())
     assert clone.advance(["c"]) == counter.advance(["c"]) == 2
+
+
+def test_posterior_planning_uses_the_trackers_beta_evidence() -> None:
+    cfg = KnapsackConfig.preset("project", posterior=True, min_count=4)
+    planner = Planner(cfg)
+    _run(planner, 1)
+    a, b = planner.tracker.posterior(IDS)
+    got = planner.plan(IDS, epoch=1)
+    p_hat = np.where(np.isnan(planner.tracker.estimate(IDS)), np.nan, a / (a + b))
+    expected = allocate(p_hat, cfg.allocation, posterior=(a, b))
+    assert got.budgets.tolist() == expected.budgets.tolist() and got.budgets.sum() == 96
+    assert got.budgets[0] >= cfg.allocation.min_n  # never solved in 8: still hard, not hopeless
+    with pytest.raises(ValueError, match=r"value='variance2' is not a registered value"):
+        cfg.replace(value="variance2")

@@ -69,7 +69,7 @@ from numpy.typing import ArrayLike, NDArray
 from knapsack_rl.core.config import AllocationConfig
 from knapsack_rl.core.solve import get_solver
 from knapsack_rl.core.validate import INT64_MAX, check_int, check_prob_array, check_real, check_real_array
-from knapsack_rl.core.value import ValueFn, get_value, rollouts_for_confidence
+from knapsack_rl.core.value import ValueFn, get_posterior_value, get_value, rollouts_for_confidence
 
 logger = logging.getLogger(__name__)
 
@@ -304,8 +304,6 @@ def _solve(
     """The knapsack over the effective prompts, from their starting counts up to max_n."""
     value: ValueFn
     if step.posterior is not None:
-        from knapsack_rl.core.value import get_posterior_value
-
         value = get_posterior_value(cfg.value)
         params: Any = (step.posterior[0][eff], step.posterior[1][eff])
     else:

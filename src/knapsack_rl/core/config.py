@@ -27,7 +27,7 @@ from knapsack_rl.core.registry import Registry
 from knapsack_rl.core.solve import get_solver
 from knapsack_rl.core.tracker import TrackerConfig
 from knapsack_rl.core.validate import check_bool, check_choice, check_int, check_real
-from knapsack_rl.core.value import get_value
+from knapsack_rl.core.value import get_posterior_value, get_value
 
 Objective = Literal["paper", "recipe"]
 Overflow = Literal["pool", "recipe"]
@@ -159,8 +159,6 @@ def check_knapsack(cfg: KnapsackConfig) -> None:
     check_int("probe_n", cfg.probe_n, low=0)
     check_bool("posterior", cfg.posterior)
     if cfg.posterior:
-        from knapsack_rl.core.value import get_posterior_value
-
         get_posterior_value(cfg.allocation.value)  # raises, naming the value, when it has no posterior form
     if cfg.probe_n > 0 and cfg.allocation.strict_max_n and cfg.probe_n > cfg.allocation.max_n:
         raise ValueError(
