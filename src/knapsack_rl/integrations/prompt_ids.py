@@ -26,7 +26,7 @@ import hashlib
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -137,7 +137,8 @@ def _columns(data: object, prompt_column: str, id_column: str) -> tuple[list[Any
 def _with_column(data: D, id_column: str, ids: list[str]) -> D:
     kind = _kind(data)
     if kind == "rows":
-        return [{**row, id_column: pid} for row, pid in zip(data, ids, strict=True)]  # type: ignore[arg-type,return-value]
+        rows = cast(list[Mapping[str, Any]], data)
+        return cast(D, [{**row, id_column: pid} for row, pid in zip(rows, ids, strict=True)])
     if kind == "dataset":
         return data.add_column(id_column, ids)  # type: ignore[attr-defined,no-any-return]
     return data.assign(**{id_column: ids})  # type: ignore[attr-defined,no-any-return]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trl import TrlParser
+from trl.scripts.utils import TrlParser
 
 from knapsack_rl.integrations.prompt_ids import add_prompt_ids
 from knapsack_rl.integrations.trl.config import KnapsackGRPOConfig
@@ -60,7 +60,8 @@ class LaunchArguments:
 
 def make_parser() -> TrlParser:
     """TRL's parser over :class:`LaunchArguments` and :class:`KnapsackGRPOConfig`."""
-    return TrlParser((LaunchArguments, KnapsackGRPOConfig))
+    prog = "python -m knapsack_rl.integrations.trl"
+    return TrlParser((LaunchArguments, KnapsackGRPOConfig), prog=prog)  # type: ignore[arg-type]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[LaunchArguments, KnapsackGRPOConfig]:

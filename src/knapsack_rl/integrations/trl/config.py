@@ -147,7 +147,7 @@ class KnapsackGRPOConfig(KnapsackFields, GRPOConfig):  # type: ignore[misc,valid
     """Clip advantages to ``[-advantage_clip, advantage_clip]``; None keeps TRL's behaviour (no clip)."""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        super().__post_init__()  # type: ignore[no-untyped-call]
         if not isinstance(self.prompt_id_column, str) or not self.prompt_id_column:
             got = self.prompt_id_column
             raise ValueError(f"prompt_id_column must be a non-empty string; got prompt_id_column={got!r}")

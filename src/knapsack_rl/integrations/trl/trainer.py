@@ -229,7 +229,7 @@ class KnapsackGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
         rank, size = self.accelerator.process_index, len(inputs)
         ids, error = local_prompt_ids(inputs, self.knapsack_args.prompt_id_column)
         all_ids = merge_gathered_ids(gather_object([(rank, error, ids)]))  # (B,) same on every process, or raises
-        unique, first_pos = unique_in_order(all_ids, self.num_generations)
+        unique, first_pos = unique_in_order(all_ids, self.planner.config.allocation.n)  # n == num_generations
         lo = rank * size
         mine = [inputs[p - lo] for p in first_pos.tolist() if lo <= p < lo + size]
         rows: list[dict[str, Any]] = gather_object(mine)  # (M,) in order of first appearance
@@ -243,7 +243,7 @@ class KnapsackGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
 
     def _batch_rewards(self, size: int) -> torch.Tensor:
         """(B,) rewards of the latest batch from TRL's record, combined as TRL does (module docstring, phase 3)."""
-        record = self._logs["rewards"]
+        record: Any = self._logs["rewards"]
         columns = []
         for name in self.reward_func_names:
             values = list(record[name])[-size:] if name in record else []
@@ -261,7 +261,7 @@ class KnapsackGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
     def _needs_own_advantages(self, plan: GenerationPlan) -> bool:
         """TRL's reshape advantages are right only for equal counts, its eps and no clip (module docstring)."""
         cfg = self.knapsack_args
-        unequal = bool(np.any(plan.budgets != self.num_generations))
+        unequal = bool(np.any(plan.budgets != self.planner.config.allocation.n))
         return unequal or cfg.advantage_eps != TRL_ADVANTAGE_EPS or cfg.advantage_clip is not None
 
     def _observe(self, plan: GenerationPlan, rewards: np.ndarray) -> None:
