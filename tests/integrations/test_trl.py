@@ -543,6 +543,27 @@ def test_a_tracker_saved_under_other_settings_is_refused(tmp_path: Path, change:
     assert trainer.planner.tracker is before and len(before) == 0  # refused: nothing adopted
 
 
+@needs_tracker_bytes
+def test_resume_under_other_allocation_settings_is_allowed_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    saved = Planner(make_args(tmp_path).knapsack)
+    seed_tracker(saved, [100, 101], [0.5, 0.25])
+    ckpt.save_planner(saved, tmp_path)
+    trainer = make_trainer(tmp_path, max_n=6)
+    with caplog.at_level("WARNING", logger="knapsack_rl.integrations.trl.checkpoint"):
+        trainer._load_optimizer_and_scheduler(str(tmp_path))
+    assert trainer.planner.tracker.counts([100, 101]).tolist() == [10, 10]
+    assert "resuming with other knapsack settings than saved: allocation.max_n: 8 -> 6" in caplog.text
+
+
+def test_config_changes_lists_every_differing_leaf() -> None:
+    saved = KnapsackConfig.preset("project", n=4).to_dict()
+    current = KnapsackConfig.preset("project", n=4, max_n=64, rule="uniform").to_dict()
+    assert ckpt.config_changes(saved, current) == ["allocation.max_n: 128 -> 64", 'rule: "knapsack" -> "uniform"']
+    assert ckpt.config_changes(saved, saved) == []
+
+
 # ---------------------------------------------------------------------------------------------- YAML launcher
 
 

@@ -12,18 +12,22 @@ it is stored without pickle, so a planted file can be refused but never executes
 The file is written atomically (a reader sees the old file or the new one). Reading checks the magic,
 the sizes and the digest and raises ``ValueError`` naming the file; :meth:`Planner.load_state_dict` then
 refuses a tracker saved under other tracker settings (another estimator or ``min_count``), naming them.
+Other settings (allocation, rule, cold start) may change on resume: a warning lists what changed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from knapsack_rl.core.planner import Planner
 from knapsack_rl.core.tracker import atomic_write_bytes  # moves to knapsack_rl.io (re-exported here meanwhile)
+
+logger = logging.getLogger(__name__)
 
 PLANNER_FILE = "knapsack_planner.bin"
 _MAGIC = b"KNAPSACK-RL-PLANNER\x00v1\n"
@@ -80,5 +84,21 @@ def load_planner(planner: Planner, folder: str | os.PathLike[str]) -> Path:
             f"checkpoint {str(folder)!r} has no {PLANNER_FILE}: it was not written by KnapsackGRPOTrainer "
             "(or by an older version), so the planner's state cannot be restored"
         )
-    planner.load_state_dict(decode_state(path.read_bytes(), source=str(path)), source=str(path))
+    state = decode_state(path.read_bytes(), source=str(path))
+    planner.load_state_dict(state, source=str(path))
+    changed = config_changes(state.get("config", {}), planner.config.to_dict())
+    if changed:  # allocation settings may change on resume (e.g. a larger max_n); say so
+        logger.warning("%s: resuming with other knapsack settings than saved: %s", path, ", ".join(changed))
     return path
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """``"allocation.max_n: 32 -> 64"`` for every leaf of two nested config dicts that differs."""
+    out: list[str] = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {json.dumps(a)} -> {json.dumps(b)}")
+    return out
