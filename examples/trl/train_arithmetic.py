@@ -1,37 +1,56 @@
-"""Train a tiny causal LM on generated arithmetic through TRL with knapsack allocation (CPU, well under a minute).
+"""Train a tiny causal LM on generated arithmetic through TRL with knapsack allocation (CPU, under a minute).
 
 What it does:
 
 1. builds a character tokenizer and a ~100k-parameter Llama from a config (no hub access), or loads a local
    model with ``--model PATH``;
-2. generates the data set: every ``a+b=`` with ``0 <= a, b <= 9`` (100 prompts, ``prompt_id`` column), or
-   reads a local one with ``--dataset FILE`` (json / jsonl / csv / parquet with ``prompt`` and ``answer``);
-3. warm-starts the built model with a short supervised pass on part of the problems, so that success rates
+2. generates the data set: every ``a+b=`` with ``0 <= a, b <= 9`` (100 prompts; stable content ids from
+   :func:`knapsack_rl.integrations.prompt_ids.add_prompt_ids`), or reads a local one with ``--dataset FILE``
+   (json / jsonl / csv / parquet with ``prompt`` and ``answer``);
+3. warm-starts the built model with a short supervised pass on half of the problems, so that success rates
    differ across prompts (a random model solves nothing, and GRPO has no signal then);
-4. trains with :class:`knapsack_rl.integrations.trl.KnapsackGRPOTrainer` (exact-match reward) and reports
-   the effective gradient ratio, allocation range, greedy accuracy and wall time. ``--compare`` also runs
-   ``allocation="uniform"`` (TRL's fixed group size, same seed and settings) for a side-by-side table.
+4. trains with :class:`knapsack_rl.integrations.trl.KnapsackGRPOTrainer` (exact-match reward) and prints one
+   summary table: the effective gradient ratio beside the prompts with signal per step
+   (``train/effective_prompts``: the prompts whose rewards vary, the ones that move the policy), the
+   allocation range, the mean reward, greedy accuracy and wall times. ``--compare`` also runs ``rule=uniform``
+   (TRL's fixed group size): both arms use the same seed, so the same warm-started model and the same data
+   order (TRL's sampler is seeded by ``seed``; the table's ``same_data_order`` row checks it).
+
+Output: a progress bar per arm on a terminal (periodic lines when piped or with ``--no-progress``), then the
+table; no per-step metric dicts. The per-step metrics are in each arm's ``trainer_state.json`` checkpoints and
+in ``summary.json``. Times are measured with ``time.perf_counter``: ``train_s`` is ``trainer.train()`` alone,
+``total_s`` the whole arm (model, warm start, training, evaluation), and the last line the whole script.
 
 Usage (from the repository root)::
 
-    python examples/trl/train_arithmetic.py --compare            # knapsack vs uniform, ~30 s on 2 CPU cores
-    python examples/trl/train_arithmetic.py --steps 60 --max-n 32
+    python examples/trl/train_arithmetic.py --compare            # knapsack vs uniform
+    python examples/trl/train_arithmetic.py --steps 60 --max-n 32 --estimator beta
     python examples/trl/train_arithmetic.py --model path/to/local/model --dataset data.jsonl --warmup-steps 0
     torchrun --nproc_per_node 2 examples/trl/train_arithmetic.py --prompts-per-step 4   # 2 processes (CPU: gloo)
 
-Outputs go to ``--output-dir`` (default ``runs/trl-arithmetic``): TRL's checkpoints and logs and a
-``summary.json`` with the measured figures.
+    # the same run from YAML through TRL's parser (examples/trl/config.yaml):
+    python examples/trl/train_arithmetic.py --export runs/trl-assets    # local model + data for the launcher
+    python -m knapsack_rl.integrations.trl --config examples/trl/config.yaml
+
+Outputs go to ``--output-dir`` (default ``runs/trl-arithmetic``): TRL's checkpoints per arm and ``summary.json``.
 """
 
+# ruff: noqa: E402  (the clock starts before the heavy imports, so the wall time printed includes them)
 from __future__ import annotations
+
+import time
+
+STARTED = time.perf_counter()
 
 import argparse
 import json
 import re
-import time
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 from accelerate import PartialState
 from datasets import Dataset, load_dataset
@@ -42,10 +61,21 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
+    TrainerCallback,
 )
+from transformers.trainer_callback import PrinterCallback
+from transformers.utils import logging as hf_logging
 
+from knapsack_rl.integrations.prompt_ids import add_prompt_ids
 from knapsack_rl.integrations.trl import KnapsackGRPOConfig, KnapsackGRPOTrainer
 from knapsack_rl.models import TinyModelConfig, build_char_tokenizer, build_tiny_model
+
+# TRL 1.16 still calls transformers' old gradient-checkpointing names, deprecated for transformers v6
+# (`gradient_checkpointing`, `is_gradient_checkpointing`, `gradient_checkpointing_enable/disable`): one
+# FutureWarning per trainer and per training run, nothing we can act on. Only those messages are hidden.
+warnings.filterwarnings(
+    "ignore", message=r"`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated", category=FutureWarning
+)
 
 CHARS = "0123456789+="
 
@@ -55,23 +85,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default=None, help="local model directory (default: build a tiny Llama)")
     p.add_argument("--dataset", default=None, help="local json/jsonl/csv/parquet with prompt and answer columns")
     p.add_argument("--output-dir", default="runs/trl-arithmetic")
-    p.add_argument("--allocation", choices=("knapsack", "uniform"), default="knapsack")
-    p.add_argument("--compare", action="store_true", help="run knapsack and uniform and print both")
+    p.add_argument("--rule", choices=("knapsack", "uniform"), default="knapsack", help="allocation rule (one arm)")
+    p.add_argument("--compare", action="store_true", help="run knapsack and uniform with the same seed and data")
     p.add_argument("--steps", type=int, default=150, help="GRPO optimizer steps")
     p.add_argument("--prompts-per-step", type=int, default=8)
-    p.add_argument("--num-generations", type=int, default=8, help="mean rollouts per prompt N")
+    p.add_argument("--num-generations", type=int, default=8, help="mean rollouts per prompt (the allocation's n)")
+    p.add_argument("--preset", default="project", help="knapsack preset: project, recipe or uniform")
     p.add_argument("--min-n", type=int, default=2)
     p.add_argument("--max-n", type=int, default=32)
     p.add_argument("--estimator", default="recipe", help="tracker estimator: recipe, ema or beta")
-    p.add_argument("--tracker-min-count", type=int, default=8)
+    p.add_argument("--min-count", type=int, default=8, help="rewards a prompt needs before it has an estimate")
     p.add_argument("--learning-rate", type=float, default=5e-4)
-    p.add_argument(
-        "--warmup-steps",
-        type=int,
-        default=None,
-        help="supervised warm-start steps (default 150 for the built model, 0 otherwise)",
-    )
+    p.add_argument("--warmup-steps", type=int, default=None, help="supervised warm-start steps (150 built, 0 --model)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="periodic lines instead of a progress bar")
+    p.add_argument("--export", default=None, metavar="DIR", help="write the warm-started model and data, then stop")
     return p.parse_args(argv)
 
 
@@ -87,20 +115,16 @@ def build_model(tokenizer: PreTrainedTokenizerFast, seed: int) -> LlamaForCausal
 
 
 def arithmetic_dataset() -> Dataset:
-    """Every ``a+b=`` with digits a, b: 100 prompts with ``prompt``, ``answer`` and ``prompt_id``."""
-    rows = [(f"{a}+{b}=", str(a + b)) for a in range(10) for b in range(10)]
-    return Dataset.from_dict(
-        {"prompt": [r[0] for r in rows], "answer": [r[1] for r in rows], "prompt_id": list(range(len(rows)))}
-    )
+    """Every ``a+b=`` with digits a, b: 100 prompts with ``prompt``, ``answer`` and content-hash ``prompt_id``."""
+    rows = [{"prompt": f"{a}+{b}=", "answer": str(a + b)} for a in range(10) for b in range(10)]
+    return add_prompt_ids(Dataset.from_list(rows))
 
 
 def load_local_dataset(path: str) -> Dataset:
-    """A local file with ``prompt`` and ``answer`` columns; adds ``prompt_id`` (row index) if absent."""
+    """A local file with ``prompt`` and ``answer`` columns; adds content-hash ``prompt_id`` if absent."""
     kind = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}[Path(path).suffix]
     ds = load_dataset(kind, data_files=path, split="train")
-    if "prompt_id" not in ds.column_names:
-        ds = ds.map(lambda _, i: {"prompt_id": i}, with_indices=True)
-    return ds
+    return ds if "prompt_id" in ds.column_names else add_prompt_ids(ds)
 
 
 def exact_match(completions: list[str], answer: list[str], **_: Any) -> list[float]:
@@ -145,25 +169,67 @@ def greedy_accuracy(model: PreTrainedModel, tok: PreTrainedTokenizerBase, ds: Da
     return sum(exact_match(completions, list(ds["answer"]))) / len(ds)
 
 
-# ------------------------------------------------------------------------------------------- training
-def run(args: argparse.Namespace, allocation: str) -> dict[str, Any]:
-    """One GRPO run; returns the measured figures."""
-    start = time.perf_counter()
+def model_and_data(args: argparse.Namespace) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Dataset]:
+    """The (warm-started) model, its tokenizer and the data set; the same for every arm (same seed)."""
     if args.model:
-        model, tok = AutoModelForCausalLM.from_pretrained(args.model), AutoTokenizer.from_pretrained(args.model)
+        model = AutoModelForCausalLM.from_pretrained(args.model, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(args.model, local_files_only=True)
     else:
         tok = build_tokenizer()
         model = build_model(tok, args.seed)
     ds = load_local_dataset(args.dataset) if args.dataset else arithmetic_dataset()
-    warm_start(
-        model, tok, ds, args.warmup_steps if args.warmup_steps is not None else (0 if args.model else 150), args.seed
-    )
+    steps = args.warmup_steps if args.warmup_steps is not None else (0 if args.model else 150)
+    warm_start(model, tok, ds, steps, args.seed)
+    return model, tok, ds
+
+
+# ------------------------------------------------------------------------------------------- progress
+class QuietProgress(TrainerCallback):  # type: ignore[misc]
+    """A progress bar per arm on a terminal, else a line every tenth of the run; records each batch's prompts."""
+
+    def __init__(self, name: str, trainer: KnapsackGRPOTrainer, bar: bool) -> None:
+        self.name, self.trainer, self.bar = name, trainer, bar
+        self.pbar: Any = None
+        self.prompt_order: list[list[int | str]] = []
+        self._seen: Any = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        if self.bar and state.is_world_process_zero:
+            from tqdm.auto import tqdm
+
+            self.pbar = tqdm(total=state.max_steps, desc=self.name, unit="step", leave=True)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        plan = self.trainer.last_plan
+        if plan is not None and plan is not self._seen:  # a new generation batch was planned
+            self._seen = plan
+            self.prompt_order.append(plan.prompt_ids)
+        if self.pbar is not None:
+            self.pbar.update(1)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **_: Any) -> None:
+        logs = logs or {}
+        due = state.global_step % max(state.max_steps // 10, 1) == 0 and "train/effective_prompts" in logs
+        if self.pbar is None and state.is_world_process_zero and due:
+            egr, signal = logs["train/effective_grad_ratio"], logs["train/effective_prompts"]
+            step = f"{state.global_step}/{state.max_steps}"
+            print(f"{self.name}: step {step}  egr {egr:.2f}  prompts with signal {signal:g}")
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        if self.pbar is not None:
+            self.pbar.close()
+
+
+# ------------------------------------------------------------------------------------------- training
+def run(args: argparse.Namespace, rule: str) -> dict[str, Any]:
+    """One GRPO run; returns the measured figures."""
+    start = time.perf_counter()
+    model, tok, ds = model_and_data(args)
     acc_before = greedy_accuracy(model, tok, ds)
-    batch = args.prompts_per_step * args.num_generations
     config = KnapsackGRPOConfig(
-        output_dir=str(Path(args.output_dir) / allocation),
+        output_dir=str(Path(args.output_dir) / rule),
         use_cpu=not torch.cuda.is_available(),
-        per_device_train_batch_size=batch,
+        per_device_train_batch_size=args.prompts_per_step * args.num_generations,
         num_generations=args.num_generations,
         max_completion_length=3,
         max_steps=args.steps,
@@ -174,15 +240,19 @@ def run(args: argparse.Namespace, allocation: str) -> dict[str, Any]:
         report_to="none",
         seed=args.seed,
         disable_tqdm=True,
-        allocation=allocation,
+        knapsack_preset=args.preset,
+        rule=rule,
         min_n=args.min_n,
         max_n=args.max_n,
         estimator=args.estimator,
-        tracker_min_count=args.tracker_min_count,
+        min_count=args.min_count,
     )
     trainer = KnapsackGRPOTrainer(
         model=model, reward_funcs=exact_match, args=config, train_dataset=ds, processing_class=tok
     )
+    trainer.remove_callback(PrinterCallback)  # it prints every step's metric dict (added with disable_tqdm=True)
+    progress = QuietProgress(rule, trainer, bar=sys.stdout.isatty() and not args.no_progress)
+    trainer.add_callback(progress)
     train_start = time.perf_counter()
     trainer.train()
     train_s = time.perf_counter() - train_start
@@ -193,10 +263,12 @@ def run(args: argparse.Namespace, allocation: str) -> dict[str, Any]:
         return sum(h[key] for h in rows) / max(len(rows), 1)
 
     return {
-        "allocation": allocation,
+        "rule": rule,
         "steps": len(steps),
         "effective_grad_ratio": mean("train/effective_grad_ratio", steps),
         "effective_grad_ratio_2nd_half": mean("train/effective_grad_ratio", late),
+        "prompts_with_signal_per_step": mean("train/effective_prompts", steps),
+        "prompts_with_signal_2nd_half": mean("train/effective_prompts", late),
         "budget_max": max(h["alloc/budget_max"] for h in steps),
         "budget_min": min(h["alloc/budget_min"] for h in steps),
         "reward_mean": mean("reward", steps),
@@ -204,21 +276,49 @@ def run(args: argparse.Namespace, allocation: str) -> dict[str, Any]:
         "greedy_accuracy_after": greedy_accuracy(trainer.model, tok, ds),
         "train_s": train_s,
         "total_s": time.perf_counter() - start,
+        "prompt_order": progress.prompt_order,
+        "log_history": steps,
     }
+
+
+def export(args: argparse.Namespace) -> int:
+    """Write the warm-started model (with tokenizer) and the data set for the YAML launcher."""
+    model, tok, ds = model_and_data(args)
+    out = Path(args.export)
+    model.save_pretrained(out / "model")
+    tok.save_pretrained(out / "model")
+    ds.remove_columns("prompt_id").to_json(str(out / "arithmetic.jsonl"))  # the launcher derives the same ids
+    print(f"wrote {out / 'model'} and {out / 'arithmetic.jsonl'} ({len(ds)} prompts)")
+    return 0
+
+
+def print_table(runs: list[dict[str, Any]]) -> None:
+    """The summary: one row per figure, one column per arm."""
+    hidden = {"rule", "prompt_order", "log_history"}
+    print(f"{'':<32}" + "".join(f"{r['rule']:>12}" for r in runs))
+    for key in (k for k in runs[0] if k not in hidden):
+        print(f"{key:<32}" + "".join(f"{r[key]:>12.4g}" for r in runs))
+    if len(runs) > 1:
+        same = all(r["prompt_order"] == runs[0]["prompt_order"] for r in runs)
+        print(f"{'same_data_order':<32}{'yes' if same else 'NO':>12}  ({len(runs[0]['prompt_order'])} batches)")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1 if not torch.cuda.is_available() else torch.get_num_threads())
-    runs = [run(args, a) for a in (("knapsack", "uniform") if args.compare else (args.allocation,))]
+    if args.no_progress or not sys.stdout.isatty():
+        hf_logging.disable_progress_bar()  # transformers' weight-loading and shard-writing bars
+        datasets.disable_progress_bars()  # datasets' map / to_json bars
+    if args.export:
+        return export(args)
+    runs = [run(args, rule) for rule in (("knapsack", "uniform") if args.compare else (args.rule,))]
     if not PartialState().is_main_process:
         return 0
-    print(f"{'':<30}" + "".join(f"{r['allocation']:>12}" for r in runs))
-    for key in list(runs[0])[1:]:
-        print(f"{key:<30}" + "".join(f"{r[key]:>12.4g}" for r in runs))
+    print_table(runs)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2))
+    (out / "summary.json").write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1, default=str))
+    print(f"wall time {time.perf_counter() - STARTED:.1f} s (imports included); summary in {out / 'summary.json'}")
     return 0
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import importlib
+import json
 import math
 import threading
 import types
@@ -19,10 +21,13 @@ from datasets import Dataset
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 import knapsack_rl.integrations.trl as ktrl
-from knapsack_rl import allocate
+from knapsack_rl import KnapsackConfig, Planner, Tracker
+from knapsack_rl.core.config import AllocationConfig, flat_fields
 from knapsack_rl.grpo import grouped_advantages
-from knapsack_rl.integrations.trl import KnapsackGRPOConfig, KnapsackGRPOTrainer, batch_advantages
-from knapsack_rl.integrations.trl.plan import prompt_id_of, unique_in_order
+from knapsack_rl.integrations.trl import KNAPSACK_FIELDS, KnapsackGRPOConfig, KnapsackGRPOTrainer, batch_advantages, cli
+from knapsack_rl.integrations.trl import checkpoint as ckpt
+from knapsack_rl.integrations.trl.config import field_docs
+from knapsack_rl.integrations.trl.plan import merge_gathered_ids, prompt_id_of, unique_in_order
 from knapsack_rl.models import TinyModelConfig, build_char_tokenizer, build_tiny_model
 
 torch.set_num_threads(1)
@@ -30,6 +35,10 @@ torch.set_num_threads(1)
 CHARS = list("0123456789+=- ")
 NUM_PROMPTS = 6
 N = 4  # num_generations: the mean count per prompt
+needs_tracker_bytes = pytest.mark.skipif(
+    not hasattr(Tracker, "to_bytes"),
+    reason="needs Tracker.to_bytes/from_bytes (Planner.state_dict), which land with the tracker helper's branch",
+)
 
 
 def make_tokenizer() -> PreTrainedTokenizerFast:
@@ -53,8 +62,8 @@ def make_dataset(num: int = NUM_PROMPTS) -> Dataset:
     )
 
 
-def make_args(tmp_path: Path, **overrides: Any) -> KnapsackGRPOConfig:
-    kwargs: dict[str, Any] = {
+def base_kwargs(tmp_path: Path) -> dict[str, Any]:
+    return {
         "output_dir": str(tmp_path / "out"),
         "use_cpu": True,
         "per_device_train_batch_size": 3 * N,  # 3 prompts x N per generation batch
@@ -67,10 +76,11 @@ def make_args(tmp_path: Path, **overrides: Any) -> KnapsackGRPOConfig:
         "report_to": "none",
         "seed": 0,
         "disable_tqdm": True,
-        "min_n": 2,
-        "max_n": 8,
-        "tracker_min_count": 4,
     }
+
+
+def make_args(tmp_path: Path, **overrides: Any) -> KnapsackGRPOConfig:
+    kwargs = base_kwargs(tmp_path) | {"min_n": 2, "max_n": 8, "min_count": 4}
     kwargs.update(overrides)
     return KnapsackGRPOConfig(**kwargs)
 
@@ -121,16 +131,49 @@ def repeat_rows(dataset: Dataset, ids: list[int]) -> list[dict[str, Any]]:
     return [dict(by_id[i]) for i in ids for _ in range(N)]
 
 
+def seed_tracker(planner: Planner, ids: list[int], rates: list[float]) -> None:
+    """Give every prompt 10 rewards with success rate ``rate`` (epoch 0, step 0)."""
+    for pid, p in zip(ids, rates, strict=True):
+        planner.tracker.update([pid] * 10, (np.arange(10) < 10 * p).astype(float), epoch=0, step=0)
+
+
 # ---------------------------------------------------------------------------------------------- config
 
 
-def test_config_rejects_mean_count_outside_bounds(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"num_generations \(the mean count N\) must lie in \[min_n, max_n\]"):
-        make_args(tmp_path, min_n=6, max_n=8)
-    with pytest.raises(ValueError, match="allocation must be one of"):
-        make_args(tmp_path, allocation="greedy")
-    with pytest.raises(ValueError, match="min_n must be >= 2"):
-        make_args(tmp_path, min_n=1)
+def test_knapsack_fields_are_generated_from_knapsack_config() -> None:
+    assert set(KNAPSACK_FIELDS) == set(flat_fields(KnapsackConfig)) - {"n"}  # n is TRL's num_generations
+    by_name = {f.name: f for f in dataclasses.fields(KnapsackGRPOConfig)}
+    assert by_name["max_n"].metadata["help"].startswith(field_docs(AllocationConfig)["max_n"])
+    assert "project=128, recipe=128, uniform=128" in by_name["max_n"].metadata["help"]
+    assert by_name["knapsack_preset"].default == "project"
+    assert "n" not in by_name and "allocation" not in by_name and "tracker_min_count" not in by_name
+
+
+def test_config_resolves_preset_and_takes_n_from_num_generations(tmp_path: Path) -> None:
+    args = KnapsackGRPOConfig(**base_kwargs(tmp_path), knapsack_preset="recipe", max_n=64, estimator="beta")
+    assert args.knapsack == KnapsackConfig.preset("recipe", n=N, max_n=64, estimator="beta")
+    assert (args.fallback, args.objective, args.max_n, args.beta_prior) == (True, "recipe", 64, [1.0, 1.0])
+    plain = KnapsackGRPOConfig(**base_kwargs(tmp_path))
+    assert plain.knapsack == KnapsackConfig.preset("project", n=N)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'n'"):
+        KnapsackGRPOConfig(**base_kwargs(tmp_path), n=8)
+
+
+def test_config_errors_name_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"with strict_max_n=True, n must be <= max_n; got n=4, max_n=3 .*num_generations=4"
+    ):
+        make_args(tmp_path, min_n=2, max_n=3)
+    with pytest.raises(ValueError, match=r"rule must be one of \['knapsack', 'uniform'\]; got rule='greedy'"):
+        make_args(tmp_path, rule="greedy")
+    with pytest.raises(ValueError, match=r"fallback must be true or false \(a bool\); got fallback='false'"):
+        make_args(tmp_path, fallback="false")
+    with pytest.raises(
+        ValueError, match=r"preset='paper' is not a registered preset; valid: \['project', 'recipe', 'uni"
+    ):
+        make_args(tmp_path, knapsack_preset="paper")
+    with pytest.raises(ValueError, match=r"probe_n=2: two-phase planning needs two generation rounds"):
+        make_args(tmp_path, probe_n=2)
 
 
 def test_version_check_names_supported_range(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,7 +193,7 @@ def test_prompt_id_of_reads_nested_column_and_names_missing_key() -> None:
     assert prompt_id_of({"extra_info": {"index": np.int64(7)}}, "extra_info.index") == 7
     with pytest.raises(ValueError, match=r"key 'index' not found in a training row \(available: \['split'\]\)"):
         prompt_id_of({"extra_info": {"split": "train"}}, "extra_info.index")
-    with pytest.raises(ValueError, match=r"ids must be int or str; got 1\.5"):
+    with pytest.raises(ValueError, match=r"ids must be int or str; got 1\.5 \(float\)"):
         prompt_id_of({"prompt_id": 1.5}, "prompt_id")
 
 
@@ -159,6 +202,12 @@ def test_unique_in_order_rejects_shared_ids() -> None:
     assert ids == [5, 3, 9] and first.tolist() == [0, 2, 4]
     with pytest.raises(ValueError, match="prompt id 5 occurs 4 times in a generation batch built with num_gen"):
         unique_in_order([5, 5, 5, 5, 3, 3], 2)
+
+
+def test_gathered_ids_raise_the_first_error_on_every_process() -> None:
+    assert merge_gathered_ids([(1, None, [7, 7]), (0, None, [5, 5])]) == [5, 5, 7, 7]
+    with pytest.raises(ValueError, match=r"refused on process\(es\) \[1, 2\]: bad id on 1"):
+        merge_gathered_ids([(0, None, [5]), (1, "bad id on 1", []), (2, "bad id on 2", [])])
 
 
 def test_batch_advantages_ignores_nan_rows_and_matches_reference() -> None:
@@ -179,7 +228,7 @@ def test_batch_advantages_ignores_nan_rows_and_matches_reference() -> None:
 def test_missing_or_duplicate_prompt_ids_fail_at_construction(tmp_path: Path) -> None:
     tok, args = make_tokenizer(), make_args(tmp_path)
     no_ids = make_dataset().remove_columns("prompt_id")
-    with pytest.raises(ValueError, match="train_dataset has no column 'prompt_id'"):
+    with pytest.raises(ValueError, match=r"train_dataset has no column 'prompt_id'.*add_prompt_ids"):
         KnapsackGRPOTrainer(
             model=make_model(), reward_funcs=correct_reward, args=args, train_dataset=no_ids, processing_class=tok
         )
@@ -190,9 +239,19 @@ def test_missing_or_duplicate_prompt_ids_fail_at_construction(tmp_path: Path) ->
         )
 
 
-def test_unsupported_trl_features_fail_at_construction(tmp_path: Path) -> None:
+def test_unsupported_setups_fail_at_construction(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="normalize_then_sum' is not supported"):
         make_trainer(tmp_path, multi_objective_aggregation="normalize_then_sum")
+    with pytest.raises(
+        ValueError, match=r"reward functions need distinct names .*\['correct_reward', 'correct_reward'\]"
+    ):
+        KnapsackGRPOTrainer(
+            model=make_model(),
+            reward_funcs=[correct_reward, correct_reward],
+            args=make_args(tmp_path),
+            train_dataset=make_dataset(),
+            processing_class=make_tokenizer(),
+        )
     with pytest.raises(ValueError, match="args must be a KnapsackGRPOConfig; got GRPOConfig"):
         KnapsackGRPOTrainer(
             model=make_model(),
@@ -201,9 +260,39 @@ def test_unsupported_trl_features_fail_at_construction(tmp_path: Path) -> None:
             train_dataset=make_dataset(),
             processing_class=make_tokenizer(),
         )
+    other = Planner(KnapsackConfig.preset("project", n=N, max_n=16))
+    with pytest.raises(ValueError, match=r"planner.config must equal args.knapsack"):
+        KnapsackGRPOTrainer(
+            model=make_model(),
+            reward_funcs=correct_reward,
+            args=make_args(tmp_path),
+            train_dataset=make_dataset(),
+            processing_class=make_tokenizer(),
+            planner=other,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- behaviour
+
+
+def test_plans_equal_planner_plan_on_the_same_inputs_and_epoch(tmp_path: Path) -> None:
+    """The issue's "must show": the counts reaching the reward function are Planner.plan's, epoch included."""
+    ids = [100, 101, 102, 103]
+    rates = [0.2, 0.8, 0.0, 0.5]
+    for state_epoch, epoch in ((0.0, 0), (1.5, 1)):
+        reward = ScheduledReward({pid: [1.0, 0.0] for pid in ids})
+        trainer = make_trainer(tmp_path, reward=reward, per_device_train_batch_size=4 * N)
+        trainer.model.train()
+        reference = Planner(trainer.args.knapsack)  # built on its own, fed the same history
+        for planner in (trainer.planner, reference):
+            seed_tracker(planner, ids, rates)
+        trainer.state.epoch = state_epoch
+        trainer._generate_and_score_completions(repeat_rows(trainer.train_dataset, ids))
+        expected = reference.plan(ids, epoch=epoch).budgets
+        counts = collections.Counter(reward.calls[-1][0])
+        assert [counts[i] for i in ids] == expected.tolist()
+        assert trainer.last_plan is not None and trainer.last_plan.epoch == epoch
+        assert np.all(expected == N) == (epoch == 0)  # cold start (uniform_epochs=1), then knapsack counts
 
 
 def test_counts_are_allocated_and_advantages_grouped_by_prompt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -224,11 +313,12 @@ def test_counts_are_allocated_and_advantages_grouped_by_prompt(tmp_path: Path, m
     reward = ScheduledReward(table)
     trainer = make_trainer(tmp_path, reward=reward, per_device_train_batch_size=4 * N)
     trainer.model.train()
+    trainer.state.epoch = 1.0
     ids = [100, 101, 102, 103]
-    # Seed the tracker with estimates 0.2, 0.8, 0 and 0.5 (8 rewards each, min_count 4).
-    for pid, p in zip(ids, [0.2, 0.8, 0.0, 0.5], strict=True):
-        trainer.tracker.update([pid] * 10, (np.arange(10) < 10 * p).astype(float), epoch=0, step=0)
-    expected = allocate(trainer.tracker.estimate(ids), total_budget=4 * N, **trainer.args.allocate_kwargs())
+    seed_tracker(trainer.planner, ids, [0.2, 0.8, 0.0, 0.5])
+    reference = Planner(trainer.args.knapsack)
+    seed_tracker(reference, ids, [0.2, 0.8, 0.0, 0.5])
+    expected = reference.plan(ids, epoch=1)
     assert not np.all(expected.budgets == N)  # the test is only meaningful with unequal counts
 
     out = trainer._generate_and_score_completions(repeat_rows(trainer.train_dataset, ids))
@@ -238,22 +328,28 @@ def test_counts_are_allocated_and_advantages_grouped_by_prompt(tmp_path: Path, m
     assert [counts[i] for i in ids] == expected.budgets.tolist()
     assert len(called_ids) == 4 * N  # TRL's batch size is unchanged
     rewards = torch.tensor([math.nan if r is None else r for r in called_rewards])
+    torch.testing.assert_close(trainer.last_rewards, rewards, equal_nan=True)  # read back from TRL's record
     ok = ~torch.isnan(rewards)
-    groups = torch.tensor(called_ids)
     ref = torch.zeros(len(called_ids))
-    ref[ok] = grouped_advantages(rewards[ok], groups[ok], eps=1e-4)
+    ref[ok] = grouped_advantages(rewards[ok], torch.tensor(called_ids)[ok], eps=1e-4)
     torch.testing.assert_close(out["advantages"], ref)
-    assert trainer.last_plan is not None and trainer.last_plan.budgets.tolist() == expected.budgets.tolist()
-    # the tracker saw every scorable rollout once more
-    assert trainer.tracker.counts(ids).tolist() == [
+    # the planner saw every scorable rollout once more
+    assert trainer.planner.tracker.counts(ids).tolist() == [
         10 + b - (i == 103) for i, b in zip(ids, expected.budgets, strict=True)
     ]
-    assert trainer._metrics["train"]["alloc/budget_max"] == [float(expected.budgets.max())]
-    assert "train/effective_grad_ratio" in trainer._metrics["train"]
+    metrics = trainer._metrics["train"]
+    assert metrics["alloc/budget_max"] == [float(expected.budgets.max())]
+    varied = {
+        i
+        for i in ids
+        if len({r for c, r in zip(called_ids, called_rewards, strict=True) if c == i and r is not None}) > 1
+    }
+    assert metrics["train/effective_prompts"] == [float(len(varied))] and 102 not in varied  # grouped by prompt id
+    assert len(metrics["frac_reward_zero_std"]) == 1  # TRL's own metric is logged as TRL computed it
     assert requested_n == [1]  # one completion per row (what keeps vLLM server mode per-prompt correct)
 
 
-def test_uniform_counts_give_stock_grpo_advantages(tmp_path: Path) -> None:
+def test_equal_counts_keep_trl_advantages_and_match_them_when_recomputed(tmp_path: Path) -> None:
     table: dict[int, list[float | None]] = {
         100: [1.0, 0.0, 0.5, 0.0],
         101: [1.0, 1.0, 1.0, 1.0],
@@ -261,9 +357,13 @@ def test_uniform_counts_give_stock_grpo_advantages(tmp_path: Path) -> None:
     }
     ids = [100, 101, 102]
     outs, calls = [], []
-    for cls in (trl.GRPOTrainer, KnapsackGRPOTrainer):
+    for cls, extra in (
+        (trl.GRPOTrainer, {}),
+        (KnapsackGRPOTrainer, {}),
+        (KnapsackGRPOTrainer, {"advantage_clip": 1e6}),
+    ):
         reward = ScheduledReward(table)
-        args = make_args(tmp_path) if cls is KnapsackGRPOTrainer else trl.GRPOConfig(**_stock_kwargs(tmp_path))
+        args = make_args(tmp_path, **extra) if cls is KnapsackGRPOTrainer else trl.GRPOConfig(**base_kwargs(tmp_path))
         trainer = cls(
             model=make_model(),
             reward_funcs=reward,
@@ -274,15 +374,10 @@ def test_uniform_counts_give_stock_grpo_advantages(tmp_path: Path) -> None:
         trainer.model.train()
         outs.append(trainer._generate_and_score_completions(repeat_rows(trainer.train_dataset, ids)))
         calls.append(reward.calls[-1])
-    assert calls[0] == calls[1]  # same rollout order, same rewards
+    assert calls[0] == calls[1] == calls[2]  # same rollout order, same rewards
     assert not torch.all(outs[0]["advantages"] == 0)
-    torch.testing.assert_close(outs[1]["advantages"], outs[0]["advantages"])
-
-
-def _stock_kwargs(tmp_path: Path) -> dict[str, Any]:
-    args = make_args(tmp_path)
-    keep = ("output_dir", "use_cpu", "per_device_train_batch_size", "num_generations", "max_completion_length", "seed")
-    return {k: getattr(args, k) for k in keep} | {"report_to": "none"}
+    assert torch.equal(outs[1]["advantages"], outs[0]["advantages"])  # TRL's own, untouched
+    torch.testing.assert_close(outs[2]["advantages"], outs[0]["advantages"])  # ours (clip inactive) agree
 
 
 def parity_reward(completions: list[str], **_: Any) -> list[float]:
@@ -290,8 +385,8 @@ def parity_reward(completions: list[str], **_: Any) -> list[float]:
     return [float(len(c) > 0 and c[0] in "02468+") for c in completions]
 
 
-def test_training_steps_update_parameters_tracker_and_metrics(tmp_path: Path) -> None:
-    trainer = make_trainer(tmp_path, reward=parity_reward, max_steps=4, tracker_min_count=2)
+def test_training_steps_update_parameters_planner_and_metrics(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, reward=parity_reward, max_steps=4, min_count=2)
     before = [p.detach().clone() for p in trainer.model.parameters()]
     result = trainer.train()
     assert math.isfinite(result.training_loss)
@@ -299,19 +394,21 @@ def test_training_steps_update_parameters_tracker_and_metrics(tmp_path: Path) ->
     assert changed > 0
     steps = [h for h in trainer.state.log_history if "loss" in h]
     assert len(steps) == 4 and all(math.isfinite(h["loss"]) for h in steps)
-    for key in ("alloc/budget_max", "alloc/unestimated_ratio", "train/effective_grad_ratio", "tracker/prompts"):
+    keys = ("alloc/budget_max", "alloc/unestimated_ratio", "train/effective_grad_ratio", "train/effective_prompts")
+    for key in (*keys, "tracker/prompts", "timing_s/plan"):
         assert all(key in h for h in steps), key
     assert all(h["alloc/budget_total"] == 3 * N and h["alloc/budget_mean"] == N for h in steps)
-    assert steps[0]["alloc/unestimated_ratio"] == 1.0  # epoch 1 has no estimates: plain GRPO
-    assert any(h["alloc/budget_max"] > h["alloc/budget_min"] for h in steps[2:])  # epoch 2: unequal counts
-    assert len(trainer.tracker) == NUM_PROMPTS
+    assert [h["epoch"] for h in steps] == [0.5, 1.0, 1.5, 2.0]  # 6 prompts, 3 per step: epochs 0, 0, 1, 1
+    assert all(h["alloc/budget_max"] == h["alloc/budget_min"] == N for h in steps[:2])  # cold start: epoch 0
+    assert any(h["alloc/budget_max"] > h["alloc/budget_min"] for h in steps[2:])  # epoch 1: unequal counts
+    assert len(trainer.planner.tracker) == NUM_PROMPTS
 
 
 class FakeProcessGroup:
-    """``gather_object`` across threads standing in for processes (rank per thread)."""
+    """``gather_object`` across threads standing in for processes (rank per thread); never waits forever."""
 
     def __init__(self, world: int) -> None:
-        self.barrier = threading.Barrier(world)
+        self.barrier = threading.Barrier(world, timeout=20)
         self.slots: list[list[Any]] = [[] for _ in range(world)]
         self.local = threading.local()
 
@@ -324,14 +421,17 @@ class FakeProcessGroup:
 
 
 def _plan_on_two_fake_processes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rates: list[list[float]]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    rates: list[list[float]],
+    edit: Callable[[int, list[dict[str, Any]]], None] = lambda rank, rows: None,
 ) -> tuple[list[KnapsackGRPOTrainer], list[Any]]:
-    """Run ``_plan`` on two trainers in threads standing in for ranks 0 and 1; ``rates[r]`` seeds rank r's tracker."""
+    """Run ``_plan`` on two trainers in threads standing in for ranks 0 and 1; ``rates[r]`` seeds rank r's planner."""
     ids = [100, 101, 102, 103, 104, 105]
     trainers = [make_trainer(tmp_path, per_device_train_batch_size=3 * N) for _ in range(2)]
     for t, ps in zip(trainers, rates, strict=True):
-        for pid, p in zip(ids, ps, strict=True):
-            t.tracker.update([pid] * 10, (np.arange(10) < 10 * p).astype(float), epoch=0, step=0)
+        seed_tracker(t.planner, ids, ps)
+        t.state.epoch = 1.0
     group = FakeProcessGroup(2)
     monkeypatch.setattr("knapsack_rl.integrations.trl.trainer.gather_object", group.gather_object)
     batch = repeat_rows(trainers[0].train_dataset, ids)  # 24 rows; prompt 102's copies sit on both ranks
@@ -340,16 +440,19 @@ def _plan_on_two_fake_processes(
     def run(rank: int) -> None:
         group.local.rank = rank
         trainers[rank].accelerator = types.SimpleNamespace(process_index=rank)
+        rows = [dict(r) for r in batch[rank * 3 * N : (rank + 1) * 3 * N]]
+        edit(rank, rows)
         try:
-            results[rank] = trainers[rank]._plan(batch[rank * 3 * N : (rank + 1) * 3 * N])
-        except RuntimeError as exc:
+            results[rank] = trainers[rank]._plan(rows)
+        except (RuntimeError, ValueError, threading.BrokenBarrierError) as exc:
             results[rank] = exc
 
     threads = [threading.Thread(target=run, args=(r,)) for r in range(2)]
     for th in threads:
         th.start()
     for th in threads:
-        th.join(timeout=30)
+        th.join(timeout=60)
+    assert not any(th.is_alive() for th in threads)
     return trainers, results
 
 
@@ -360,7 +463,9 @@ def test_two_processes_agree_on_counts_and_split_the_rebuilt_batch(
     trainers, results = _plan_on_two_fake_processes(tmp_path, monkeypatch, [rates, rates])
     (plan0, rows0), (plan1, rows1) = results
     ids = [100, 101, 102, 103, 104, 105]
-    expected = allocate(trainers[0].tracker.estimate(ids), total_budget=6 * N, **trainers[0].args.allocate_kwargs())
+    reference = Planner(trainers[0].args.knapsack)
+    seed_tracker(reference, ids, rates)
+    expected = reference.plan(ids, epoch=1)
     assert plan0.prompt_ids == plan1.prompt_ids == ids
     assert plan0.budgets.tolist() == plan1.budgets.tolist() == expected.budgets.tolist()
     assert not np.all(expected.budgets == N)
@@ -368,23 +473,141 @@ def test_two_processes_agree_on_counts_and_split_the_rebuilt_batch(
     assert [r["prompt_id"] for r in rows0 + rows1] == plan0.rollout_prompt_ids()
 
 
-def test_diverged_trackers_are_detected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_diverged_planners_are_detected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rates = [0.1, 0.5, 0.9, 0.3, 0.0, 1.0]
     _, results = _plan_on_two_fake_processes(tmp_path, monkeypatch, [rates, rates[::-1]])
     for res in results:
         assert isinstance(res, RuntimeError) and "processes disagree on the rollout counts" in str(res)
 
 
-def test_tracker_is_saved_with_checkpoints_and_restored_on_resume(tmp_path: Path) -> None:
+def test_an_id_error_on_one_process_raises_on_every_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def bad_id_on_rank_1(rank: int, rows: list[dict[str, Any]]) -> None:
+        if rank == 1:
+            rows[5]["prompt_id"] = 1.5  # a float id: refused by prompt_id_of on rank 1 only
+
+    rates = [0.1, 0.5, 0.9, 0.3, 0.0, 1.0]
+    _, results = _plan_on_two_fake_processes(tmp_path, monkeypatch, [rates, rates], edit=bad_id_on_rank_1)
+    messages = [str(res) for res in results]
+    assert all(isinstance(res, ValueError) for res in results), results  # nobody left waiting in the gather
+    assert messages[0] == messages[1]
+    assert "refused on process(es) [1]: prompt_id_column='prompt_id': ids must be int or str; got 1.5" in messages[0]
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def test_planner_file_refuses_altered_or_foreign_bytes(tmp_path: Path) -> None:
+    state = {"version": 1, "config": {"rule": "knapsack"}, "tracker": b"tracker-bytes"}
+    data = ckpt.encode_state(state)
+    assert ckpt.decode_state(data, source="f") == state
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 1
+    with pytest.raises(ValueError, match=r"^f: planner state file is truncated or corrupt \(SHA-256 mismatch\)"):
+        ckpt.decode_state(bytes(flipped), source="f")
+    with pytest.raises(ValueError, match=r"^f: planner state file is truncated or corrupt"):
+        ckpt.decode_state(data[:-1], source="f")
+    with pytest.raises(ValueError, match=r"^f: not a knapsack-rl planner state file"):
+        ckpt.decode_state(b"\x80\x04pickle", source="f")
+    with pytest.raises(ValueError, match=r"has no knapsack_planner.bin"):
+        ckpt.load_planner(Planner(), tmp_path)
+
+
+@needs_tracker_bytes
+def test_planner_is_saved_with_checkpoints_and_restored_on_resume(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path, max_steps=2, save_strategy="steps", save_steps=2)
     trainer.train()
-    ckpt = tmp_path / "out" / "checkpoint-2"
-    assert (ckpt / ktrl.TRACKER_FILE).is_file()
-    saved = trainer.tracker.state_dict()
+    folder = tmp_path / "out" / "checkpoint-2"
+    assert (folder / ktrl.PLANNER_FILE).is_file()
+    saved = trainer.planner.tracker.state_dict()
 
     resumed = make_trainer(tmp_path, max_steps=2, save_strategy="no")
-    resumed.train(resume_from_checkpoint=str(ckpt))  # already at max_steps: restores state, trains nothing
-    state = resumed.tracker.state_dict()
-    assert state["ids"] == saved["ids"] and len(state["ids"]) == NUM_PROMPTS
+    resumed.train(resume_from_checkpoint=str(folder))  # already at max_steps: restores state, trains nothing
+    state = resumed.planner.tracker.state_dict()
+    assert list(state["ids"]) == list(saved["ids"]) and len(state["ids"]) == NUM_PROMPTS
     for name, arr in saved["arrays"].items():
         np.testing.assert_array_equal(state["arrays"][name], arr)
+
+
+@needs_tracker_bytes
+@pytest.mark.parametrize(("change", "named"), [({"estimator": "beta"}, "estimator"), ({"min_count": 2}, "min_count")])
+def test_a_tracker_saved_under_other_settings_is_refused(tmp_path: Path, change: dict[str, Any], named: str) -> None:
+    saved = Planner(make_args(tmp_path).knapsack)
+    seed_tracker(saved, [100, 101], [0.5, 0.25])
+    ckpt.save_planner(saved, tmp_path)
+    trainer = make_trainer(tmp_path, **change)
+    before = trainer.planner.tracker
+    with pytest.raises(
+        ValueError, match=rf"knapsack_planner.bin: the tracker was saved with other settings \(.*{named}"
+    ):
+        trainer._load_optimizer_and_scheduler(str(tmp_path))
+    assert trainer.planner.tracker is before and len(before) == 0  # refused: nothing adopted
+
+
+@needs_tracker_bytes
+def test_resume_under_other_allocation_settings_is_allowed_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    saved = Planner(make_args(tmp_path).knapsack)
+    seed_tracker(saved, [100, 101], [0.5, 0.25])
+    ckpt.save_planner(saved, tmp_path)
+    trainer = make_trainer(tmp_path, max_n=6)
+    with caplog.at_level("WARNING", logger="knapsack_rl.integrations.trl.checkpoint"):
+        trainer._load_optimizer_and_scheduler(str(tmp_path))
+    assert trainer.planner.tracker.counts([100, 101]).tolist() == [10, 10]
+    assert "resuming with other knapsack settings than saved: allocation.max_n: 8 -> 6" in caplog.text
+
+
+def test_config_changes_lists_every_differing_leaf() -> None:
+    saved = KnapsackConfig.preset("project", n=4).to_dict()
+    current = KnapsackConfig.preset("project", n=4, max_n=64, rule="uniform").to_dict()
+    assert ckpt.config_changes(saved, current) == ["allocation.max_n: 128 -> 64", 'rule: "knapsack" -> "uniform"']
+    assert ckpt.config_changes(saved, saved) == []
+
+
+# ---------------------------------------------------------------------------------------------- YAML launcher
+
+
+def write_yaml(path: Path, values: dict[str, Any]) -> Path:
+    path.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in values.items()) + "\n")
+    return path
+
+
+def launch_values(tmp_path: Path, **extra: Any) -> dict[str, Any]:
+    values = base_kwargs(tmp_path) | {
+        "model_path": str(tmp_path / "model"),
+        "dataset_path": str(tmp_path / "data.jsonl"),
+        "reward_funcs": [f"{__name__}.parity_reward"],
+    }
+    return values | extra
+
+
+def test_yaml_launcher_parses_knapsack_fields_through_trl_parser(tmp_path: Path) -> None:
+    config = write_yaml(
+        tmp_path / "c.yaml",
+        launch_values(tmp_path, knapsack_preset="recipe", max_n=16, estimator="beta", fallback=False),
+    )
+    launch, args = cli.parse_args(["--config", str(config), "--min_count", "3"])
+    assert launch.reward_funcs == [f"{__name__}.parity_reward"]
+    assert args.knapsack == KnapsackConfig.preset(
+        "recipe", n=N, max_n=16, estimator="beta", fallback=False, min_count=3
+    )
+    with pytest.raises(ValueError, match=r"Unknown arguments from config file: \['--max_rollouts', '64'\]"):
+        cli.parse_args(["--config", str(write_yaml(tmp_path / "u.yaml", launch_values(tmp_path, max_rollouts=64)))])
+    with pytest.raises(ValueError, match=r"Unknown arguments from config file: \['--n', '8'\]"):
+        cli.parse_args(["--config", str(write_yaml(tmp_path / "n.yaml", launch_values(tmp_path, n=8)))])
+    with pytest.raises(
+        ValueError, match=r"estimator must be one of \['beta', 'ema', 'recipe'\]; got estimator='bayes'"
+    ):
+        cli.parse_args(["--config", str(write_yaml(tmp_path / "e.yaml", launch_values(tmp_path, estimator="bayes")))])
+
+
+def test_yaml_launcher_trains_from_local_files_with_content_ids(tmp_path: Path) -> None:
+    make_model().save_pretrained(tmp_path / "model")
+    make_tokenizer().save_pretrained(tmp_path / "model")
+    rows = [{"prompt": r["prompt"], "answer": r["answer"]} for r in make_dataset()]  # no prompt_id column
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = write_yaml(tmp_path / "c.yaml", launch_values(tmp_path, max_steps=1))
+    assert cli.main(["--config", str(config)]) == 0
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    with pytest.raises(ValueError, match=r"model_path='nowhere/model' is not a local directory"):
+        cli.main(["--config", str(config), "--model_path", "nowhere/model"])

@@ -2,19 +2,28 @@
 
 TRL's ``GRPOTrainer`` gives every prompt the same ``num_generations`` rollouts and computes advantages by
 reshaping the rewards to ``(-1, num_generations)``. ``KnapsackGRPOTrainer`` keeps TRL's loop, sampler, loss
-and logging, and changes three things per training generation batch: the rows handed to generation (each
-prompt repeated by its knapsack count, the total unchanged), the advantages (grouped by prompt id), and the
-bookkeeping (tracker update, ``alloc/...`` and ``train/...`` metrics, tracker saved with checkpoints).
+and logging; per training generation batch it asks a :class:`knapsack_rl.Planner` for each prompt's count
+(the batch's total unchanged), rebuilds the rows handed to generation, groups the advantages by prompt id
+when counts differ, and hands the rewards back to the planner (:mod:`.trainer` gives the details, the epoch
+rule and the map from our metric names to TRL's). The planner's state is saved in every checkpoint.
 
 Usage::
 
-    from knapsack_rl.integrations.trl import KnapsackGRPOConfig, KnapsackGRPOTrainer
+    from knapsack_rl.integrations.trl import KnapsackGRPOConfig, KnapsackGRPOTrainer, add_prompt_ids
 
     args = KnapsackGRPOConfig(output_dir="runs/trl", num_generations=8, per_device_train_batch_size=64,
-                              min_n=2, max_n=64, estimator="recipe", prompt_id_column="prompt_id")
+                              knapsack_preset="project", max_n=64, estimator="beta")
     trainer = KnapsackGRPOTrainer(model=model, reward_funcs=reward_fn, args=args,
-                                  train_dataset=dataset, processing_class=tokenizer)
+                                  train_dataset=add_prompt_ids(dataset), processing_class=tokenizer)
     trainer.train()
+
+or from a YAML file through TRL's own parser (local model and data only)::
+
+    python -m knapsack_rl.integrations.trl --config examples/trl/config.yaml [--max_n 32 ...]
+
+The method's settings are :class:`knapsack_rl.KnapsackConfig`'s flat fields, generated into
+``KnapsackGRPOConfig`` (:mod:`.config`); ``args.knapsack`` is the resolved config, with ``n`` taken from
+``num_generations``.
 
 Supported TRL: ``>=1.16,<1.17`` (checked at import; set ``KNAPSACK_RL_TRL_ANY_VERSION=1`` to try another
 version at your own risk). TRL internals relied on (all in ``trl/trainer/grpo_trainer.py`` of 1.16):
@@ -23,21 +32,23 @@ version at your own risk). TRL internals relied on (all in ``trl/trainer/grpo_tr
   this process's rows (RepeatSampler order: each prompt's ``num_generations`` copies consecutive, processes
   holding consecutive slices of the global batch); it returns a dict whose ``"advantages"`` entry is this
   process's slice (``process_index * len(inputs)`` onwards) of the advantages over the gathered batch;
-- ``GRPOTrainer._calculate_rewards(...)``: returns the ``(B, num_reward_funcs)`` rewards gathered over all
-  processes in process order (NaN where a function returned None); combined with ``self.reward_weights``;
+- ``self._logs["rewards"][name]``: per reward function, a deque of the latest ``generation_batch_size``
+  gathered rewards (process order, NaN where the function returned None), filled on every batch;
+  ``self.reward_weights``, ``self.reward_func_names``;
 - ``GRPOTrainer._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, ...)``: the
   transformers and vLLM-colocate paths generate one completion per row; the vLLM-server path dedupes rows
   with a stride of ``num_generations``, so the trainer passes 1 (one n=1 request per row) in training;
-- ``self._metrics["train"]`` (dict of lists averaged at each log), ``self._logs["advantages"]`` (deque of
-  length ``generation_batch_size``), ``self.scale_rewards``, ``self.num_generations``, ``self.rollout_func``,
-  ``self.multi_objective_aggregation``, ``self.use_vllm`` / ``self.vllm_mode``;
+- ``self._metrics["train"]`` (dict of lists averaged at each log), ``self._logs["advantages"]`` (the
+  completions table, written only with ``log_completions``), ``self.scale_rewards``, ``self.num_generations``,
+  ``self.rollout_func``, ``self.multi_objective_aggregation``, ``self.use_vllm`` / ``self.vllm_mode``;
 - ``_save_checkpoint`` / ``_load_optimizer_and_scheduler`` (transformers ``Trainer``) to save and restore the
-  tracker, and ``_set_signature_columns_if_needed`` to keep the prompt id column.
+  planner, and ``_set_signature_columns_if_needed`` to keep the prompt id column.
 
 Generation backends: plain transformers generation is tested on CPU. vLLM colocate mode generates one
 completion per row already, and server mode is driven with n = 1 per row; both follow TRL's code but are
-untested here (vLLM is not installed in CI). Not supported (clear error at construction): ``rollout_func``
-and ``multi_objective_aggregation="normalize_then_sum"``.
+untested here (vLLM is not installed in CI). Not supported (clear error at construction): ``rollout_func``,
+``multi_objective_aggregation="normalize_then_sum"``, reward functions sharing a name, and two-phase
+planning (``probe_n > 0``: it needs two generation rounds per batch).
 """
 
 from __future__ import annotations
@@ -57,15 +68,19 @@ if Version(trl.__version__) not in SUPPORTED_TRL and os.environ.get("KNAPSACK_RL
         "to try anyway (it overrides TRL internals listed in this module's docstring)"
     )
 
-from knapsack_rl.integrations.trl.config import KnapsackGRPOConfig  # noqa: E402
+from knapsack_rl.integrations.prompt_ids import add_prompt_ids  # noqa: E402
+from knapsack_rl.integrations.trl.checkpoint import PLANNER_FILE  # noqa: E402
+from knapsack_rl.integrations.trl.config import KNAPSACK_FIELDS, KnapsackGRPOConfig  # noqa: E402
 from knapsack_rl.integrations.trl.plan import GenerationPlan, batch_advantages  # noqa: E402
-from knapsack_rl.integrations.trl.trainer import TRACKER_FILE, KnapsackGRPOTrainer  # noqa: E402
+from knapsack_rl.integrations.trl.trainer import KnapsackGRPOTrainer  # noqa: E402
 
 __all__ = [
+    "KNAPSACK_FIELDS",
+    "PLANNER_FILE",
     "SUPPORTED_TRL",
-    "TRACKER_FILE",
     "GenerationPlan",
     "KnapsackGRPOConfig",
     "KnapsackGRPOTrainer",
+    "add_prompt_ids",
     "batch_advantages",
 ]

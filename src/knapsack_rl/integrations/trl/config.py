@@ -1,113 +1,200 @@
-"""``KnapsackGRPOConfig``: TRL's ``GRPOConfig`` plus the allocation, tracker and advantage settings."""
+"""``KnapsackGRPOConfig``: TRL's ``GRPOConfig`` plus the method's settings, generated from :class:`KnapsackConfig`.
+
+No allocation or tracker setting is typed here. The knapsack fields are *generated* at import from the
+flat fields of :class:`knapsack_rl.KnapsackConfig` (:func:`knapsack_rl.core.config.flat_fields`): same names,
+same types, help strings taken from the field docstrings of ``KnapsackConfig``, ``AllocationConfig`` and
+``TrackerConfig``. TRL's parser (``TrlParser`` / ``HfArgumentParser``) therefore sees them as ordinary flat
+arguments (``--max_n 64 --estimator beta``, or ``max_n: 64`` in a YAML file), and a field added to
+``KnapsackConfig`` appears here without an edit.
+
+Resolution (once, in ``__post_init__``):
+
+- ``knapsack_preset`` (default ``"project"``) names the starting point (:meth:`KnapsackConfig.preset`);
+- every knapsack field left unset (``None``) takes the preset's value, every field set overrides it; the
+  resolved values are written back into the fields, so ``args.max_n`` and ``args.to_dict()`` show what
+  runs, and re-parsing ``args.to_dict()`` reproduces the same settings;
+- the allocation's ``n`` is TRL's ``num_generations`` (the mean rollouts per prompt: a generation batch
+  of B rows holds ``M = B / num_generations`` prompts and the planner spreads exactly
+  ``B = num_generations * M`` rollouts over them). ``n`` is therefore *not* a field of this config:
+  one concept, one name (``num_generations``), never declared twice;
+- :attr:`KnapsackGRPOConfig.knapsack` returns the validated :class:`KnapsackConfig`; a bad value raises
+  ``ValueError`` at construction, naming the setting.
+
+A field whose own type admits ``None`` (``success_threshold``) cannot be reset to ``None`` against a preset
+that sets it; no preset sets it today.
+
+Not supported by the TRL adapter (``ValueError`` at construction): ``probe_n > 0``. Two-phase planning
+needs two generation rounds per generation batch (probe the unestimated prompts, then allocate the rest
+of the budget from what the probe saw); TRL's ``GRPOTrainer`` generates, scores and pads a generation
+batch in one ``_generate_and_score_completions`` call, so a second round would mean merging two padded
+outputs and logging every TRL metric twice.
+"""
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import inspect
+import itertools
+import re
+import textwrap
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from trl.trainer.grpo_config import GRPOConfig
 
-from knapsack_rl.core.allocate import allocate_options
-from knapsack_rl.core.tracker import TrackerConfig, estimator_names
-from knapsack_rl.core.validate import check_choice, check_int, check_real
-from knapsack_rl.core.value import value_names
+from knapsack_rl.core.config import PRESETS, AllocationConfig, KnapsackConfig, flat_fields, preset_names
+from knapsack_rl.core.tracker import TrackerConfig
+from knapsack_rl.core.validate import check_real
+
+NOT_GENERATED = {"n": "num_generations"}
+"""KnapsackConfig fields that TRL already declares under its own name (ours -> TRL's)."""
+_LEVELS = (KnapsackConfig, AllocationConfig, TrackerConfig)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of the dataclass ``cls`` (PEP 257 attribute docstrings), as one plain line.
+
+    ReST markup is dropped for a terminal: ``x`` and :role:`x` become x.
+    """
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            text = " ".join(inspect.cleandoc(nxt.value.value).split())
+            docs[node.target.id] = re.sub(r":\w+:`~?([^`]+)`|``([^`]+)``", lambda m: m.group(1) or m.group(2), text)
+    return docs
+
+
+def _parser_type(tp: Any) -> Any:
+    """The type TRL's parser should see for a KnapsackConfig field type, made optional (None = unset)."""
+    if get_origin(tp) is tuple:  # beta_prior: tuple[float, float] -> a list on the command line / in YAML
+        return list[get_args(tp)[0]] | None  # type: ignore[misc]
+    if get_origin(tp) is Literal:
+        return tp | None
+    return tp if type(None) in get_args(tp) else tp | None
+
+
+def _preset_defaults(name: str) -> str:
+    """``project=128, recipe=128, uniform=128``: the value of flat field ``name`` in every preset."""
+    paths = flat_fields(KnapsackConfig)
+    values = []
+    for preset in preset_names():
+        node: Any = PRESETS.get(preset)()
+        for part in paths[name]:
+            node = getattr(node, part)
+        values.append(f"{preset}={node!r}")
+    return ", ".join(values)
+
+
+def _knapsack_fields() -> list[tuple[str, Any, Any]]:
+    """``(name, type, field)`` of every generated field: ``knapsack_preset``, then KnapsackConfig's flat fields."""
+    hints: dict[str, Any] = {}
+    docs: dict[str, str] = {}
+    for level in _LEVELS:
+        hints.update(get_type_hints(level))
+        docs.update(field_docs(level))
+    preset_help = f"Preset the knapsack settings start from: {', '.join(preset_names())}; fields set override it."
+    preset = field(default="project", metadata={"help": preset_help})
+    specs: list[tuple[str, Any, Any]] = [("knapsack_preset", str, preset)]
+    for name in flat_fields(KnapsackConfig):
+        if name in NOT_GENERATED:
+            continue
+        meta: dict[str, Any] = {"help": f"{docs[name]} [unset: the preset's value, {_preset_defaults(name)}]"}
+        if hints[name] is bool:
+            meta.update(nargs="?", const=True)  # `--fallback` alone means true, as for TRL's own bool flags
+        specs.append((name, _parser_type(hints[name]), field(default=None, metadata=meta)))
+    clash = sorted({s[0] for s in specs} & {f.name for f in dataclasses.fields(GRPOConfig)})
+    if clash:
+        raise TypeError(f"KnapsackConfig field(s) {clash} clash with GRPOConfig fields of this TRL version")
+    return specs
+
+
+KnapsackFields = dataclasses.make_dataclass("KnapsackFields", _knapsack_fields())
+KnapsackFields.__doc__ = "The knapsack settings as flat, optional fields (generated from KnapsackConfig)."
+KNAPSACK_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(KnapsackFields))[1:]
+"""Names of the generated knapsack fields (KnapsackConfig's flat fields but ``n``), in declaration order."""
 
 
 @dataclass
-class KnapsackGRPOConfig(GRPOConfig):
-    """GRPOConfig with knapsack allocation settings (SPEC sections 4 to 6).
+class KnapsackGRPOConfig(KnapsackFields, GRPOConfig):  # type: ignore[misc,valid-type]
+    """``GRPOConfig`` with knapsack allocation: generated flat fields plus the adapter's own (module docstring).
 
-    ``num_generations`` keeps its TRL meaning as the *mean* rollouts per prompt N: a generation batch of
-    ``generation_batch_size`` rollouts holds ``M = generation_batch_size / num_generations`` prompts and the
-    allocator spreads exactly ``B = N * M`` rollouts over them, between ``min_n`` and ``max_n`` each.
+    The method's settings are KnapsackConfig's flat fields (``rule``, ``max_n``, ``estimator``, ...,
+    see :data:`KNAPSACK_FIELDS`) and ``knapsack_preset``; read them resolved from :attr:`knapsack`.
     """
 
-    allocation: str = field(
-        default="knapsack", metadata={"help": "'knapsack' (allocate() per batch) or 'uniform' (N per prompt)."}
-    )
-    """``knapsack`` redistributes the batch by estimated success rate; ``uniform`` keeps N per prompt."""
     prompt_id_column: str = field(
-        default="prompt_id", metadata={"help": "Dataset column with a unique id per prompt (dots for nested keys)."}
+        default="prompt_id",
+        metadata={"help": "Dataset column with a unique, stable id per prompt (nested keys dotted: extra_info.index)."},
     )
-    """Column holding a stable unique id per prompt, e.g. ``prompt_id`` or ``extra_info.index``."""
-    min_n: int = field(default=2, metadata={"help": "Fewest rollouts of an effective prompt (>= 2)."})
-    """Lower bound of an effective prompt's count (a group of 1 has no baseline, so >= 2)."""
-    max_n: int = field(default=128, metadata={"help": "Most rollouts of an effective prompt."})
-    """Upper bound of an effective prompt's count."""
-    negative_n: int = field(default=2, metadata={"help": "Rollouts of a prompt estimated at p = 0."})
-    """Starting count of a prompt whose estimate is exactly 0."""
-    positive_n: int = field(default=2, metadata={"help": "Rollouts of a prompt estimated at p = 1."})
-    """Starting count of a prompt whose estimate is exactly 1."""
-    fallback: bool = field(default=True, metadata={"help": "Enable the recipe's alpha-confidence fallback."})
-    """Send budget the knapsack does not need (beyond the alpha-confidence cost) to the p = 0 prompts."""
-    alpha: float = field(default=0.9, metadata={"help": "Target P(non-zero gradient) of the fallback."})
-    """Probability of a non-zero gradient the fallback's cost estimate aims for."""
-    objective: str = field(default="paper", metadata={"help": "'paper' (V(N, p)) or 'recipe' (authors' scoring)."})
-    """Knapsack objective: ``paper`` scores V(N, p); ``recipe`` reproduces the authors' programme."""
-    value_function: str = field(default="paper", metadata={"help": "Registered value function name."})
-    """Name of the value function in :mod:`knapsack_rl.core.value`."""
-    overflow: str = field(default="pool", metadata={"help": "Where unplaceable budget goes: 'pool' or 'recipe'."})
-    """Budget the knapsack cannot place goes to the p = 0 pool (``pool``) or over max_n (``recipe``)."""
-    estimator: str = field(default="recipe", metadata={"help": "Tracker estimator: recipe, ema or beta."})
-    """Success-rate estimator of the tracker."""
-    tracker_window: int = field(default=16, metadata={"help": "Recent rewards kept per prompt."})
-    """Window of recent rewards per prompt (recipe estimator)."""
-    tracker_min_count: int = field(default=8, metadata={"help": "Rewards needed before an estimate is valid."})
-    """Rewards a prompt needs before it gets an estimate (unestimated prompts get N rollouts)."""
-    ema_weight: float = field(default=0.5, metadata={"help": "Weight of the newest step in the EMA estimator."})
-    """Weight of the newest step's mean reward in the EMA estimator."""
-    beta_prior: list[float] = field(default_factory=lambda: [1.0, 1.0], metadata={"help": "Beta prior (a0, b0)."})
-    """Prior pseudo-counts (a0, b0) of the Beta estimator."""
-    forgetting: float = field(default=0.8, metadata={"help": "Per-update discount of the Beta estimator."})
-    """Discount of old evidence per update in the Beta estimator."""
-    reward_format: str = field(default="auto", metadata={"help": "auto, binary, signed or continuous."})
-    """How the tracker maps rewards to successes (see :func:`knapsack_rl.core.tracker.to_success`)."""
-    success_threshold: float | None = field(
-        default=None, metadata={"help": "A reward >= this counts as a success (for non-binary rewards)."}
+    """Column of a unique, stable id per prompt (``prompt_id`` from
+    :func:`knapsack_rl.integrations.prompt_ids.add_prompt_ids`, or e.g. ``extra_info.index``); the tracker's key."""
+    advantage_eps: float = field(
+        default=1e-4, metadata={"help": "A = (r - mean_g) / (std_g + advantage_eps); 1e-4 is TRL's, the recipe's 1e-6."}
     )
-    """If set, the tracker and coverage metrics count ``reward >= success_threshold`` as a success."""
-    advantage_eps: float = field(default=1e-4, metadata={"help": "Added to the group std (TRL: 1e-4, recipe: 1e-6)."})
-    """``A = (r - mean_g) / (std_g + advantage_eps)``; 1e-4 matches TRL, the recipe uses 1e-6."""
-    advantage_clip: float | None = field(default=None, metadata={"help": "Clip advantages to [-c, c] (recipe: 5)."})
+    """Added to the group std in the advantage; 1e-4 is TRL's value, the recipe uses 1e-6."""
+    advantage_clip: float | None = field(
+        default=None, metadata={"help": "Clip advantages to [-c, c] with c = advantage_clip (recipe: 5; default none)."}
+    )
     """Clip advantages to ``[-advantage_clip, advantage_clip]``; None keeps TRL's behaviour (no clip)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()  # type: ignore[no-untyped-call]
-        check_choice("allocation", self.allocation, ("knapsack", "uniform"))
-        if not self.prompt_id_column or not isinstance(self.prompt_id_column, str):
-            raise ValueError(f"prompt_id_column must be a non-empty string; got {self.prompt_id_column!r}")
-        check_int("min_n", self.min_n, low=2)
-        check_int("max_n", self.max_n, low=self.min_n)
-        check_int("negative_n", self.negative_n, low=0)
-        check_int("positive_n", self.positive_n, low=0)
-        if self.num_generations is None or not self.min_n <= self.num_generations <= self.max_n:
-            raise ValueError(
-                f"num_generations (the mean count N) must lie in [min_n, max_n]; got num_generations="
-                f"{self.num_generations}, min_n={self.min_n}, max_n={self.max_n}"
-            )
-        check_real("alpha", self.alpha, low=0.0, high=1.0, open_low=True, open_high=True)
-        check_choice("objective", self.objective, ("paper", "recipe"))
-        check_choice("value_function", self.value_function, value_names())
-        check_choice("overflow", self.overflow, ("pool", "recipe"))
-        check_choice("estimator", self.estimator, estimator_names())
+        if not isinstance(self.prompt_id_column, str) or not self.prompt_id_column:
+            got = self.prompt_id_column
+            raise ValueError(f"prompt_id_column must be a non-empty string; got prompt_id_column={got!r}")
         check_real("advantage_eps", self.advantage_eps, low=0.0)
         if self.advantage_clip is not None:
             check_real("advantage_clip", self.advantage_clip, low=0.0, open_low=True)
-        self.tracker_config()  # validates the tracker fields
+        resolved = self._resolve()
+        for name, value in flat_values(resolved).items():
+            if name in KNAPSACK_FIELDS:
+                setattr(self, name, list(value) if isinstance(value, tuple) else value)
+        check_supported(resolved)
 
-    def tracker_config(self) -> TrackerConfig:
-        """The :class:`TrackerConfig` these settings describe."""
-        return TrackerConfig(
-            estimator=self.estimator,
-            window=self.tracker_window,
-            min_count=self.tracker_min_count,
-            ema_weight=self.ema_weight,
-            beta_prior=tuple(float(v) for v in self.beta_prior),  # type: ignore[arg-type]
-            forgetting=self.forgetting,
-            reward_format=self.reward_format,  # type: ignore[arg-type]
-            success_threshold=self.success_threshold,
+    def _resolve(self) -> KnapsackConfig:
+        """``KnapsackConfig.preset(knapsack_preset, n=num_generations, **set fields)``, errors naming the setting."""
+        changes = {name: getattr(self, name) for name in KNAPSACK_FIELDS if getattr(self, name) is not None}
+        if isinstance(changes.get("beta_prior"), list):
+            changes["beta_prior"] = tuple(changes["beta_prior"])
+        try:
+            return KnapsackConfig.preset(self.knapsack_preset, n=self.num_generations, **changes)
+        except ValueError as exc:
+            raise ValueError(
+                f"KnapsackGRPOConfig: {exc} (knapsack_preset={self.knapsack_preset!r}; the allocation's n is "
+                f"num_generations={self.num_generations!r})"
+            ) from None
+
+    @property
+    def knapsack(self) -> KnapsackConfig:
+        """The validated :class:`KnapsackConfig` these arguments describe (``n = num_generations``)."""
+        return self._resolve()
+
+
+def flat_values(config: KnapsackConfig) -> dict[str, Any]:
+    """Every flat field of ``config`` by name (``{"rule": ..., "max_n": ..., ...}``)."""
+    out: dict[str, Any] = {}
+    for name, path in flat_fields(KnapsackConfig).items():
+        node: Any = config
+        for part in path:
+            node = getattr(node, part)
+        out[name] = node
+    return out
+
+
+def check_supported(config: KnapsackConfig) -> None:
+    """Raise for settings the TRL adapter cannot run (see the module docstring)."""
+    if config.probe_n > 0:
+        raise ValueError(
+            f"probe_n={config.probe_n}: two-phase planning needs two generation rounds per generation batch (a probe "
+            "of the unestimated prompts, then the rest of the budget), but TRL's GRPOTrainer generates and scores a "
+            "batch in one call; KnapsackGRPOTrainer supports probe_n=0 only"
         )
-
-    def allocate_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`knapsack_rl.allocate` (besides ``p_hat``) for one generation batch."""
-        return allocate_options(self, n=self.num_generations, value=self.value_function)

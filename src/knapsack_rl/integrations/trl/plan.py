@@ -2,14 +2,20 @@
 
 A *generation batch* as TRL's ``RepeatSampler`` yields it is ``B = N * M`` rows: each of M prompts repeated
 N (``num_generations``) times, consecutively, split over the processes in order. The adapter turns it into a
-:class:`GenerationPlan`: the M unique prompts in order of first appearance, their counts ``budgets`` (summing
-to B) and, per rollout of the rebuilt batch, the index of its prompt (``rollout_group``).
+:class:`GenerationPlan`: the M unique prompts in order of first appearance, their counts ``budgets`` (from
+:meth:`knapsack_rl.Planner.plan`, summing to B) and, per rollout of the rebuilt batch, the index of its prompt
+(``rollout_group``).
+
+Ids are checked *collectively*: each process validates its own rows without raising
+(:func:`local_prompt_ids`), the results travel in the one gather that exchanges the ids anyway, and every
+process raises the same error (:func:`merge_gathered_ids`). A process that raised before the gather would
+leave the others waiting in it forever.
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,20 +37,22 @@ class GenerationPlan:
         budgets: int64 (M,), rollouts per prompt; ``budgets.sum() == B``.
         rollout_group: int64 (B,), index into ``prompt_ids`` of every rollout of the rebuilt batch
             (prompt i's ``budgets[i]`` rollouts are consecutive).
-        allocation: the :class:`Allocation` behind ``budgets`` (None for uniform counts).
+        allocation: the :class:`Allocation` from :meth:`knapsack_rl.Planner.plan` behind ``budgets``.
+        epoch: the 0-based pass over the training prompts the batch was planned (and observed) in.
     """
 
-    prompt_ids: list[Hashable]
+    prompt_ids: list[int | str]
     budgets: NDArray[np.int64]
     rollout_group: NDArray[np.int64]
-    allocation: Allocation | None
+    allocation: Allocation
+    epoch: int
 
-    def rollout_prompt_ids(self) -> list[Hashable]:
+    def rollout_prompt_ids(self) -> list[int | str]:
         """(B,) prompt id of every rollout."""
         return [self.prompt_ids[g] for g in self.rollout_group]
 
 
-def prompt_id_of(row: Mapping[str, Any], column: str) -> Hashable:
+def prompt_id_of(row: Mapping[str, Any], column: str) -> int | str:
     """The prompt id of a data-set row; ``column`` may be dotted (``extra_info.index``) for nested dicts.
 
     Ids must be ints or strings (NumPy integers are converted); a missing key raises a ValueError that
@@ -56,30 +64,50 @@ def prompt_id_of(row: Mapping[str, Any], column: str) -> Hashable:
             keys = sorted(value) if isinstance(value, Mapping) else type(value).__name__
             raise ValueError(
                 f"prompt_id_column={column!r}: key {part!r} not found in a training row (available: {keys}); "
-                f"every row needs a unique prompt id, e.g. add it with dataset.map(lambda x, i: "
-                f"{{'prompt_id': i}}, with_indices=True)"
+                "every row needs a unique, stable prompt id: add one with "
+                "knapsack_rl.integrations.prompt_ids.add_prompt_ids(dataset)"
             )
         value = value[part]
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, str)):
-        raise ValueError(f"prompt_id_column={column!r}: ids must be int or str; got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral | str):
+        raise ValueError(f"prompt_id_column={column!r}: ids must be int or str; got {value!r} ({type(value).__name__})")
     return int(value) if isinstance(value, numbers.Integral) else value
 
 
-def dataset_prompt_ids(rows: Sequence[Mapping[str, Any]], column: str) -> list[Hashable]:
+def dataset_prompt_ids(rows: Sequence[Mapping[str, Any]], column: str) -> list[int | str]:
     """Ids of every row, checked unique (the error names the first duplicate)."""
     ids = [prompt_id_of(row, column) for row in rows]
     check_unique_ids(f"dataset column {column!r}", ids)
     return ids
 
 
-def unique_in_order(ids: Sequence[Hashable], num_generations: int) -> tuple[list[Hashable], NDArray[np.int64]]:
+def local_prompt_ids(rows: Sequence[Mapping[str, Any]], column: str) -> tuple[list[int | str], str | None]:
+    """This process's ids and ``None``, or ``[]`` and the error message: never raises (module docstring)."""
+    try:
+        return [prompt_id_of(row, column) for row in rows], None
+    except ValueError as exc:
+        return [], str(exc)
+
+
+def merge_gathered_ids(gathered: Sequence[tuple[int, str | None, list[int | str]]]) -> list[int | str]:
+    """The batch's ids from every process's ``(rank, error, ids)``, in rank order; raises the first error.
+
+    Every process gets the same ``gathered`` list, so every process raises the same ``ValueError``.
+    """
+    failed = [(rank, error) for rank, error, _ in gathered if error is not None]
+    if failed:
+        ranks = [rank for rank, _ in failed]
+        raise ValueError(f"prompt ids of this generation batch were refused on process(es) {ranks}: {failed[0][1]}")
+    return [pid for _, _, ids in sorted(gathered, key=lambda item: item[0]) for pid in ids]
+
+
+def unique_in_order(ids: Sequence[int | str], num_generations: int) -> tuple[list[int | str], NDArray[np.int64]]:
     """Unique ids of a generation batch in order of first appearance, and the position of each first row.
 
     Every id must occur exactly ``num_generations`` times (TRL's sampler repeats each row that often);
     more means two rows share an id, which raises.
     """
-    first: dict[Hashable, int] = {}
-    seen: dict[Hashable, int] = {}
+    first: dict[int | str, int] = {}
+    seen: dict[int | str, int] = {}
     for pos, pid in enumerate(ids):
         first.setdefault(pid, pos)
         seen[pid] = seen.get(pid, 0) + 1
