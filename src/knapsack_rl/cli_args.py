@@ -12,6 +12,8 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import itertools
+import re
 import textwrap
 import types
 import typing
@@ -22,17 +24,26 @@ from typing import Any
 
 @cache
 def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of a dataclass (read from its source), one line each."""
+    """The docstring under each field of the dataclass ``cls`` (PEP 257 attribute docstrings), as one plain line.
+
+    ReST markup is dropped for a terminal: ``x`` and :role:`x` become x. Empty when the source is unavailable.
+    """
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     except (OSError, TypeError):
         return {}
     body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
     docs: dict[str, str] = {}
-    for node, nxt in zip(body, body[1:], strict=False):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr):
-            if isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
-                docs[node.target.id] = " ".join(nxt.value.value.split())
+    for node, nxt in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            text = " ".join(inspect.cleandoc(nxt.value.value).split())
+            docs[node.target.id] = re.sub(r":\w+:`~?([^`]+)`|``([^`]+)``", lambda m: m.group(1) or m.group(2), text)
     return docs
 
 

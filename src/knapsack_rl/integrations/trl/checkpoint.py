@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from knapsack_rl.core.planner import Planner
-from knapsack_rl.core.tracker import atomic_write_bytes  # moves to knapsack_rl.io (re-exported here meanwhile)
+from knapsack_rl.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

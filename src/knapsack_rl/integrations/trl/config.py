@@ -32,17 +32,13 @@ outputs and logging every TRL metric twice.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
-import itertools
-import re
-import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from trl.trainer.grpo_config import GRPOConfig
 
+from knapsack_rl.cli_args import field_docs
 from knapsack_rl.core.config import PRESETS, AllocationConfig, KnapsackConfig, flat_fields, preset_names
 from knapsack_rl.core.tracker import TrackerConfig
 from knapsack_rl.core.validate import check_real
@@ -50,27 +46,6 @@ from knapsack_rl.core.validate import check_real
 NOT_GENERATED = {"n": "num_generations"}
 """KnapsackConfig fields that TRL already declares under its own name (ours -> TRL's)."""
 _LEVELS = (KnapsackConfig, AllocationConfig, TrackerConfig)
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of the dataclass ``cls`` (PEP 257 attribute docstrings), as one plain line.
-
-    ReST markup is dropped for a terminal: ``x`` and :role:`x` become x.
-    """
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for node, nxt in itertools.pairwise(body):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant)
-            and isinstance(nxt.value.value, str)
-        ):
-            text = " ".join(inspect.cleandoc(nxt.value.value).split())
-            docs[node.target.id] = re.sub(r":\w+:`~?([^`]+)`|``([^`]+)``", lambda m: m.group(1) or m.group(2), text)
-    return docs
 
 
 def _parser_type(tp: Any) -> Any:
