@@ -565,15 +565,16 @@ def compose_shipped(overrides: list[str]) -> Any:
         return compose(config_name="knapsack_grpo", overrides=overrides)
 
 
-def test_config_module_prints_and_locates_the_shipped_yaml() -> None:
+def test_config_module_prints_and_locates_the_shipped_yaml(capsys: pytest.CaptureFixture[str]) -> None:
+    from knapsack_rl.integrations.verl.config import main
+
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-
-    def cli(flag: str) -> str:
-        cmd = [sys.executable, "-W", "error::RuntimeWarning", "-m", "knapsack_rl.integrations.verl.config", flag]
-        return subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-
-    assert cli("--print") == yaml_path().read_text()
-    assert Path(cli("--path").strip()) == yaml_path() and Path(cli("--dir").strip()) == yaml_dir()
+    cmd = [sys.executable, "-W", "error::RuntimeWarning", "-m", "knapsack_rl.integrations.verl.config", "--print"]
+    assert subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout == yaml_path().read_text()
+    assert main(["--path"]) == 0 and Path(capsys.readouterr().out.strip()) == yaml_path()
+    assert main(["--dir"]) == 0 and Path(capsys.readouterr().out.strip()) == yaml_dir()
+    with pytest.raises(SystemExit):
+        main([])  # one of --print, --path, --dir is required
     package = Path(importlib.import_module("knapsack_rl").__file__ or "").parent
     assert yaml_path().is_relative_to(package)  # package data, not an example file
     assert not (EXAMPLES / "config").exists()
