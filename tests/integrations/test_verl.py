@@ -336,6 +336,17 @@ def test_observe_updates_tracker_with_every_rollout_and_returns_metrics() -> Non
     assert run.epoch == 1 and run.pending == M  # the same prompts again: the dataloader restarted
 
 
+def test_a_reissued_prompt_is_planned_again_in_its_epoch() -> None:
+    """After an async resume verl re-issues in-flight prompts with their uids (_reissue_inflight_prompts)."""
+    run = seeded_run(P_TRUE, np.random.default_rng(8))
+    uids = [f"u{i}" for i in range(M)]
+    first = run.plan(list(range(M)), uids)
+    np.testing.assert_array_equal(run.plan(list(range(M)), uids), first)
+    assert (run.epoch, run.pending) == (0, M)  # the same ids again, yet no new pass: they are the same prompts
+    run.plan([0], ["fresh-0"])
+    assert run.epoch == 1
+
+
 def test_signed_rewards_map_to_successes_and_unknown_or_reused_uids_raise() -> None:
     run = VerlRun(make_settings(min_count=2))
     run.plan([7, 9], ["a", "b"])

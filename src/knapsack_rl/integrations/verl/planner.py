@@ -99,7 +99,8 @@ class VerlRun:
         Args:
             prompt_ids: (M,) stable data-set ids (``extra_info.index``); unique ints or strs.
             uids: (M,) verl's per-prompt ``uid`` (the GRPO group key); unique. A uid still pending is
-                planned again (verl re-issues in-flight prompts after an async resume).
+                planned again without starting an epoch (verl re-issues in-flight prompts after an
+                async resume).
             prompts: (M,) the prompts (any JSON-able value); with ``check_prompt_identity`` an id that
                 comes back with a different prompt raises instead of sharing the other prompt's state.
 
@@ -120,7 +121,9 @@ class VerlRun:
         new_fps = self._new_fingerprints(ids, prompts)
         saved = self.epochs.state_dict()
         try:
-            epoch = self.epochs.advance(ids)
+            fresh = [pid for u, pid in zip(uid_list, ids, strict=True) if u not in self._pending]
+            reissued = [self._pending[u][1] for u in uid_list if u in self._pending]
+            epoch = self.epochs.advance(fresh) if fresh else max(reissued)  # a re-issue stays in its epoch
             budgets = self.planner.plan(ids, epoch=epoch).budgets.astype(np.int64)
         except BaseException:
             self.epochs.load_state_dict(saved)
