@@ -11,10 +11,12 @@
 #   others:   ray start --address=<head-ip>:6379
 #   head:     NNODES=2 bash examples/verl/run_qwen2.5_math_7b_dapo_knapsack.sh
 # verl's ray.init() joins the running cluster. Data: examples/verl/prepare_dapo_math.py.
-# DRY_RUN=1 prints the command (one argument per line) instead of running it.
+# DRY_RUN=1 prints the command (one argument per line) instead of running it; PYTHON picks the interpreter.
 set -euo pipefail
 
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PYTHON=${PYTHON:-python3}
+# the Hydra YAML shipped with knapsack-rl (verl's ppo_trainer + the three knapsack hooks)
+CONFIG_DIR=${CONFIG_DIR:-$("$PYTHON" -m knapsack_rl.integrations.verl.config --dir)}
 MODEL=${MODEL:-Qwen/Qwen2.5-Math-7B}
 TRAIN_FILES=${TRAIN_FILES:-$HOME/data/dapo17k_dedup/train.parquet}
 VAL_FILES=${VAL_FILES:-$HOME/data/aime24/test.parquet}
@@ -25,8 +27,8 @@ EXPERIMENT=${EXPERIMENT:-qwen2.5-math-7b-dapo17k-knapsack-maxn${MAX_N}}
 CKPT_DIR=${CKPT_DIR:-$HOME/checkpoints/knapsack-rl/$EXPERIMENT}
 
 cmd=(
-    python3 -m verl.trainer.main_ppo
-    --config-path="$HERE/config"
+    "$PYTHON" -m verl.trainer.main_ppo
+    --config-path="$CONFIG_DIR"
     --config-name=knapsack_grpo
     data.train_files="$TRAIN_FILES"
     data.val_files="$VAL_FILES"
@@ -71,9 +73,8 @@ cmd=(
     algorithm.adv_estimator=grpo
     algorithm.norm_adv_by_std_in_grpo=true
     algorithm.use_kl_in_reward=false
-    knapsack.max_n="$MAX_N"
-    knapsack.min_n=2
-    knapsack.estimator=recipe
+    knapsack.preset=recipe
+    +knapsack.max_n="$MAX_N"
     trainer.project_name=knapsack-rl
     trainer.experiment_name="$EXPERIMENT"
     trainer.default_local_dir="$CKPT_DIR"

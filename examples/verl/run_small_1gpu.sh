@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # A small single-GPU Knapsack RL run on verl 0.9.x with the knapsack-rl adapter: Qwen2.5-0.5B-Instruct
 # (any small chat model works), de-duplicated DAPO-Math-17K (or any verl parquet whose rows carry a
-# unique extra_info.index), 32 prompts x 8 rollouts per step, counts in [2, 32], 1024-token responses,
-# 200 steps. Fits one 24-80 GB GPU; lower data.train_batch_size or the token limits for smaller ones.
+# unique extra_info.index) cut to 1024 prompts (verl's data.train_max_samples), 32 prompts x 8 rollouts
+# per step, counts in [2, 32], 1024-token responses, 200 steps: about 6 passes, because the 'project'
+# preset plans the first pass uniformly and allocates from the second (prompts must come back).
+# Fits one 24-80 GB GPU; lower data.train_batch_size or the token limits for smaller ones.
 #   bash examples/verl/run_small_1gpu.sh                       # knapsack allocation
-#   bash examples/verl/run_small_1gpu.sh knapsack.enable=false # uniform baseline, same metrics
-# DRY_RUN=1 prints the command (one argument per line) instead of running it.
+#   bash examples/verl/run_small_1gpu.sh knapsack.preset=uniform # uniform baseline, same metrics
+# DRY_RUN=1 prints the command (one argument per line) instead of running it; PYTHON picks the interpreter.
 set -euo pipefail
 
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PYTHON=${PYTHON:-python3}
+# the Hydra YAML shipped with knapsack-rl (verl's ppo_trainer + the three knapsack hooks)
+CONFIG_DIR=${CONFIG_DIR:-$("$PYTHON" -m knapsack_rl.integrations.verl.config --dir)}
 MODEL=${MODEL:-Qwen/Qwen2.5-0.5B-Instruct}
 TRAIN_FILES=${TRAIN_FILES:-$HOME/data/dapo17k_dedup/train.parquet}
 VAL_FILES=${VAL_FILES:-$HOME/data/aime24/test.parquet}
@@ -16,12 +20,13 @@ EXPERIMENT=${EXPERIMENT:-small-1gpu-knapsack}
 CKPT_DIR=${CKPT_DIR:-$HOME/checkpoints/knapsack-rl/$EXPERIMENT}
 
 cmd=(
-    python3 -m verl.trainer.main_ppo
-    --config-path="$HERE/config"
+    "$PYTHON" -m verl.trainer.main_ppo
+    --config-path="$CONFIG_DIR"
     --config-name=knapsack_grpo
     data.train_files="$TRAIN_FILES"
     data.val_files="$VAL_FILES"
     data.train_batch_size=32
+    data.train_max_samples=1024
     data.max_prompt_length=1024
     data.max_response_length=1024
     data.filter_overlong_prompts=true
@@ -48,8 +53,7 @@ cmd=(
     actor_rollout_ref.rollout.val_kwargs.n=4
     actor_rollout_ref.rollout.val_kwargs.temperature=0.6
     actor_rollout_ref.rollout.val_kwargs.do_sample=true
-    knapsack.max_n=32
-    knapsack.min_n=2
+    +knapsack.max_n=32
     trainer.project_name=knapsack-rl
     trainer.experiment_name="$EXPERIMENT"
     trainer.default_local_dir="$CKPT_DIR"

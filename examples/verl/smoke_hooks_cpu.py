@@ -1,6 +1,6 @@
 """CPU smoke run of the three verl hooks through verl's own V1 code, Ray and TransferQueue (no GPU, no LLM).
 
-What is real: verl 0.9's config (composed from ``config/knapsack_grpo.yaml``), its loaders for the three
+What is real: verl 0.9's config (composed from the YAML shipped in the package), its loaders for the three
 hook classes (``build_checkpoint_callback``, ``PPOTrainer._build_replay_buffer``, ``load_class_from_fqn``),
 ``PPOTrainer._submit_batch_to_rollout``, ``AgentLoopManagerTQ.generate_sequences`` (chunking and Ray
 dispatch), ``ReplayBuffer.sample`` (TransferQueue polling), Ray and TransferQueue themselves.
@@ -34,8 +34,8 @@ from verl.utils import tensordict_utils as tu
 from verl.utils.import_utils import load_class_from_fqn
 
 import knapsack_rl.integrations.verl.hooks as hooks
+from knapsack_rl.integrations.verl import run_key, yaml_dir
 
-HERE = Path(__file__).resolve().parent
 P_TRUE = np.array([0.0, 0.1, 0.3, 0.5, 0.7, 1.0, 0.0, 0.2, 0.4, 0.6, 0.9, 1.0])
 
 
@@ -76,14 +76,14 @@ class StandInAgentLoopWorker:
 
 
 def compose_config(ckpt_dir: Path, resume: str) -> Any:
-    with initialize_config_dir(config_dir=str(HERE / "config"), version_base=None):
+    with initialize_config_dir(config_dir=str(yaml_dir()), version_base=None):
         return compose(
             config_name="knapsack_grpo",
             overrides=[
                 "data.train_batch_size=6",
                 "actor_rollout_ref.rollout.n=4",
-                "knapsack.max_n=12",
-                "knapsack.min_count=4",
+                "+knapsack.max_n=12",
+                "+knapsack.min_count=4",
                 f"trainer.default_local_dir={ckpt_dir}",
                 f"trainer.resume_mode={resume}",
             ],
@@ -105,15 +105,16 @@ def prompt_batch(order: np.ndarray, step: int) -> Any:
 def run(out: Path, steps: int) -> dict[str, Any]:
     ckpt_dir = out / "ckpt"
     cfg = compose_config(ckpt_dir, "disable")
-    callback = build_checkpoint_callback(cfg)  # verl's loader -> KnapsackCheckpointCallback -> planner
+    trainer = types.SimpleNamespace(config=cfg, trainer_mode="sync", global_steps=0)
+    trainer._add_prompts_to_generate = lambda num: 0
+    buffer = PPOTrainer._build_replay_buffer(trainer)  # verl's loader -> KnapsackReplayBuffer (first, as in verl)
+    buffer.poll_interval = 0.2
     manager_cls = load_class_from_fqn(cfg.actor_rollout_ref.rollout.agent.agent_loop_manager_class, "AgentLoopManager")
     manager = manager_cls.__new__(manager_cls)  # skip LLM-server setup; keep verl's generate_sequences
     manager.config = cfg
     manager.agent_loop_workers = [StandInAgentLoopWorker.remote(seed) for seed in range(2)]
-    trainer = types.SimpleNamespace(config=cfg, trainer_mode="sync", agent_loop_manager=manager, global_steps=0)
-    trainer._add_prompts_to_generate = lambda num: 0
-    buffer = PPOTrainer._build_replay_buffer(trainer)  # verl's loader -> KnapsackReplayBuffer
-    buffer.poll_interval = 0.2
+    trainer.agent_loop_manager = manager
+    callback = None  # built after the first plan: the manager creates the run, the callback finds it
     rng = np.random.default_rng(0)
     log: list[dict[str, Any]] = []
     for step in range(1, steps + 1):
@@ -123,6 +124,7 @@ def run(out: Path, steps: int) -> dict[str, Any]:
         trainer.global_steps = step
         batch = prompt_batch(order, step)
         PPOTrainer._submit_batch_to_rollout(trainer, batch)  # verl: register prompts, call our manager
+        callback = callback or build_checkpoint_callback(cfg)  # verl's loader -> KnapsackCheckpointCallback
         counts = batch["__rollout_n__"].tolist()
         sampled, metrics = buffer.sample(global_steps=step, partition_id="train", batch_size=6)
         per_uid: dict[str, int] = {}
@@ -134,20 +136,19 @@ def run(out: Path, steps: int) -> dict[str, Any]:
         if step == steps:
             callback.on_save(trainer=trainer, global_step=step, checkpoint_dir=str(ckpt_dir / f"global_step_{step}"))
             (ckpt_dir / "latest_checkpointed_iteration.txt").write_text(str(step))
-        keep = ("train/effective_grad_ratio", "alloc/budget_max", "alloc/budget_min", "knapsack/epoch")
+        keep = ("train/effective_grad_ratio", "alloc/budget_max", "alloc/budget_min", "train/epoch")
         log.append(
             {"step": step, "indices": order.tolist(), "counts": counts, **{k: metrics[k] for k in keep if k in metrics}}
         )
-    saved = hooks.shared_planner()
-    hooks._PLANNER = None  # a new driver process, resuming
-    restored = hooks.shared_planner(compose_config(ckpt_dir, "auto"))
-    a, b = saved.tracker.state_dict(), restored.tracker.state_dict()
-    same = a["ids"] == b["ids"] and all(np.array_equal(a["arrays"][k], b["arrays"][k]) for k in a["arrays"])
+    saved = hooks.RUNS.get(run_key(cfg))
+    assert callback is not None and callback.run is saved
+    hooks.RUNS.release(run_key(cfg))  # a new driver process, resuming
+    restored = hooks.RUNS.get_or_create(compose_config(ckpt_dir, "auto"))
     return {
         "steps": log,
-        "restored_prompts": len(restored.tracker),
+        "restored_prompts": len(restored.planner.tracker),
         "restored_epoch": restored.epoch,
-        "restored_state_equals_saved": same,
+        "restored_state_equals_saved": restored.planner.tracker.to_bytes() == saved.planner.tracker.to_bytes(),
     }
 
 

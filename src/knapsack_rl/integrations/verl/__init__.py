@@ -1,11 +1,16 @@
 """Knapsack allocation for verl (0.9.x, V1 trainer): per-prompt rollout counts through verl's own hooks.
 
-Framework-free parts (need only NumPy, torch for stamping, and verl's ``DataProto`` where one is passed):
-:class:`KnapsackVerlConfig`, :class:`RolloutPlanner` and the batch helpers of
-:mod:`~knapsack_rl.integrations.verl.planner`. The classes verl loads by name from its config
-(:class:`KnapsackCheckpointCallback`, :class:`KnapsackAgentLoopManager`, :class:`KnapsackReplayBuffer`)
-live in :mod:`~knapsack_rl.integrations.verl.hooks` and are imported on first access, because they
-need verl's full V1 stack (Ray, TransferQueue). See ``examples/verl/`` for the launch scripts.
+Framework-free parts (NumPy; torch only to stamp counts; verl's ``DataProto`` where one is passed):
+:class:`KnapsackVerlConfig` (the ``knapsack:`` section), :class:`VerlRun` (verl batches to and from
+:class:`knapsack_rl.Planner`), :class:`RunRegistry` / :data:`RUNS` (how the hooks of one run meet) and
+the batch helpers of :mod:`~knapsack_rl.integrations.verl.planner`. The classes verl loads by name from
+its config (:class:`KnapsackCheckpointCallback`, :class:`KnapsackAgentLoopManager`,
+:class:`KnapsackReplayBuffer`) live in :mod:`~knapsack_rl.integrations.verl.hooks` and are imported on
+first access, because they need verl's full V1 stack (Ray, TransferQueue). The Hydra YAML ships with
+the package: ``python -m knapsack_rl.integrations.verl.config --print``.
+
+Names are resolved lazily (PEP 562), so ``python -m knapsack_rl.integrations.verl.config`` runs the
+config module once, as ``__main__``.
 """
 
 from __future__ import annotations
@@ -13,45 +18,42 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from knapsack_rl.integrations.verl.config import KnapsackVerlConfig
-from knapsack_rl.integrations.verl.planner import (
-    ROLLOUT_N_KEY,
-    RolloutPlanner,
-    batch_column,
-    dataproto_rewards,
-    final_session_rows,
-    is_validation_batch,
-    plan_dataproto,
-    plan_tensordict,
-    read_prompt_ids,
-)
-
 SUPPORTED_VERL = (">=0.9.0", "<0.10")
 """verl versions the adapter is written and tested against (see the README's verl section)."""
 
-_HOOKS = (
-    "KnapsackAgentLoopManager",
-    "KnapsackCheckpointCallback",
-    "KnapsackReplayBuffer",
-    "KnapsackReplayBufferAsync",
-    "shared_planner",
-)
+_NAMES = {
+    "config": (
+        "ADAPTER_KEYS",
+        "KnapsackVerlConfig",
+        "VerlAdapterConfig",
+        "check_verl_compat",
+        "check_verl_groups",
+        "yaml_dir",
+        "yaml_path",
+    ),
+    "planner": (
+        "ROLLOUT_N_KEY",
+        "VerlRun",
+        "batch_column",
+        "dataproto_rewards",
+        "final_session_rows",
+        "is_validation_batch",
+        "plan_dataproto",
+        "plan_tensordict",
+        "read_prompt_ids",
+    ),
+    "runs": ("RUNS", "RunKey", "RunRegistry", "observe_sampled", "run_key"),
+    "resume": ("restore_or_create", "resume_folder"),
+    "hooks": (
+        "KnapsackAgentLoopManager",
+        "KnapsackCheckpointCallback",
+        "KnapsackReplayBuffer",
+        "KnapsackReplayBufferAsync",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _NAMES.items() for name in names}
 
-__all__ = [
-    "ROLLOUT_N_KEY",
-    "SUPPORTED_VERL",
-    "KnapsackVerlConfig",
-    "RolloutPlanner",
-    "batch_column",
-    "check_verl_version",
-    "dataproto_rewards",
-    "final_session_rows",
-    "is_validation_batch",
-    "plan_dataproto",
-    "plan_tensordict",
-    "read_prompt_ids",
-    *_HOOKS,
-]
+__all__ = ["SUPPORTED_VERL", "check_verl_version", *sorted(_MODULE_OF)]
 
 
 def check_verl_version(version: str | None = None) -> str:
@@ -73,9 +75,14 @@ def check_verl_version(version: str | None = None) -> str:
 
 
 def __getattr__(name: str) -> Any:
-    """Import the verl-facing hook classes on first access (they need verl's V1 stack)."""
-    if name in _HOOKS:
-        hooks = importlib.import_module("knapsack_rl.integrations.verl.hooks")
+    """Import a public name's module on first access (the hooks also check the verl version)."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if module == "hooks":
         check_verl_version()
-        return getattr(hooks, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

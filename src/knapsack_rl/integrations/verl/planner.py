@@ -1,17 +1,16 @@
-"""The framework-free half of the verl adapter: ids -> estimates -> counts, and rewards -> tracker.
+"""The framework-free half of the verl adapter: verl batches to and from :class:`knapsack_rl.Planner`.
 
-One :class:`RolloutPlanner` lives in verl's driver process (the ``TaskRunner``). Per training step:
+One :class:`VerlRun` per training run lives in verl's driver process (the ``TaskRunner``). Per step:
 
-1. :meth:`RolloutPlanner.plan` takes the step's prompt ids (``extra_info.index``, unique), their verl
-   ``uid`` s and (optionally) the prompts themselves; it asks the tracker for ``p_hat``, calls
-   :func:`knapsack_rl.allocate` with ``total_budget = M * n`` and returns the counts ``N_i``
-   (``sum_i N_i = M * n`` exactly, so verl's ``ppo_mini_batch_size * n`` arithmetic is unchanged).
+1. :meth:`VerlRun.plan` takes the step's prompt ids (``extra_info.index``, unique), their verl
+   ``uid`` s and (optionally) the prompts; the epoch is counted by :class:`~knapsack_rl.core.planner.EpochCounter`
+   (a new pass starts at the first id seen again; in verl's sync trainer this is verl's own
+   ``training/epoch``) and :meth:`Planner.plan` returns the counts ``N_i`` (``sum_i N_i = M * n``, so
+   verl's ``ppo_mini_batch_size * n`` arithmetic is unchanged).
 2. verl generates ``N_i`` rollouts of prompt i, all carrying its ``uid``; verl's GRPO groups advantages
    by ``uid``, so groups of any size are handled by verl itself.
-3. :meth:`RolloutPlanner.observe` takes the ``uid`` and scalar reward of every rollout, updates the
-   tracker (rewards of all rollouts of the prompt) and returns the step's metrics:
-   ``train/...`` from :func:`knapsack_rl.core.groups.step_metrics` and ``alloc/...`` from
-   :meth:`Allocation.metrics`.
+3. :meth:`VerlRun.observe` maps each rollout's ``uid`` back to its prompt id and hands the rewards to
+   :meth:`Planner.observe`, which updates the tracker and returns the step's metrics.
 
 The helpers below read and write verl's two batch containers: the V1 trainer's ``TensorDict`` (counts
 go into the per-prompt ``__rollout_n__`` field the agent loop reads) and the legacy ``DataProto``
@@ -24,127 +23,141 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import asdict
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from knapsack_rl.core.allocate import Allocation, allocate
-from knapsack_rl.core.groups import step_metrics
-from knapsack_rl.core.tracker import Tracker
-from knapsack_rl.core.validate import check_unique_ids
+from knapsack_rl.core.planner import EpochCounter, Planner
+from knapsack_rl.core.validate import check_prompt_ids, check_unique_ids
 from knapsack_rl.integrations.verl.config import KnapsackVerlConfig
-from knapsack_rl.io import atomic_write_bytes
+
+try:  # the generic I/O module (knapsack_rl.io) replaces core.tracker's helper
+    from knapsack_rl.io import atomic_write_bytes  # type: ignore[import-untyped,unused-ignore]
+except ImportError:  # pragma: no cover - until knapsack_rl.io lands
+    from knapsack_rl.core.tracker import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
+PromptId = int | str
 ROLLOUT_N_KEY = "__rollout_n__"
 """Per-prompt field that verl's V1 agent loop pops to decide how many sessions to run for the prompt."""
 STATE_DIR = "knapsack"
-"""Sub-folder of a verl ``global_step_{k}`` checkpoint folder that holds the planner's state."""
-_TRACKER_FILE = "tracker.bin"
-_PLANNER_FILE = "planner.json"
+"""Sub-folder of a verl ``global_step_{k}`` checkpoint folder that holds the run's state."""
+TRACKER_FILE = "tracker.bin"
+RUN_FILE = "run.json"
+_FORMAT = "knapsack-rl/verl-run"
+_VERSION = 1
 
 
-class RolloutPlanner:
-    """Per-prompt rollout counts for verl, from a :class:`Tracker` and :func:`knapsack_rl.allocate`.
+class VerlRun:
+    """What the three verl hooks of one run share: a :class:`Planner`, the epoch count and the uid map.
 
-    Example (what the verl hooks do each step)::
+    Example (what the hooks do each step)::
 
-        planner = RolloutPlanner(KnapsackVerlConfig(n=8, train_batch_size=256))
-        counts = planner.plan(prompt_ids, uids, prompts)       # (M,) int64, sums to M * n
+        run = VerlRun(KnapsackVerlConfig.from_section({}, n=8, train_batch_size=256))
+        counts = run.plan(prompt_ids, uids, prompts)      # (M,) int64, sums to M * n
         ...  # verl generates counts[i] rollouts of prompt i with uid uids[i], scores them
-        metrics = planner.observe(rollout_uids, rollout_rewards, step=global_step)
+        metrics = run.observe(rollout_uids, rollout_rewards, step=global_step)
+
+    Args:
+        settings: the run's settings.
+        planner: an existing planner (default: ``Planner(settings.knapsack)``).
     """
 
-    def __init__(self, config: KnapsackVerlConfig, tracker: Tracker | None = None) -> None:
-        self.config = config
-        self.tracker = tracker if tracker is not None else Tracker(config.tracker_config())
-        self.epoch = 0
-        self._epoch_seen: set[Hashable] = set()
-        self._fingerprints: dict[Hashable, str] = {}
-        self._pending: dict[str, Hashable] = {}  # uid -> prompt id, for prompts planned but not yet observed
-        self._last_allocation: Allocation | None = None
+    def __init__(self, settings: KnapsackVerlConfig, planner: Planner | None = None) -> None:
+        if not isinstance(settings, KnapsackVerlConfig):
+            raise ValueError(f"settings must be a KnapsackVerlConfig; got {type(settings).__name__}")
+        self.settings = settings
+        self.planner = planner if planner is not None else Planner(settings.knapsack)
+        if self.planner.config != settings.knapsack:
+            raise ValueError("planner.config must equal settings.knapsack")
+        self.epochs = EpochCounter()
+        self._fingerprints: dict[PromptId, str] = {}
+        self._pending: dict[str, tuple[PromptId, int]] = {}  # uid -> (prompt id, epoch) planned, not yet observed
+        self._plan_s = 0.0
+
+    @property
+    def epoch(self) -> int:
+        """The 0-based pass over the training prompts of the latest plan."""
+        return self.epochs.epoch
+
+    @property
+    def pending(self) -> int:
+        """Prompts planned whose rewards were not observed yet (in flight, or evicted by verl's sampler)."""
+        return len(self._pending)
 
     # ------------------------------------------------------------------ planning
     def plan(
-        self, prompt_ids: Sequence[Hashable], uids: Sequence[str], prompts: Sequence[Any] | None = None
+        self, prompt_ids: Sequence[Any], uids: Sequence[str], prompts: Sequence[Any] | None = None
     ) -> NDArray[np.int64]:
-        """Counts for the M prompts of one generation batch: ``N = allocate(p_hat, n=n).budgets``.
+        """Counts for the M prompts of one generation batch (:meth:`Planner.plan` at the counted epoch).
 
         Args:
-            prompt_ids: (M,) stable data-set ids (``extra_info.index``); must be unique.
-            uids: (M,) verl's per-prompt ``uid`` (the GRPO group key); must be unique.
+            prompt_ids: (M,) stable data-set ids (``extra_info.index``); unique ints or strs.
+            uids: (M,) verl's per-prompt ``uid`` (the GRPO group key); unique. A uid still pending is
+                planned again without starting an epoch (verl re-issues in-flight prompts after an
+                async resume).
             prompts: (M,) the prompts (any JSON-able value); with ``check_prompt_identity`` an id that
                 comes back with a different prompt raises instead of sharing the other prompt's state.
 
         Returns:
-            (M,) int64 rollouts per prompt, ``sum == M * n``.
+            (M,) int64 rollouts per prompt, ``sum == M * n``. A rejected call changes nothing.
         """
-        ids = [_as_id(pid, i) for i, pid in enumerate(prompt_ids)]
+        start = time.perf_counter()
+        name = "prompt_ids (extra_info.index)"
+        checked = check_prompt_ids(name, prompt_ids)
+        ids: list[PromptId] = checked.tolist() if isinstance(checked, np.ndarray) else list(checked)
+        check_unique_ids(name, ids)
         uid_list = [str(u) for u in uids]
         if len(uid_list) != len(ids):
             raise ValueError(f"prompt_ids and uids must have the same length; got {len(ids)} and {len(uid_list)}")
         if not ids:
             raise ValueError("plan() needs at least one prompt; got an empty batch")
-        check_unique_ids("prompt_ids (extra_info.index)", ids)
         check_unique_ids("uids", uid_list)
-        if prompts is not None and self.config.check_prompt_identity:
-            self._check_fingerprints(ids, prompts)
-        self._advance_epoch(ids)
-        budgets = self._allocate(ids)
-        self._pending.update(zip(uid_list, ids, strict=True))
+        new_fps = self._new_fingerprints(ids, prompts)
+        saved = self.epochs.state_dict()
+        try:
+            fresh = [pid for u, pid in zip(uid_list, ids, strict=True) if u not in self._pending]
+            reissued = [self._pending[u][1] for u in uid_list if u in self._pending]
+            epoch = self.epochs.advance(fresh) if fresh else max(reissued)  # a re-issue stays in its epoch
+            budgets = self.planner.plan(ids, epoch=epoch).budgets.astype(np.int64)
+        except BaseException:
+            self.epochs.load_state_dict(saved)
+            raise
+        if int(budgets.sum()) != len(ids) * self.settings.n:
+            raise RuntimeError(f"allocation total {int(budgets.sum())} != prompts x n = {len(ids) * self.settings.n}")
+        self._fingerprints.update(new_fps)
+        self._pending.update((u, (pid, epoch)) for u, pid in zip(uid_list, ids, strict=True))
+        if len(ids) != self.settings.train_batch_size:
+            logger.debug("planned %d prompts (train_batch_size=%d)", len(ids), self.settings.train_batch_size)
+        self._plan_s = time.perf_counter() - start
         return budgets
 
-    def _allocate(self, ids: list[Hashable]) -> NDArray[np.int64]:
-        """Knapsack counts (or the uniform n when disabled); the total is checked to be M * n."""
-        cfg = self.config
-        p_hat = self.tracker.estimate(ids)  # (M,) NaN = no estimate yet
-        if cfg.enable:
-            self._last_allocation = allocate(p_hat, **cfg.allocate_kwargs())
-            budgets = self._last_allocation.budgets.astype(np.int64)
-        else:
-            self._last_allocation = None
-            budgets = np.full(len(ids), cfg.n, dtype=np.int64)
-        expected = len(ids) * cfg.n
-        if int(budgets.sum()) != expected:
-            raise RuntimeError(f"allocation total {int(budgets.sum())} != prompts x n = {expected}")
-        if len(ids) != cfg.train_batch_size:
-            logger.info(
-                "planned %d prompts (train_batch_size=%d), %d rollouts", len(ids), cfg.train_batch_size, expected
-            )
-        return budgets
-
-    def _advance_epoch(self, ids: list[Hashable]) -> None:
-        """A new epoch starts when a prompt of this batch was already planned in the current epoch.
-
-        verl's sampler shows every prompt at most once per epoch, so the first repeated id marks the
-        dataloader's restart; the recipe estimator uses the epoch to prefer this epoch's rewards.
-        """
-        if any(pid in self._epoch_seen for pid in ids):
-            self.epoch += 1
-            self._epoch_seen = set()
-            logger.info("knapsack planner: epoch %d begins", self.epoch)
-        self._epoch_seen.update(ids)
-
-    def _check_fingerprints(self, ids: list[Hashable], prompts: Sequence[Any]) -> None:
+    def _new_fingerprints(self, ids: list[PromptId], prompts: Sequence[Any] | None) -> dict[PromptId, str]:
+        """Fingerprints of prompts not seen before; an id seen with another prompt raises."""
+        if prompts is None or not self.settings.adapter.check_prompt_identity:
+            return {}
         if len(prompts) != len(ids):
             raise ValueError(f"prompts and prompt_ids must have the same length; got {len(prompts)} and {len(ids)}")
+        new: dict[PromptId, str] = {}
         for pid, prompt in zip(ids, prompts, strict=True):
             fp = _fingerprint(prompt)
-            old = self._fingerprints.setdefault(pid, fp)
-            if old != fp:
+            if self._fingerprints.get(pid, fp) != fp:
                 raise ValueError(
-                    f"prompt id extra_info.index={pid!r} is shared by two different prompts; ids must be unique "
-                    f"per prompt (re-run examples/verl/prepare_dapo_math.py or give each row its own index)"
+                    f"prompt id extra_info.{self.settings.adapter.id_key}={pid!r} is shared by two different prompts; "
+                    f"ids must be unique per prompt (re-run examples/verl/prepare_dapo_math.py or give each row its "
+                    f"own index)"
                 )
+            new[pid] = fp
+        return new
 
     # ----------------------------------------------------------------- observing
     def observe(self, rollout_uids: Sequence[str], rewards: ArrayLike, *, step: int | None = None) -> dict[str, float]:
-        """Record one step's rewards and return its metrics.
+        """Record the rewards of planned prompts and return the step's metrics (:meth:`Planner.observe`).
 
         Args:
             rollout_uids: (R,) verl ``uid`` of every rollout (the prompt's uid, repeated per rollout).
@@ -152,8 +165,10 @@ class RolloutPlanner:
             step: verl's global step (stored as the prompts' last update).
 
         Returns:
-            ``train/...`` (:func:`step_metrics`, groups = uid), ``alloc/...`` of the last plan and
-            ``knapsack/epoch``, ``knapsack/tracked_prompts``.
+            :meth:`Planner.observe`'s metrics (``train/*`` grouped by prompt, ``alloc/*`` of the latest
+            plan, ``tracker/prompts``) plus ``train/epoch`` and ``timing_s/plan``. The rollouts' epoch is
+            the latest one their prompts were planned in (they differ only across an epoch boundary in
+            verl's async and refill modes).
         """
         uid_list = [str(u) for u in rollout_uids]
         r = np.asarray(rewards, dtype=np.float64).reshape(-1)
@@ -162,70 +177,83 @@ class RolloutPlanner:
         unknown = sorted({u for u in uid_list if u not in self._pending})
         if unknown:
             raise ValueError(
-                f"rollout_uids contain {len(unknown)} uid(s) that were never planned, e.g. {unknown[0]!r}; "
-                f"every training prompt must pass through RolloutPlanner.plan before its rewards are observed"
+                f"rollout_uids contain {len(unknown)} uid(s) that were never planned or were already observed, e.g. "
+                f"{unknown[0]!r}; every training prompt must pass through VerlRun.plan before its rewards are observed"
             )
-        pids = [self._pending[u] for u in uid_list]
-        self.tracker.update(pids, r, epoch=self.epoch, step=step)
-        _, group = np.unique(np.asarray(uid_list, dtype=object), return_inverse=True)
-        metrics = step_metrics(r, group)
-        if self._last_allocation is not None:
-            metrics.update(self._last_allocation.metrics(self.config.n))
-        metrics["knapsack/epoch"] = float(self.epoch)
-        metrics["knapsack/tracked_prompts"] = float(len(self.tracker))
+        planned = [self._pending[u] for u in uid_list]
+        epoch = max(e for _, e in planned) if planned else self.epoch
+        metrics = self.planner.observe([pid for pid, _ in planned], r, epoch=epoch, step=step)
+        metrics["train/epoch"] = float(epoch)
+        metrics["timing_s/plan"] = self._plan_s
         for u in set(uid_list):
             del self._pending[u]
         return metrics
 
-    # --------------------------------------------------------------- persistence
-    def state_dict(self) -> dict[str, Any]:
-        """Planner state besides the tracker (JSON-able): epoch, ids seen this epoch, fingerprints, pending."""
-        return {
-            "config": asdict(self.config),
-            "epoch": self.epoch,
-            "epoch_seen": list(self._epoch_seen),
-            "fingerprints": [[pid, fp] for pid, fp in self._fingerprints.items()],
-            "pending": [[uid, pid] for uid, pid in self._pending.items()],
-        }
+    def owns(self, uid: str) -> bool:
+        """Whether ``uid`` was planned by this run and not observed yet."""
+        return uid in self._pending
 
+    # --------------------------------------------------------------- persistence
     def save(self, checkpoint_dir: str | os.PathLike[str]) -> Path:
-        """Write ``{checkpoint_dir}/knapsack/{tracker.bin, planner.json}`` atomically; returns the folder."""
+        """Write ``{checkpoint_dir}/knapsack/{tracker.bin, run.json}`` atomically; returns the folder.
+
+        ``tracker.bin`` is :meth:`Planner.state_dict`'s tracker image (hashed); ``run.json`` holds the
+        rest as JSON (never a pickle) and the tracker's SHA-256, and is written last.
+        """
+        state = self.planner.state_dict()
+        tracker = bytes(state["tracker"])
         folder = Path(checkpoint_dir) / STATE_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        self.tracker.save(folder / _TRACKER_FILE)
-        atomic_write_bytes(folder / _PLANNER_FILE, json.dumps(self.state_dict()).encode())
-        logger.info("saved knapsack state (%d prompts, epoch %d) to %s", len(self.tracker), self.epoch, folder)
+        run = {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "planner": {k: v for k, v in state.items() if k != "tracker"},
+            "tracker_sha256": hashlib.sha256(tracker).hexdigest(),
+            "epoch_counter": self.epochs.state_dict(),
+            "fingerprints": [[pid, fp] for pid, fp in self._fingerprints.items()],
+            "pending": [[uid, pid, epoch] for uid, (pid, epoch) in self._pending.items()],
+        }
+        atomic_write_bytes(folder / TRACKER_FILE, tracker)
+        atomic_write_bytes(folder / RUN_FILE, json.dumps(run).encode())
+        logger.info("saved knapsack state (%d prompts, epoch %d) to %s", len(self.planner.tracker), self.epoch, folder)
         return folder
 
     @classmethod
-    def load(cls, checkpoint_dir: str | os.PathLike[str], config: KnapsackVerlConfig) -> RolloutPlanner:
-        """Restore a planner saved by :meth:`save` into ``checkpoint_dir``; the settings come from ``config``.
+    def load(cls, checkpoint_dir: str | os.PathLike[str], settings: KnapsackVerlConfig) -> VerlRun:
+        """Restore a run saved by :meth:`save` into ``checkpoint_dir``; the settings come from ``settings``.
 
-        A tracker saved under different estimator settings raises (its estimates would mean something else).
+        Raises:
+            FileNotFoundError: no knapsack state in ``checkpoint_dir``.
+            ValueError: a corrupt or foreign state, or a tracker saved under other tracker settings
+                (:meth:`Planner.load_state_dict` refuses it, naming every setting that differs).
         """
         folder = Path(checkpoint_dir) / STATE_DIR
-        if not (folder / _TRACKER_FILE).is_file() or not (folder / _PLANNER_FILE).is_file():
-            raise FileNotFoundError(f"no knapsack state in {checkpoint_dir} (expected {folder}/{_TRACKER_FILE})")
-        tracker = Tracker.load(folder / _TRACKER_FILE)
-        if tracker.config != config.tracker_config():
-            raise ValueError(
-                f"tracker in {folder} was saved with {tracker.config}, the run is configured with "
-                f"{config.tracker_config()}; resume with the same knapsack.estimator/window/min_count"
-            )
-        state = json.loads((folder / _PLANNER_FILE).read_text())
-        planner = cls(config, tracker)
-        planner.epoch = int(state["epoch"])
-        planner._epoch_seen = {_json_id(pid) for pid in state["epoch_seen"]}
-        planner._fingerprints = {_json_id(pid): str(fp) for pid, fp in state["fingerprints"]}
-        planner._pending = {str(uid): _json_id(pid) for uid, pid in state["pending"]}
-        logger.info("restored knapsack state (%d prompts, epoch %d) from %s", len(tracker), planner.epoch, folder)
-        return planner
+        if not (folder / TRACKER_FILE).is_file() or not (folder / RUN_FILE).is_file():
+            raise FileNotFoundError(f"no knapsack state in {checkpoint_dir} (expected {folder}/{RUN_FILE})")
+        source = str(folder / RUN_FILE)
+        try:
+            run = json.loads((folder / RUN_FILE).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{source}: not JSON ({exc})") from None
+        if not isinstance(run, dict) or run.get("format") != _FORMAT or run.get("version") != _VERSION:
+            raise ValueError(f"{source}: not a knapsack-rl verl run state of version {_VERSION}")
+        tracker = (folder / TRACKER_FILE).read_bytes()
+        if hashlib.sha256(tracker).hexdigest() != run["tracker_sha256"]:
+            raise ValueError(f"{folder / TRACKER_FILE} does not belong to {source} (SHA-256 mismatch)")
+        out = cls(settings)
+        out.planner.load_state_dict({**run["planner"], "tracker": tracker}, source=str(folder / TRACKER_FILE))
+        out.epochs.load_state_dict(run["epoch_counter"])
+        out._fingerprints = {_json_id(pid, source): str(fp) for pid, fp in run["fingerprints"]}
+        out._pending = {str(uid): (_json_id(pid, source), int(e)) for uid, pid, e in run["pending"]}
+        logger.info(
+            "restored knapsack state (%d prompts, epoch %d) from %s", len(out.planner.tracker), out.epoch, folder
+        )
+        return out
 
 
 # ---------------------------------------------------------------------- verl data
-def read_prompt_ids(extra_infos: Sequence[Any], id_key: str = "index") -> list[Hashable]:
+def read_prompt_ids(extra_infos: Sequence[Any], id_key: str = "index") -> list[PromptId]:
     """``extra_info[id_key]`` of every row; a missing id raises (verl itself would silently use 0)."""
-    ids: list[Hashable] = []
+    ids: list[Any] = []
     for i, info in enumerate(extra_infos):
         if not isinstance(info, Mapping) or info.get(id_key) is None:
             have = sorted(info) if isinstance(info, Mapping) else type(info).__name__
@@ -233,7 +261,11 @@ def read_prompt_ids(extra_infos: Sequence[Any], id_key: str = "index") -> list[H
                 f"row {i} of the batch has no extra_info[{id_key!r}] (extra_info keys: {have}); knapsack allocation "
                 f"needs a stable unique id per prompt: write it with examples/verl/prepare_dapo_math.py"
             )
-        ids.append(_as_id(info[id_key], i))
+        value = info[id_key]
+        ids.append(value.item() if hasattr(value, "item") and not isinstance(value, str | bytes) else value)
+    for i, pid in enumerate(ids):
+        if isinstance(pid, bool) or not isinstance(pid, int | str):
+            raise ValueError(f"prompt id {i} must be an int or a str; got {pid!r} ({type(pid).__name__})")
     return ids
 
 
@@ -253,7 +285,7 @@ def batch_column(batch: Any, key: str) -> list[Any]:
     return list(value)
 
 
-def plan_tensordict(planner: RolloutPlanner, batch: Any) -> NDArray[np.int64]:
+def plan_tensordict(run: VerlRun, batch: Any) -> NDArray[np.int64]:
     """V1 trainer: plan one generation batch (a ``TensorDict``) and stamp ``__rollout_n__`` into it.
 
     Reads ``extra_info``, ``uid`` and (if present) ``raw_prompt``; writes an int64 tensor (M,) under
@@ -261,9 +293,9 @@ def plan_tensordict(planner: RolloutPlanner, batch: Any) -> NDArray[np.int64]:
     """
     import torch
 
-    ids = read_prompt_ids(batch_column(batch, "extra_info"), planner.config.id_key)
+    ids = read_prompt_ids(batch_column(batch, "extra_info"), run.settings.adapter.id_key)
     prompts = batch_column(batch, "raw_prompt") if "raw_prompt" in batch else None
-    budgets = planner.plan(ids, batch_column(batch, "uid"), prompts)
+    budgets = run.plan(ids, batch_column(batch, "uid"), prompts)
     batch.set(ROLLOUT_N_KEY, torch.as_tensor(budgets, dtype=torch.int64))
     return budgets
 
@@ -274,15 +306,15 @@ def is_validation_batch(batch: Any) -> bool:
     return bool(getattr(value, "data", value))
 
 
-def plan_dataproto(planner: RolloutPlanner, batch: Any) -> Any:
+def plan_dataproto(run: VerlRun, batch: Any) -> Any:
     """Legacy trainer: plan a ``DataProto`` of M prompts and return it expanded to ``M * n`` rows.
 
     Row i is repeated ``N_i`` times with ``DataProto.sample_level_repeat`` (rows of one prompt stay
     contiguous and keep its ``uid``); the counts are also kept per row under :data:`ROLLOUT_N_KEY`.
     """
-    ids = read_prompt_ids(batch_column(batch, "extra_info"), planner.config.id_key)
+    ids = read_prompt_ids(batch_column(batch, "extra_info"), run.settings.adapter.id_key)
     prompts = batch_column(batch, "raw_prompt") if "raw_prompt" in batch.non_tensor_batch else None
-    budgets = planner.plan(ids, batch_column(batch, "uid"), prompts)
+    budgets = run.plan(ids, batch_column(batch, "uid"), prompts)
     batch.non_tensor_batch[ROLLOUT_N_KEY] = budgets.copy()
     return batch.sample_level_repeat(budgets)
 
@@ -302,7 +334,7 @@ def final_session_rows(keys: Sequence[str]) -> tuple[list[int], list[str]]:
     final: dict[str, tuple[int, int]] = {}
     for row, key in enumerate(keys):
         parts = key.rsplit("_", 2)
-        if len(parts) != 3:
+        if len(parts) != 3 or not parts[2].isdigit():
             raise ValueError(f"unexpected TransferQueue key {key!r}; expected '{{uid}}_{{session_id}}_{{index}}'")
         session, index = f"{parts[0]}_{parts[1]}", int(parts[2])
         if session not in final or final[session][0] < index:
@@ -311,19 +343,10 @@ def final_session_rows(keys: Sequence[str]) -> tuple[list[int], list[str]]:
     return rows, [keys[row].rsplit("_", 2)[0] for row in rows]
 
 
-def _as_id(value: Any, i: int) -> Hashable:
-    """Prompt ids are ints or strings (NumPy / torch scalars are converted)."""
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"prompt id {i} must be an int or a str; got {value!r} ({type(value).__name__})")
-    return value
-
-
-def _json_id(value: Any) -> Hashable:
+def _json_id(value: Any, source: str) -> PromptId:
     """Ids come back from JSON as int or str; anything else means a corrupt file."""
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"corrupt knapsack state: prompt id {value!r} is neither int nor str")
+        raise ValueError(f"{source}: corrupt knapsack state: prompt id {value!r} is neither int nor str")
     return value
 
 

@@ -1,4 +1,4 @@
-"""Where verl resumes from, and the planner restored from there (or a new one).
+"""Where verl resumes from, and the run restored from there (or a new one).
 
 verl's V1 trainer resumes from ``trainer.resume_from_path`` (``resume_mode=resume_path``) or from the
 folder named by ``{trainer.default_local_dir}/latest_checkpointed_iteration.txt`` (``resume_mode=auto``,
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from knapsack_rl.integrations.verl.config import KnapsackVerlConfig, _get
-from knapsack_rl.integrations.verl.planner import RolloutPlanner
+from knapsack_rl.integrations.verl.planner import VerlRun
 
 logger = logging.getLogger(__name__)
 
@@ -44,23 +44,25 @@ def resume_folder(config: Any) -> Path | None:
     return folder if folder.is_absolute() else Path(os.getcwd()) / folder
 
 
-def restore_or_create(config: Any) -> RolloutPlanner:
-    """A planner restored from :func:`resume_folder`, or a new one when verl starts from scratch.
+def restore_or_create(config: Any, settings: KnapsackVerlConfig | None = None) -> VerlRun:
+    """A run restored from :func:`resume_folder`, or a new one when verl starts from scratch.
 
-    A resumed checkpoint without knapsack state raises unless ``knapsack.resume_without_state=true``.
+    ``settings`` defaults to ``KnapsackVerlConfig.from_verl(config)``. A resumed checkpoint without
+    knapsack state raises unless ``knapsack.resume_without_state=true``.
     """
-    settings = KnapsackVerlConfig.from_verl(config)
+    if settings is None:
+        settings = KnapsackVerlConfig.from_verl(config)
     folder = resume_folder(config)
     if folder is None:
-        logger.info("knapsack: new planner (%s)", settings)
-        return RolloutPlanner(settings)
+        logger.info("knapsack: new run (%s)", settings)
+        return VerlRun(settings)
     try:
-        return RolloutPlanner.load(folder, settings)
+        return VerlRun.load(folder, settings)
     except FileNotFoundError as exc:
-        if not settings.resume_without_state:
+        if not settings.adapter.resume_without_state:
             raise FileNotFoundError(
-                f"{exc}; verl resumes from {folder}. Set +knapsack.resume_without_state=true to start an "
-                f"empty tracker there (allocation then restarts like epoch 1)"
+                f"{exc}; verl resumes from {folder}. Set knapsack.resume_without_state=true to start an "
+                f"empty tracker there (allocation then restarts like a first epoch)"
             ) from exc
-        logger.warning("knapsack: %s has no tracker state; starting an empty tracker (resume_without_state)", folder)
-        return RolloutPlanner(settings)
+        logger.warning("knapsack: %s has no knapsack state; starting an empty tracker (resume_without_state)", folder)
+        return VerlRun(settings)
