@@ -34,11 +34,7 @@ from numpy.typing import ArrayLike, NDArray
 from knapsack_rl.core.planner import EpochCounter, Planner
 from knapsack_rl.core.validate import check_prompt_ids, check_unique_ids
 from knapsack_rl.integrations.verl.config import KnapsackVerlConfig
-
-try:  # the generic I/O module (knapsack_rl.io) replaces core.tracker's helper
-    from knapsack_rl.io import atomic_write_bytes  # type: ignore[import-untyped,unused-ignore]
-except ImportError:  # pragma: no cover - until knapsack_rl.io lands
-    from knapsack_rl.core.tracker import atomic_write_bytes
+from knapsack_rl.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
