@@ -11,9 +11,12 @@ PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 PIP_PIN := pip==26.3
 CONSTRAINTS := requirements/constraints.txt
-# -qq: errors only (resolver conflicts are errors and still show); --no-compile: modules get their bytecode
-# when first imported, so the venv holds bytecode only for what runs (saves ~250 MB of .pyc).
-PIP_FLAGS := -qq --no-compile -c $(CONSTRAINTS)
+# -qq: errors only (resolver conflicts are errors and still show). The demo's packages are installed with
+# --no-compile: modules get their bytecode when first imported, so .venv holds bytecode only for what runs
+# (~200 MB less). The test extras are compiled at install, where pip hides third-party SyntaxWarnings that
+# would otherwise print on every import (e.g. cellpylib's, under reasoning-gym).
+PIP_FLAGS := -qq -c $(CONSTRAINTS)
+LEAN := --no-compile
 DEMO_EXTRAS := train,plot
 TEST_EXTRAS := train,plot,parquet,math,gym,trl,verl,dev
 DEMO_ARGS ?=
@@ -28,12 +31,12 @@ LINT_PATHS := $(wildcard src tests benchmarks examples)
 # A venv with pip and torch, nothing else: every later install resolves against this torch.
 $(VENV)/.torch: $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP_FLAGS) $(PIP_PIN)
-	$(PY) -m pip install $(PIP_FLAGS) $(TORCH_PIN)
+	$(PY) -m pip install $(PIP_FLAGS) $(LEAN) $(PIP_PIN)
+	$(PY) -m pip install $(PIP_FLAGS) $(LEAN) $(TORCH_PIN)
 	touch $@
 
 $(VENV)/.demo: $(VENV)/.torch pyproject.toml $(CONSTRAINTS)
-	$(PY) -m pip install $(PIP_FLAGS) -e ".[$(DEMO_EXTRAS)]"
+	$(PY) -m pip install $(PIP_FLAGS) $(LEAN) -e ".[$(DEMO_EXTRAS)]"
 	touch $@
 
 $(VENV)/.test: $(VENV)/.torch pyproject.toml $(CONSTRAINTS)
@@ -55,8 +58,8 @@ test: lint
 # Docs in their own small venv: mkdocstrings reads the sources statically (griffe), so no torch is needed.
 $(DOCS_VENV)/.docs: pyproject.toml $(CONSTRAINTS)
 	test -x $(DOCS_PY) || $(PYTHON) -m venv $(DOCS_VENV)
-	$(DOCS_PY) -m pip install $(PIP_FLAGS) $(PIP_PIN)
-	$(DOCS_PY) -m pip install $(PIP_FLAGS) -e ".[docs]"
+	$(DOCS_PY) -m pip install $(PIP_FLAGS) $(LEAN) $(PIP_PIN)
+	$(DOCS_PY) -m pip install $(PIP_FLAGS) $(LEAN) -e ".[docs]"
 	touch $@
 
 docs: $(DOCS_VENV)/.docs
