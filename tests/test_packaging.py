@@ -7,6 +7,8 @@ a distribution requires is read from the installed metadata of the environment t
 from __future__ import annotations
 
 import ast
+import importlib
+import pkgutil
 import re
 import sys
 import tomllib
@@ -183,3 +185,14 @@ def test_license_is_spdx_with_its_file() -> None:
     text = (REPO / "LICENSE").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text
     assert re.search(r"Copyright 2026 the knapsack-rl authors", text)
+
+
+@pytest.mark.filterwarnings("ignore")  # verl warns about every GPU engine it cannot load on CPU
+@pytest.mark.parametrize("adapter", ["trl", "verl"])
+def test_every_adapter_module_imports_on_cpu(adapter: str) -> None:
+    """Each module of the adapter imports here, the hook classes verl loads by name (``hooks``) included."""
+    package = importlib.import_module(f"knapsack_rl.integrations.{adapter}")
+    names = [m.name for m in pkgutil.walk_packages(package.__path__, package.__name__ + ".")]
+    assert names
+    for name in names:
+        importlib.import_module(name)
