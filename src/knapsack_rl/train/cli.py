@@ -34,9 +34,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         q.add_argument("--jobs", type=int, default=2, help="runs trained in parallel processes (default: 2)")
         q.add_argument("--quick", action="store_true", help="seconds-long smoke run (tiny task): not a result")
         q.set_defaults(func=_run_compare, out_dir=f"runs/{name}")
-    r = sub.add_parser("preflight", help="predict each arm's prompts with signal per step before training",
-                       description="Sample the starting model on the training prompts and predict, for uniform "
-                       "and each knapsack arm, the prompts with signal per step (true p and realistic estimates).")  # fmt: skip
+    preflight_help = (
+        "Sample the starting model on the training prompts and predict, for uniform and each knapsack arm, "
+        "the prompts with signal per step (true p and realistic estimates)."
+    )
+    r = sub.add_parser(
+        "preflight", help="predict prompts with signal per step before training", description=preflight_help
+    )
     _add_settings(r)
     r.add_argument("--samples", type=int, default=32, help="samples per prompt (default: 32)")
     r.add_argument(

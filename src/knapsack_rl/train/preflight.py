@@ -57,8 +57,9 @@ def run_preflight(config: TrainConfig, arms: list[str], samples: int, out: Path 
     configs = {arm: arm_config(config, arm) for arm in arms}
     preds = predict(ids, rewards, configs, prompts_per_step=config.prompts_per_step, seed=config.seed)
     p = rewards.mean(axis=1)
+    took = time.perf_counter() - start
     head = (
-        f"{len(ids)} training prompts x {samples} samples of the starting model in {time.perf_counter() - start:.0f} s: "
+        f"{len(ids)} training prompts x {samples} samples of the starting model in {took:.0f} s: "
         f"{100 * np.mean(p == 0):.0f}% never solved, {100 * np.mean(p == 1):.0f}% always solved, "
         f"{100 * np.mean((p > 0) & (p <= 0.15)):.0f}% rarely (0 < p <= 0.15), mean p {p.mean():.3f}"
     )
