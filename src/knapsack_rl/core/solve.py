@@ -15,7 +15,7 @@ That rule defines the answer; every path below returns exactly it (tested).
 
 Paths (registered as solvers; ``"greedy"`` picks one automatically):
 
-- **enumeration** (small problems, ``sum_i cap_i`` up to 2^17 units): list every unit's gain, one
+- **enumeration** (tiny problems, ``sum_i cap_i`` up to 2^12 units): list every unit's gain, one
   ``np.partition``.
 - **dense** (``solve_dense``): prompts with equal (params, lower, cap) share one row of gains
   (grouped without sorting when a sample shows few distinct values, as for estimates on a 1/16
@@ -72,8 +72,8 @@ COST_RTOL = 1e-9
 """Relative tolerance of "a unit fits" with per-prompt costs: spent <= budget * (1 + COST_RTOL)."""
 
 _CHUNK = 1 << 14  # prompts per counting chunk (temporaries stay in cache)
-_DENSE_UNITS = 1 << 17  # list every unit when the problem has at most this many
-_SAMPLE = 2048  # prompts in the bracketing sample
+_DENSE_UNITS = 1 << 12  # list every unit when the problem has at most this many
+_SAMPLE = 8192  # at most this many prompts in the bracketing sample (4 sqrt(E) by default)
 _SAMPLE_UNITS = 1 << 20  # cap on the units listed for the sample
 _BAND_SAMPLE = 1024  # units sampled per band-shrinking round
 _Z = 4.0  # bracket margin, in standard deviations
@@ -81,7 +81,7 @@ _MAX_ROUNDS = 64
 _FILL_STEPS = 64  # fill unit by unit when at most this many more units can fit
 _GROUP_SAMPLE = 1024  # values inspected to decide whether prompts share few distinct rows
 _GROUP_MAX = 64  # distinct values per key for the dense path
-_GROUP_MIN_PROMPTS = 1 << 12  # below this, enumeration is cheaper than grouping
+_GROUP_MIN_PROMPTS = 64  # below this, the threshold search is cheaper than grouping
 
 
 @dataclass(frozen=True)
@@ -521,6 +521,8 @@ def _edge_value(vals: FloatArray, w: FloatArray | None, level: float, largest: b
     it are sorted (k doubles until their weight suffices).
     """
     n_fin = int(np.count_nonzero(np.isfinite(vals)))
+    if n_fin == 0:
+        return None
     if w is None:  # unit weights: the k-th most extreme value itself
         k = int(level) + 1 if side == "right" else math.ceil(level)
         if k > n_fin or k <= 0:
@@ -580,41 +582,40 @@ def _quantile(scores: FloatArray, weights: FloatArray | None, level: float) -> f
     """
     if level < 0:
         return math.inf
-    if weights is None:
-        k = int(level)
-        if k >= scores.size:
-            return -math.inf
-        return float(np.partition(scores, scores.size - 1 - k)[scores.size - 1 - k])
-    order = np.argsort(-scores, kind="stable")
-    k = int(np.searchsorted(np.cumsum(weights[order]), level, side="right"))
-    return -math.inf if k >= scores.size else float(scores[order[k]])
+    v = _edge_value(scores, weights, level, largest=True, side="right")
+    return -math.inf if v is None else v
 
 
 def _sample_estimate(units: _Units, cmax: IntArray, budget: float, tol: float, size: int) -> float:
     """Estimate of the critical score from a strided sample of prompts (the caller verifies it).
 
-    The sample's units are listed down to a depth that doubles for prompts whose next unlisted unit
-    still scores above the estimate; the budget is scaled by the sample's share of prompts.
+    ``min(size, 4 sqrt(E))`` prompts (at least 256); their units are listed down to a depth that
+    doubles for prompts whose next unlisted unit still scores at or above the estimate; the budget is
+    scaled by the sample's share of prompts.
     """
     e = cmax.size
     w = units.weights
     mean_units = (budget + tol) / (e if w is None else float(np.sum(w)))
-    s = int(min(e, size, max(1.0, _SAMPLE_UNITS / (2.0 * mean_units + 8.0))))
+    s = int(min(e, size, max(256.0, 4.0 * math.sqrt(e)), max(1.0, _SAMPLE_UNITS / (mean_units + 4.0))))
     rows = (np.arange(s, dtype=np.int64) * e) // s
     cm = cmax[rows]
-    depth = np.minimum(cm, int(2 * mean_units) + 4)
+    depth = np.minimum(cm, int(mean_units) + 4)
     target = (budget + tol) * s / e
+    rid, j = _positions(rows, np.zeros(s, dtype=np.int64), depth)
+    scores = units.scores(rid, j)
+    weights = None if w is None else w[rid]
     t = -math.inf
     for _ in range(_MAX_ROUNDS):
-        rid, j = _positions(rows, np.zeros(s, dtype=np.int64), depth)
-        t = _quantile(units.scores(rid, j), None if w is None else w[rid], target)
+        t = _quantile(scores, weights, target)
         cut = np.flatnonzero(depth < cm)
-        if cut.size == 0:
-            return t
-        short = cut[units.scores(rows[cut], depth[cut]) >= t]  # listed too shallow for t
+        short = cut[units.scores(rows[cut], depth[cut]) >= t] if cut.size else cut  # listed too shallow for t
         if short.size == 0:
             return t
-        depth[short] = np.minimum(cm[short], 2 * depth[short] + 4)
+        deeper = np.minimum(cm[short], 2 * depth[short] + 4)
+        rid, j = _positions(rows[short], depth[short], deeper)  # list only the new units
+        scores = np.concatenate([scores, units.scores(rid, j)])
+        weights = None if w is None or weights is None else np.concatenate([weights, w[rid]])
+        depth[short] = deeper
     return t
 
 
