@@ -20,23 +20,27 @@ Paths (registered as solvers; ``"greedy"`` picks one automatically):
 - **dense** (``solve_dense``): prompts with equal (params, lower, cap) share one row of gains
   (grouped without sorting when a sample shows few distinct values, as for estimates on a 1/16
   grid); one weighted selection over the (rows x min(max cap, R)) table.
-- **threshold** (``solve_threshold``): O(E) memory, time O(E log) independent of max_n beyond a log
-  factor. The count of units of prompt i with gain > t is found by a vectorised galloping search
-  over j (a prompt's gains are sorted), started at the value's ``crossing`` hint when it has one
-  (closed-form inverse of the gain, e.g. ``w v u^x (1 + rho^(x-1)) = t`` for the paper's family)
-  and verified by exact gain evaluations. A strided sample of prompts brackets the threshold
-  (t_lo, t_hi) (Floyd-Rivest style); two counting passes over all prompts give the counts at both
-  ends, band-sampling rounds shrink the bracket while the band between them is large, and the band's
-  units are listed and selected exactly. Prompts are processed in chunks of 2^15, so temporaries
-  stay in cache and peak memory is a few int64 arrays of E.
+- **threshold** (``solve_threshold``): O(E) memory; time O(E) plus a log factor in max_n. The
+  number of units of prompt i with gain > t is found by a vectorised search over j (a prompt's
+  gains are sorted): both units around the value's ``crossing`` hint (a closed-form inverse of the
+  gain, e.g. ``w v u^x (1 + rho^(x - 1)) = t`` for the paper's family) are evaluated, which certifies
+  most counts at once; the rest gallop away from the hint and bisect (plain callables: bisection).
+  A strided sample of ``4 sqrt(E)`` prompts estimates the critical gain t; one counting pass at t
+  records, per prompt, the best unit left out ("head") and the worst unit taken ("tail"); a partial
+  selection over heads (too few taken) or tails (too many) gives the other end of a bracket that is
+  exact by construction, and only the prompts whose head or tail crosses it are counted again. The
+  band between the two ends is then listed and selected exactly (``np.partition``); a band that is
+  still large is first shrunk by sampling its units (rarely needed). Prompts are processed in chunks
+  of 2^14, so temporaries stay in cache; peak memory is a few (E,) arrays.
 
 Per-prompt costs c_i (for example expected tokens per rollout) make the constraint
 ``sum_i c_i k_i <= B`` a true integer knapsack (NP-hard in general). The solver then scans units in
 order of gain per cost (ties: lower prompt index, then lower j) and takes each unit that still fits,
 dropping a prompt whose next unit does not (the first such unit bounds the gap to the optimum:
 ``OPT - objective <= its gain``, the fractional-relaxation bound, reported as ``gap_bound``).
-Implemented as a prefix of that order (found by the threshold machinery with weights c_i) followed
-by fill rounds over the prompts that still fit; memory O(E). "Fits" means ``spent <= B + tol`` with
+Implemented as a prefix of that order (found by the threshold machinery with weights c_i), then a
+fill over the prompts that still fit (one unit at a time while at most 64 can fit, else prefix
+rounds on those prompts); memory O(E). "Fits" means ``spent <= B + tol`` with
 ``tol = COST_RTOL * B``, so sums of non-integer costs (0.8, 1/3, 0.1) never lose a unit to rounding;
 ``placed`` may therefore exceed B by at most ``tol``. Equal costs are solved exactly as unit costs
 with ``R = floor((B + tol) / c)``.
@@ -53,6 +57,7 @@ prompt to be non-increasing in j (concavity, also in floating point).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,6 +68,8 @@ from numpy.typing import NDArray
 
 from knapsack_rl.core.registry import Registry
 from knapsack_rl.core.value import ValueFn, ValueFunction
+
+logger = logging.getLogger(__name__)
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -433,32 +440,37 @@ def _positions(rows: IntArray, start: IntArray, stop: IntArray) -> tuple[IntArra
     return rid, offset + np.arange(rid.size, dtype=np.int64)
 
 
-def _select(units: _Units, rid: IntArray, j: IntArray, base: float, budget: float, tol: float, e: int) -> _Pick:
-    """Take listed units in order (-score, row, j) while ``base + spent <= budget + tol``.
+def _select(
+    units: _Units, rows: IntArray, start: IntArray, stop: IntArray, base: float, budget: float, tol: float
+) -> tuple[IntArray, float | None]:
+    """List units ``start_i <= j < stop_i`` of ``rows`` and take them in order (-score, row, j) while
+    ``base + spent <= budget + tol``. Returns the units taken per row of ``rows`` and the gain of the
+    first unit that did not fit (None if all fit).
 
-    The listing must be row-major with j ascending (ties then fall in (row, j) order) and must
-    contain every unit that the order puts before the first unit that does not fit.
+    ``rows`` must be ascending (ties then fall in (row, j) order, the listing order) and the listing
+    must contain every unit that the order puts before the first unit that does not fit.
     """
-    gains = units.gains(rid, j)
+    width = stop - start
+    local = np.repeat(np.arange(rows.size, dtype=np.int64), width)  # listed unit -> position in rows
+    j = np.repeat(start - (np.cumsum(width) - width), width) + np.arange(local.size, dtype=np.int64)
+    gains = units.gains(rows[local], j)
     w = units.weights
     if w is None:  # unit weights: the K best by one partition, ties in listing order
         k = int(budget + tol - base)
         if k >= gains.size:
-            return _Pick(np.bincount(rid, minlength=e).astype(np.int64), None)
+            return width.copy(), None
         if k <= 0:
-            return _Pick(np.zeros(e, dtype=np.int64), None)
+            return np.zeros(rows.size, dtype=np.int64), None
         kth = float(np.partition(gains, gains.size - k)[gains.size - k])
         above = gains > kth
         ties = gains == kth
         take = above | (ties & (np.cumsum(ties) <= k - int(above.sum())))  # ties in (row, j) order
-        return _Pick(np.bincount(rid[take], minlength=e).astype(np.int64), None)
-    scores = gains / w[rid]
-    order = np.argsort(-scores, kind="stable")
-    spent = base + np.cumsum(w[rid[order]])
+        return np.bincount(local[take], minlength=rows.size).astype(np.int64), None
+    order = np.argsort(-(gains / w[rows[local]]), kind="stable")
+    spent = base + np.cumsum(w[rows[local[order]]])
     n_take = int(np.searchsorted(spent, budget + tol, side="right"))
-    extra = np.bincount(rid[order[:n_take]], minlength=e).astype(np.int64)
-    crit = float(gains[order[n_take]]) if n_take < order.size else None
-    return _Pick(extra, crit)
+    taken = np.bincount(local[order[:n_take]], minlength=rows.size).astype(np.int64)
+    return taken, (float(gains[order[n_take]]) if n_take < order.size else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,17 +508,20 @@ def _prefix(units: _Units, cmax: IntArray, budget: float, tol: float, st: _Setti
     if e == 0 or _wsum(w, cmax) <= budget + tol:
         return _Pick(cmax.copy(), None)
     if int(cmax.sum()) <= st.dense_units:
-        rid, j = _positions(np.arange(e, dtype=np.int64), np.zeros(e, dtype=np.int64), cmax)
-        return _select(units, rid, j, 0.0, budget, tol, e)
+        taken, crit = _select(units, np.arange(e, dtype=np.int64), np.zeros(e, dtype=np.int64), cmax, 0.0, budget, tol)
+        return _Pick(taken, crit)
     t = _sample_estimate(units, cmax, budget, tol, st.sample_size)
     edges = (np.full(e, -np.inf), np.full(e, np.inf))
     c = _count_gt(units, None, t, np.zeros(e, dtype=np.int64), cmax, None, edges)
     placed = _wsum(w, c)
-    if placed <= budget + tol:  # a prompt at its cap has no unit left out
-        br = _bracket_below(units, cmax, budget + tol, t, c, placed, np.where(c < cmax, edges[0], -np.inf))
-    else:  # a prompt with no unit taken has none to drop
-        br = _bracket_above(units, cmax, budget + tol, t, c, placed, np.where(c > 0, edges[1], np.inf))
-    del edges
+    head, tail = edges
+    if placed <= budget + tol:
+        head[c >= cmax] = -np.inf  # a prompt at its cap has no unit left out
+        br = _bracket_below(units, cmax, budget + tol, t, c, placed, head)
+    else:
+        tail[c <= 0] = np.inf  # a prompt with no unit taken has none to drop
+        br = _bracket_above(units, cmax, budget + tol, t, c, placed, tail)
+    del edges, head, tail
     band_max = st.band_max if st.band_max is not None else max(1 << 16, e // 2)
     _shrink(units, br, budget, tol, band_max)
     return _finish(units, br, budget, tol)
@@ -667,14 +682,13 @@ def _shrink(units: _Units, br: _Bracket, budget: float, tol: float, band_max: in
 
 def _finish(units: _Units, br: _Bracket, budget: float, tol: float) -> _Pick:
     """Select inside the band: exact tie split when it holds one score, else list its units."""
-    e = br.c_hi.size
     act = np.flatnonzero(br.c_lo > br.c_hi)
     if br.t_lo == np.nextafter(br.t_hi, -math.inf) and act.size:
         return _split_ties(units, br, act, budget, tol)
-    rid, j = _positions(act, br.c_hi[act], br.c_lo[act])
-    pick = _select(units, rid, j, br.w_hi, budget, tol, e)
-    pick.extra += br.c_hi
-    return pick
+    taken, crit = _select(units, act, br.c_hi[act], br.c_lo[act], br.w_hi, budget, tol)
+    extra = br.c_hi  # the bracket is done with: reuse its array
+    extra[act] += taken
+    return _Pick(extra, crit)
 
 
 def _split_ties(units: _Units, br: _Bracket, act: IntArray, budget: float, tol: float) -> _Pick:
@@ -706,7 +720,7 @@ def _cost_solve(prob: _Problem, units: _Units, st: _Settings) -> tuple[IntArray,
     w = prob.weights
     assert w is not None
     tol = COST_RTOL * prob.budget
-    cmax = np.minimum(prob.caps, np.floor((prob.budget + tol) / w).astype(np.int64))  # more never fits
+    cmax = _fitting(prob.caps, prob.budget + tol, w)  # more units than this never fit
     main = _prefix(units, cmax, prob.budget, tol, st)
     extra = main.extra
     if main.critical_gain is None:
@@ -720,11 +734,16 @@ def _cost_solve(prob: _Problem, units: _Units, st: _Settings) -> tuple[IntArray,
             _fill_by_steps(units, w, cmax, extra, cand, left, tol)
             break
         sub = units.sub(cand, extra[cand])
-        room = np.minimum(cmax[cand] - extra[cand], np.floor((left + tol) / w[cand]).astype(np.int64))
+        room = _fitting(cmax[cand] - extra[cand], left + tol, w[cand])
         add = _prefix(sub, room, left, tol, st).extra
         extra[cand] += add
         left -= _wsum(w[cand], add)
     return extra, main.critical_gain
+
+
+def _fitting(caps: IntArray, room: float, w: FloatArray) -> IntArray:
+    """``min(caps, floor(room / w))`` without overflowing int64 for huge budgets."""
+    return np.minimum(caps.astype(np.float64), np.floor(room / w)).astype(np.int64)
 
 
 def _fill_by_steps(
@@ -858,16 +877,18 @@ def _dense_settings(st: _Settings, path: str) -> _Settings:
 
 
 def _unit_solve(prob: _Problem, units: _Units, budget: int, path: str, st: _Settings) -> IntArray:
-    cmax = np.minimum(prob.caps, max(budget, 0))
     if budget <= 0:
-        return np.zeros(cmax.size, dtype=np.int64)
-    if int(cmax.sum()) <= budget:
-        return cmax
+        return np.zeros(prob.caps.size, dtype=np.int64)
+    if int(prob.caps.sum()) <= budget:  # Python ints: any budget, however large
+        return prob.caps.copy()
+    cmax = np.minimum(prob.caps, budget)  # a prompt never takes more than the budget
     small = int(cmax.sum()) <= st.dense_units
     if path == "dense" or (path == "auto" and not small and cmax.size >= _GROUP_MIN_PROMPTS):
         extra = _dense_grouped(prob, cmax, budget)
         if extra is not None:
+            logger.debug("solve: E=%d budget=%d: grouped dense table", cmax.size, budget)
             return extra
+    logger.debug("solve: E=%d budget=%d: %s", cmax.size, budget, "listing" if small else "threshold")
     return _prefix(units, cmax, float(budget), 0.0, _dense_settings(st, path)).extra
 
 
