@@ -231,13 +231,14 @@ class _Units:
         w = None if self.weights is None else self.weights[rows]
         return _Units(self.value, tuple(x[rows] for x in self.params), self.lower[rows] + shift, w, zero)
 
-    def view(self, rows: IntArray) -> _View:
-        """The inputs of prompts ``rows`` gathered (and prepared) once; the counting loop compacts them."""
+    def view(self, rows: IntArray | slice) -> _View:
+        """The inputs of prompts ``rows`` (indices, or a slice: no copy) gathered and prepared once."""
         args = tuple(x[rows] for x in self.params)
         if self.prepare_fn is not None:
             args = tuple(np.asarray(x, dtype=np.float64) for x in self.prepare_fn(*args))
         w = None if self.weights is None else self.weights[rows]
-        return _View(self, rows, self.lower[rows].astype(np.float64), args, w)
+        ids = np.arange(rows.start, rows.stop, dtype=np.int64) if isinstance(rows, slice) else rows
+        return _View(self, ids, self.lower[rows].astype(np.float64), args, w)
 
     def gains(self, rows: IntArray, j: IntArray) -> FloatArray:
         return self.view(rows).gains(j)
@@ -264,6 +265,18 @@ class _View:
         w = None if self.weights is None else self.weights[idx]
         return _View(self.units, self.rows[idx], self.n0[idx], tuple(x[idx] for x in self.args), w)
 
+    @staticmethod
+    def join(views: list[_View]) -> _View:
+        """One view of the prompts of several (the galloping of stragglers from many chunks)."""
+        if len(views) == 1:
+            return views[0]
+        first = views[0]
+        w = None if first.weights is None else np.concatenate([v.weights for v in views])  # type: ignore[misc]
+        args = tuple(np.concatenate([v.args[k] for v in views]) for k in range(len(first.args)))
+        return _View(
+            first.units, np.concatenate([v.rows for v in views]), np.concatenate([v.n0 for v in views]), args, w
+        )
+
     def gains(self, j: IntArray) -> FloatArray:
         u = self.units
         n = self.n0 + j
@@ -287,7 +300,7 @@ class _View:
         u = self.units
         if u.crossing_fn is None:
             return None
-        lam = np.full(self.rows.size, t) if self.weights is None else t * self.weights
+        lam = t if self.weights is None else t * self.weights  # crossing hints broadcast a scalar
         with np.errstate(all="ignore"):
             x = np.asarray(u.crossing_fn(lam, *self.args), dtype=np.float64)
             g = np.ceil(x) - self.n0
@@ -319,95 +332,122 @@ def _count_gt(
     settles most prompts; the rest gallop away from it and bisect (bisection alone without a guess).
     With ``edges = (head, tail)`` (pre-filled with -inf / +inf) the certifying scores are stored:
     ``head_i = s_i(c_i)``, the best unit left out, and ``tail_i = s_i(c_i - 1)``, the worst unit
-    taken (where they were evaluated). Chunks of 2^14 prompts keep temporaries in cache.
+    taken (where they were evaluated). Prompts go through the first step in chunks of 2^14 (in cache);
+    the unsettled ones of several chunks gallop together (fewer Python-level iterations).
     """
     out = lo.copy()
     if t == math.inf:
         return out
+    pending: list[_Pending] = []
+    waiting = 0
     for start in range(0, lo.size, _CHUNK):
-        sl = slice(start, min(start + _CHUNK, lo.size))
-        r = np.arange(sl.start, sl.stop, dtype=np.int64) if rows is None else rows[sl]
-        g = None if guess is None else guess[sl]
-        e = None if edges is None else (edges[0][sl], edges[1][sl])
-        out[sl] = _count_chunk(units, r, t, lo[sl], hi[sl], g, e)
+        stop = min(start + _CHUNK, lo.size)
+        part = _first_step(units, rows, slice(start, stop), t, lo, hi, guess, out, edges)
+        if part is not None:
+            pending.append(part)
+            waiting += part.lo.size
+        if waiting >= _CHUNK or (stop == lo.size and pending):
+            _gallop(_Pending.join(pending), t, out, edges)
+            pending, waiting = [], 0
     return out
 
 
-def _count_chunk(
+@dataclass
+class _Pending:
+    """Prompts still counting: positions in the output, their view, bounds and galloping state."""
+
+    pos: IntArray
+    view: _View
+    lo: IntArray
+    hi: IntArray
+    probe: IntArray
+    state: NDArray[np.int8]
+    step: IntArray
+
+    @staticmethod
+    def join(parts: list[_Pending]) -> _Pending:
+        if len(parts) == 1:
+            return parts[0]
+        cat = np.concatenate
+        return _Pending(
+            cat([p.pos for p in parts]),
+            _View.join([p.view for p in parts]),
+            cat([p.lo for p in parts]),
+            cat([p.hi for p in parts]),
+            cat([p.probe for p in parts]),
+            cat([p.state for p in parts]),
+            cat([p.step for p in parts]),
+        )
+
+
+def _first_step(
     units: _Units,
-    rows: IntArray,
+    rows: IntArray | None,
+    sl: slice,
     t: float,
-    lo: IntArray,
-    hi: IntArray,
+    lo_all: IntArray,
+    hi_all: IntArray,
     guess: IntArray | None,
+    out: IntArray,
     edges: tuple[FloatArray, FloatArray] | None,
-) -> IntArray:
-    out = lo.copy()
+) -> _Pending | None:
+    """Certify the guess (or hint) of one chunk; write the settled counts, return the others."""
+    lo, hi = lo_all[sl], hi_all[sl]
     act = np.flatnonzero(lo < hi)
     if act.size == 0:
-        return out
-    view = units.view(rows[act])
-    lo_a, hi_a = lo[act], hi[act]
-    g = np.minimum(np.maximum(guess[act], lo_a), hi_a) if guess is not None else view.guess(t, lo_a, hi_a)
-    if g is None:  # no guess: bisect
+        return None
+    whole = act.size == lo.size  # every prompt of the chunk: slices instead of gathers
+    if whole:
+        view = units.view(sl if rows is None else rows[sl])
+    else:
+        view = units.view(sl.start + act if rows is None else rows[sl][act])
+    pos = np.arange(sl.start, sl.stop, dtype=np.int64) if whole else sl.start + act
+    lo_a, hi_a = (lo, hi) if whole else (lo[act], hi[act])
+    g = None if guess is None else np.minimum(np.maximum(guess[pos], lo_a), hi_a)
+    g = view.guess(t, lo_a, hi_a) if g is None else g
+    if g is None:  # no guess: every prompt bisects
         probe = (lo_a + hi_a - 1) // 2
-        return _gallop(view, act, t, lo_a, hi_a, probe, np.zeros(act.size, dtype=np.int8), out, edges)
+        zeros = np.zeros(act.size, dtype=np.int8)
+        return _Pending(pos, view, lo_a, hi_a, probe, zeros, np.ones(act.size, dtype=np.int64))
     before = view.scores(np.maximum(g - 1, 0))  # s(g - 1) > t certifies c >= g
     at = view.scores(np.minimum(g, hi_a - 1))  # s(g) <= t certifies c <= g
     low_bad = (g > lo_a) & (before <= t)  # c <= g - 1
     high_bad = (g < hi_a) & (at > t)  # c >= g + 1 (never both: s(g - 1) >= s(g))
+    where = sl if whole else pos
     if edges is not None:  # best unit left out / worst taken; invalid ones (c at a bound) fixed by the caller
-        edges[0][act] = at + low_bad * (before - at)
-        edges[1][act] = before + high_bad * (at - before)
+        edges[0][where] = at + low_bad * (before - at)
+        edges[1][where] = before + high_bad * (at - before)
     # blends by arithmetic: np.where with a random mask is ~4x slower here
     lo_a = g + high_bad + low_bad * (lo_a - g)
     hi_a = g - low_bad + high_bad * (hi_a - g)
-    state = (high_bad.view(np.int8) - low_bad.view(np.int8)).astype(np.int8)  # gallop away from g
-    probe = lo_a + low_bad * (hi_a - 1 - lo_a)
-    return _gallop(view, act, t, lo_a, hi_a, probe, state, out, edges, step=2)
+    out[where] = lo_a
+    open_ = np.flatnonzero(lo_a < hi_a)
+    if open_.size == 0:
+        return None
+    state = (high_bad[open_].view(np.int8) - low_bad[open_].view(np.int8)).astype(np.int8)  # gallop away from g
+    lo_o, hi_o = lo_a[open_], hi_a[open_]
+    probe = lo_o + low_bad[open_] * (hi_o - 1 - lo_o)
+    return _Pending(pos[open_], view.take(open_), lo_o, hi_o, probe, state, np.full(open_.size, 2, dtype=np.int64))
 
 
-def _gallop(
-    view: _View,
-    act: IntArray,
-    t: float,
-    lo_a: IntArray,
-    hi_a: IntArray,
-    probe: IntArray,
-    state: NDArray[np.int8],
-    out: IntArray,
-    edges: tuple[FloatArray, FloatArray] | None,
-    step: int = 1,
-) -> IntArray:
+def _gallop(pend: _Pending, t: float, out: IntArray, edges: tuple[FloatArray, FloatArray] | None) -> None:
     """Galloping (state +1 up / -1 down, doubling the step) then bisection (state 0) until lo == hi.
 
-    ``edges`` get the last score below t (the best left out) and the last above t (the worst taken).
+    Writes the counts to ``out[pos]``; ``edges`` get the last score at or below t seen (the best left
+    out) and the last above t (the worst taken), starting from what the first step recorded.
     """
-    steps = np.full(act.size, step, dtype=np.int64)
+    act, view, lo_a, hi_a, probe, state, steps = (
+        pend.pos, pend.view, pend.lo, pend.hi, pend.probe, pend.state, pend.step
+    )  # fmt: skip
     head = tail = np.empty(0)
-    while True:
-        done = lo_a >= hi_a
-        if done.any():  # compact with index arrays (boolean masks cost ~10x more per array)
-            fin = np.flatnonzero(done)
-            out[act[fin]] = lo_a[fin]
-            if head.size:
-                edges[0][act[fin]] = head[fin]  # type: ignore[index]
-                edges[1][act[fin]] = tail[fin]  # type: ignore[index]
-            keep = np.flatnonzero(~done)
-            if keep.size == 0:
-                return out
-            act, lo_a, hi_a, probe, steps = act[keep], lo_a[keep], hi_a[keep], probe[keep], steps[keep]
-            state = state[keep]
-            view = view.take(keep)
-            if head.size:
-                head, tail = head[keep], tail[keep]
-        if edges is not None and head.size == 0:
-            head = np.where(state == -1, edges[0][act], -np.inf)  # a score left out is known going down
-            tail = np.where(state == 1, edges[1][act], np.inf)  # a score taken is known going up
+    if edges is not None:
+        head = np.where(state == -1, edges[0][act], -np.inf)  # a score left out is known going down
+        tail = np.where(state == 1, edges[1][act], np.inf)  # a score taken is known going up
+    while act.size:
         probe = np.minimum(np.maximum(probe, lo_a), hi_a - 1)
         sc = view.scores(probe)
         up = sc > t  # unit `probe` is above t: c >= probe + 1
-        if head.size:
+        if edges is not None:
             tail = np.where(up, sc, tail)
             head = np.where(up, head, sc)
         lo_a = lo_a + up * (probe + 1 - lo_a)
@@ -418,6 +458,19 @@ def _gallop(
         gallop = hi_a - steps + up * (lo_a - hi_a + 2 * steps - 1)  # up: lo + step - 1, down: hi - step
         probe = gallop + (state == 0) * ((lo_a + hi_a - 1) // 2 - gallop)
         steps = steps << keep_dir
+        done = lo_a >= hi_a
+        if done.any():  # compact with index arrays (boolean masks cost ~10x more per array)
+            fin = np.flatnonzero(done)
+            out[act[fin]] = lo_a[fin]
+            if edges is not None:
+                edges[0][act[fin]] = head[fin]
+                edges[1][act[fin]] = tail[fin]
+            keep = np.flatnonzero(~done)
+            act, lo_a, hi_a, probe, steps = act[keep], lo_a[keep], hi_a[keep], probe[keep], steps[keep]
+            state = state[keep]
+            view = view.take(keep)
+            if edges is not None:
+                head, tail = head[keep], tail[keep]
 
 
 # --------------------------------------------------------------------------------------------
