@@ -20,7 +20,7 @@ its buffers to it) above the level before the call, in a separate run, per promp
 times :func:`knapsack_rl.allocate` end to end on grid estimates (the landed solver registered as
 ``"landed"``) and the recipe's dynamic programme where it finishes.
 
-    python benchmarks/bench_allocate.py [--quick] [--repeats 7] [--json out.json]
+    python benchmarks/bench_allocate.py [--quick] [--repeats 7] [--sizes 100000,1000000] [--json out.json]
 
 BLAS/OpenMP threads are pinned to 1 (``--threads``) through the environment before NumPy loads.
 """
@@ -276,13 +276,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--old-max-cells", type=float, default=2e7, help="largest dense table the landed one gets")
     parser.add_argument("--threads", default="1", help="BLAS/OpenMP threads (set before NumPy loads)")
     parser.add_argument("--json", default=None, help="also write all rows as JSON here")
+    sizes = "comma-separated prompt counts M ('' for none)"
+    parser.add_argument("--sizes", default="1000,10000,100000,1000000", help=f"max_n = 128 rows: {sizes}")
+    parser.add_argument("--big-n-sizes", default="10000", help=f"max_n = 10**6 rows: {sizes}")
+    parser.add_argument("--posterior-sizes", default="10000,100000", help=f"posterior rows: {sizes}")
+    parser.add_argument("--allocate-sizes", default="256,1024,8192", help=f"allocate() rows: {sizes}")
     args = parser.parse_args(argv)
+    for name in ("sizes", "big_n_sizes", "posterior_sizes", "allocate_sizes"):
+        setattr(args, name, [int(v) for v in getattr(args, name).split(",") if v])
     if args.quick:
         args.repeats, args.old_repeats, args.dp_repeats, args.dp_max, args.old_max_cells = 3, 1, 1, 256, 1e6
         args.sizes, args.big_n_sizes, args.posterior_sizes, args.allocate_sizes = [1000, 10_000], [1000], [1000], [256]
-    else:
-        args.sizes = [1000, 10_000, 100_000, 1_000_000]
-        args.big_n_sizes, args.posterior_sizes, args.allocate_sizes = [10_000], [10_000, 100_000], [256, 1024, 8192]
     return args
 
 
