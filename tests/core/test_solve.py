@@ -416,3 +416,11 @@ def test_solver_specific_errors() -> None:
         solve_threshold(fn, p, lo, up, 1, sample_size=0)
     with pytest.raises(ValueError, match="band_max must be None or an integer >= 0; got -1"):
         solve_threshold(fn, p, lo, up, 1, band_max=-1)
+
+
+def test_huge_budgets_fill_every_prompt_without_overflow() -> None:
+    fn = get_value("paper")
+    p, lo, up = np.array([0.3, 0.6]), np.array([2, 2]), np.array([9, 9])
+    assert solve_greedy(fn, p, lo, up, 10**30).extra.tolist() == [7, 7]
+    sol = solve_greedy(fn, p, lo, up, 1e30, costs=np.array([1.5, 2.0]))
+    assert sol.extra.tolist() == [7, 7] and sol.placed == 24.5 and sol.optimal

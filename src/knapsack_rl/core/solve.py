@@ -15,28 +15,32 @@ That rule defines the answer; every path below returns exactly it (tested).
 
 Paths (registered as solvers; ``"greedy"`` picks one automatically):
 
-- **enumeration** (small problems, ``sum_i cap_i`` up to 2^17 units): list every unit's gain, one
+- **enumeration** (tiny problems, ``sum_i cap_i`` up to 2^12 units): list every unit's gain, one
   ``np.partition``.
 - **dense** (``solve_dense``): prompts with equal (params, lower, cap) share one row of gains
   (grouped without sorting when a sample shows few distinct values, as for estimates on a 1/16
   grid); one weighted selection over the (rows x min(max cap, R)) table.
-- **threshold** (``solve_threshold``): O(E) memory, time O(E log) independent of max_n beyond a log
-  factor. The count of units of prompt i with gain > t is found by a vectorised galloping search
-  over j (a prompt's gains are sorted), started at the value's ``crossing`` hint when it has one
-  (closed-form inverse of the gain, e.g. ``w v u^x (1 + rho^(x-1)) = t`` for the paper's family)
-  and verified by exact gain evaluations. A strided sample of prompts brackets the threshold
-  (t_lo, t_hi) (Floyd-Rivest style); two counting passes over all prompts give the counts at both
-  ends, band-sampling rounds shrink the bracket while the band between them is large, and the band's
-  units are listed and selected exactly. Prompts are processed in chunks of 2^15, so temporaries
-  stay in cache and peak memory is a few int64 arrays of E.
+- **threshold** (``solve_threshold``): O(E) memory; time O(E) plus a log factor in max_n. The
+  number of units of prompt i with gain > t is found by a vectorised search over j (a prompt's
+  gains are sorted): both units around the value's ``crossing`` hint (a closed-form inverse of the
+  gain, e.g. ``w v u^x (1 + rho^(x - 1)) = t`` for the paper's family) are evaluated, which certifies
+  most counts at once; the rest gallop away from the hint and bisect (plain callables: bisection).
+  A strided sample of ``4 sqrt(E)`` prompts estimates the critical gain t; one counting pass at t
+  records, per prompt, the best unit left out ("head") and the worst unit taken ("tail"); a partial
+  selection over heads (too few taken) or tails (too many) gives the other end of a bracket that is
+  exact by construction, and only the prompts whose head or tail crosses it are counted again. The
+  band between the two ends is then listed and selected exactly (``np.partition``); a band that is
+  still large is first shrunk by sampling its units (rarely needed). Prompts are processed in chunks
+  of 2^14, so temporaries stay in cache; peak memory is a few (E,) arrays.
 
 Per-prompt costs c_i (for example expected tokens per rollout) make the constraint
 ``sum_i c_i k_i <= B`` a true integer knapsack (NP-hard in general). The solver then scans units in
 order of gain per cost (ties: lower prompt index, then lower j) and takes each unit that still fits,
 dropping a prompt whose next unit does not (the first such unit bounds the gap to the optimum:
 ``OPT - objective <= its gain``, the fractional-relaxation bound, reported as ``gap_bound``).
-Implemented as a prefix of that order (found by the threshold machinery with weights c_i) followed
-by fill rounds over the prompts that still fit; memory O(E). "Fits" means ``spent <= B + tol`` with
+Implemented as a prefix of that order (found by the threshold machinery with weights c_i), then a
+fill over the prompts that still fit (one unit at a time while at most 64 can fit, else prefix
+rounds on those prompts); memory O(E). "Fits" means ``spent <= B + tol`` with
 ``tol = COST_RTOL * B``, so sums of non-integer costs (0.8, 1/3, 0.1) never lose a unit to rounding;
 ``placed`` may therefore exceed B by at most ``tol``. Equal costs are solved exactly as unit costs
 with ``R = floor((B + tol) / c)``.
@@ -53,6 +57,7 @@ prompt to be non-increasing in j (concavity, also in floating point).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,6 +69,8 @@ from numpy.typing import NDArray
 from knapsack_rl.core.registry import Registry
 from knapsack_rl.core.value import ValueFn, ValueFunction
 
+logger = logging.getLogger(__name__)
+
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
 Params = tuple[FloatArray, ...]
@@ -72,8 +79,8 @@ COST_RTOL = 1e-9
 """Relative tolerance of "a unit fits" with per-prompt costs: spent <= budget * (1 + COST_RTOL)."""
 
 _CHUNK = 1 << 14  # prompts per counting chunk (temporaries stay in cache)
-_DENSE_UNITS = 1 << 17  # list every unit when the problem has at most this many
-_SAMPLE = 2048  # prompts in the bracketing sample
+_DENSE_UNITS = 1 << 12  # list every unit when the problem has at most this many
+_SAMPLE = 8192  # at most this many prompts in the bracketing sample (4 sqrt(E) by default)
 _SAMPLE_UNITS = 1 << 20  # cap on the units listed for the sample
 _BAND_SAMPLE = 1024  # units sampled per band-shrinking round
 _Z = 4.0  # bracket margin, in standard deviations
@@ -81,7 +88,7 @@ _MAX_ROUNDS = 64
 _FILL_STEPS = 64  # fill unit by unit when at most this many more units can fit
 _GROUP_SAMPLE = 1024  # values inspected to decide whether prompts share few distinct rows
 _GROUP_MAX = 64  # distinct values per key for the dense path
-_GROUP_MIN_PROMPTS = 1 << 12  # below this, enumeration is cheaper than grouping
+_GROUP_MIN_PROMPTS = 64  # below this, the threshold search is cheaper than grouping
 
 
 @dataclass(frozen=True)
@@ -224,13 +231,14 @@ class _Units:
         w = None if self.weights is None else self.weights[rows]
         return _Units(self.value, tuple(x[rows] for x in self.params), self.lower[rows] + shift, w, zero)
 
-    def view(self, rows: IntArray) -> _View:
-        """The inputs of prompts ``rows`` gathered (and prepared) once; the counting loop compacts them."""
+    def view(self, rows: IntArray | slice) -> _View:
+        """The inputs of prompts ``rows`` (indices, or a slice: no copy) gathered and prepared once."""
         args = tuple(x[rows] for x in self.params)
         if self.prepare_fn is not None:
             args = tuple(np.asarray(x, dtype=np.float64) for x in self.prepare_fn(*args))
         w = None if self.weights is None else self.weights[rows]
-        return _View(self, rows, self.lower[rows].astype(np.float64), args, w)
+        ids = np.arange(rows.start, rows.stop, dtype=np.int64) if isinstance(rows, slice) else rows
+        return _View(self, ids, self.lower[rows].astype(np.float64), args, w)
 
     def gains(self, rows: IntArray, j: IntArray) -> FloatArray:
         return self.view(rows).gains(j)
@@ -257,6 +265,18 @@ class _View:
         w = None if self.weights is None else self.weights[idx]
         return _View(self.units, self.rows[idx], self.n0[idx], tuple(x[idx] for x in self.args), w)
 
+    @staticmethod
+    def join(views: list[_View]) -> _View:
+        """One view of the prompts of several (the galloping of stragglers from many chunks)."""
+        if len(views) == 1:
+            return views[0]
+        first = views[0]
+        w = None if first.weights is None else np.concatenate([v.weights for v in views])  # type: ignore[misc]
+        args = tuple(np.concatenate([v.args[k] for v in views]) for k in range(len(first.args)))
+        return _View(
+            first.units, np.concatenate([v.rows for v in views]), np.concatenate([v.n0 for v in views]), args, w
+        )
+
     def gains(self, j: IntArray) -> FloatArray:
         u = self.units
         n = self.n0 + j
@@ -280,7 +300,7 @@ class _View:
         u = self.units
         if u.crossing_fn is None:
             return None
-        lam = np.full(self.rows.size, t) if self.weights is None else t * self.weights
+        lam = t if self.weights is None else t * self.weights  # crossing hints broadcast a scalar
         with np.errstate(all="ignore"):
             x = np.asarray(u.crossing_fn(lam, *self.args), dtype=np.float64)
             g = np.ceil(x) - self.n0
@@ -312,95 +332,122 @@ def _count_gt(
     settles most prompts; the rest gallop away from it and bisect (bisection alone without a guess).
     With ``edges = (head, tail)`` (pre-filled with -inf / +inf) the certifying scores are stored:
     ``head_i = s_i(c_i)``, the best unit left out, and ``tail_i = s_i(c_i - 1)``, the worst unit
-    taken (where they were evaluated). Chunks of 2^14 prompts keep temporaries in cache.
+    taken (where they were evaluated). Prompts go through the first step in chunks of 2^14 (in cache);
+    the unsettled ones of several chunks gallop together (fewer Python-level iterations).
     """
     out = lo.copy()
     if t == math.inf:
         return out
+    pending: list[_Pending] = []
+    waiting = 0
     for start in range(0, lo.size, _CHUNK):
-        sl = slice(start, min(start + _CHUNK, lo.size))
-        r = np.arange(sl.start, sl.stop, dtype=np.int64) if rows is None else rows[sl]
-        g = None if guess is None else guess[sl]
-        e = None if edges is None else (edges[0][sl], edges[1][sl])
-        out[sl] = _count_chunk(units, r, t, lo[sl], hi[sl], g, e)
+        stop = min(start + _CHUNK, lo.size)
+        part = _first_step(units, rows, slice(start, stop), t, lo, hi, guess, out, edges)
+        if part is not None:
+            pending.append(part)
+            waiting += part.lo.size
+        if waiting >= _CHUNK or (stop == lo.size and pending):
+            _gallop(_Pending.join(pending), t, out, edges)
+            pending, waiting = [], 0
     return out
 
 
-def _count_chunk(
+@dataclass
+class _Pending:
+    """Prompts still counting: positions in the output, their view, bounds and galloping state."""
+
+    pos: IntArray
+    view: _View
+    lo: IntArray
+    hi: IntArray
+    probe: IntArray
+    state: NDArray[np.int8]
+    step: IntArray
+
+    @staticmethod
+    def join(parts: list[_Pending]) -> _Pending:
+        if len(parts) == 1:
+            return parts[0]
+        cat = np.concatenate
+        return _Pending(
+            cat([p.pos for p in parts]),
+            _View.join([p.view for p in parts]),
+            cat([p.lo for p in parts]),
+            cat([p.hi for p in parts]),
+            cat([p.probe for p in parts]),
+            cat([p.state for p in parts]),
+            cat([p.step for p in parts]),
+        )
+
+
+def _first_step(
     units: _Units,
-    rows: IntArray,
+    rows: IntArray | None,
+    sl: slice,
     t: float,
-    lo: IntArray,
-    hi: IntArray,
+    lo_all: IntArray,
+    hi_all: IntArray,
     guess: IntArray | None,
+    out: IntArray,
     edges: tuple[FloatArray, FloatArray] | None,
-) -> IntArray:
-    out = lo.copy()
+) -> _Pending | None:
+    """Certify the guess (or hint) of one chunk; write the settled counts, return the others."""
+    lo, hi = lo_all[sl], hi_all[sl]
     act = np.flatnonzero(lo < hi)
     if act.size == 0:
-        return out
-    view = units.view(rows[act])
-    lo_a, hi_a = lo[act], hi[act]
-    g = np.minimum(np.maximum(guess[act], lo_a), hi_a) if guess is not None else view.guess(t, lo_a, hi_a)
-    if g is None:  # no guess: bisect
+        return None
+    whole = act.size == lo.size  # every prompt of the chunk: slices instead of gathers
+    if whole:
+        view = units.view(sl if rows is None else rows[sl])
+    else:
+        view = units.view(sl.start + act if rows is None else rows[sl][act])
+    pos = np.arange(sl.start, sl.stop, dtype=np.int64) if whole else sl.start + act
+    lo_a, hi_a = (lo, hi) if whole else (lo[act], hi[act])
+    g = None if guess is None else np.minimum(np.maximum(guess[pos], lo_a), hi_a)
+    g = view.guess(t, lo_a, hi_a) if g is None else g
+    if g is None:  # no guess: every prompt bisects
         probe = (lo_a + hi_a - 1) // 2
-        return _gallop(view, act, t, lo_a, hi_a, probe, np.zeros(act.size, dtype=np.int8), out, edges)
+        zeros = np.zeros(act.size, dtype=np.int8)
+        return _Pending(pos, view, lo_a, hi_a, probe, zeros, np.ones(act.size, dtype=np.int64))
     before = view.scores(np.maximum(g - 1, 0))  # s(g - 1) > t certifies c >= g
     at = view.scores(np.minimum(g, hi_a - 1))  # s(g) <= t certifies c <= g
     low_bad = (g > lo_a) & (before <= t)  # c <= g - 1
     high_bad = (g < hi_a) & (at > t)  # c >= g + 1 (never both: s(g - 1) >= s(g))
+    where = sl if whole else pos
     if edges is not None:  # best unit left out / worst taken; invalid ones (c at a bound) fixed by the caller
-        edges[0][act] = at + low_bad * (before - at)
-        edges[1][act] = before + high_bad * (at - before)
+        edges[0][where] = at + low_bad * (before - at)
+        edges[1][where] = before + high_bad * (at - before)
     # blends by arithmetic: np.where with a random mask is ~4x slower here
     lo_a = g + high_bad + low_bad * (lo_a - g)
     hi_a = g - low_bad + high_bad * (hi_a - g)
-    state = (high_bad.view(np.int8) - low_bad.view(np.int8)).astype(np.int8)  # gallop away from g
-    probe = lo_a + low_bad * (hi_a - 1 - lo_a)
-    return _gallop(view, act, t, lo_a, hi_a, probe, state, out, edges, step=2)
+    out[where] = lo_a
+    open_ = np.flatnonzero(lo_a < hi_a)
+    if open_.size == 0:
+        return None
+    state = (high_bad[open_].view(np.int8) - low_bad[open_].view(np.int8)).astype(np.int8)  # gallop away from g
+    lo_o, hi_o = lo_a[open_], hi_a[open_]
+    probe = lo_o + low_bad[open_] * (hi_o - 1 - lo_o)
+    return _Pending(pos[open_], view.take(open_), lo_o, hi_o, probe, state, np.full(open_.size, 2, dtype=np.int64))
 
 
-def _gallop(
-    view: _View,
-    act: IntArray,
-    t: float,
-    lo_a: IntArray,
-    hi_a: IntArray,
-    probe: IntArray,
-    state: NDArray[np.int8],
-    out: IntArray,
-    edges: tuple[FloatArray, FloatArray] | None,
-    step: int = 1,
-) -> IntArray:
+def _gallop(pend: _Pending, t: float, out: IntArray, edges: tuple[FloatArray, FloatArray] | None) -> None:
     """Galloping (state +1 up / -1 down, doubling the step) then bisection (state 0) until lo == hi.
 
-    ``edges`` get the last score below t (the best left out) and the last above t (the worst taken).
+    Writes the counts to ``out[pos]``; ``edges`` get the last score at or below t seen (the best left
+    out) and the last above t (the worst taken), starting from what the first step recorded.
     """
-    steps = np.full(act.size, step, dtype=np.int64)
+    act, view, lo_a, hi_a, probe, state, steps = (
+        pend.pos, pend.view, pend.lo, pend.hi, pend.probe, pend.state, pend.step
+    )  # fmt: skip
     head = tail = np.empty(0)
-    while True:
-        done = lo_a >= hi_a
-        if done.any():  # compact with index arrays (boolean masks cost ~10x more per array)
-            fin = np.flatnonzero(done)
-            out[act[fin]] = lo_a[fin]
-            if head.size:
-                edges[0][act[fin]] = head[fin]  # type: ignore[index]
-                edges[1][act[fin]] = tail[fin]  # type: ignore[index]
-            keep = np.flatnonzero(~done)
-            if keep.size == 0:
-                return out
-            act, lo_a, hi_a, probe, steps = act[keep], lo_a[keep], hi_a[keep], probe[keep], steps[keep]
-            state = state[keep]
-            view = view.take(keep)
-            if head.size:
-                head, tail = head[keep], tail[keep]
-        if edges is not None and head.size == 0:
-            head = np.where(state == -1, edges[0][act], -np.inf)  # a score left out is known going down
-            tail = np.where(state == 1, edges[1][act], np.inf)  # a score taken is known going up
+    if edges is not None:
+        head = np.where(state == -1, edges[0][act], -np.inf)  # a score left out is known going down
+        tail = np.where(state == 1, edges[1][act], np.inf)  # a score taken is known going up
+    while act.size:
         probe = np.minimum(np.maximum(probe, lo_a), hi_a - 1)
         sc = view.scores(probe)
         up = sc > t  # unit `probe` is above t: c >= probe + 1
-        if head.size:
+        if edges is not None:
             tail = np.where(up, sc, tail)
             head = np.where(up, head, sc)
         lo_a = lo_a + up * (probe + 1 - lo_a)
@@ -411,6 +458,19 @@ def _gallop(
         gallop = hi_a - steps + up * (lo_a - hi_a + 2 * steps - 1)  # up: lo + step - 1, down: hi - step
         probe = gallop + (state == 0) * ((lo_a + hi_a - 1) // 2 - gallop)
         steps = steps << keep_dir
+        done = lo_a >= hi_a
+        if done.any():  # compact with index arrays (boolean masks cost ~10x more per array)
+            fin = np.flatnonzero(done)
+            out[act[fin]] = lo_a[fin]
+            if edges is not None:
+                edges[0][act[fin]] = head[fin]
+                edges[1][act[fin]] = tail[fin]
+            keep = np.flatnonzero(~done)
+            act, lo_a, hi_a, probe, steps = act[keep], lo_a[keep], hi_a[keep], probe[keep], steps[keep]
+            state = state[keep]
+            view = view.take(keep)
+            if edges is not None:
+                head, tail = head[keep], tail[keep]
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,32 +493,37 @@ def _positions(rows: IntArray, start: IntArray, stop: IntArray) -> tuple[IntArra
     return rid, offset + np.arange(rid.size, dtype=np.int64)
 
 
-def _select(units: _Units, rid: IntArray, j: IntArray, base: float, budget: float, tol: float, e: int) -> _Pick:
-    """Take listed units in order (-score, row, j) while ``base + spent <= budget + tol``.
+def _select(
+    units: _Units, rows: IntArray, start: IntArray, stop: IntArray, base: float, budget: float, tol: float
+) -> tuple[IntArray, float | None]:
+    """List units ``start_i <= j < stop_i`` of ``rows`` and take them in order (-score, row, j) while
+    ``base + spent <= budget + tol``. Returns the units taken per row of ``rows`` and the gain of the
+    first unit that did not fit (None if all fit).
 
-    The listing must be row-major with j ascending (ties then fall in (row, j) order) and must
-    contain every unit that the order puts before the first unit that does not fit.
+    ``rows`` must be ascending (ties then fall in (row, j) order, the listing order) and the listing
+    must contain every unit that the order puts before the first unit that does not fit.
     """
-    gains = units.gains(rid, j)
+    width = stop - start
+    local = np.repeat(np.arange(rows.size, dtype=np.int64), width)  # listed unit -> position in rows
+    j = np.repeat(start - (np.cumsum(width) - width), width) + np.arange(local.size, dtype=np.int64)
+    gains = units.gains(rows[local], j)
     w = units.weights
     if w is None:  # unit weights: the K best by one partition, ties in listing order
         k = int(budget + tol - base)
         if k >= gains.size:
-            return _Pick(np.bincount(rid, minlength=e).astype(np.int64), None)
+            return width.copy(), None
         if k <= 0:
-            return _Pick(np.zeros(e, dtype=np.int64), None)
+            return np.zeros(rows.size, dtype=np.int64), None
         kth = float(np.partition(gains, gains.size - k)[gains.size - k])
         above = gains > kth
         ties = gains == kth
         take = above | (ties & (np.cumsum(ties) <= k - int(above.sum())))  # ties in (row, j) order
-        return _Pick(np.bincount(rid[take], minlength=e).astype(np.int64), None)
-    scores = gains / w[rid]
-    order = np.argsort(-scores, kind="stable")
-    spent = base + np.cumsum(w[rid[order]])
+        return np.bincount(local[take], minlength=rows.size).astype(np.int64), None
+    order = np.argsort(-(gains / w[rows[local]]), kind="stable")
+    spent = base + np.cumsum(w[rows[local[order]]])
     n_take = int(np.searchsorted(spent, budget + tol, side="right"))
-    extra = np.bincount(rid[order[:n_take]], minlength=e).astype(np.int64)
-    crit = float(gains[order[n_take]]) if n_take < order.size else None
-    return _Pick(extra, crit)
+    taken = np.bincount(local[order[:n_take]], minlength=rows.size).astype(np.int64)
+    return taken, (float(gains[order[n_take]]) if n_take < order.size else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,17 +561,20 @@ def _prefix(units: _Units, cmax: IntArray, budget: float, tol: float, st: _Setti
     if e == 0 or _wsum(w, cmax) <= budget + tol:
         return _Pick(cmax.copy(), None)
     if int(cmax.sum()) <= st.dense_units:
-        rid, j = _positions(np.arange(e, dtype=np.int64), np.zeros(e, dtype=np.int64), cmax)
-        return _select(units, rid, j, 0.0, budget, tol, e)
+        taken, crit = _select(units, np.arange(e, dtype=np.int64), np.zeros(e, dtype=np.int64), cmax, 0.0, budget, tol)
+        return _Pick(taken, crit)
     t = _sample_estimate(units, cmax, budget, tol, st.sample_size)
     edges = (np.full(e, -np.inf), np.full(e, np.inf))
     c = _count_gt(units, None, t, np.zeros(e, dtype=np.int64), cmax, None, edges)
     placed = _wsum(w, c)
-    if placed <= budget + tol:  # a prompt at its cap has no unit left out
-        br = _bracket_below(units, cmax, budget + tol, t, c, placed, np.where(c < cmax, edges[0], -np.inf))
-    else:  # a prompt with no unit taken has none to drop
-        br = _bracket_above(units, cmax, budget + tol, t, c, placed, np.where(c > 0, edges[1], np.inf))
-    del edges
+    head, tail = edges
+    if placed <= budget + tol:
+        head[c >= cmax] = -np.inf  # a prompt at its cap has no unit left out
+        br = _bracket_below(units, cmax, budget + tol, t, c, placed, head)
+    else:
+        tail[c <= 0] = np.inf  # a prompt with no unit taken has none to drop
+        br = _bracket_above(units, cmax, budget + tol, t, c, placed, tail)
+    del edges, head, tail
     band_max = st.band_max if st.band_max is not None else max(1 << 16, e // 2)
     _shrink(units, br, budget, tol, band_max)
     return _finish(units, br, budget, tol)
@@ -521,6 +589,8 @@ def _edge_value(vals: FloatArray, w: FloatArray | None, level: float, largest: b
     it are sorted (k doubles until their weight suffices).
     """
     n_fin = int(np.count_nonzero(np.isfinite(vals)))
+    if n_fin == 0:
+        return None
     if w is None:  # unit weights: the k-th most extreme value itself
         k = int(level) + 1 if side == "right" else math.ceil(level)
         if k > n_fin or k <= 0:
@@ -580,41 +650,40 @@ def _quantile(scores: FloatArray, weights: FloatArray | None, level: float) -> f
     """
     if level < 0:
         return math.inf
-    if weights is None:
-        k = int(level)
-        if k >= scores.size:
-            return -math.inf
-        return float(np.partition(scores, scores.size - 1 - k)[scores.size - 1 - k])
-    order = np.argsort(-scores, kind="stable")
-    k = int(np.searchsorted(np.cumsum(weights[order]), level, side="right"))
-    return -math.inf if k >= scores.size else float(scores[order[k]])
+    v = _edge_value(scores, weights, level, largest=True, side="right")
+    return -math.inf if v is None else v
 
 
 def _sample_estimate(units: _Units, cmax: IntArray, budget: float, tol: float, size: int) -> float:
     """Estimate of the critical score from a strided sample of prompts (the caller verifies it).
 
-    The sample's units are listed down to a depth that doubles for prompts whose next unlisted unit
-    still scores above the estimate; the budget is scaled by the sample's share of prompts.
+    ``min(size, 4 sqrt(E))`` prompts (at least 256); their units are listed down to a depth that
+    doubles for prompts whose next unlisted unit still scores at or above the estimate; the budget is
+    scaled by the sample's share of prompts.
     """
     e = cmax.size
     w = units.weights
     mean_units = (budget + tol) / (e if w is None else float(np.sum(w)))
-    s = int(min(e, size, max(1.0, _SAMPLE_UNITS / (2.0 * mean_units + 8.0))))
+    s = int(min(e, size, max(256.0, 4.0 * math.sqrt(e)), max(1.0, _SAMPLE_UNITS / (mean_units + 4.0))))
     rows = (np.arange(s, dtype=np.int64) * e) // s
     cm = cmax[rows]
-    depth = np.minimum(cm, int(2 * mean_units) + 4)
+    depth = np.minimum(cm, int(mean_units) + 4)
     target = (budget + tol) * s / e
+    rid, j = _positions(rows, np.zeros(s, dtype=np.int64), depth)
+    scores = units.scores(rid, j)
+    weights = None if w is None else w[rid]
     t = -math.inf
     for _ in range(_MAX_ROUNDS):
-        rid, j = _positions(rows, np.zeros(s, dtype=np.int64), depth)
-        t = _quantile(units.scores(rid, j), None if w is None else w[rid], target)
+        t = _quantile(scores, weights, target)
         cut = np.flatnonzero(depth < cm)
-        if cut.size == 0:
-            return t
-        short = cut[units.scores(rows[cut], depth[cut]) >= t]  # listed too shallow for t
+        short = cut[units.scores(rows[cut], depth[cut]) >= t] if cut.size else cut  # listed too shallow for t
         if short.size == 0:
             return t
-        depth[short] = np.minimum(cm[short], 2 * depth[short] + 4)
+        deeper = np.minimum(cm[short], 2 * depth[short] + 4)
+        rid, j = _positions(rows[short], depth[short], deeper)  # list only the new units
+        scores = np.concatenate([scores, units.scores(rid, j)])
+        weights = None if w is None or weights is None else np.concatenate([weights, w[rid]])
+        depth[short] = deeper
     return t
 
 
@@ -666,14 +735,13 @@ def _shrink(units: _Units, br: _Bracket, budget: float, tol: float, band_max: in
 
 def _finish(units: _Units, br: _Bracket, budget: float, tol: float) -> _Pick:
     """Select inside the band: exact tie split when it holds one score, else list its units."""
-    e = br.c_hi.size
     act = np.flatnonzero(br.c_lo > br.c_hi)
     if br.t_lo == np.nextafter(br.t_hi, -math.inf) and act.size:
         return _split_ties(units, br, act, budget, tol)
-    rid, j = _positions(act, br.c_hi[act], br.c_lo[act])
-    pick = _select(units, rid, j, br.w_hi, budget, tol, e)
-    pick.extra += br.c_hi
-    return pick
+    taken, crit = _select(units, act, br.c_hi[act], br.c_lo[act], br.w_hi, budget, tol)
+    extra = br.c_hi  # the bracket is done with: reuse its array
+    extra[act] += taken
+    return _Pick(extra, crit)
 
 
 def _split_ties(units: _Units, br: _Bracket, act: IntArray, budget: float, tol: float) -> _Pick:
@@ -705,7 +773,7 @@ def _cost_solve(prob: _Problem, units: _Units, st: _Settings) -> tuple[IntArray,
     w = prob.weights
     assert w is not None
     tol = COST_RTOL * prob.budget
-    cmax = np.minimum(prob.caps, np.floor((prob.budget + tol) / w).astype(np.int64))  # more never fits
+    cmax = _fitting(prob.caps, prob.budget + tol, w)  # more units than this never fit
     main = _prefix(units, cmax, prob.budget, tol, st)
     extra = main.extra
     if main.critical_gain is None:
@@ -719,11 +787,16 @@ def _cost_solve(prob: _Problem, units: _Units, st: _Settings) -> tuple[IntArray,
             _fill_by_steps(units, w, cmax, extra, cand, left, tol)
             break
         sub = units.sub(cand, extra[cand])
-        room = np.minimum(cmax[cand] - extra[cand], np.floor((left + tol) / w[cand]).astype(np.int64))
+        room = _fitting(cmax[cand] - extra[cand], left + tol, w[cand])
         add = _prefix(sub, room, left, tol, st).extra
         extra[cand] += add
         left -= _wsum(w[cand], add)
     return extra, main.critical_gain
+
+
+def _fitting(caps: IntArray, room: float, w: FloatArray) -> IntArray:
+    """``min(caps, floor(room / w))`` without overflowing int64 for huge budgets."""
+    return np.minimum(caps.astype(np.float64), np.floor(room / w)).astype(np.int64)
 
 
 def _fill_by_steps(
@@ -857,16 +930,18 @@ def _dense_settings(st: _Settings, path: str) -> _Settings:
 
 
 def _unit_solve(prob: _Problem, units: _Units, budget: int, path: str, st: _Settings) -> IntArray:
-    cmax = np.minimum(prob.caps, max(budget, 0))
     if budget <= 0:
-        return np.zeros(cmax.size, dtype=np.int64)
-    if int(cmax.sum()) <= budget:
-        return cmax
+        return np.zeros(prob.caps.size, dtype=np.int64)
+    if int(prob.caps.sum()) <= budget:  # Python ints: any budget, however large
+        return prob.caps.copy()
+    cmax = np.minimum(prob.caps, budget)  # a prompt never takes more than the budget
     small = int(cmax.sum()) <= st.dense_units
     if path == "dense" or (path == "auto" and not small and cmax.size >= _GROUP_MIN_PROMPTS):
         extra = _dense_grouped(prob, cmax, budget)
         if extra is not None:
+            logger.debug("solve: E=%d budget=%d: grouped dense table", cmax.size, budget)
             return extra
+    logger.debug("solve: E=%d budget=%d: %s", cmax.size, budget, "listing" if small else "threshold")
     return _prefix(units, cmax, float(budget), 0.0, _dense_settings(st, path)).extra
 
 
