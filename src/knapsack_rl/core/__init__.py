@@ -13,9 +13,26 @@ from knapsack_rl.core.allocate import (
 from knapsack_rl.core.config import AllocationConfig, KnapsackConfig, preset_names
 from knapsack_rl.core.planner import EpochCounter, Planner
 from knapsack_rl.core.registry import Registry
-from knapsack_rl.core.solve import Solution, get_solver, register_solver, solve_dp, solve_greedy
+from knapsack_rl.core.solve import (
+    Solution,
+    get_solver,
+    register_solver,
+    solve_dense,
+    solve_dp,
+    solve_greedy,
+    solve_threshold,
+    solver_names,
+)
 from knapsack_rl.core.tracker import Tracker, TrackerConfig, estimator_names, register_estimator, to_success
-from knapsack_rl.core.value import get_value, register_value, value_names
+from knapsack_rl.core.value import (
+    ValueFunction,
+    get_posterior_value,
+    get_value,
+    posterior_value_names,
+    register_posterior_value,
+    register_value,
+    value_names,
+)
 
 __all__ = [
     "BUCKET_NAMES",
@@ -32,16 +49,23 @@ __all__ = [
     "Solution",
     "Tracker",
     "TrackerConfig",
+    "ValueFunction",
     "allocate",
     "estimator_names",
+    "get_posterior_value",
     "get_solver",
     "get_value",
+    "posterior_value_names",
     "preset_names",
     "register_estimator",
+    "register_posterior_value",
     "register_solver",
     "register_value",
+    "solve_dense",
     "solve_dp",
     "solve_greedy",
+    "solve_threshold",
+    "solver_names",
     "to_success",
     "uniform_allocation",
     "value_names",

@@ -206,7 +206,7 @@ def allocate(
     budgets[pools.eff] += sol.extra
     remaining -= sol.placed
     left_over = knap_budget - sol.placed if (pools.eff.size and step.unit) else 0.0
-    remaining = _place_overflow(budgets, pools, remaining, left_over, step, cfg, cap)
+    remaining = max(_place_overflow(budgets, pools, remaining, left_over, step, cfg, cap), 0.0)  # cost rounding
     result = Allocation(
         budgets, buckets, sol.objective, step.budget, knap_budget, surplus > 0, surplus, left_over, remaining,
         sol.optimal, sol.gap_bound, time.perf_counter() - start, cfg,

@@ -66,7 +66,8 @@ class AllocationConfig:
     """``max_n`` bounds every prompt, also the p = 0 pool that takes the fallback's surplus (the recipe
     bounds only the knapsack's prompts)."""
     solver: str = "greedy"
-    """Registered knapsack solver: ``greedy`` (exact for unit costs) or ``dp`` (the reference programme)."""
+    """Registered knapsack solver: ``greedy`` (exact for unit costs; picks the dense or the threshold path),
+    ``dense``, ``threshold``, or ``dp`` (the reference dynamic programme)."""
 
     def __post_init__(self) -> None:
         check_allocation(self)
