@@ -241,12 +241,23 @@ def warm_start(
     Raises:
         ValueError: if the task has no warm-start set, or a prompt does not fit ``model.max_positions``.
     """
+    legacy = not hasattr(task, "warmstart")
     task = _as_task(task)
     warm, model = warm or WarmStartConfig(), model or model_config or TinyModelConfig()
+    path = _build(Path(root), task, warm, model, device)
+    if legacy:  # deprecated callers read warmstart.json["profile"]: the profile of their training set
+        profile = training_profile(path, task, samples=warm.profile_samples, seed=warm.seed, device=device)
+        report = json.loads((path / "warmstart.json").read_text())
+        atomic_write_bytes(path / "warmstart.json", json.dumps({**report, "profile": profile}, indent=1).encode())
+    return path
+
+
+def _build(root: Path, task: Any, warm: WarmStartConfig, model: TinyModelConfig, device: str) -> Path:
+    """The cached weights directory of (task.warmstart, task.chars, warm, model); trained when missing."""
     if task.warmstart is None or not len(task.warmstart):
         raise ValueError("the task has no warm-start set: set warmstart_data (file source) or a warm-start size")
     _check_fits(task, model, 0)
-    path = Path(root) / weights_key(warm, model, task.chars, task.warmstart)
+    path = root / weights_key(warm, model, task.chars, task.warmstart)
     if (path / "warmstart.json").is_file():
         logger.info("warm start: using cache %s", path)
         return path
@@ -261,7 +272,7 @@ def warm_start(
         "parameters": sum(p.numel() for p in policy.parameters()),
         "final_loss": losses[-1] if losses else None,
         "seconds": time.perf_counter() - start,
-        "profile": None,  # deprecated: profiles of a training set live in profiles/ (training_profile)
+        "profile": None,  # deprecated: see training_profile(); filled only for deprecated callers
     }
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
