@@ -62,3 +62,21 @@ def test_config_validation_and_dict_sub_configs():
     cfg = TaskConfig(arithmetic={"eval_per_level": 3}, scoring={"on_failure": "raise"})
     assert cfg.arithmetic.eval_per_level == 3 and cfg.scoring.on_failure == "raise"
     assert cfg.reward_name() == "exact" and TaskConfig(source="reasoning_gym").reward_name() == "reasoning_gym"
+
+
+def test_task_config_survives_json():
+    from dataclasses import asdict
+
+    from knapsack_rl.tasks import GymConfig, GymDataset, LevelSpec
+
+    cfg = TaskConfig(
+        source="reasoning_gym",
+        arithmetic=ArithmeticConfig(
+            levels=("L1", "X"),
+            train_per_level=(2, 3),
+            warmstart_per_level=(1, 1),
+            custom_levels=(LevelSpec("X", "*", (10, 99), (10, 99), (0, 2)),),
+        ),
+        reasoning_gym=GymConfig(datasets=(GymDataset("gcd", {"max_value": 50}, 2.0, "small", ("num_terms",)),)),
+    )
+    assert TaskConfig(**json.loads(json.dumps(asdict(cfg)))) == cfg

@@ -220,7 +220,8 @@ def _as_spec(item: LevelSpec | Mapping[str, Any]) -> LevelSpec:
     if isinstance(item, LevelSpec):
         return item
     if isinstance(item, Mapping):
-        return LevelSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in item.items()})
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in item.items()}
+        return LevelSpec(**values)
     raise ValueError(f"custom_levels entries must be LevelSpec or mappings; got {item!r}")
 
 

@@ -177,7 +177,7 @@ def _as_dataset(item: Any) -> GymDataset:
 
 def _import_gym() -> Any:
     try:
-        import reasoning_gym
+        import reasoning_gym  # type: ignore[import-untyped]
     except ImportError as exc:
         raise ValueError("source='reasoning_gym' needs reasoning-gym: pip install 'knapsack-rl[gym]'") from exc
     return reasoning_gym

@@ -204,21 +204,29 @@ class Scorer:
         return [_one(self.reward, r, a, e) for r, a, e in items]
 
     def _in_workers(self, items: list[tuple[str, str, Extra | None]]) -> list[float | str]:
-        """Stream items through the workers; a response past ``timeout_s`` kills its worker."""
+        """Stream items through the workers; a response past ``timeout_s`` kills its worker.
+
+        An exception here (e.g. KeyboardInterrupt) stops every worker, so that no stale result can reach
+        a later call.
+        """
         cfg = self.config
         ctx = mp.get_context("spawn")
-        while len(self._workers) < cfg.workers:
-            self._workers.append(_Worker(ctx, self.reward))
-        outcomes: list[float | str | None] = [None] * len(items)
-        pending = deque(range(len(items)))
-        while pending or any(w.positions for w in self._workers):
-            for worker in self._workers:
-                if not worker.positions and pending:
-                    take = [pending.popleft() for _ in range(min(cfg.chunk_size, len(pending)))]
-                    worker.positions.extend(take)
-                    worker.conn.send([items[j] for j in take])
-                    worker.deadline = time.monotonic() + cfg.timeout_s
-            self._collect(outcomes, pending, ctx)
+        try:
+            while len(self._workers) < cfg.workers:
+                self._workers.append(_Worker(ctx, self.reward))
+            outcomes: list[float | str | None] = [None] * len(items)
+            pending = deque(range(len(items)))
+            while pending or any(w.positions for w in self._workers):
+                for worker in self._workers:
+                    if not worker.positions and pending:
+                        take = [pending.popleft() for _ in range(min(cfg.chunk_size, len(pending)))]
+                        worker.positions.extend(take)
+                        worker.conn.send([items[j] for j in take])
+                        worker.deadline = time.monotonic() + cfg.timeout_s
+                self._collect(outcomes, pending, ctx)
+        except BaseException:
+            self.close()
+            raise
         return [o if o is not None else "no result" for o in outcomes]
 
     def _collect(self, outcomes: list[float | str | None], pending: deque[int], ctx: Any) -> None:
@@ -243,11 +251,18 @@ class Scorer:
                 self._replace(i, ctx, pending)
 
     def _replace(self, i: int, ctx: Any, pending: deque[int]) -> None:
-        """Kill worker i, put its unscored items back in front of the queue, start a fresh worker."""
+        """Kill worker i, put its unscored items back in front of the queue, start a fresh worker.
+
+        The other workers' deadlines move by the time the restart took (it is not theirs).
+        """
+        start = time.monotonic()
         worker = self._workers[i]
         pending.extendleft(reversed(worker.positions))
         worker.kill()
         self._workers[i] = _Worker(ctx, self.reward)
+        spent = time.monotonic() - start
+        for other in self._workers:
+            other.deadline += spent if other is not self._workers[i] else 0.0
 
     # ----------------------------------------------------------------- policy
     def _apply_policy(
