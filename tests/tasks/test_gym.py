@@ -8,7 +8,7 @@ import reasoning_gym
 
 from knapsack_rl.tasks import GymConfig, GymDataset, TaskConfig, compute_score, load_task, load_verl_dataset, write_verl
 from knapsack_rl.tasks.arithmetic import split_of
-from knapsack_rl.tasks.gym import TEMPLATES, build_gym_split, gym_reward, split_counts
+from knapsack_rl.tasks.gym import TEMPLATES, build_gym_split, gym_binary_reward, gym_reward, split_counts
 
 MIX = (
     GymDataset(
@@ -114,3 +114,14 @@ def test_errors_name_the_problem():
         "chain_sum" in TEMPLATES
         and GymConfig(datasets=({"name": "gcd", "prompt": "compact"},)).datasets[0].name == "gcd"
     )
+
+
+def test_binary_reward_keeps_only_full_marks():
+    train = build_gym_split(_cfg(), "train")
+    j = next(i for i, p in enumerate(train.prompts) if p.startswith("rev:"))
+    near = train.answers[j][:-1] + ("a" if train.answers[j][-1] != "a" else "b")  # last letter wrong
+    partial = gym_reward([near], [train.answers[j]], [train.extras[j]])[0]
+    assert 0.0 < partial < 1.0  # spell_backward gives partial credit
+    assert gym_binary_reward([near, train.answers[j]], [train.answers[j]] * 2, [train.extras[j]] * 2).tolist() == [0, 1]
+    cfg = TaskConfig(source="reasoning_gym", reasoning_gym=GymConfig(datasets=MIX, binary=True))
+    assert cfg.reward_name() == "reasoning_gym_binary"

@@ -298,11 +298,11 @@ def training_profile(
 ) -> dict[str, Any]:
     """The success profile (:func:`success_profile`, scored by ``task.score``) of ``prompts`` (default:
     ``task.train``) under the model in ``model_dir``; cached in ``model_dir/profiles/`` by the set's
-    content hash and (samples, seed, max_new_tokens)."""
+    content hash, the reward's name and (samples, seed, max_new_tokens)."""
     from knapsack_rl.models.tiny import load_causal_lm
 
     prompts = task.train if prompts is None else prompts
-    blob = json.dumps([prompts.content_hash(), samples, seed, max_new_tokens])
+    blob = json.dumps([prompts.content_hash(), task.scorer.name, samples, seed, max_new_tokens])
     path = Path(model_dir) / "profiles" / (hashlib.sha256(blob.encode()).hexdigest()[:12] + ".json")
     if path.is_file():
         cached: dict[str, Any] = json.loads(path.read_text())

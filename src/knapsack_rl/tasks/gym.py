@@ -147,8 +147,13 @@ class GymConfig:
     """Supervised warm-start problems (for the embedded tiny model)."""
     split_weights: tuple[float, float, float] = (0.5, 0.2, 0.3)
     """Shares of each data set's prompt texts that belong to the train, held-out and warm-start splits."""
+    binary: bool = False
+    """Reward 1 only where ``score_answer`` gives 1.0, else 0 (reward ``reasoning_gym_binary``); False keeps
+    the data set's own score, which is partial credit for some data sets (e.g. spell_backward)."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.binary, bool):
+            raise ValueError(f"binary must be true or false; got binary={self.binary!r}")
         items = tuple(d if isinstance(d, GymDataset) else _as_dataset(d) for d in self.datasets)
         if not items:
             raise ValueError("datasets must name at least one reasoning-gym data set")
@@ -287,6 +292,14 @@ def gym_reward(responses: Sequence[str], answers: Sequence[str], extras: Sequenc
     return out
 
 
+@register_reward("reasoning_gym_binary", uses_extras=True)
+def gym_binary_reward(
+    responses: Sequence[str], answers: Sequence[str], extras: Sequence[Extra | None]
+) -> NDArray[np.float64]:
+    """1.0 where the data set's own ``score_answer`` is 1.0, else 0.0 (binary rewards for the tracker)."""
+    return (gym_reward(responses, answers, extras) == 1.0).astype(np.float64)
+
+
 def compute_score(
     data_source: str, solution_str: str, ground_truth: str, extra_info: Mapping[str, Any] | None = None, **_: Any
 ) -> float:
@@ -315,6 +328,7 @@ __all__ = [
     "build_gym_split",
     "compute_score",
     "draw",
+    "gym_binary_reward",
     "gym_reward",
     "score_entry",
     "split_counts",

@@ -6,7 +6,7 @@ into three prompt sets: ``train`` (RL prompts), ``eval`` (held-out prompts) and 
 
 * ``arithmetic``: the embedded suite (:mod:`knapsack_rl.tasks.arithmetic`); reward ``exact``.
 * ``reasoning_gym``: a reasoning-gym mix (:mod:`knapsack_rl.tasks.gym`); reward ``reasoning_gym``
-  (the data set's own ``score_answer``).
+  (the data set's own ``score_answer``), or ``reasoning_gym_binary`` with ``reasoning_gym.binary``.
 * ``file``: verl-layout ``.jsonl`` / ``.parquet`` files ``data``, ``eval_data`` and ``warmstart_data``;
   reward ``reward``. Their ids must not overlap (checked: the three sets must be disjoint).
 
@@ -73,7 +73,9 @@ class TaskConfig:
 
     def reward_name(self) -> str:
         """The reward this source scores with."""
-        return {"arithmetic": "exact", "reasoning_gym": "reasoning_gym"}.get(self.source, self.reward)
+        if self.source == "reasoning_gym":
+            return "reasoning_gym_binary" if self.reasoning_gym.binary else "reasoning_gym"
+        return "exact" if self.source == "arithmetic" else self.reward
 
 
 def _tuples(values: dict[str, Any]) -> dict[str, Any]:
