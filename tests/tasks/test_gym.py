@@ -125,3 +125,30 @@ def test_binary_reward_keeps_only_full_marks():
     assert gym_binary_reward([near, train.answers[j]], [train.answers[j]] * 2, [train.extras[j]] * 2).tolist() == [0, 1]
     cfg = TaskConfig(source="reasoning_gym", reasoning_gym=GymConfig(datasets=MIX, binary=True))
     assert cfg.reward_name() == "reasoning_gym_binary"
+
+
+def test_gym_task_written_as_files_loads_the_same_sets_and_scores(tmp_path):
+    from knapsack_rl.tasks import write_task
+
+    gym = load_task(TaskConfig(source="reasoning_gym", reasoning_gym=_cfg()))
+    paths = write_task(gym, tmp_path, suffix=".jsonl")
+    files = load_task(
+        TaskConfig(
+            source="file",
+            data=str(paths["train"]),
+            eval_data=str(paths["eval"]),
+            warmstart_data=str(paths["warmstart"]),
+            reward="reasoning_gym",
+        )
+    )
+    try:
+        for name in ("train", "eval", "warmstart"):
+            a, b = getattr(gym, name), getattr(files, name)
+            assert a.prompts == b.prompts and a.extras == b.extras and np.array_equal(a.ids, b.ids)
+        assert files.chars == gym.chars
+        idx = np.arange(len(gym.train), dtype=np.int64)
+        responses = [a[::-1] for a in gym.train.answers]
+        assert np.array_equal(gym.score(gym.train, idx, responses), files.score(files.train, idx, responses))
+    finally:
+        gym.close()
+        files.close()

@@ -25,7 +25,7 @@ from knapsack_rl.tasks.base import (
 )
 from knapsack_rl.tasks.gym import GymConfig, GymDataset, compute_score
 from knapsack_rl.tasks.scoring import RewardError, Scorer, ScoringConfig
-from knapsack_rl.tasks.source import SOURCES, Task, TaskConfig, load_task
+from knapsack_rl.tasks.source import SOURCES, Task, TaskConfig, load_task, write_task
 from knapsack_rl.tasks.verl_data import load_verl_dataset, write_verl
 
 __all__ = [
@@ -56,5 +56,6 @@ __all__ = [
     "register_reward",
     "reward_names",
     "sample_problems",
+    "write_task",
     "write_verl",
 ]

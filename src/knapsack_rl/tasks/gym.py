@@ -297,7 +297,8 @@ def gym_binary_reward(
     responses: Sequence[str], answers: Sequence[str], extras: Sequence[Extra | None]
 ) -> NDArray[np.float64]:
     """1.0 where the data set's own ``score_answer`` is 1.0, else 0.0 (binary rewards for the tracker)."""
-    return (gym_reward(responses, answers, extras) == 1.0).astype(np.float64)
+    scores: NDArray[np.float64] = gym_reward(responses, answers, extras)
+    return np.asarray(scores == 1.0, dtype=np.float64)
 
 
 def compute_score(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from knapsack_rl.tasks.arithmetic import ArithmeticConfig, build_split
 from knapsack_rl.tasks.base import PromptSet, get_reward
 from knapsack_rl.tasks.gym import GymConfig, build_gym_split
 from knapsack_rl.tasks.scoring import Scorer, ScoringConfig
-from knapsack_rl.tasks.verl_data import ChatFormatter, load_verl_dataset
+from knapsack_rl.tasks.verl_data import ChatFormatter, load_verl_dataset, write_verl
 
 ARITHMETIC_CHARS = "0123456789+-*=() "
 """Alphabet of the arithmetic suite (the tiny model's historical tokenizer)."""
@@ -182,4 +183,21 @@ def load_task(config: TaskConfig, *, chat_format: ChatFormatter | None = None) -
     )
 
 
-__all__ = ["ARITHMETIC_CHARS", "SOURCES", "Task", "TaskConfig", "load_task"]
+def write_task(
+    task: Task, out_dir: str | Path, *, suffix: str = ".parquet", data_source: str = "knapsack_rl"
+) -> dict[str, Path]:
+    """Write the task's sets as verl-layout files ``train``, ``eval``, ``warmstart`` + ``suffix`` in ``out_dir``.
+
+    Returns the paths written by set name; a ``TaskConfig(source="file", data=..., eval_data=...,
+    warmstart_data=..., reward=...)`` over them loads the same prompt sets (with the same reward).
+    """
+    out = Path(out_dir)
+    sets = {"train": task.train, "eval": task.eval, "warmstart": task.warmstart}
+    return {
+        name: write_verl(s, out / f"{name}{suffix}", data_source=data_source)
+        for name, s in sets.items()
+        if s is not None
+    }
+
+
+__all__ = ["ARITHMETIC_CHARS", "SOURCES", "Task", "TaskConfig", "load_task", "write_task"]
