@@ -1,10 +1,21 @@
-"""Supervised warm start of the tiny policy, cached under ``runs/`` by the hash of its config.
+"""Supervised warm start of the tiny policy on a task's warm-start set, cached by what determines the weights.
 
-The warm start trains on i.i.d. problems of the task suite (cross-entropy on the answer and EOS
-tokens only), weighted towards the easy levels, for a fixed number of steps. It is meant to stop
-early: the RL training prompts must span the whole range of success rates (some ~always solved,
-some ~never, many in between), like a real model on a real data set. :func:`success_profile`
-measures that spread with ``samples`` rollouts per prompt at temperature 1.
+The warm start trains a fresh character-level tiny Llama on ``task.warmstart`` (cross-entropy on the
+answer and EOS tokens only) for a fixed number of steps; every step draws ``batch_size`` problems, each
+from a level chosen with probability proportional to ``level_weights`` (default: equal per level) and
+then uniformly within that level. It is meant to stop early: the RL training prompts should span the
+whole range of success rates, like a real model on a real data set.
+
+Caches, under ``root``:
+
+* ``root/<weights key>/``: the model, the tokenizer and ``warmstart.json``. The key is
+  ``sha256(warm-start config without profile_samples, model config, tokenizer characters,
+  content hash of the warm-start set)[:12]``: exactly what determines the weights. The training and
+  held-out sets do not enter it, so changing them (or their sizes) reuses the weights. The directory is
+  built under a temporary name and renamed into place: an interrupted build leaves no half-written cache.
+* ``root/<weights key>/profiles/<profile key>.json``: :func:`training_profile`, the success profile of
+  a prompt set (the RL training set) under the cached weights, keyed by the set's content hash and the
+  sampling settings; changing the training set adds a profile, never rebuilds the weights.
 """
 
 from __future__ import annotations
@@ -14,18 +25,23 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
+from knapsack_rl.core.tracker import atomic_write_bytes
 from knapsack_rl.core.validate import check_int, check_real
 from knapsack_rl.models.tiny import TinyModelConfig, build_char_tokenizer, build_tiny_model
-from knapsack_rl.tasks.arithmetic import ArithmeticConfig, build_splits, sft_pairs
-from knapsack_rl.tasks.base import PromptSet, get_reward
+from knapsack_rl.tasks.base import PromptSet, exact_match
 
 logger = logging.getLogger(__name__)
+
+ScoreFn = Callable[[PromptSet, NDArray[np.int64], Sequence[str]], NDArray[np.float64]]
+"""``score(prompts, prompt_index, responses) -> (R,) rewards`` (as :meth:`knapsack_rl.tasks.Task.score`)."""
 
 
 @dataclass(frozen=True)
@@ -40,12 +56,12 @@ class WarmStartConfig:
     """AdamW learning rate (linear warm-up over 5% of the steps, then constant)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
-    level_weights: tuple[float, ...] = (4.0, 3.0, 3.0, 2.0, 2.0, 2.0, 1.0, 1.0)
-    """Sampling weight of each task level in the supervised data (L1..L8), favouring the easy ones."""
+    level_weights: Mapping[str, float] | None = None
+    """Sampling weight per level of the warm-start set (levels not named weigh 1); None: equal per level."""
     seed: int = 0
     """Seed of the data stream and of the model's initial weights."""
     profile_samples: int = 16
-    """Rollouts per training prompt when measuring the starting success rates."""
+    """Rollouts per training prompt when measuring the starting success rates (not part of the weights key)."""
 
     def __post_init__(self) -> None:
         check_int("steps", self.steps, low=0)
@@ -54,15 +70,25 @@ class WarmStartConfig:
         check_real("weight_decay", self.weight_decay, low=0.0)
         check_int("seed", self.seed, low=0)
         check_int("profile_samples", self.profile_samples, low=1)
+        if self.level_weights is not None:
+            if not isinstance(self.level_weights, Mapping):
+                raise ValueError(f"level_weights must map level names to weights; got {self.level_weights!r}")
+            for name, w in self.level_weights.items():
+                check_real(f"level_weights[{name!r}]", w, low=0.0)
 
 
-def cache_key(warm: WarmStartConfig, model: TinyModelConfig, task: ArithmeticConfig) -> str:
-    """First 12 hex digits of sha256 over the three configs (as sorted JSON)."""
-    blob = json.dumps({"warm": asdict(warm), "model": asdict(model), "task": asdict(task)}, sort_keys=True)
+def weights_key(warm: WarmStartConfig, model: TinyModelConfig, chars: str, warmstart: PromptSet) -> str:
+    """First 12 hex digits of sha256 over what determines the weights (see the module docstring)."""
+    settings = {k: v for k, v in asdict(warm).items() if k != "profile_samples"}
+    if settings["level_weights"] is not None:
+        settings["level_weights"] = dict(sorted(settings["level_weights"].items()))
+    blob = json.dumps(
+        {"warm": settings, "model": asdict(model), "chars": chars, "data": warmstart.content_hash()}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def encode_sft_batch(tokenizer: Any, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+def encode_sft_batch(tokenizer: Any, pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """Right-padded ``<bos> prompt answer <eos>`` with labels -100 outside ``answer <eos>``; (B, L) each."""
     import torch
 
@@ -80,12 +106,40 @@ def encode_sft_batch(tokenizer: Any, pairs: list[tuple[str, str]]) -> dict[str, 
     return {"input_ids": ids, "attention_mask": mask, "labels": lab}
 
 
-def train_supervised(model: Any, tokenizer: Any, config: WarmStartConfig, task: ArithmeticConfig) -> list[float]:
-    """Run the supervised steps in place; returns the loss per step."""
+def sft_sampler(data: PromptSet, config: WarmStartConfig) -> Callable[[], list[tuple[str, str]]]:
+    """A function drawing one batch of (prompt, answer): a level by weight, then a problem of it uniformly.
+
+    Raises:
+        ValueError: if ``data`` is empty or ``level_weights`` names a level ``data`` does not have, or
+            gives every level weight 0.
+    """
+    if len(data) == 0:
+        raise ValueError("the warm-start set is empty: the tiny model needs supervised warm-start data")
+    levels = data.level_names()
+    weights = dict(config.level_weights or {})
+    unknown = sorted(set(weights) - set(levels))
+    if unknown:
+        raise ValueError(f"level_weights names levels {unknown} that the warm-start set lacks; it has {levels}")
+    w = np.array([float(weights.get(lv, 1.0)) for lv in levels])
+    if w.sum() <= 0:
+        raise ValueError(f"level_weights gives every level weight 0: {weights}")
+    members = [np.flatnonzero(np.asarray(data.levels) == lv) for lv in levels]
+    rng = np.random.default_rng(config.seed)
+
+    def batch() -> list[tuple[str, str]]:
+        picks = rng.choice(len(levels), size=config.batch_size, p=w / w.sum())
+        rows = [int(rng.choice(members[k])) for k in picks]
+        return [(data.prompts[i], data.answers[i]) for i in rows]
+
+    return batch
+
+
+def train_supervised(model: Any, tokenizer: Any, config: WarmStartConfig, data: PromptSet) -> list[float]:
+    """Run the supervised steps in place on batches from ``data``; returns the loss per step."""
     import torch
     from tqdm.auto import tqdm
 
-    rng = np.random.default_rng(config.seed)
+    next_batch = sft_sampler(data, config)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     warm = max(1, config.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
@@ -93,8 +147,7 @@ def train_supervised(model: Any, tokenizer: Any, config: WarmStartConfig, task: 
     losses = []
     model.train()
     for _ in tqdm(range(config.steps), desc="warm start (supervised)", leave=False):
-        pairs = sft_pairs(config.batch_size, rng, level_weights=config.level_weights, levels=task.levels)
-        batch = {k: v.to(device) for k, v in encode_sft_batch(tokenizer, pairs).items()}
+        batch = {k: v.to(device) for k, v in encode_sft_batch(tokenizer, next_batch()).items()}
         loss = model(**batch).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -106,13 +159,26 @@ def train_supervised(model: Any, tokenizer: Any, config: WarmStartConfig, task: 
     return losses
 
 
+def _exact_score(prompts: PromptSet, prompt_index: NDArray[np.int64], responses: Sequence[str]) -> NDArray[np.float64]:
+    return exact_match(responses, [prompts.answers[i] for i in prompt_index])
+
+
 def success_profile(
-    model: Any, tokenizer: Any, prompts: PromptSet, *, samples: int = 16, seed: int = 0, max_new_tokens: int = 8
+    model: Any,
+    tokenizer: Any,
+    prompts: PromptSet,
+    *,
+    samples: int = 16,
+    seed: int = 0,
+    max_new_tokens: int = 8,
+    score: ScoreFn | None = None,
 ) -> dict[str, Any]:
     """Per-prompt success rates with ``samples`` rollouts at temperature 1, and their spread.
 
-    Returns a dict with ``success_rates`` (list, one per prompt), ``below_0.1``, ``above_0.9`` and
-    ``between`` (fractions of prompts), and ``per_level`` mean success rate.
+    ``score`` rates the responses (default: exact match; pass :meth:`Task.score` for the task's reward).
+    Returns a dict with ``success_rates`` (one per prompt), ``below_0.1``, ``above_0.9`` and ``between``
+    (fractions of prompts), ``per_level`` mean success rate, and ``per_level_between`` (fraction of each
+    level's prompts with 0.02 <= p <= 0.15, the learnable-hard band).
     """
     import torch
 
@@ -122,10 +188,11 @@ def success_profile(
     gen = torch.Generator(device=device).manual_seed(seed)
     counts = np.full(len(prompts), samples, dtype=np.int64)
     out = generate(model, tokenizer, prompts.prompts, counts, max_new_tokens=max_new_tokens, generator=gen)
-    idx = out.prompt_index.numpy()
-    rewards = get_reward("exact")(out.texts, [prompts.answers[i] for i in idx])
+    idx = out.prompt_index.numpy().astype(np.int64)
+    rewards = (score or _exact_score)(prompts, idx, out.texts)
     rates = np.bincount(idx, weights=rewards, minlength=len(prompts)) / samples
     levels = np.asarray(prompts.levels)
+    band = (rates >= 0.02) & (rates <= 0.15)
     return {
         "samples": samples,
         "success_rates": [float(x) for x in rates],
@@ -133,54 +200,134 @@ def success_profile(
         "above_0.9": float((rates > 0.9).mean()),
         "between": float(((rates >= 0.1) & (rates <= 0.9)).mean()),
         "per_level": {lv: float(rates[levels == lv].mean()) for lv in prompts.level_names()},
+        "per_level_between": {lv: float(band[levels == lv].mean()) for lv in prompts.level_names()},
     }
+
+
+def _check_fits(task: Any, model: TinyModelConfig, max_new_tokens: int) -> None:
+    """Every prompt (plus BOS) and warm-start example (plus EOS) must fit ``max_positions``."""
+    for name in ("train", "eval", "warmstart"):
+        s: PromptSet | None = getattr(task, name)
+        if s is None or not len(s):
+            continue
+        longest = max(range(len(s)), key=lambda i: len(s.prompts[i]) + len(s.answers[i]))
+        need = (
+            1 + len(s.prompts[longest]) + max(len(s.answers[longest]) + 1, max_new_tokens if name != "warmstart" else 0)
+        )
+        if need > model.max_positions:
+            raise ValueError(
+                f"{name} prompt {s.prompts[longest]!r:.60} needs {need} positions; max_positions="
+                f"{model.max_positions}: raise it or use shorter prompts (e.g. prompt='compact')"
+            )
 
 
 def warm_start(
     root: str | Path,
+    task: Any = None,
     *,
     warm: WarmStartConfig | None = None,
-    model_config: TinyModelConfig | None = None,
-    task: ArithmeticConfig | None = None,
+    model: TinyModelConfig | None = None,
     device: str = "cpu",
+    model_config: TinyModelConfig | None = None,
 ) -> Path:
-    """Directory of the warm-started tiny policy (model, tokenizer, ``warmstart.json``); built if missing.
+    """Directory of the tiny policy warm-started on ``task.warmstart`` (loadable by ``load_causal_lm``).
 
-    The cache lives at ``root/<cache_key>``; it is built in a temporary directory and renamed into
-    place, so an interrupted build leaves no half-written cache.
+    Args:
+        root: cache directory.
+        task: a :class:`knapsack_rl.tasks.Task` (its ``warmstart`` set and ``chars``). Deprecated forms:
+            an ``ArithmeticConfig`` or None (the default arithmetic suite) are wrapped in a Task.
+        model: shape of the tiny model (``model_config`` is its deprecated name).
+
+    Raises:
+        ValueError: if the task has no warm-start set, or a prompt does not fit ``model.max_positions``.
     """
-    warm, model_config, task = warm or WarmStartConfig(), model_config or TinyModelConfig(), task or ArithmeticConfig()
-    path = Path(root) / cache_key(warm, model_config, task)
+    legacy = not hasattr(task, "warmstart")
+    task = _as_task(task)
+    warm, model = warm or WarmStartConfig(), model or model_config or TinyModelConfig()
+    path = _build(Path(root), task, warm, model, device)
+    if legacy:  # deprecated callers read warmstart.json["profile"]: the profile of their training set
+        profile = training_profile(path, task, samples=warm.profile_samples, seed=warm.seed, device=device)
+        report = json.loads((path / "warmstart.json").read_text())
+        atomic_write_bytes(path / "warmstart.json", json.dumps({**report, "profile": profile}, indent=1).encode())
+    return path
+
+
+def _build(root: Path, task: Any, warm: WarmStartConfig, model: TinyModelConfig, device: str) -> Path:
+    """The cached weights directory of (task.warmstart, task.chars, warm, model); trained when missing."""
+    if task.warmstart is None or not len(task.warmstart):
+        raise ValueError("the task has no warm-start set: set warmstart_data (file source) or a warm-start size")
+    _check_fits(task, model, 0)
+    path = root / weights_key(warm, model, task.chars, task.warmstart)
     if (path / "warmstart.json").is_file():
         logger.info("warm start: using cache %s", path)
         return path
     start = time.perf_counter()
-    tokenizer = build_char_tokenizer()
-    model = build_tiny_model(tokenizer, model_config, seed=warm.seed).to(device)
-    logger.info("warm start: training %d steps -> %s", warm.steps, path)
-    losses = train_supervised(model, tokenizer, warm, task)
-    train_set, _ = build_splits(task)
-    profile = success_profile(model, tokenizer, train_set, samples=warm.profile_samples, seed=warm.seed)
+    tokenizer = build_char_tokenizer(task.chars)
+    policy = build_tiny_model(tokenizer, model, seed=warm.seed).to(device)
+    logger.info("warm start: training %d steps on %d problems -> %s", warm.steps, len(task.warmstart), path)
+    losses = train_supervised(policy, tokenizer, warm, task.warmstart)
     report = {
-        "config": {"warm": asdict(warm), "model": asdict(model_config), "task": asdict(task)},
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "config": {"warm": asdict(warm), "model": asdict(model), "chars": task.chars},
+        "warmstart_data": {"size": len(task.warmstart), "sha256": task.warmstart.content_hash()},
+        "parameters": sum(p.numel() for p in policy.parameters()),
         "final_loss": losses[-1] if losses else None,
         "seconds": time.perf_counter() - start,
-        "profile": profile,
+        "profile": None,  # deprecated: see training_profile(); filled only for deprecated callers
     }
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.to("cpu").save_pretrained(tmp)
+    policy.to("cpu").save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "warmstart.json").write_text(json.dumps(report, indent=1))
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
-    logger.info(
-        "warm start: %.0f s; success rates <0.1: %.0f%%, >0.9: %.0f%%, between: %.0f%%",
-        report["seconds"],
-        100 * profile["below_0.1"],
-        100 * profile["above_0.9"],
-        100 * profile["between"],
-    )
+    logger.info("warm start: %.0f s, final loss %.3f", report["seconds"], report["final_loss"] or float("nan"))
     return path
+
+
+def training_profile(
+    model_dir: str | Path,
+    task: Any,
+    *,
+    prompts: PromptSet | None = None,
+    samples: int = 16,
+    seed: int = 0,
+    max_new_tokens: int = 8,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """The success profile (:func:`success_profile`, scored by ``task.score``) of ``prompts`` (default:
+    ``task.train``) under the model in ``model_dir``; cached in ``model_dir/profiles/`` by the set's
+    content hash, the reward's name and (samples, seed, max_new_tokens)."""
+    from knapsack_rl.models.tiny import load_causal_lm
+
+    prompts = task.train if prompts is None else prompts
+    blob = json.dumps([prompts.content_hash(), task.scorer.name, samples, seed, max_new_tokens])
+    path = Path(model_dir) / "profiles" / (hashlib.sha256(blob.encode()).hexdigest()[:12] + ".json")
+    if path.is_file():
+        cached: dict[str, Any] = json.loads(path.read_text())
+        return cached
+    policy, tokenizer = load_causal_lm(model_dir, device=device)
+    policy.eval()
+    profile = success_profile(
+        policy, tokenizer, prompts, samples=samples, seed=seed, max_new_tokens=max_new_tokens, score=task.score
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(profile).encode())
+    return profile
+
+
+def _as_task(task: Any) -> Any:
+    """``task`` if it is a Task; an ArithmeticConfig or None becomes the arithmetic Task (deprecated form)."""
+    from knapsack_rl.tasks.arithmetic import ArithmeticConfig
+    from knapsack_rl.tasks.source import TaskConfig, load_task
+
+    if task is None or isinstance(task, ArithmeticConfig):
+        return load_task(TaskConfig(arithmetic=task or ArithmeticConfig()))
+    return task
+
+
+def cache_key(warm: WarmStartConfig, model: TinyModelConfig, task: Any) -> str:
+    """Deprecated name of :func:`weights_key` for a Task or ArithmeticConfig: the cache directory's name."""
+    task = _as_task(task)
+    return weights_key(warm, model, task.chars, task.warmstart)

@@ -1,20 +1,38 @@
-"""Prompt sets (columnar: id, prompt, answer, level) and reward functions."""
+"""Prompt sets (columnar: id, prompt, answer, level, optional extras) and the reward registry.
+
+A reward function scores a batch of responses against their reference answers::
+
+    reward(responses, answers) -> (N,) float64 in [0, 1]
+    reward(responses, answers, extras) -> (N,) float64 in [0, 1]      (``uses_extras=True``)
+
+``extras[j]`` is the JSON-able per-prompt record of response j's prompt (for example a reasoning-gym
+entry that its data set's ``score_answer`` needs). Rewards live in :data:`REWARDS`, a
+:class:`knapsack_rl.core.registry.Registry`; :func:`register_reward` adds one. How rewards are run
+(in worker processes with a timeout, or in-process for cheap trusted ones) is
+:mod:`knapsack_rl.tasks.scoring`'s business; this module only declares them.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from knapsack_rl.core.registry import Registry
 from knapsack_rl.core.validate import check_unique_ids
 
 logger = logging.getLogger(__name__)
 
-RewardFn = Callable[[Sequence[str], Sequence[str]], NDArray[np.float64]]
-"""``reward(responses, answers) -> (N,) float64`` rewards in [0, 1]."""
+RewardFn = Callable[..., NDArray[np.float64]]
+"""``reward(responses, answers[, extras]) -> (N,) float64`` rewards in [0, 1]."""
+
+Extra = dict[str, Any]
+"""A prompt's JSON-able extra record (e.g. what its scorer needs)."""
 
 
 @dataclass(frozen=True)
@@ -26,12 +44,14 @@ class PromptSet:
         prompts: P prompt texts (already formatted for the model).
         answers: P reference answers (ground truth).
         levels: P difficulty labels (``"all"`` when a data set has none).
+        extras: None, or P JSON-able dicts (one per prompt) that a scorer may need.
     """
 
     ids: NDArray[np.int64]
     prompts: list[str]
     answers: list[str]
     levels: list[str]
+    extras: list[Extra] | None = None
 
     def __post_init__(self) -> None:
         n = self.ids.shape[0]
@@ -40,6 +60,8 @@ class PromptSet:
                 f"ids, prompts, answers and levels must have one entry per prompt; got {self.ids.shape}, "
                 f"{len(self.prompts)}, {len(self.answers)}, {len(self.levels)}"
             )
+        if self.extras is not None and len(self.extras) != n:
+            raise ValueError(f"extras must have one entry per prompt ({n}); got {len(self.extras)}")
         check_unique_ids("ids", self.ids)
 
     def __len__(self) -> int:
@@ -53,51 +75,122 @@ class PromptSet:
             prompts=[self.prompts[i] for i in idx],
             answers=[self.answers[i] for i in idx],
             levels=[self.levels[i] for i in idx],
+            extras=None if self.extras is None else [self.extras[i] for i in idx],
         )
 
     def level_names(self) -> list[str]:
         """Distinct levels in first-seen order."""
         return list(dict.fromkeys(self.levels))
 
+    def chars(self) -> set[str]:
+        """Every character of the prompts and answers."""
+        return set("".join(self.prompts)) | set("".join(self.answers))
 
-_REWARDS: dict[str, RewardFn] = {}
+    def content_hash(self) -> str:
+        """sha256 hex digest of (ids, prompts, answers, levels, extras) in order, as canonical JSON."""
+        import hashlib
+
+        blob = json.dumps(
+            [self.ids.tolist(), self.prompts, self.answers, self.levels, self.extras],
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
-    """Register a reward function under ``name``; a duplicate name raises."""
+def concat(sets: Sequence[PromptSet]) -> PromptSet:
+    """The prompts of ``sets`` in order (ids must stay unique; extras kept only when every set has them)."""
+    if not sets:
+        raise ValueError("sets must hold at least one PromptSet")
+    extras: list[Extra] | None = []
+    for s in sets:
+        if s.extras is None or extras is None:
+            extras = None
+        else:
+            extras += s.extras
+    return PromptSet(
+        ids=np.concatenate([s.ids for s in sets]).astype(np.int64),
+        prompts=[p for s in sets for p in s.prompts],
+        answers=[a for s in sets for a in s.answers],
+        levels=[lv for s in sets for lv in s.levels],
+        extras=extras,
+    )
+
+
+@dataclass(frozen=True)
+class Reward:
+    """A registered reward function and how it may be run.
+
+    Attributes:
+        fn: ``fn(responses, answers)``, or ``fn(responses, answers, extras)`` when ``uses_extras``.
+        in_process: run in the caller's process, batched, without a timeout. Only for cheap rewards that
+            cannot hang (exact match); everything else runs in worker processes with a per-call timeout.
+        uses_extras: pass the prompts' ``extras`` records as the third argument.
+    """
+
+    fn: RewardFn
+    in_process: bool = False
+    uses_extras: bool = False
+
+    def __call__(
+        self, responses: Sequence[str], answers: Sequence[str], extras: Sequence[Extra | None] | None = None
+    ) -> NDArray[np.float64]:
+        """The raw rewards (no containment: see :mod:`knapsack_rl.tasks.scoring`)."""
+        if self.uses_extras:
+            if extras is None:
+                raise ValueError("this reward needs extras (one record per response); got extras=None")
+            return np.asarray(self.fn(responses, answers, extras), dtype=np.float64)
+        return np.asarray(self.fn(responses, answers), dtype=np.float64)
+
+
+REWARDS: Registry[Reward] = Registry("reward", "reward function")
+"""Every reward function by name."""
+
+
+def register_reward(
+    name: str, *, in_process: bool = False, uses_extras: bool = False
+) -> Callable[[RewardFn], RewardFn]:
+    """Decorator registering a module-level reward function under ``name``; a duplicate name raises.
+
+    A reward that runs in worker processes is sent there by reference (module and name), so it must be
+    defined at a module's top level.
+    """
 
     def decorator(fn: RewardFn) -> RewardFn:
-        if name in _REWARDS:
-            raise ValueError(f"reward {name!r} is already registered")
-        _REWARDS[name] = fn
+        REWARDS.add(name, Reward(fn=fn, in_process=in_process, uses_extras=uses_extras))
         return fn
 
     return decorator
 
 
-def get_reward(name: str) -> RewardFn:
-    """The reward function registered as ``name``; an unknown name lists the valid ones."""
-    if name not in _REWARDS:
-        raise ValueError(f"reward must be one of {sorted(_REWARDS)}; got reward={name!r}")
-    return _REWARDS[name]
+def get_reward(name: str) -> Reward:
+    """The reward registered as ``name``; an unknown name lists the valid ones."""
+    return REWARDS.get(name)
 
 
 def reward_names() -> list[str]:
     """Names of the registered reward functions."""
-    return sorted(_REWARDS)
+    return REWARDS.names()
 
 
-@register_reward("exact")
-def exact_match(responses: Sequence[str], answers: Sequence[str]) -> NDArray[np.float64]:
-    """1.0 where ``response.strip() == answer.strip()``, else 0.0; shape (N,)."""
+def _check_lengths(responses: Sequence[str], answers: Sequence[str]) -> None:
     if len(responses) != len(answers):
         raise ValueError(f"responses and answers must have equal length; got {len(responses)} and {len(answers)}")
+
+
+@register_reward("exact", in_process=True)
+def exact_match(responses: Sequence[str], answers: Sequence[str]) -> NDArray[np.float64]:
+    """1.0 where ``response.strip() == answer.strip()``, else 0.0; shape (N,)."""
+    _check_lengths(responses, answers)
     return np.array([float(r.strip() == a.strip()) for r, a in zip(responses, answers, strict=True)])
 
 
 @register_reward("math_verify")
 def math_verify_reward(responses: Sequence[str], answers: Sequence[str]) -> NDArray[np.float64]:
     """1.0 where ``math_verify.verify(parse(answer), parse(response))``, else 0.0; shape (N,).
+
+    math_verify times itself out with ``signal.alarm``, which works only in a process's main thread:
+    run it through :class:`knapsack_rl.tasks.scoring.Scorer` (worker processes), never from a thread.
 
     Raises:
         ValueError: if the ``math-verify`` package is not installed.
@@ -106,8 +199,7 @@ def math_verify_reward(responses: Sequence[str], answers: Sequence[str]) -> NDAr
         from math_verify import parse, verify
     except ImportError as exc:
         raise ValueError("reward='math_verify' needs the math-verify package: pip install 'knapsack-rl[math]'") from exc
-    if len(responses) != len(answers):
-        raise ValueError(f"responses and answers must have equal length; got {len(responses)} and {len(answers)}")
+    _check_lengths(responses, answers)
     out = np.zeros(len(responses))
     for i, (resp, ans) in enumerate(zip(responses, answers, strict=True)):
         gold = parse(ans if "$" in ans or "\\boxed" in ans else f"${ans}$")

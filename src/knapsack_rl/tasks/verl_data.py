@@ -3,11 +3,16 @@
 Each row needs ``prompt`` (a string, or a chat list of ``{"role", "content"}`` messages),
 ``reward_model.ground_truth`` (the reference answer) and ``extra_info.index`` (the stable prompt id,
 an integer, unique). A difficulty label is read from ``extra_info.difficulty`` or ``extra_info.level``
-when present, else ``data_source``, else ``"all"``.
+when present, else ``data_source``, else ``"all"``. ``extra_info.extras``, when present, is a JSON
+object text: the prompt's extras record (what its scorer needs, e.g. a reasoning-gym entry).
+
+:func:`write_verl` writes a :class:`PromptSet` in this layout (atomically) so that
+``load_verl_dataset(write_verl(ps, path)) == ps``.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from knapsack_rl.tasks.base import PromptSet
+from knapsack_rl.core.tracker import atomic_write_bytes
+from knapsack_rl.tasks.base import Extra, PromptSet
 
 ChatFormatter = Callable[[list[dict[str, str]]], str]
 
@@ -65,7 +71,7 @@ def load_verl_dataset(path: str | Path, *, chat_format: ChatFormatter | None = N
     rows = _read_rows(path)
     if not rows:
         raise ValueError(f"data file {path} has no rows")
-    ids, prompts, answers, levels = [], [], [], []
+    ids, prompts, answers, levels, extras = [], [], [], [], []
     first_row: dict[int, int] = {}
     for i, row in enumerate(rows, start=1):
         where = f"{path} row {i}"
@@ -87,4 +93,63 @@ def load_verl_dataset(path: str | Path, *, chat_format: ChatFormatter | None = N
         prompts.append(_prompt_text(row["prompt"], where, chat_format))
         answers.append(str(reward_model["ground_truth"]))
         levels.append(str(extra.get("difficulty", extra.get("level", row.get("data_source", "all")))))
-    return PromptSet(ids=np.array(ids, dtype=np.int64), prompts=prompts, answers=answers, levels=levels)
+        extras.append(_extras(extra.get("extras"), where))
+    has_extras = any(e is not None for e in extras)
+    return PromptSet(
+        ids=np.array(ids, dtype=np.int64),
+        prompts=prompts,
+        answers=answers,
+        levels=levels,
+        extras=[e or {} for e in extras] if has_extras else None,
+    )
+
+
+def _extras(text: Any, where: str) -> Extra | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text) if isinstance(text, str) else None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: extra_info.extras is not valid JSON ({exc.msg})") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: extra_info.extras must be the JSON text of an object; got {text!r:.80}")
+    return value
+
+
+def write_verl(prompts: PromptSet, path: str | Path, *, data_source: str = "knapsack_rl", chat: bool = True) -> Path:
+    """Write ``prompts`` as verl-layout rows to a ``.jsonl`` or ``.parquet`` file, atomically.
+
+    Row j: ``data_source``; ``prompt`` (``[{"role": "user", "content": text}]`` when ``chat``, else the
+    text); ``reward_model = {"style": "rule", "ground_truth": answer}``; ``extra_info = {"index": id,
+    "level": level, "extras": JSON text of the extras record}`` (``extras`` only when the set has them).
+    Use :func:`knapsack_rl.tasks.gym.compute_score` as verl's reward function for reasoning-gym rows.
+    """
+    path = Path(path)
+    if path.suffix not in (".jsonl", ".parquet"):
+        raise ValueError(f"path must end in .jsonl or .parquet; got {path}")
+    rows = []
+    for j in range(len(prompts)):
+        info: dict[str, Any] = {"index": int(prompts.ids[j]), "level": prompts.levels[j]}
+        if prompts.extras is not None:
+            info["extras"] = json.dumps(prompts.extras[j], sort_keys=True)
+        text = prompts.prompts[j]
+        rows.append(
+            {
+                "data_source": data_source,
+                "prompt": [{"role": "user", "content": text}] if chat else text,
+                "reward_model": {"style": "rule", "ground_truth": prompts.answers[j]},
+                "extra_info": info,
+            }
+        )
+    if path.suffix == ".jsonl":
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows), buf)
+        data = buf.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)
+    return path

@@ -1,0 +1,336 @@
+"""reasoning-gym as a task source: any of its data sets by name and config, mixed by weight, in three
+disjoint, independently drawn splits, scored with the data set's own ``score_answer``.
+
+reasoning-gym (``pip install 'knapsack-rl[gym]'``) generates procedural reasoning problems; entry ``i`` of
+a data set with seed ``s`` is a pure function of (config, s, i) and carries its own ``question``,
+``answer`` and ``metadata``. This module turns a mix of data sets into :class:`PromptSet` splits:
+
+* **Prompt.** ``prompt="question"`` uses the entry's question text. ``prompt="compact"`` uses a short
+  template built from the entry's metadata (:data:`TEMPLATES`, e.g. ``chain_sum``: ``"4-1-7="``), for the
+  embedded character-level model with its 64 positions. The entry (question, answer, metadata) is kept
+  in the prompt's ``extras``, so the score is always the data set's own ``score_answer(response, entry)``.
+* **Ids and splits.** A prompt's id is ``problem_id(prompt text)``. Every prompt text belongs to one
+  split by a hash of the text against ``split_weights`` (:func:`knapsack_rl.tasks.arithmetic.split_of`),
+  so the splits are disjoint by construction. Each (split, data set) pair has its own generator seed,
+  derived from ``(seed, split, data set name and config)``; a split of size n gives each data set a
+  count by largest remainder of ``n * weight / sum(weights)`` and takes that data set's first distinct
+  prompts of the split. Changing one split's size therefore never changes another split, and growing a
+  size only appends prompts.
+* **Levels.** ``name``, or ``name/difficulty`` when the data set is given a ``difficulty`` label, plus
+  ``/key=value`` for each metadata key in ``level_by`` (e.g. ``spell_backward/word_len=7``).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from knapsack_rl.core.registry import Registry
+from knapsack_rl.core.validate import check_choice, check_int, check_real
+from knapsack_rl.tasks.arithmetic import SPLITS, Split, problem_id, split_of
+from knapsack_rl.tasks.base import Extra, PromptSet, register_reward
+
+TEMPLATES: Registry[Callable[[Mapping[str, Any]], str]] = Registry("template", "compact prompt template")
+"""Compact prompt templates by data set name: ``template(entry) -> prompt text``."""
+
+
+def _expression(entry: Mapping[str, Any]) -> str:
+    return str(entry["metadata"]["expression"]).replace(" ", "") + "="
+
+
+for _name in ("chain_sum", "basic_arithmetic", "products"):
+    TEMPLATES.add(_name, _expression)
+
+
+@TEMPLATES.register("spell_backward")
+def _spell_backward(entry: Mapping[str, Any]) -> str:
+    """``rev:word=`` (answer: the word backwards)."""
+    return f"rev:{entry['metadata']['word']}="
+
+
+@TEMPLATES.register("caesar_cipher")
+def _caesar(entry: Mapping[str, Any]) -> str:
+    """``rot<r>:<CIPHER TEXT>=`` (answer: the clear text)."""
+    meta = entry["metadata"]
+    return f"rot{meta['rotation']}:{meta['cipher_text']}="
+
+
+@TEMPLATES.register("gcd")
+def _gcd(entry: Mapping[str, Any]) -> str:
+    """``gcd(a,b)=``."""
+    return "gcd(" + ",".join(str(n) for n in entry["metadata"]["numbers"]) + ")="
+
+
+@TEMPLATES.register("lcm")
+def _lcm(entry: Mapping[str, Any]) -> str:
+    """``lcm(a,b)=``."""
+    return "lcm(" + ",".join(str(n) for n in entry["metadata"]["numbers"]) + ")="
+
+
+@TEMPLATES.register("count_bits")
+def _count_bits(entry: Mapping[str, Any]) -> str:
+    """``bits(n)=`` (answer: the number of 1 bits of n)."""
+    return f"bits({entry['metadata']['number']})="
+
+
+@TEMPLATES.register("base_conversion")
+def _base_conversion(entry: Mapping[str, Any]) -> str:
+    """``<digits>_<from>><to>=``, e.g. ``115_11>15=``."""
+    meta = entry["metadata"]
+    return f"{meta['source_repr']}_{meta['source_base']}>{meta['target_base']}="
+
+
+@TEMPLATES.register("letter_counting")
+def _letter_counting(entry: Mapping[str, Any]) -> str:
+    """``<letter>#<words>=`` (answer: how often the letter occurs in the words)."""
+    meta = entry["metadata"]
+    return f"{meta['target_letter']}#{' '.join(meta['span'])}="
+
+
+@dataclass(frozen=True)
+class GymDataset:
+    """One reasoning-gym data set in a mix."""
+
+    name: str
+    """A registered reasoning-gym data set name (``reasoning_gym.factory.DATASETS``)."""
+    config: Mapping[str, Any] = field(default_factory=dict)
+    """Keyword arguments of its config (``seed`` and ``size`` are set by the splits)."""
+    weight: float = 1.0
+    """Share of this data set in every split (weights are normalised over the mix)."""
+    difficulty: str | None = None
+    """Label appended to the level, ``name/difficulty`` (e.g. ``easy``); None: the level is ``name``."""
+    level_by: tuple[str, ...] = ()
+    """Metadata keys whose values are appended to the level, e.g. ``("word_len",)``."""
+    prompt: str = "question"
+    """``question`` (the entry's text) or ``compact`` (the template in :data:`TEMPLATES`)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name must be a reasoning-gym data set name; got name={self.name!r}")
+        if not isinstance(self.config, Mapping) or {"seed", "size"} & set(self.config):
+            raise ValueError(f"config must be a mapping without seed / size; got config={self.config!r}")
+        check_real("weight", self.weight, low=0.0, open_low=True)
+        check_choice("prompt", self.prompt, ["question", "compact"])
+        if self.prompt == "compact" and self.name not in TEMPLATES:
+            raise ValueError(f"prompt='compact' needs a template; data sets with one: {TEMPLATES.names()}")
+        object.__setattr__(self, "level_by", tuple(self.level_by))
+        object.__setattr__(self, "config", dict(self.config))
+
+    def key(self) -> int:
+        """32-bit key of (name, config): the data set's part of every generator seed."""
+        blob = json.dumps([self.name, dict(self.config)], sort_keys=True, default=str)
+        return int.from_bytes(hashlib.blake2b(blob.encode(), digest_size=4).digest(), "little")
+
+
+@dataclass(frozen=True)
+class GymConfig:
+    """A reasoning-gym mix and the sizes of its three splits."""
+
+    datasets: tuple[GymDataset, ...] = (
+        GymDataset("chain_sum", {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2}, prompt="compact"),
+    )
+    """The data sets of the mix (a mapping with GymDataset's fields is accepted, e.g. from JSON)."""
+    seed: int = 0
+    """Seed of the draws (the split partition does not depend on it)."""
+    train_size: int = 512
+    """RL training prompts."""
+    eval_size: int = 256
+    """Held-out prompts."""
+    warmstart_size: int = 4096
+    """Supervised warm-start problems (for the embedded tiny model)."""
+    split_weights: tuple[float, float, float] = (0.5, 0.2, 0.3)
+    """Shares of each data set's prompt texts that belong to the train, held-out and warm-start splits."""
+    binary: bool = False
+    """Reward 1 only where ``score_answer`` gives 1.0, else 0 (reward ``reasoning_gym_binary``); False keeps
+    the data set's own score, which is partial credit for some data sets (e.g. spell_backward)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.binary, bool):
+            raise ValueError(f"binary must be true or false; got binary={self.binary!r}")
+        items = tuple(d if isinstance(d, GymDataset) else _as_dataset(d) for d in self.datasets)
+        if not items:
+            raise ValueError("datasets must name at least one reasoning-gym data set")
+        object.__setattr__(self, "datasets", items)
+        check_int("seed", self.seed, low=0)
+        for key in ("train_size", "eval_size", "warmstart_size"):
+            check_int(key, getattr(self, key), low=0)
+        if len(self.split_weights) != 3 or sum(self.split_weights) <= 0:
+            raise ValueError(f"split_weights must be three weights, not all 0; got {self.split_weights!r}")
+        for w in self.split_weights:
+            check_real("split_weights", w, low=0.0)
+
+    def size(self, split: Split) -> int:
+        """Prompts asked of ``split``."""
+        return {"train": self.train_size, "eval": self.eval_size, "warmstart": self.warmstart_size}[split]
+
+
+def _as_dataset(item: Any) -> GymDataset:
+    if not isinstance(item, Mapping):
+        raise ValueError(f"datasets entries must be GymDataset or mappings; got {item!r}")
+    values = dict(item)
+    if isinstance(values.get("level_by"), list):
+        values["level_by"] = tuple(values["level_by"])
+    return GymDataset(**values)
+
+
+def _import_gym() -> Any:
+    try:
+        import reasoning_gym  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise ValueError("source='reasoning_gym' needs reasoning-gym: pip install 'knapsack-rl[gym]'") from exc
+    return reasoning_gym
+
+
+def split_counts(total: int, weights: Sequence[float]) -> list[int]:
+    """``total`` split by largest remainder of ``total * w / sum(w)`` (ties to the earlier data set)."""
+    w = np.asarray(weights, dtype=np.float64)
+    exact = total * w / w.sum()
+    counts = np.floor(exact).astype(np.int64)
+    order = sorted(range(len(w)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[: total - int(counts.sum())]:
+        counts[i] += 1
+    return [int(c) for c in counts]
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` through JSON (tuples become lists; anything JSON cannot hold becomes its str)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _level(spec: GymDataset, entry: Mapping[str, Any]) -> str:
+    label = spec.name if spec.difficulty is None else f"{spec.name}/{spec.difficulty}"
+    for key in spec.level_by:
+        if key not in entry["metadata"]:
+            raise ValueError(f"level_by key {key!r} is not in {spec.name}'s metadata {sorted(entry['metadata'])}")
+        label += f"/{key}={entry['metadata'][key]}"
+    return label
+
+
+def draw(spec: GymDataset, count: int, split: Split, config: GymConfig) -> list[tuple[str, str, str, Extra]]:
+    """The first ``count`` distinct (prompt, answer, level, extra) of ``spec`` that belong to ``split``.
+
+    Raises:
+        ValueError: naming the data set and split when fewer distinct prompts turn up after
+            ``50 * (count + 100)`` entries (a small problem space, or a small split weight).
+    """
+    gym = _import_gym()
+    seed = int(np.random.SeedSequence([config.seed, SPLITS.index(split), spec.key()]).generate_state(1)[0]) >> 1
+    limit = 50 * (count + 100)
+    try:
+        dataset = gym.create_dataset(spec.name, **spec.config, seed=seed, size=limit)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise ValueError(f"reasoning-gym data set {spec.name!r} rejected config {spec.config!r}: {exc}") from exc
+    template = TEMPLATES.get(spec.name) if spec.prompt == "compact" else None
+    out: list[tuple[str, str, str, Extra]] = []
+    seen: set[str] = set()
+    for index in range(limit):
+        if len(out) == count:
+            return out
+        entry = dataset[index]
+        prompt = template(entry) if template is not None else str(entry["question"])
+        if prompt in seen or split_of(prompt, config.split_weights) != split:
+            continue
+        seen.add(prompt)
+        record = {"question": entry["question"], "answer": entry["answer"], "metadata": entry["metadata"]}
+        extra = {"reasoning_gym": {"dataset": spec.name, "config": _jsonable(spec.config), "entry": _jsonable(record)}}
+        out.append((prompt, str(entry["answer"]), _level(spec, entry), extra))
+    if len(out) < count:
+        raise ValueError(
+            f"reasoning-gym data set {spec.name!r} gave {len(out)} distinct prompts in the {split} split after "
+            f"{limit} entries; {count} were asked for (lower the size, raise the split's weight, or widen the config)"
+        )
+    return out
+
+
+def build_gym_split(config: GymConfig, split: Split) -> PromptSet:
+    """One split of the mix (see the module docstring); duplicates across data sets keep the first."""
+    counts = split_counts(config.size(split), [d.weight for d in config.datasets])
+    rows: list[tuple[str, str, str, Extra]] = []
+    taken: set[int] = set()
+    for spec, count in zip(config.datasets, counts, strict=True):
+        for row in draw(spec, count, split, config):
+            pid = problem_id(row[0])
+            if pid not in taken:
+                taken.add(pid)
+                rows.append(row)
+    return PromptSet(
+        ids=np.array([problem_id(r[0]) for r in rows], dtype=np.int64),
+        prompts=[r[0] for r in rows],
+        answers=[r[1] for r in rows],
+        levels=[r[2] for r in rows],
+        extras=[r[3] for r in rows],
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _scorer_dataset(name: str, config_json: str) -> Any:
+    """A data set instance whose ``score_answer`` scores entries of (name, config); cached per process."""
+    return _import_gym().create_dataset(name, **json.loads(config_json), seed=0, size=1)
+
+
+def score_entry(response: str, record: Mapping[str, Any]) -> float:
+    """``score_answer(response.strip(), entry)`` of the data set named in ``record`` (an extras' record)."""
+    dataset = _scorer_dataset(record["dataset"], json.dumps(record["config"], sort_keys=True))
+    return float(dataset.score_answer(response.strip(), dict(record["entry"])))
+
+
+@register_reward("reasoning_gym", uses_extras=True)
+def gym_reward(responses: Sequence[str], answers: Sequence[str], extras: Sequence[Extra | None]) -> NDArray[np.float64]:
+    """The data set's own ``score_answer`` for each response; ``extras[j]["reasoning_gym"]`` names it."""
+    out = np.zeros(len(responses))
+    for j, (response, extra) in enumerate(zip(responses, extras, strict=True)):
+        if extra is None or "reasoning_gym" not in extra:
+            raise ValueError(f"response {j}: its prompt has no reasoning_gym record in extras")
+        out[j] = score_entry(response, extra["reasoning_gym"])
+    return out
+
+
+@register_reward("reasoning_gym_binary", uses_extras=True)
+def gym_binary_reward(
+    responses: Sequence[str], answers: Sequence[str], extras: Sequence[Extra | None]
+) -> NDArray[np.float64]:
+    """1.0 where the data set's own ``score_answer`` is 1.0, else 0.0 (binary rewards for the tracker)."""
+    scores: NDArray[np.float64] = gym_reward(responses, answers, extras)
+    return np.asarray(scores == 1.0, dtype=np.float64)
+
+
+def compute_score(
+    data_source: str, solution_str: str, ground_truth: str, extra_info: Mapping[str, Any] | None = None, **_: Any
+) -> float:
+    """verl's ``custom_reward_function``: score a row written by :func:`knapsack_rl.tasks.verl_data.write_verl`.
+
+    The answer is the text inside the last ``<answer>...</answer>`` when the response has one, else the
+    whole response (stripped); it is scored by the row's data set's ``score_answer``. Rows without a
+    reasoning_gym record fall back to exact match against ``ground_truth``. verl runs its reward
+    functions in its own workers: no timeout is applied here.
+    """
+    import re
+
+    tagged = re.findall(r"<answer>\s?(.*?)\s?</answer>", solution_str, flags=re.DOTALL)
+    answer = tagged[-1] if tagged else solution_str
+    extras = (extra_info or {}).get("extras")
+    record = json.loads(extras).get("reasoning_gym") if isinstance(extras, str) else None
+    if record is None:
+        return float(answer.strip() == str(ground_truth).strip())
+    return score_entry(answer, record)
+
+
+__all__ = [
+    "TEMPLATES",
+    "GymConfig",
+    "GymDataset",
+    "build_gym_split",
+    "compute_score",
+    "draw",
+    "gym_binary_reward",
+    "gym_reward",
+    "score_entry",
+    "split_counts",
+]

@@ -1,0 +1,118 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from knapsack_rl.models import TinyModelConfig, load_causal_lm
+from knapsack_rl.models.warmstart import (
+    WarmStartConfig,
+    cache_key,
+    sft_sampler,
+    training_profile,
+    warm_start,
+    weights_key,
+)
+from knapsack_rl.tasks import ArithmeticConfig, PromptSet, TaskConfig, load_task, write_verl
+
+torch.set_num_threads(1)
+MODEL = TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2)
+WARM = WarmStartConfig(steps=3, batch_size=8, profile_samples=2)
+
+
+def _arith(**changes):
+    values = {"train_per_level": (3,) * 8, "eval_per_level": 2, "warmstart_per_level": (4,) * 8, **changes}
+    return load_task(TaskConfig(arithmetic=ArithmeticConfig(**values)))
+
+
+def test_weights_key_ignores_train_and_eval_but_not_what_sets_the_weights():
+    base = _arith()
+    key = weights_key(WARM, MODEL, base.chars, base.warmstart)
+    for other in (_arith(eval_per_level=5), _arith(train_per_level=(6,) * 8)):
+        assert weights_key(WARM, MODEL, other.chars, other.warmstart) == key
+    assert weights_key(WARM, MODEL, base.chars, _arith(warmstart_per_level=(5,) * 8).warmstart) != key
+    assert weights_key(WARM, MODEL, base.chars + "x", base.warmstart) != key
+    assert weights_key(WarmStartConfig(steps=4, batch_size=8), MODEL, base.chars, base.warmstart) != key
+    assert (
+        weights_key(WarmStartConfig(steps=3, batch_size=8, profile_samples=9), MODEL, base.chars, base.warmstart) == key
+    )
+    assert cache_key(WARM, MODEL, base) == key
+
+
+def test_warm_start_builds_once_and_reuses_the_cache_across_eval_sizes(tmp_path):
+    task = _arith()
+    path = warm_start(tmp_path, task, warm=WARM, model=MODEL)
+    report = json.loads((path / "warmstart.json").read_text())
+    assert report["warmstart_data"]["size"] == 32 and report["config"]["chars"] == task.chars
+    stamp = (path / "warmstart.json").stat().st_mtime_ns
+    assert warm_start(tmp_path, _arith(eval_per_level=7), warm=WARM, model=MODEL) == path
+    assert (path / "warmstart.json").stat().st_mtime_ns == stamp  # not rebuilt
+    _, tok = load_causal_lm(path)
+    assert tok.decode(tok("12+3=")["input_ids"][1:]) == "12+3="
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_interrupted_build_leaves_no_cache(tmp_path, monkeypatch):
+    import knapsack_rl.models.warmstart as ws
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ws, "train_supervised", crash)
+    with pytest.raises(KeyboardInterrupt):
+        warm_start(tmp_path, _arith(), warm=WARM, model=MODEL)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_training_profile_is_cached_per_training_set(tmp_path):
+    task = _arith()
+    path = warm_start(tmp_path, task, warm=WARM, model=MODEL)
+    first = training_profile(path, task, samples=2)
+    assert len(first["success_rates"]) == len(task.train) and set(first["per_level"]) == set(task.train.level_names())
+    assert len(list((path / "profiles").iterdir())) == 1
+    assert training_profile(path, task, samples=2) == first
+    other = _arith(train_per_level=(4,) * 8)
+    assert len(training_profile(path, other, samples=2)["success_rates"]) == 32
+    assert len(list((path / "profiles").iterdir())) == 2
+
+
+def test_bring_your_own_task_from_files(tmp_path):
+    def ps(ids, words):
+        n = len(ids)
+        return PromptSet(np.array(ids, dtype=np.int64), [f"r:{w}=" for w in words], [w[::-1] for w in words], ["a"] * n)
+
+    write_verl(ps([1, 2, 3], ["abc", "bca", "cab"]), tmp_path / "train.jsonl")
+    write_verl(ps([4], ["acb"]), tmp_path / "eval.jsonl")
+    write_verl(ps([5, 6, 7, 8], ["aab", "bba", "cca", "abb"]), tmp_path / "warm.jsonl")
+    task = load_task(
+        TaskConfig(
+            source="file",
+            data=str(tmp_path / "train.jsonl"),
+            eval_data=str(tmp_path / "eval.jsonl"),
+            warmstart_data=str(tmp_path / "warm.jsonl"),
+        )
+    )
+    assert task.chars == ":=abcr"
+    path = warm_start(tmp_path / "cache", task, warm=WARM, model=MODEL)
+    _, tok = load_causal_lm(path)
+    assert len(tok) == 4 + len(task.chars)
+    assert tok.decode(tok("r:cab=")["input_ids"][1:]) == "r:cab="
+
+
+def test_errors():
+    task = _arith()
+    with pytest.raises(ValueError, match=r"level_weights names levels \['L9'\] that the warm-start set lacks"):
+        sft_sampler(task.warmstart, WarmStartConfig(level_weights={"L9": 1.0}))
+    with pytest.raises(ValueError, match="max_positions=8: raise it"):
+        warm_start("unused", task, warm=WARM, model=TinyModelConfig(hidden_size=32, num_heads=2, max_positions=8))
+    with pytest.raises(ValueError, match=r"level_weights\['L1'\] must be >= 0.0"):
+        WarmStartConfig(level_weights={"L1": -1.0})
+
+
+def test_sampler_follows_level_weights():
+    task = _arith()
+    draw = sft_sampler(task.warmstart, WarmStartConfig(batch_size=2000, level_weights={"L1": 0.0, "L2": 7.0}))
+    batch = draw()
+    level_of = dict(zip(task.warmstart.prompts, task.warmstart.levels, strict=True))
+    counts = {lv: sum(level_of[p] == lv for p, _ in batch) for lv in ("L1", "L2", "L3")}
+    assert counts["L1"] == 0 and 900 < counts["L2"] < 1100 and 100 < counts["L3"] < 200  # 7/14 and 1/14
