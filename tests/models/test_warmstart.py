@@ -7,7 +7,6 @@ import torch
 from knapsack_rl.models import TinyModelConfig, load_causal_lm
 from knapsack_rl.models.warmstart import (
     WarmStartConfig,
-    cache_key,
     sft_sampler,
     training_profile,
     warm_start,
@@ -36,7 +35,6 @@ def test_weights_key_ignores_train_and_eval_but_not_what_sets_the_weights():
     assert (
         weights_key(WarmStartConfig(steps=3, batch_size=8, profile_samples=9), MODEL, base.chars, base.warmstart) == key
     )
-    assert cache_key(WARM, MODEL, base) == key
 
 
 def test_warm_start_builds_once_and_reuses_the_cache_across_eval_sizes(tmp_path):

@@ -9,7 +9,7 @@ from knapsack_rl.cli import build_parser, main
 torch.set_num_threads(1)
 
 TINY = {
-    "task": {"train_per_level": [2] * 8, "eval_per_level": 1},
+    "task": {"arithmetic": {"train_per_level": [2] * 8, "eval_per_level": 1, "warmstart_per_level": [4] * 8}},
     "warmstart": {"steps": 2, "batch_size": 4, "profile_samples": 2},
     "tiny_model": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2},
     "prompts_per_step": 8,
@@ -46,11 +46,11 @@ def test_demo_quick_runs_paired_arms_and_prints_a_verdict(tmp_path, capsys):
 def test_train_flags_override_the_file(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["train", "--config", str(_config(tmp_path)), "--rule", "uniform", "--n", "2", "--out-dir", str(out)]
-    assert main([*argv, "--max-steps", "3", "--no-progress", "--set", "task.eval_per_level=2"]) == 0
+    assert main([*argv, "--max-steps", "3", "--no-progress", "--set", "task.arithmetic.eval_per_level=2"]) == 0
     assert "trained steps 1..3 of 3 (48 rollouts in all)" in capsys.readouterr().out
     saved = json.loads((out / "config.json").read_text())
     assert saved["knapsack"]["rule"] == "uniform" and saved["knapsack"]["allocation"]["n"] == 2
-    assert saved["task"]["eval_per_level"] == 2
+    assert saved["task"]["arithmetic"]["eval_per_level"] == 2
     assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert main(["train", "--config", str(_config(tmp_path)), "--set", "lr=-1"]) == 2
 

@@ -12,11 +12,11 @@ def test_knapsack_settings_are_embedded_with_an_explicit_preset(tmp_path):
     assert TrainConfig().knapsack == KnapsackConfig.preset("project")
     (tmp_path / "c.yaml").write_text(
         "prompts_per_step: 16\nknapsack:\n  preset: recipe\n  max_n: 64\n  estimator: beta\n"
-        "task:\n  train_per_level: [1, 1, 1, 1, 1, 1, 1, 1]\n"
+        "task:\n  arithmetic:\n    train_per_level: [1, 1, 1, 1, 1, 1, 1, 1]\n"
     )
     cfg = load_config(tmp_path / "c.yaml")
     assert cfg.knapsack == KnapsackConfig.preset("recipe", max_n=64, estimator="beta")
-    assert cfg.task.train_per_level == (1,) * 8 and cfg.n == 8
+    assert cfg.task.arithmetic.train_per_level == (1,) * 8 and cfg.n == 8
     nested = config_from_dict({"knapsack": {"allocation": {"max_n": 32}, "tracker": {"min_count": 4}}})
     assert nested.knapsack == KnapsackConfig.preset("project", max_n=32, min_count=4)
     assert config_from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # config.json round trip
@@ -35,7 +35,7 @@ def test_knapsack_settings_are_embedded_with_an_explicit_preset(tmp_path):
         ({"resume": "no"}, r"resume must be true or false \(a bool\); got resume='no'"),
         ({"progress": 1}, r"progress must be true or false"),
         ({"loss_agg": "sum"}, r"loss_agg must be one of \['token-mean', 'seq-mean-token-mean', 'group-mean'\]"),
-        ({"reward": "nope"}, r"reward must be one of"),
+        ({"task": {"reward": "nope"}}, r"reward='nope' is not a registered reward function"),
         ({"knapsack": {"fallback": "false"}}, r"fallback must be true or false \(a bool\); got fallback='false'"),
         ({"knapsack": {"alpha": 2.0}}, r"alpha must be < 1.0; got alpha=2.0"),
         ({"knapsack": {"preset": "best"}}, r"preset='best' is not a registered preset"),

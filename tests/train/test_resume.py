@@ -9,7 +9,7 @@ import torch
 from knapsack_rl import KnapsackConfig
 from knapsack_rl.models import TinyModelConfig
 from knapsack_rl.models.warmstart import WarmStartConfig
-from knapsack_rl.tasks import ArithmeticConfig
+from knapsack_rl.tasks import ArithmeticConfig, TaskConfig
 from knapsack_rl.train import TrainConfig
 from knapsack_rl.train.trainer import Trainer
 
@@ -22,7 +22,9 @@ def base(tmp_path_factory):
     return TrainConfig(
         out_dir=str(root / "run"),
         warmstart_dir=str(root / "ws"),
-        task=ArithmeticConfig(train_per_level=(2,) * 8, eval_per_level=1),
+        task=TaskConfig(
+            arithmetic=ArithmeticConfig(train_per_level=(2,) * 8, eval_per_level=1, warmstart_per_level=(4,) * 8)
+        ),
         tiny_model=TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2),
         warmstart=WarmStartConfig(steps=2, batch_size=8, profile_samples=2),
         knapsack=KnapsackConfig.preset("project", n=4, min_count=4),

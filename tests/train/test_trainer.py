@@ -9,14 +9,14 @@ import torch
 from knapsack_rl import KnapsackConfig, Planner
 from knapsack_rl.models import TinyModelConfig
 from knapsack_rl.models.warmstart import WarmStartConfig
-from knapsack_rl.tasks import ArithmeticConfig, register_reward
+from knapsack_rl.tasks import ArithmeticConfig, TaskConfig, load_task, register_reward, write_task
 from knapsack_rl.train import TrainConfig
 from knapsack_rl.train.trainer import Trainer
 
 torch.set_num_threads(1)
 
 
-@register_reward("test_odd_first_char")
+@register_reward("test_odd_first_char", in_process=True)
 def _odd_first_char(responses, answers):
     """A reward the untrained tiny model gets right about half the time (mixed groups, real estimates)."""
     return np.array([float(bool(r) and r[0] in "13579+=") for r in responses])
@@ -25,14 +25,22 @@ def _odd_first_char(responses, answers):
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     root = tmp_path_factory.mktemp("trainer")
+    arithmetic = ArithmeticConfig(train_per_level=(2,) * 8, eval_per_level=1, warmstart_per_level=(4,) * 8)
+    files = write_task(load_task(TaskConfig(arithmetic=arithmetic)), root / "data", suffix=".jsonl")
+    task = TaskConfig(
+        source="file",
+        data=str(files["train"]),
+        eval_data=str(files["eval"]),
+        warmstart_data=str(files["warmstart"]),
+        reward="test_odd_first_char",
+    )  # the arithmetic prompts, scored by a reward an untrained model gets right half the time
     return TrainConfig(
         out_dir=str(root / "run"),
         warmstart_dir=str(root / "ws"),
-        task=ArithmeticConfig(train_per_level=(2,) * 8, eval_per_level=1),
+        task=task,
         tiny_model=TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2),
         warmstart=WarmStartConfig(steps=3, batch_size=8, profile_samples=2),
         knapsack=KnapsackConfig.preset("project", n=4, min_count=4),
-        reward="test_odd_first_char",
         prompts_per_step=8,
         epochs=3,
         max_new_tokens=4,
@@ -132,12 +140,12 @@ def test_local_model_directory_and_verl_data(base, tmp_path):
          "extra_info": {"index": 100 + i, "difficulty": "easy" if i < 4 else "hard"}}
         for i in range(8)
     ]  # fmt: skip
-    data = tmp_path / "train.jsonl"
+    data, eval_data = tmp_path / "train.jsonl", tmp_path / "eval.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = base.replace(
-        out_dir=str(tmp_path / "run"), model=str(model_dir), data=str(data), eval_data=str(data), reward="exact",
-        prompts_per_step=4, max_steps=3,
-    )  # fmt: skip
+    eval_data.write_text("".join(json.dumps({**r, "extra_info": {**r["extra_info"], "index": 200 + i}}) + "\n"
+                                 for i, r in enumerate(rows)))  # fmt: skip
+    task = TaskConfig(source="file", data=str(data), eval_data=str(eval_data), reward="exact")
+    cfg = base.replace(out_dir=str(tmp_path / "run"), model=str(model_dir), task=task, prompts_per_step=4, max_steps=3)
     trainer = Trainer(cfg)
     assert trainer.train_set.ids.tolist() == list(range(100, 108))
     trainer.train()

@@ -62,7 +62,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from knapsack_rl.core.registry import Registry
 from knapsack_rl.core.validate import check_choice, check_int, check_prompt_ids, check_real
-from knapsack_rl.io import atomic_write_bytes as atomic_write_bytes  # re-export for one release: use knapsack_rl.io
+from knapsack_rl.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

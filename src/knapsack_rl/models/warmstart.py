@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from knapsack_rl.core.tracker import atomic_write_bytes
 from knapsack_rl.core.validate import check_int, check_real
+from knapsack_rl.io import atomic_write_bytes
 from knapsack_rl.models.tiny import TinyModelConfig, build_char_tokenizer, build_tiny_model
 from knapsack_rl.tasks.base import PromptSet, exact_match
 
@@ -223,33 +223,23 @@ def _check_fits(task: Any, model: TinyModelConfig, max_new_tokens: int) -> None:
 
 def warm_start(
     root: str | Path,
-    task: Any = None,
+    task: Any,
     *,
     warm: WarmStartConfig | None = None,
     model: TinyModelConfig | None = None,
     device: str = "cpu",
-    model_config: TinyModelConfig | None = None,
 ) -> Path:
     """Directory of the tiny policy warm-started on ``task.warmstart`` (loadable by ``load_causal_lm``).
 
     Args:
         root: cache directory.
-        task: a :class:`knapsack_rl.tasks.Task` (its ``warmstart`` set and ``chars``). Deprecated forms:
-            an ``ArithmeticConfig`` or None (the default arithmetic suite) are wrapped in a Task.
-        model: shape of the tiny model (``model_config`` is its deprecated name).
+        task: a :class:`knapsack_rl.tasks.Task` (its ``warmstart`` set and ``chars``).
+        model: shape of the tiny model.
 
     Raises:
         ValueError: if the task has no warm-start set, or a prompt does not fit ``model.max_positions``.
     """
-    legacy = not hasattr(task, "warmstart")
-    task = _as_task(task)
-    warm, model = warm or WarmStartConfig(), model or model_config or TinyModelConfig()
-    path = _build(Path(root), task, warm, model, device)
-    if legacy:  # deprecated callers read warmstart.json["profile"]: the profile of their training set
-        profile = training_profile(path, task, samples=warm.profile_samples, seed=warm.seed, device=device)
-        report = json.loads((path / "warmstart.json").read_text())
-        atomic_write_bytes(path / "warmstart.json", json.dumps({**report, "profile": profile}, indent=1).encode())
-    return path
+    return _build(Path(root), task, warm or WarmStartConfig(), model or TinyModelConfig(), device)
 
 
 def _build(root: Path, task: Any, warm: WarmStartConfig, model: TinyModelConfig, device: str) -> Path:
@@ -272,7 +262,6 @@ def _build(root: Path, task: Any, warm: WarmStartConfig, model: TinyModelConfig,
         "parameters": sum(p.numel() for p in policy.parameters()),
         "final_loss": losses[-1] if losses else None,
         "seconds": time.perf_counter() - start,
-        "profile": None,  # deprecated: see training_profile(); filled only for deprecated callers
     }
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -315,19 +304,3 @@ def training_profile(
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, json.dumps(profile).encode())
     return profile
-
-
-def _as_task(task: Any) -> Any:
-    """``task`` if it is a Task; an ArithmeticConfig or None becomes the arithmetic Task (deprecated form)."""
-    from knapsack_rl.tasks.arithmetic import ArithmeticConfig
-    from knapsack_rl.tasks.source import TaskConfig, load_task
-
-    if task is None or isinstance(task, ArithmeticConfig):
-        return load_task(TaskConfig(arithmetic=task or ArithmeticConfig()))
-    return task
-
-
-def cache_key(warm: WarmStartConfig, model: TinyModelConfig, task: Any) -> str:
-    """Deprecated name of :func:`weights_key` for a Task or ArithmeticConfig: the cache directory's name."""
-    task = _as_task(task)
-    return weights_key(warm, model, task.chars, task.warmstart)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from knapsack_rl.core.tracker import atomic_write_bytes
+from knapsack_rl.io import atomic_write_bytes
 from knapsack_rl.tasks.base import Extra, PromptSet
 
 ChatFormatter = Callable[[list[dict[str, str]]], str]

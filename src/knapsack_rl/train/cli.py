@@ -122,9 +122,12 @@ def _run_compare(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir)
     print(f"{len(arms)} arms x {len(seeds)} seeds, {args.jobs} at a time; logs under {out_dir}/", flush=True)
     result = run_compare(base, out_dir, seeds, arms, jobs=args.jobs)
-    levels = _levels(base)
+    levels = sorted(
+        {k.removeprefix("final/") for s in result.summaries["uniform"] for k in s if k.startswith("final/")}
+    )
     table = comparison_table(result.comparisons, levels)
     lines = [
+        *([_profile_line(result.profile)] if result.profile else []),
         f"{len(seeds)} paired seed(s) {seeds}; {base.prompts_per_step} prompts x n={base.n} per step; "
         f"mean ± 95% CI over seeds; 'arm - uniform' is the paired difference",
         "",
@@ -150,5 +153,9 @@ def _run_preflight(args: argparse.Namespace) -> int:
     return 0
 
 
-def _levels(cfg: Any) -> list[str]:
-    return list(dict.fromkeys(cfg.task.levels)) if cfg.data is None else []
+def _profile_line(profile: dict[str, Any]) -> str:
+    per_level = ", ".join(f"{k} {v:.2f}" for k, v in profile.get("per_level", {}).items())
+    return (
+        f"warm start: {100 * profile['below_0.1']:.0f}% of training prompts below p=0.1, "
+        f"{100 * profile['above_0.9']:.0f}% above 0.9 ({profile['samples']} samples each); mean p per level: {per_level}"
+    )

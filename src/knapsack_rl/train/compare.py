@@ -13,6 +13,7 @@ evaluation prompts), so arms are compared paired. Runs are independent processes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -26,7 +27,6 @@ from knapsack_rl.core.config import KnapsackConfig, preset_names
 from knapsack_rl.io import atomic_write_bytes
 from knapsack_rl.models.warmstart import WarmStartConfig
 from knapsack_rl.report.summary import ArmComparison, compare_arms
-from knapsack_rl.tasks.arithmetic import ArithmeticConfig
 from knapsack_rl.train.config import TrainConfig, config_from_dict
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class CompareResult:
     comparisons: list[ArmComparison]
     plots: list[Path]
     wall_s: float
+    profile: dict[str, object] | None
 
 
 def arm_config(base: TrainConfig, arm: str) -> KnapsackConfig:
@@ -59,8 +60,15 @@ def arm_config(base: TrainConfig, arm: str) -> KnapsackConfig:
 
 def quick_config(base: TrainConfig) -> TrainConfig:
     """A seconds-long smoke version of ``base`` (tiny suite, short warm start, a few steps): not a result."""
+    levels = base.task.arithmetic.levels
+    arithmetic = dataclasses.replace(
+        base.task.arithmetic,
+        train_per_level=(4,) * len(levels),
+        eval_per_level=2,
+        warmstart_per_level=(8,) * len(levels),
+    )
     return base.replace(
-        task=ArithmeticConfig(train_per_level=(4,) * 8, eval_per_level=2),
+        task=dataclasses.replace(base.task, arithmetic=arithmetic),
         warmstart=WarmStartConfig(steps=20, batch_size=32, profile_samples=4),
         prompts_per_step=8,
         n=4,
@@ -82,7 +90,7 @@ def run_compare(
         raise ValueError(f"arms must include the baseline 'uniform'; got {list(arms)}")
     configs = {arm: arm_config(base, arm) for arm in arms}  # validate every arm before any work
     start = time.perf_counter()
-    _prepare_warm_start(base)
+    alloc_start, profile = prepare(base)
     jobs_list = [
         (arm, seed, base.replace(knapsack=configs[arm], seed=seed, out_dir=str(out_dir / f"seed{seed}" / arm)))
         for seed in seeds
@@ -93,13 +101,11 @@ def run_compare(
     eval_key = f"eval/mean@{base.eval_k}"
     uniform_epochs = base.knapsack.uniform_epochs
     summaries, comparisons = compare_arms(runs, eval_key=eval_key, uniform_epochs=uniform_epochs)
-    alloc_start = _alloc_start_step(base)
     plots = plot_comparison(runs, out_dir, eval_key=eval_key, alloc_start=alloc_start, title=_title(base, seeds))
     wall = time.perf_counter() - start
-    atomic_write_bytes(
-        out_dir / "summary.json", json.dumps({"summaries": summaries, "wall_s": wall}, indent=1).encode()
-    )
-    return CompareResult(out_dir, runs, summaries, comparisons, plots, wall)
+    data = {"summaries": summaries, "wall_s": wall, "warmstart_profile": profile}
+    atomic_write_bytes(out_dir / "summary.json", json.dumps(data, indent=1).encode())
+    return CompareResult(out_dir, runs, summaries, comparisons, plots, wall, profile)
 
 
 def _run_all(configs: list[TrainConfig], jobs: int) -> None:
@@ -127,29 +133,32 @@ def train_one(config: dict[str, object]) -> float:
     return wall
 
 
-def _prepare_warm_start(base: TrainConfig) -> None:
-    """Build (or find) the shared warm start first, so that parallel runs do not build it twice."""
-    if base.model is not None:
-        return
+def prepare(base: TrainConfig) -> tuple[int, dict[str, object] | None]:
+    """Build (or find) the shared warm start before any run, so that parallel runs never build it twice.
+
+    Returns the step where allocation can start (the first step of epoch ``uniform_epochs``) and, for the
+    embedded tiny model, the success profile of the training prompts under the warm start.
+    """
     import torch
 
-    from knapsack_rl.models.warmstart import warm_start
+    from knapsack_rl.models.warmstart import training_profile, warm_start
+    from knapsack_rl.tasks.source import load_task
     from knapsack_rl.train.trainer import resolve_device
 
     if base.threads:
         torch.set_num_threads(base.threads)
-    device = str(resolve_device(base.device))
-    warm_start(base.warmstart_dir, warm=base.warmstart, model_config=base.tiny_model, task=base.task, device=device)
-
-
-def _alloc_start_step(base: TrainConfig) -> int | None:
-    """The first step of epoch ``uniform_epochs`` (where allocation can start), for the plots' marker."""
-    if base.data is not None:
-        return None
-    from knapsack_rl.tasks.arithmetic import build_splits
-
-    steps_per_epoch = len(build_splits(base.task)[0]) // base.prompts_per_step
-    return base.knapsack.uniform_epochs * steps_per_epoch
+    task = load_task(base.task)
+    try:
+        alloc_start = base.knapsack.uniform_epochs * (len(task.train) // base.prompts_per_step)
+        if base.model is not None:
+            return alloc_start, None
+        device = str(resolve_device(base.device))
+        path = warm_start(base.warmstart_dir, task, warm=base.warmstart, model=base.tiny_model, device=device)
+        samples = base.warmstart.profile_samples
+        profile = training_profile(path, task, samples=samples, max_new_tokens=base.max_new_tokens, device=device)
+        return alloc_start, profile
+    finally:
+        task.close()
 
 
 def _title(base: TrainConfig, seeds: Sequence[int]) -> str:

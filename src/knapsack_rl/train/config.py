@@ -24,7 +24,7 @@ from knapsack_rl.core.config import KnapsackConfig, flat_fields, from_dict, to_p
 from knapsack_rl.core.validate import check_bool, check_choice, check_int, check_real
 from knapsack_rl.models.tiny import TinyModelConfig
 from knapsack_rl.models.warmstart import WarmStartConfig
-from knapsack_rl.tasks.arithmetic import ArithmeticConfig
+from knapsack_rl.tasks.source import TaskConfig
 
 LossAgg = Literal["token-mean", "seq-mean-token-mean", "group-mean"]
 LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "group-mean")
@@ -59,14 +59,9 @@ class TrainConfig:
     # --- model and data
     model: str | None = None
     """Local Hugging Face causal-LM directory; None uses the embedded tiny model after its warm start."""
-    data: str | None = None
-    """Training prompts: a verl-layout .jsonl / .parquet file; None uses the embedded arithmetic suite."""
-    eval_data: str | None = None
-    """Held-out prompts in the same layout (None: the suite's held-out split, or no evaluation)."""
-    reward: str = "exact"
-    """Registered reward function: ``exact`` or ``math_verify``."""
-    task: ArithmeticConfig = field(default_factory=ArithmeticConfig)
-    """The embedded task suite (used when ``data`` is None)."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    """Where prompts come from and how responses are scored: the embedded arithmetic suite (default), a
+    reasoning-gym mix, or verl-layout files (:class:`knapsack_rl.tasks.TaskConfig`)."""
     tiny_model: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Shape of the embedded tiny model (used when ``model`` is None)."""
     warmstart: WarmStartConfig = field(default_factory=WarmStartConfig)
@@ -178,16 +173,11 @@ def check_train(cfg: TrainConfig) -> None:
     check_choice("loss_agg", cfg.loss_agg, LOSS_AGGS)
     check_real("temperature", cfg.temperature, low=0.0, open_low=True)
     check_real("eval_temperature", cfg.eval_temperature, low=0.0)
-    check_choice("reward", cfg.reward, _reward_names())
+    if not isinstance(cfg.task, TaskConfig):
+        raise ValueError(f"task must be a TaskConfig; got {type(cfg.task).__name__}")
     for name in ("out_dir", "warmstart_dir"):
         if not isinstance(getattr(cfg, name), str) or not getattr(cfg, name):
             raise ValueError(f"{name} must be a non-empty path; got {name}={getattr(cfg, name)!r}")
-
-
-def _reward_names() -> list[str]:
-    from knapsack_rl.tasks.base import reward_names
-
-    return reward_names()
 
 
 RESUMABLE_CHANGES = frozenset(
@@ -237,7 +227,7 @@ def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
     kwargs = dict(values)
     if "knapsack" in kwargs:
         kwargs["knapsack"] = knapsack_from_mapping(kwargs["knapsack"])
-    nested = {"task": ArithmeticConfig, "tiny_model": TinyModelConfig, "warmstart": WarmStartConfig}
+    nested = {"task": TaskConfig, "tiny_model": TinyModelConfig, "warmstart": WarmStartConfig}
     for name, cls in nested.items():
         if name in kwargs:
             kwargs[name] = from_dict(cls, kwargs[name], where=name)

@@ -20,10 +20,9 @@ import torch
 from knapsack_rl.io import atomic_write_bytes
 from knapsack_rl.preflight import Prediction, format_predictions, predict
 from knapsack_rl.rollout.generate import generate
-from knapsack_rl.tasks.base import get_reward
 from knapsack_rl.train.compare import arm_config
 from knapsack_rl.train.config import TrainConfig
-from knapsack_rl.train.trainer import _load_policy, _load_prompts, resolve_device
+from knapsack_rl.train.trainer import load_task_and_policy, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +32,8 @@ def sample_rewards(config: TrainConfig, samples: int, *, chunk: int = 64) -> tup
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
-    model, tokenizer = _load_policy(config, device)
-    train, _ = _load_prompts(config, tokenizer)
-    reward = get_reward(config.reward)
+    task, model, tokenizer = load_task_and_policy(config, device)
+    train = task.train
     gen = torch.Generator(device=device).manual_seed(config.seed)
     out = np.zeros((len(train), samples))
     for lo in range(0, len(train), chunk):
@@ -43,10 +41,10 @@ def sample_rewards(config: TrainConfig, samples: int, *, chunk: int = 64) -> tup
         counts = np.full(len(part), samples, dtype=np.int64)
         roll = generate(model, tokenizer, part.prompts, counts, max_new_tokens=config.max_new_tokens,
                         temperature=config.temperature, generator=gen)  # fmt: skip
-        idx = roll.prompt_index.numpy()
-        r = reward(roll.texts, [part.answers[i] for i in idx])
+        r = task.score(part, roll.prompt_index.numpy(), roll.texts)
         out[lo : lo + len(part)] = r.reshape(len(part), samples)  # rollouts of a prompt are consecutive
         logger.info("preflight: sampled %d / %d prompts", lo + len(part), len(train))
+    task.close()
     return [i.item() if hasattr(i, "item") else i for i in train.ids], out
 
 

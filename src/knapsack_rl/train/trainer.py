@@ -37,7 +37,8 @@ from knapsack_rl.grpo.advantages import grouped_advantages
 from knapsack_rl.grpo.metrics import eval_metrics, rollout_metrics
 from knapsack_rl.io import atomic_write_bytes
 from knapsack_rl.rollout.generate import Rollouts, concat_rollouts, generate
-from knapsack_rl.tasks.base import PromptSet, get_reward
+from knapsack_rl.tasks.base import PromptSet
+from knapsack_rl.tasks.source import Task, load_task
 from knapsack_rl.train.config import RESUMABLE_CHANGES, TrainConfig
 from knapsack_rl.train.logging_utils import MetricsLogger, Progress
 from knapsack_rl.train.update import UpdateSettings, update_policy
@@ -86,9 +87,9 @@ class Trainer:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.device = resolve_device(config.device)
-        self.model, self.tokenizer = _load_policy(config, self.device)
-        self.train_set, self.eval_set = _load_prompts(config, self.tokenizer)
-        self.reward_fn = get_reward(config.reward)
+        self.task, self.model, self.tokenizer = load_task_and_policy(config, self.device)
+        self.train_set, self.eval_set = self.task.train, self.task.eval
+        self._reward_counts = self.task.reward_counts()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         tracker = Tracker.load(config.tracker_init) if config.tracker_init is not None else None
         self.planner = Planner(config.knapsack, tracker=tracker)
@@ -126,6 +127,7 @@ class Trainer:
         if self.global_step == self.total_steps:
             self.save_checkpoint()
         self.metrics.close()
+        self.task.close()
         return last
 
     def step(self) -> dict[str, float]:
@@ -158,6 +160,7 @@ class Trainer:
             **update_metrics,
             **rollout_metrics(rollouts.response_mask, cfg.max_new_tokens),
             **timer.seconds,
+            **self._reward_failures(),
             "actor/lr": cfg.lr,
             "train/epoch": float(epoch),
             "train/rollouts_total": float(self.rollouts_total),
@@ -234,9 +237,15 @@ class Trainer:
         )  # fmt: skip
 
     def score(self, batch: StepBatch, rollouts: Rollouts) -> np.ndarray:
-        """(R,) rewards of the responses against their prompt's answer."""
-        answers = [batch.prompts.answers[i] for i in rollouts.prompt_index.tolist()]
-        return self.reward_fn(rollouts.texts, answers)
+        """(R,) rewards of the responses, by the task's contained scorer."""
+        return self.task.score(batch.prompts, rollouts.prompt_index.numpy(), rollouts.texts)
+
+    def _reward_failures(self) -> dict[str, float]:
+        """``reward/failures``, ``reward/timeouts``: responses the reward could not score this step (scored 0)."""
+        now = self.task.reward_counts()
+        delta = {k: float(now[k] - self._reward_counts.get(k, 0)) for k in now}
+        self._reward_counts = now
+        return delta
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -263,7 +272,7 @@ class Trainer:
             temperature=cfg.eval_temperature, generator=gen,
         )  # fmt: skip
         idx = out.prompt_index.numpy()
-        rewards = self.reward_fn(out.texts, [prompts.answers[i] for i in idx])
+        rewards = self.task.score(prompts, idx, out.texts)
         metrics = eval_metrics(rewards, idx, prompts.levels, out.texts, cfg.eval_k)
         return {f"{prefix}/{k.removeprefix('eval/')}": v for k, v in metrics.items()}
 
@@ -333,33 +342,27 @@ def _check_resumable(path: Path, saved: Any, current: dict[str, Any]) -> None:
         )
 
 
-def _load_policy(config: TrainConfig, device: torch.device) -> tuple[Any, Any]:
+def load_task_and_policy(config: TrainConfig, device: torch.device) -> tuple[Task, Any, Any]:
+    """The run's task, policy and tokenizer.
+
+    The embedded tiny model is built over the task's characters and warm-started on its warm-start set
+    (cached by what determines the weights); a local Hugging Face model is loaded first, so that its chat
+    template can format chat prompts of data files.
+    """
     from knapsack_rl.models.tiny import load_causal_lm
     from knapsack_rl.models.warmstart import warm_start
 
-    path = config.model
-    if path is None:
-        path = str(
-            warm_start(
-                config.warmstart_dir, warm=config.warmstart, model_config=config.tiny_model, task=config.task,
-                device=str(device),
-            )
-        )  # fmt: skip
-    model, tokenizer = load_causal_lm(path, device=str(device))
+    if config.model is None:
+        task = load_task(config.task)
+        path = warm_start(
+            config.warmstart_dir, task, warm=config.warmstart, model=config.tiny_model, device=str(device)
+        )
+        model, tokenizer = load_causal_lm(path, device=str(device))
+    else:
+        model, tokenizer = load_causal_lm(config.model, device=str(device))
+        task = load_task(config.task, chat_format=_chat_formatter(tokenizer))
     model.eval()
-    return model, tokenizer
-
-
-def _load_prompts(config: TrainConfig, tokenizer: Any) -> tuple[PromptSet, PromptSet | None]:
-    from knapsack_rl.tasks.arithmetic import build_splits
-    from knapsack_rl.tasks.verl_data import load_verl_dataset
-
-    if config.data is None:
-        return build_splits(config.task)
-    chat = _chat_formatter(tokenizer)
-    train = load_verl_dataset(config.data, chat_format=chat)
-    held_out = load_verl_dataset(config.eval_data, chat_format=chat) if config.eval_data else None
-    return train, held_out
+    return task, model, tokenizer
 
 
 def _chat_formatter(tokenizer: Any) -> Callable[[list[dict[str, str]]], str] | None:
