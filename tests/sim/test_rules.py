@@ -339,3 +339,16 @@ def test_specs_and_limits_name_the_bad_value() -> None:
         ReinforceAdaRule(exit="sometimes")
     with pytest.raises(ValueError, match=r"rule 'dapo' needs total_budget == n \* M; got total_budget=10, n=4, M=3"):
         run_step(make_rule("dapo"), StepSpec(np.arange(3), epoch=0, step=0, n=4, total_budget=10), ScriptedEngine({}))
+
+
+def test_pilot_commit_ends_the_step_when_a_whole_drawn_batch_is_evicted() -> None:
+    # every prompt of the stream was solved in an earlier pilot: nothing is left to sample
+    rule = PilotCommitRule(pilot_n=2, commit_n=6)
+    engine = ScriptedEngine({})
+    rule.evicted = set(range(0, 1000))
+    log, _ = run_step(rule, _spec(4), engine)
+    assert log.spent == 0 and log.size == 8  # the batch and one drawn batch of M = 4, all evicted
+    rule.evicted.discard(102)  # one usable prompt in the drawn batch: piloted, then more are drawn
+    engine.next_id = 100
+    log, _ = run_step(rule, _spec(4), engine)
+    assert log.counts[log.ids.tolist().index(102)] == 2 and log.size > 8

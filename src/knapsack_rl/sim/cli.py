@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--prompts-per-step", type=int, default=_DEFAULT.prompts_per_step, help="prompts per step M")
     p.add_argument("--n", type=int, default=_DEFAULT.n, help="uniform rollouts per prompt N (budget N x M)")
     p.add_argument("--init", default=_DEFAULT.init, choices=init_names(), help="initial success-rate distribution")
+    p.add_argument("--loss-norm", default=_DEFAULT.loss_norm, choices=("trained", "budget"),
+                   help="update divisor: rollouts trained on (token-mean) or B (the same for every rule)")  # fmt: skip
     p.add_argument("--target", type=float, default=None,
                    help="success rate for 'rollouts to target' (default: baseline's final)")  # fmt: skip
     p.add_argument("--target-from", default=None,
@@ -60,6 +62,7 @@ def _base_config(args: argparse.Namespace) -> SimConfig:
     if args.regimes is not None and args.prompts is not None:
         raise ValueError("--prompts and --regimes exclude each other: a regime sets the number of training prompts")
     changes = {"num_heldout": args.heldout, "prompts_per_step": args.prompts_per_step, "n": args.n, "init": args.init}
+    changes["loss_norm"] = args.loss_norm
     if args.prompts is not None:
         changes["num_prompts"] = args.prompts
     if args.steps is not None:

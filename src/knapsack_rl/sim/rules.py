@@ -162,7 +162,8 @@ class KnapsackRule(Rule):
         return Limits(spec.total_budget, True, min(floors), a.max_n if a.strict_max_n else max(spec.total_budget, 1))
 
     def begin(self, spec: StepSpec) -> None:
-        self._probe = self.planner.plan_probe(spec.prompt_ids, epoch=spec.epoch)
+        probing = self.config.probe_n > 0  # plan_probe decides whom to probe; without a probe it is all zeros
+        self._probe = self.planner.plan_probe(spec.prompt_ids, epoch=spec.epoch) if probing else self._probe[:0]
         self._planned = False
 
     def next_round(self, log: StepLog) -> Round | None:
@@ -294,14 +295,15 @@ class PilotCommitRule(Rule):
     ``exclude_threshold_upper`` = 1) is evicted from all later steps; too-hard prompts are deferred
     (they come back in a later epoch). The paper's ratio commit : pilot = 3 : 1 is kept.
 
-    Where it departs, because the budget here is fixed (B per step, exactly): the first round pilots
-    the M prompts of the batch (``pilot_n`` = N/2 each, half of B); commits follow in the same step
-    (the paper commits buffered prompts in the next step, up to 4 steps stale); while budget remains
-    and no passer waits, more prompts are drawn and piloted, as many as this step's pass rate says
-    will absorb what remains (a commit and a pilot can share a round).
-    The last round may give a prompt fewer than ``pilot_n`` / ``commit_n`` rollouts so that the step
-    spends exactly B. Passers that no budget is left to commit are trained on their pilot (they have
-    reward variance); the paper would commit them in a later step.
+    Where it departs, because the budget here is fixed (B per step): the first round pilots the M
+    prompts of the batch (``pilot_n`` = N/2 each, half of B); commits follow in the same step (the
+    paper commits buffered prompts in the next step, up to 4 steps stale); while budget remains and no
+    passer waits, more prompts are drawn (at most M per round) and piloted, as many as this step's pass
+    rate says will absorb what remains (a commit and a pilot can share a round). The last round may
+    give a prompt fewer than ``pilot_n`` / ``commit_n`` rollouts so that the step spends exactly B; it
+    spends less only when a whole drawn batch of M prompts was evicted (the data is used up). Passers
+    that no budget is left to commit are trained on their pilot (they have reward variance); the paper
+    would commit them in a later step.
     """
 
     PASS, EASY, HARD = 1, 2, 3
@@ -317,19 +319,21 @@ class PilotCommitRule(Rule):
         self.evicted: set[Any] = set()
         self._class = np.zeros(0, dtype=np.int8)  # (K,) 0 = not piloted, else PASS / EASY / HARD
         self._queue: list[int] = []
-        self._passed = self._piloted = 0
+        self._passed = self._piloted = self._drawn = 0
 
     def limits(self, spec: StepSpec) -> Limits:
-        return Limits(spec.total_budget, True, 1, self.pilot_n + self.commit_n)
+        return Limits(spec.total_budget, False, 1, self.pilot_n + self.commit_n)
 
     def begin(self, spec: StepSpec) -> None:
         self._class = np.zeros(0, dtype=np.int8)
         self._queue = []
         self._passed = self._piloted = 0
+        self._drawn = 0
 
     def next_round(self, log: StepLog) -> Round | None:
         remaining = log.spec.total_budget - log.spent
-        if remaining <= 0:
+        dry, self._drawn = self._dry(log), 0
+        if remaining <= 0 or dry:
             return None
         self._classify(log)
         counts = np.zeros(log.size, dtype=np.int64)
@@ -348,8 +352,15 @@ class PilotCommitRule(Rule):
         demand = piloted.size * rate * self.commit_n  # expected commits of this round's pilots
         usable = (log.size - int(evicted.sum()) + 1) / (log.size + 2)  # drawn prompts not evicted (Laplace)
         per_draw = usable * (self.pilot_n + rate * self.commit_n)  # expected rollouts one drawn prompt absorbs
-        want = math.ceil((left - demand) / per_draw) if left > demand else 0
-        return Round(counts, draw=max(want, int(not counts.any())))
+        want = min(math.ceil((left - demand) / per_draw) if left > demand else 0, log.spec.size)  # a batch at most
+        self._drawn = max(want, int(not counts.any()))
+        return Round(counts, draw=self._drawn)
+
+    def _dry(self, log: StepLog) -> bool:
+        """Whether the last draw was a whole batch of M prompts, every one evicted (the data is used up)."""
+        if self._drawn < log.spec.size:
+            return False
+        return bool(self._is_evicted(log)[log.size - self._drawn :].all())
 
     @staticmethod
     def _split(queue: list[int], k: int) -> tuple[list[int], list[int]]:

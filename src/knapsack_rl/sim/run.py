@@ -2,7 +2,8 @@
 
 A step reads top to bottom: ``begin (draw the batch) -> run_step (rounds: the rule plans, the engine
 generates) -> end (the trained batch) -> world.update (advantages, update) -> record``. A run stops
-once it has generated ``config.total_rollouts`` rollouts, so every rule gets the same compute.
+once it has generated ``config.total_rollouts`` rollouts, so every rule gets the same compute (or
+earlier, after ``MAX_STEPS_FACTOR * steps`` steps or a step that generated nothing; both are logged).
 """
 
 from __future__ import annotations
@@ -91,9 +92,9 @@ class _Recorder:
 
     def add(self, log: StepLog, batch: Rollouts) -> None:
         """After the update: the step's counters and the new success rates."""
-        varied = batch.varied_groups()  # (R,)
-        signal = int(np.unique(batch.group[varied]).size)
-        values = (log.spent, batch.size, int(varied.sum()), signal, int(log.counts.max(initial=0)), log.generations)
+        varied = batch.group_variance()  # (G,)
+        effective = int(varied[batch.group].sum())
+        values = (log.spent, batch.size, effective, int(varied.sum()), int(log.counts.max(initial=0)), log.generations)
         for key, value in zip(self.COLUMNS, values, strict=True):
             self.cols[key].append(value)
         train, held = self.world.mean_success()
@@ -125,6 +126,9 @@ def simulate(config: SimConfig, rule: Rule | str, seed: int, progress: Progress 
         world.update(batch)  # advantages -> update
         rec.add(log, batch)
         spent += log.spent
+        if log.spent == 0:  # nothing generated: the rule has no data left (e.g. every prompt evicted)
+            logger.info("rule %s generated nothing in step %d; the run ends", rule_obj.name, spec.step)
+            break
         done = min(spent, total) // config.budget  # progress in steps of B rollouts
         if progress is not None and done - reported >= 50:
             progress(done - reported)

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from knapsack_rl.report.stats import Stat, first_crossing, mean_ci, paired, value_at
 from knapsack_rl.sim.run import RunTrace
@@ -131,7 +132,8 @@ class Comparison:
 
     - ``speedup``: the baseline's rollouts to reach its own final training success over the rule's
       rollouts to reach it, per seed (seeds where the rule never gets there are left out: ``reached``);
-    - ``train`` / ``heldout``: mean true success after ``budget`` rollouts (interpolated), and
+    - ``train`` / ``heldout``: mean true success after ``budget`` rollouts (interpolated; a run that
+      ended earlier because its rule had no data left keeps its last value), and
       ``d_train`` / ``d_heldout`` the paired differences rule - baseline on the same seed;
     - ``eff_ratio``: rollouts trained on in groups with signal / rollouts generated;
     - ``signal``: prompts with signal trained on per B rollouts generated;
@@ -158,12 +160,12 @@ def compare(
         for tr in runs:
             ref = base[tr.seed]
             x, x_ref = tr.cumulative_spend.astype(np.float64), ref.cumulative_spend.astype(np.float64)
-            level = value_at(x_ref, ref.train_success, budget)  # the baseline's final success
+            level = _at(x_ref, ref.train_success, budget)  # the baseline's final success
             hit = first_crossing(x, tr.train_success, level)
             per["speedup"].append(first_crossing(x_ref, ref.train_success, level) / hit if hit > 0 else math.nan)
             for key, attr in (("train", "train_success"), ("heldout", "heldout_success")):
-                per[key].append(value_at(x, getattr(tr, attr), budget))
-                per[f"d_{key}"].append(value_at(x_ref, getattr(ref, attr), budget))  # the baseline's, paired below
+                per[key].append(_at(x, getattr(tr, attr), budget))
+                per[f"d_{key}"].append(_at(x_ref, getattr(ref, attr), budget))  # the baseline's, paired below
             spend = float(tr.spend.sum())
             per["eff_ratio"].append(float(tr.effective.sum()) / spend)
             per["signal"].append(float(tr.signal_prompts.sum()) * step_budget / spend)
@@ -177,6 +179,11 @@ def compare(
         )
         out.append(Comparison(rule, stats, int(np.isfinite(per["speedup"]).sum()), len(runs)))
     return out
+
+
+def _at(x: NDArray[np.float64], y: NDArray[np.float64], budget: float) -> float:
+    """y at ``budget`` rollouts; a run that ended before (its data used up) keeps its last value."""
+    return float(y[-1]) if budget > x[-1] else value_at(x, y, budget)
 
 
 def format_comparison(rows: Sequence[Comparison], *, baseline: str = "uniform") -> str:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from knapsack_rl.core.groups import group_index, grpo_advantages
+from knapsack_rl.core.groups import grpo_advantages
 from knapsack_rl.sim.config import SimConfig, get_init
 
 
@@ -86,15 +86,14 @@ class World:
         return float(p[:num].mean()), held
 
     def update(self, batch: Rollouts) -> NDArray[np.float64]:
-        """Apply one update from a trained batch; returns the per-group scores g (G,) in group order."""
+        """Apply one update from a trained batch; returns the per-group scores g (G,), G = max group + 1."""
         if batch.size == 0:
             return np.zeros(0, dtype=np.float64)
-        gid, num = group_index(batch.group)  # (R,) dense group of each rollout
-        adv = grpo_advantages(batch.reward, gid, clip=self.config.adv_clip)  # (R,) A_j
+        adv = grpo_advantages(batch.reward, batch.group, clip=self.config.adv_clip)  # (R,) A_j
         score = adv * (batch.reward - batch.p)  # (R,) A_j (r_j - p_i)
-        g: NDArray[np.float64] = np.bincount(gid, weights=score).astype(np.float64)  # (G,) g_i
-        prompts = np.zeros(num, dtype=np.int64)
-        prompts[gid] = batch.prompt  # (G,) the prompt of each group
+        g: NDArray[np.float64] = np.bincount(batch.group, weights=score).astype(np.float64)  # (G,) g_i
+        prompts = np.zeros(g.size, dtype=np.int64)
+        prompts[batch.group] = batch.prompt  # (G,) the prompt of each group (groups without rollouts: g = 0)
         scale = 1.0 / (batch.size if self.config.loss_norm == "trained" else self.config.budget)  # 1/R or 1/B
         cfg = self.config
         self.shared += cfg.lr_shared * scale * float(g.sum())
@@ -105,7 +104,10 @@ class World:
 
 @dataclass(frozen=True)
 class Rollouts:
-    """Flat rollouts: prompt id, group id, reward in {0, 1} and the true p at sampling time, each (R,)."""
+    """Flat rollouts: prompt id, group id, reward in {0, 1} and the true p at sampling time, each (R,).
+
+    Group ids are small non-negative ints (the candidate index within the step), so per-group sums are
+    ``np.bincount`` over them."""
 
     prompt: NDArray[np.int64]
     group: NDArray[np.int64]
@@ -128,11 +130,13 @@ class Rollouts:
             return Rollouts(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
         return Rollouts(*(np.concatenate([getattr(r, f) for r in parts]) for f in ("prompt", "group", "reward", "p")))
 
-    def varied_groups(self) -> NDArray[np.bool_]:
-        """Per rollout: does its group have reward variance > 0 (some success and some failure)."""
-        gid, _ = group_index(self.group)
-        size = np.bincount(gid)
-        succ = np.bincount(gid, weights=self.reward)
-        varied = (succ > 0) & (succ < size)  # (G,)
-        out: NDArray[np.bool_] = varied[gid]
+    def group_variance(self) -> NDArray[np.bool_]:
+        """Per group id 0..G-1: does the group have reward variance > 0 (some success and some failure)."""
+        size = np.bincount(self.group)
+        succ = np.bincount(self.group, weights=self.reward)
+        out: NDArray[np.bool_] = (succ > 0) & (succ < size)  # (G,)
         return out
+
+    def varied_groups(self) -> NDArray[np.bool_]:
+        """Per rollout: does its group have reward variance > 0."""
+        return self.group_variance()[self.group]
