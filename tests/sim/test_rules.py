@@ -91,7 +91,10 @@ def check_invariants(steps: list[StepRecord], budget: int) -> None:
         for counts, draw in rec.rounds:
             assert counts.dtype.kind in "iu" and counts.min(initial=0) >= 0 and draw >= 0
         given = rec.counts[rec.counts > 0]
-        assert given.size and lim.low <= given.min() and given.max() <= lim.high
+        if given.size:
+            assert lim.low <= given.min() and given.max() <= lim.high
+        else:  # only a rule that has nothing left to sample (Pilot-Commit evicted every prompt) spends 0
+            assert not lim.fixed and rec.spent == 0
         assert rec.train.shape == (rec.spent,) and rec.train.dtype == np.bool_
 
 
@@ -125,7 +128,7 @@ def test_every_rule_is_deterministic_given_the_seed(name: str) -> None:
     assert same == (name in ("uniform", "knapsack:uniform"))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(
     name=st.sampled_from(rule_names()),
     seed=st.integers(0, 2**16),

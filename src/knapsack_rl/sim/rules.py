@@ -220,7 +220,8 @@ class ReinforceAdaRule(Rule):
     (round 8, keep 4, 4 rounds) spend at least 2x GRPO's rollouts per step; here the first round
     gives ``round_n`` (default N/2) to all M prompts and later rounds share what is left of B among
     the active prompts (evenly when ``round_n`` each does not fit), so a step spends at most B, less
-    when every prompt exits early. ``keep_n`` defaults to N/2 (the paper keeps half a first round).
+    when every prompt exits early. ``keep_n`` defaults to N/2 so that, as in the paper (keep 4 from a
+    pool of at least 8), a prompt's pool averages twice its trained group.
     The paper's advantage baseline from the whole pool of a prompt is not modelled: the engine's own
     advantage (the simulator: GRPO on the trained group) is used, so rules differ only in allocation.
     """
