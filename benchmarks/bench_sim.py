@@ -1,10 +1,12 @@
 """Speed of the offline simulator: P prompts, M prompts per step, T steps, one rule per run.
 
 Target (issue 4): 10k prompts, 256 prompts per step, 1000 steps, one rule, <= 60 s on 2 CPU cores.
-Prints a table of median / min / max wall time over ``--repeats`` runs per rule, and with
-``--profile`` the functions that take the most time in one run of the first rule.
+Every run generates ``steps * B`` rollouts (equal compute), so rules that spend more per step (DAPO)
+take fewer steps: compare rules by rollouts per second. Prints a table of median / min / max wall time
+over ``--repeats`` runs per rule, and with ``--profile`` the functions that take the most time in one
+run of the first rule.
 
-Usage: ``python benchmarks/bench_sim.py [--rules knapsack-recipe,uniform] [--repeats 3] [--json out.json]``
+Usage: ``python benchmarks/bench_sim.py [--rules knapsack:recipe,uniform] [--repeats 3] [--json out.json]``
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import time
 from pathlib import Path
 
 from knapsack_rl.sim import SimConfig, simulate
+from knapsack_rl.sim.cli import DEFAULT_RULES
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rules", default="uniform,knapsack-recipe,knapsack,dapo,uncertainty,greso")
+    parser.add_argument("--rules", default=DEFAULT_RULES)
     parser.add_argument("--prompts", type=int, default=10_000)
     parser.add_argument("--prompts-per-step", type=int, default=256)
     parser.add_argument("--steps", type=int, default=1000)
@@ -37,18 +40,22 @@ def main() -> None:
     rows = []
     print(f"P={args.prompts} M={args.prompts_per_step} steps={args.steps} repeats={args.repeats} "
           f"load average before: {os.getloadavg()[0]:.2f}")  # fmt: skip
-    print("| rule | median s | min s | max s | steps/s (median) | rollouts generated |")
-    print("|---|---|---|---|---|---|")
+    print("| rule | median s | min s | max s | steps | steps/s (median) | rollouts/s (median) |")
+    print("|---|---|---|---|---|---|---|")
     for rule in rules:
-        times, spend = [], 0
+        times, spend, steps = [], 0, 0
         for rep in range(args.repeats):
             start = time.perf_counter()
             trace = simulate(config, rule, seed=rep)
             times.append(time.perf_counter() - start)
-            spend = int(trace.spend.sum())
+            spend, steps = int(trace.spend.sum()), int(trace.spend.size)
         med = statistics.median(times)
-        rows.append({"rule": rule, "median_s": med, "min_s": min(times), "max_s": max(times), "spend": spend})
-        print(f"| {rule} | {med:.2f} | {min(times):.2f} | {max(times):.2f} | {args.steps / med:.0f} | {spend} |")
+        row = {"rule": rule, "median_s": med, "min_s": min(times), "max_s": max(times), "steps": steps, "spend": spend}
+        rows.append(row)
+        print(
+            f"| {rule} | {med:.2f} | {min(times):.2f} | {max(times):.2f} | {steps} | {steps / med:.0f} "
+            f"| {spend / med / 1e6:.2f}M |"
+        )
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.profile:
         prof = cProfile.Profile()

@@ -1,36 +1,54 @@
 """Offline simulator of GRPO learning dynamics, to compare rollout allocation rules in seconds.
 
-NumPy only. See :mod:`knapsack_rl.sim.world` for the model and update rule, :mod:`knapsack_rl.sim.rules`
-for the rules and their registry, and docs/simulation.md for the study.
+NumPy only. :mod:`knapsack_rl.sim.interface` is the engine-agnostic rule interface (a step as rounds),
+:mod:`knapsack_rl.sim.rules` the rules and their registry, :mod:`knapsack_rl.sim.world` the model and
+update rule, :mod:`knapsack_rl.sim.regimes` the comparison per training regime; docs/simulation.md
+has the study.
 """
 
 from knapsack_rl.sim.config import SimConfig, init_names, register_init
 from knapsack_rl.sim.env import StepEnv
-from knapsack_rl.sim.rules import BudgetRule, KnapsackRule, KnapsackSettings, Rule, make_rule, register_rule, rule_names
+from knapsack_rl.sim.interface import Engine, Limits, Round, Rule, Selection, StepLog, StepSpec, run_step
+from knapsack_rl.sim.keyed import keyed_uniform
+from knapsack_rl.sim.rules import (
+    KnapsackRule,
+    RuleSetup,
+    knapsack_factory,
+    make_rule,
+    register_knapsack,
+    register_rule,
+    rule_names,
+)
 from knapsack_rl.sim.run import RunTrace, run_rules, simulate
-from knapsack_rl.sim.summary import format_table, mean_ci, summarize
-from knapsack_rl.sim.world import Draw, Rollouts, World, keyed_uniform
+from knapsack_rl.sim.summary import format_table, summarize
+from knapsack_rl.sim.world import Rollouts, World
 
 __all__ = [
-    "BudgetRule",
-    "Draw",
+    "Engine",
     "KnapsackRule",
-    "KnapsackSettings",
+    "Limits",
     "Rollouts",
+    "Round",
     "Rule",
+    "RuleSetup",
     "RunTrace",
+    "Selection",
     "SimConfig",
     "StepEnv",
+    "StepLog",
+    "StepSpec",
     "World",
     "format_table",
     "init_names",
     "keyed_uniform",
+    "knapsack_factory",
     "make_rule",
-    "mean_ci",
     "register_init",
+    "register_knapsack",
     "register_rule",
     "rule_names",
     "run_rules",
+    "run_step",
     "simulate",
     "summarize",
 ]

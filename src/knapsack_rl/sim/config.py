@@ -8,24 +8,24 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from knapsack_rl.core.registry import Registry
 from knapsack_rl.core.validate import check_choice, check_int, check_real
 
 # fn(rng, size) -> initial logits (size,) of the prompts' base difficulty (topic effect excluded)
 InitFn = Callable[[np.random.Generator, int], NDArray[np.float64]]
-_INITS: dict[str, tuple[InitFn, float]] = {}
+INITS: Registry[tuple[InitFn, float]] = Registry("init", "initial distribution")
 
 
 def register_init(name: str, topic_std: float = 0.0) -> Callable[[InitFn], InitFn]:
-    """Register an initial distribution of logits ``theta_0`` under ``name``; duplicates raise.
+    """Register an initial distribution of logits ``theta_0`` under ``name``; a taken name raises.
 
     ``fn(rng, size)`` draws the per-prompt part; ``topic_std`` is the std of the shared per-topic
     offset added on top (so prompts of one topic start correlated).
     """
+    check_real("topic_std", topic_std, low=0.0)
 
     def decorator(fn: InitFn) -> InitFn:
-        if name in _INITS:
-            raise ValueError(f"initial distribution {name!r} is already registered")
-        _INITS[name] = (fn, topic_std)
+        INITS.add(name, (fn, topic_std))
         return fn
 
     return decorator
@@ -33,13 +33,12 @@ def register_init(name: str, topic_std: float = 0.0) -> Callable[[InitFn], InitF
 
 def init_names() -> list[str]:
     """Names of the registered initial distributions, sorted."""
-    return sorted(_INITS)
+    return INITS.names()
 
 
 def get_init(name: str) -> tuple[InitFn, float]:
     """The registered ``(fn, topic_std)`` pair; an unknown name lists the valid ones."""
-    check_choice("init", name, init_names())
-    return _INITS[name]
+    return INITS.get(name)
 
 
 @register_init("paper", topic_std=1.0)
@@ -79,11 +78,13 @@ class SimConfig:
     num_topics: int = 64
     """Topics; prompts of a topic share a learnable skill component."""
     prompts_per_step: int = 256
-    """Prompts per step M (the trained batch of fixed-budget rules)."""
+    """Prompts per step M: the batch each step starts with."""
     n: int = 8
     """Uniform rollouts per prompt N; the step budget is B = N x M."""
     steps: int = 500
-    """Training steps."""
+    """Length of a run in steps of B rollouts: every run stops once it has generated ``steps * B``
+    rollouts (equal compute for every rule; a rule that spends more per step, such as DAPO, takes
+    fewer steps, one that spends less takes more, at most ``4 * steps``)."""
     init: str = "paper"
     """Registered initial distribution of success rates (``paper``, ``uniform``, ``hard``, ``half``)."""
     lr_shared: float = 0.01
@@ -94,6 +95,10 @@ class SimConfig:
     """Step size of the prompt's own logit (memorisation; does not transfer)."""
     adv_clip: float | None = 5.0
     """Clip of the GRPO advantages (the recipe uses 5); None for no clip."""
+    loss_norm: str = "trained"
+    """Divisor of the summed scores in an update: ``trained`` (the rollouts of the trained batch, R: the
+    recipe's token-mean, so a rule that trains only on groups with signal takes larger steps) or
+    ``budget`` (B, the same for every step and rule: the step size does not depend on what was dropped)."""
     snapshot_every: int = 25
     """Record (true p, budget) of every prompt of one step in this many (for the budget-vs-p plot)."""
 
@@ -104,9 +109,10 @@ class SimConfig:
         check_int("prompts_per_step", self.prompts_per_step, low=1, high=self.num_prompts)
         check_int("n", self.n, low=2)
         check_int("steps", self.steps, low=1)
-        check_choice("init", self.init, init_names())
+        get_init(self.init)
         for name in ("lr_shared", "lr_topic", "lr_prompt"):
             check_real(name, getattr(self, name), low=0.0)
+        check_choice("loss_norm", self.loss_norm, ("trained", "budget"))
         if self.adv_clip is not None:
             check_real("adv_clip", self.adv_clip, low=0.0, open_low=True)
         check_int("snapshot_every", self.snapshot_every, low=1)
@@ -115,3 +121,8 @@ class SimConfig:
     def budget(self) -> int:
         """Rollouts per step B = N x M."""
         return self.n * self.prompts_per_step
+
+    @property
+    def total_rollouts(self) -> int:
+        """Rollouts of a run, ``steps * B`` (equal for every rule)."""
+        return self.steps * self.budget

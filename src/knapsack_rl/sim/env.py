@@ -1,7 +1,9 @@
-"""The per-step environment a rule acts through: the epoch-ordered prompt stream and the sampler.
+"""The simulator's engine: the epoch-ordered prompt stream and the Bernoulli sampler.
 
-Every rollout a rule generates goes through :meth:`StepEnv.sample`, which counts it; a rule's spend
-is therefore measured, not self-reported.
+:class:`StepEnv` implements :class:`~knapsack_rl.sim.interface.Engine`: rules ask it for prompts
+(``draw``) and rollouts (``generate``) through :func:`~knapsack_rl.sim.interface.run_step`. Every
+rollout goes through :meth:`StepEnv.sample`, which counts it; a rule's spend is therefore measured
+by the engine, not self-reported.
 """
 
 from __future__ import annotations
@@ -10,12 +12,21 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from knapsack_rl.sim.config import SimConfig
-from knapsack_rl.sim.world import REWARD_STREAM, Draw, Rollouts, World, keyed_uniform
+from knapsack_rl.sim.interface import Selection, StepLog, StepSpec
+from knapsack_rl.sim.keyed import REWARD_STREAM, keyed_uniform
+from knapsack_rl.sim.world import Rollouts, World
 
 
 class StepEnv:
     """Prompt stream in epoch order (a permutation per epoch, a function of (seed, epoch) only) and a
-    Bernoulli sampler with common random numbers (:func:`keyed_uniform`)."""
+    Bernoulli sampler with common random numbers (:func:`~knapsack_rl.sim.keyed.keyed_uniform`).
+
+    Attributes:
+        epoch: the pass over the training prompts the stream is in (0-based).
+        step: steps begun so far.
+        spent: rollouts generated since :meth:`begin_step`; ``drawn``: prompts taken from the stream
+            since the start.
+    """
 
     def __init__(self, config: SimConfig, world: World, seed: int) -> None:
         self.config = config
@@ -25,33 +36,15 @@ class StepEnv:
         self.epoch = 0
         self._order = self._permutation(0)
         self._cursor = 0
-        self._next_group = 0
-        self.spent = 0  # rollouts generated in the current step
-        self.drawn = 0  # prompts taken from the stream since the start
-        self.budget_seen: dict[int, int] = {}  # rollouts per group (drawn prompt) in this step
-        self._group_prompt: dict[int, int] = {}
-        self.snapshot: tuple[NDArray[np.float64], NDArray[np.int64]] | None = None
-
-    @property
-    def n(self) -> int:
-        """Uniform rollouts per prompt N."""
-        return self.config.n
-
-    @property
-    def prompts_per_step(self) -> int:
-        """Prompts per step M."""
-        return self.config.prompts_per_step
-
-    @property
-    def budget(self) -> int:
-        """Rollouts per step B = N x M."""
-        return self.config.budget
+        self.spent = 0
+        self.drawn = 0
+        self._p: list[NDArray[np.float64]] = []  # true p of each rollout of the step, per generate call
 
     def _permutation(self, epoch: int) -> NDArray[np.int64]:
         return np.random.default_rng([self.seed, 0xE90C, epoch]).permutation(self.config.num_prompts)
 
-    def draw(self, k: int) -> Draw:
-        """The next k prompts of the stream (crossing into the next epoch when this one ends)."""
+    def draw(self, k: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """The next k prompts of the stream and their epochs (crossing into the next epoch when one ends)."""
         prompts, epochs = [], []
         while k > 0:
             if self._cursor == self._order.size:
@@ -64,54 +57,63 @@ class StepEnv:
             k -= take
         p = np.concatenate(prompts) if prompts else np.zeros(0, dtype=np.int64)
         self.drawn += p.size
-        groups = np.arange(self._next_group, self._next_group + p.size, dtype=np.int64)
-        self._next_group += p.size
-        return Draw(p, np.concatenate(epochs) if epochs else np.zeros(0, dtype=np.int64), groups)
+        return p, np.concatenate(epochs) if epochs else np.zeros(0, dtype=np.int64)
 
-    def coin(self, draw: Draw, stream: int) -> NDArray[np.float64]:
-        """One U(0, 1) per drawn prompt from a named stream (same for every rule; e.g. skip decisions)."""
-        return keyed_uniform(self.seed, stream, draw.prompts, draw.epochs, 0)
+    def sample(
+        self, prompts: NDArray[np.int64], epochs: NDArray[np.int64], counts: ArrayLike, offset: ArrayLike = 0
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Generate ``counts[k]`` rollouts of each prompt; rollout indices start at ``offset[k]``.
 
-    def success(self, prompts: NDArray[np.int64]) -> NDArray[np.float64]:
-        """True success probability of the prompts now (for oracle rules and tests)."""
-        return self.world.success(prompts)
-
-    def sample(self, draw: Draw, counts: ArrayLike, offset: ArrayLike = 0) -> Rollouts:
-        """Generate ``counts[k]`` rollouts of each drawn prompt; rollout indices start at ``offset[k]``.
-
-        Reward of rollout j: ``1[U(seed, prompt, epoch, j) < p]`` (common random numbers). Every
-        rollout is added to the step's spend.
+        Reward of rollout j: ``1[U(seed, prompt, epoch, j) < p]`` (common random numbers), rollouts
+        listed prompt by prompt. Every rollout is added to the step's spend. Returns (rewards, true p),
+        each (sum(counts),).
         """
         c = np.asarray(counts, dtype=np.int64).reshape(-1)
-        if c.shape != (len(draw),):
-            raise ValueError(f"counts must have shape ({len(draw)},); got {c.shape}")
+        if c.shape != prompts.shape:
+            raise ValueError(f"counts must have shape {prompts.shape}; got {c.shape}")
         if np.any(c < 0):
             raise ValueError(f"counts must be >= 0; got min {int(c.min())}")
         off = np.broadcast_to(np.asarray(offset, dtype=np.int64), c.shape)
-        p = self.world.success(draw.prompts)  # (k,)
-        slot = np.repeat(np.arange(c.size), c)  # (R,) drawn prompt of each rollout
+        p = self.world.success(prompts)  # (k,)
+        slot = np.repeat(np.arange(c.size), c)  # (R,) prompt of each rollout
         index = np.arange(slot.size) - np.repeat(np.cumsum(c) - c, c) + off[slot]  # rollout index j
-        u = keyed_uniform(self.seed, REWARD_STREAM, draw.prompts[slot], draw.epochs[slot], index)
+        u = keyed_uniform(self.seed, REWARD_STREAM, prompts[slot], epochs[slot], index)
         self.spent += int(c.sum())
-        for gid, pid, cnt in zip(draw.groups.tolist(), draw.prompts.tolist(), c.tolist(), strict=True):
-            self.budget_seen[gid] = self.budget_seen.get(gid, 0) + cnt
-            self._group_prompt[gid] = pid
-        return Rollouts(draw.prompts[slot], draw.groups[slot], (u < p[slot]).astype(np.float64), p[slot])
+        return (u < p[slot]).astype(np.float64), p[slot]
 
-    def begin_step(self) -> None:
-        """Reset the per-step counters."""
+    # ------------------------------------------------------------ Engine protocol
+    def generate(self, log: StepLog, counts: NDArray[np.int64]) -> NDArray[np.float64]:
+        """``counts[k]`` more rollouts of candidate k (indices continue after its earlier ones)."""
+        rewards, p = self.sample(log.ids, log.epochs, counts, offset=log.counts)
+        self._p.append(p)
+        return rewards
+
+    # ----------------------------------------------------------------- the step
+    def begin_step(self) -> StepSpec:
+        """Reset the per-step counters and draw the step's batch of M prompts.
+
+        A batch never straddles two epochs (as a data loader with ``drop_last``): when fewer than M
+        prompts are left in this epoch's order they are skipped and the next epoch begins, so the
+        batch's prompts are distinct and the step has one epoch.
+        """
         self.spent = 0
-        self.budget_seen = {}
-        self._group_prompt = {}
-        self._next_group = 0
+        self._p = []
+        if self._order.size - self._cursor < self.config.prompts_per_step:
+            self._cursor = self._order.size  # the next draw starts the next epoch
+        prompts, epochs = self.draw(self.config.prompts_per_step)
+        return StepSpec(
+            prompts, epoch=int(epochs[0]), step=self.step, n=self.config.n, total_budget=self.config.budget,
+            prompt_epochs=epochs,
+        )  # fmt: skip
 
-    def end_step(self) -> None:
-        """Close the step (call before the update): on snapshot steps keep (true p, rollouts) per prompt."""
-        self.snapshot = None
-        if self.step % self.config.snapshot_every == 0 and self.budget_seen:
-            prompts = np.fromiter(
-                (self._group_prompt[g] for g in self.budget_seen), dtype=np.int64, count=len(self.budget_seen)
+    def end_step(self, log: StepLog, selection: Selection) -> Rollouts:
+        """Close the step: the trained batch (group = candidate index) for :meth:`World.update`."""
+        p = np.concatenate(self._p) if self._p else np.zeros(0)
+        if p.size != log.rewards.size or self.spent != log.spent:
+            raise RuntimeError(
+                f"the log holds {log.spent} rollouts of step {log.spec.step}; the engine sampled {self.spent}"
             )
-            counts = np.fromiter(self.budget_seen.values(), dtype=np.int64, count=len(self.budget_seen))
-            self.snapshot = (self.world.success(prompts), counts)
+        keep = selection.train
+        cand = log.rollout_candidate[keep]
         self.step += 1
+        return Rollouts(log.ids[cand].astype(np.int64), cand, log.rewards[keep], p[keep])

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from knapsack_rl.report.stats import mean_ci
 from knapsack_rl.sim.run import RunTrace
-from knapsack_rl.sim.summary import mean_ci
 
 
 def _band(grid: NDArray[np.float64], curves: list[NDArray[np.float64]]) -> tuple[NDArray[np.float64], ...]:
@@ -39,7 +39,9 @@ def plot_curves(traces: Mapping[str, list[RunTrace]], path: Path, *, title: str 
             ax.fill_between(grid / 1e6, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
         k = 10  # moving average over k steps
         eff = [np.convolve(t.effective_ratio, np.ones(k) / k, mode="valid") for t in runs]
-        steps = np.arange(eff[0].size) + k
+        common = min(e.size for e in eff)  # runs of a rule may take different numbers of steps
+        eff = [e[:common] for e in eff]
+        steps = np.arange(common) + k
         mean, lo, hi = _band(steps.astype(float), eff)
         (line,) = axes[2].plot(steps, mean, label=rule, lw=1.3)
         axes[2].fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, lw=0)

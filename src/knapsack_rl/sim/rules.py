@@ -1,358 +1,533 @@
-"""Allocation rules for the simulator, behind one interface and a registry.
+"""Allocation rules behind one interface (:mod:`knapsack_rl.sim.interface`) and one registry.
 
-A rule is an object with ``step(env) -> Rollouts``: it draws prompts from ``env``, asks
-:meth:`StepEnv.sample` for the rollouts it wants (every one is counted as spend) and returns the batch
-to train on. Most rules only decide counts for M drawn prompts: subclass :class:`BudgetRule` and
-implement ``budgets``. Register a factory ``fn(config) -> Rule`` with :func:`register_rule`::
+Every rule is engine-agnostic (NumPy and :mod:`knapsack_rl.core` only): the simulator drives them,
+and so can a trainer that implements :class:`~knapsack_rl.sim.interface.Engine`. Knapsack rules talk
+to the method only through :class:`knapsack_rl.Planner`. Register a factory ``fn(setup) -> Rule``::
 
     @register_rule("mine")
-    def _make(config: SimConfig) -> Rule:
+    def _make(setup: RuleSetup) -> Rule:
         return MyRule(...)
 
-Built-in rules (SPEC sections 4-5 and 10):
+Built-in rules (B = N x M rollouts per step unless said otherwise):
 
-- ``uniform``: N rollouts for each of the M prompts.
-- ``knapsack-recipe``: the recipe: recipe tracker estimator (window 16, min 8 rewards), fallback on,
-  ``objective="recipe"`` (its zero-pool quirk included), p = 0 / p = 1 prompts get 2.
-- ``knapsack``: the project's defaults chosen by the study (docs/simulation.md): as the recipe but
-  ``objective="paper"``, no fallback, and 1 rollout (not 2) for prompts estimated at p = 0 or p = 1.
-- ``knapsack-two-phase``: ``knapsack`` with the two-phase cold start (unestimated prompts are probed
-  with 4 rollouts within the step, then the rest of the budget is allocated).
-- ``dapo``: DAPO dynamic sampling: rounds of M prompts x N rollouts, drop zero-variance groups,
-  refill until M groups with signal are kept (at most ``max_rounds`` rounds), trim to M; every
-  generated rollout is spend.
-- ``uncertainty``: E3-like: counts proportional to the estimated reward std ``sqrt(p(1-p))`` (Beta
-  posterior mean), at least ``min_n``, unestimated prompts N, total B (largest remainder).
-- ``greso``: GRESO-like pre-rollout filtering: a prompt whose last group had zero variance is skipped
-  with probability q (0.8) and replaced by the next prompt of the stream; N rollouts each.
+=====================  =======================================================================
+``uniform``            GRPO: N rollouts for each of the M prompts.
+``knapsack:<preset>``  Knapsack RL through the Planner with a core preset (``recipe``: the authors'
+                       settings; ``project``: this project's; ``uniform``: the baseline, tracked).
+``knapsack:two-phase`` ``project`` with two-phase planning from the first step: 4 probe rollouts
+                       per unestimated prompt, then the rest of B from what the probe saw.
+``reinforce-ada``      Reinforce-Ada-like sequential sampling in rounds, balanced exit.
+``reinforce-ada-pos``  the same with the positive-focused exit.
+``pilot-commit``       Pilot-Commit-like: pilot rollouts, then commit the rest to prompts whose
+                       pilot shows reward variance; solved prompts are evicted.
+``dapo``               DAPO dynamic sampling: rounds of M x N until M groups with signal; every
+                       generated rollout counts (up to ``max_rounds`` x B per step).
+``greso``              GRESO-like pre-rollout skipping of prompts whose last group had no signal.
+``uncertainty``        E3-like: counts proportional to the estimated reward std.
+=====================  =======================================================================
+
+Any :class:`~knapsack_rl.core.config.KnapsackConfig` runs as a rule with :class:`KnapsackRule`
+(``KnapsackRule(KnapsackConfig.preset("project", posterior=True))``) or is registered under a name
+with :func:`register_knapsack`.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from knapsack_rl.core.allocate import allocate
-from knapsack_rl.core.config import KnapsackConfig
+from knapsack_rl.core.config import KnapsackConfig, preset_names
+from knapsack_rl.core.planner import Planner
+from knapsack_rl.core.registry import Registry
 from knapsack_rl.core.tracker import Tracker, TrackerConfig
 from knapsack_rl.core.validate import check_choice, check_int, check_real
-from knapsack_rl.sim.config import SimConfig
-from knapsack_rl.sim.env import StepEnv
-from knapsack_rl.sim.world import SKIP_STREAM, Draw, Rollouts
+from knapsack_rl.sim.interface import Limits, Round, Rule, Selection, StepLog, StepSpec
+from knapsack_rl.sim.keyed import SKIP_STREAM, id_keys, keyed_uniform
 
 
-class Rule(ABC):
-    """One allocation rule; holds its own state (tracker) across the steps of one run."""
+@dataclass(frozen=True)
+class RuleSetup:
+    """What a rule factory is told about the run: the step shape and the run's seed."""
 
-    name: str = "rule"
+    n: int = 8
+    """Uniform rollouts per prompt N."""
+    prompts_per_step: int = 256
+    """Prompts per step M."""
+    seed: int = 0
+    """The run's seed (rules that flip coins key them on it)."""
 
-    @abstractmethod
-    def step(self, env: StepEnv) -> Rollouts:
-        """Generate this step's rollouts through ``env.sample`` and return the batch to train on."""
-
-
-class BudgetRule(Rule):
-    """Draw M prompts, give them ``budgets(draw, env)`` rollouts, observe the rewards, train on all."""
-
-    def step(self, env: StepEnv) -> Rollouts:
-        draw = env.draw(env.prompts_per_step)
-        batch = env.sample(draw, self.budgets(draw, env))
-        self.observe(batch, env)
-        return batch
-
-    @abstractmethod
-    def budgets(self, draw: Draw, env: StepEnv) -> NDArray[np.int64]:
-        """Rollouts per drawn prompt (M,)."""
-
-    def observe(self, batch: Rollouts, env: StepEnv) -> None:
-        """Record the rewards of every generated rollout (default: nothing)."""
+    def __post_init__(self) -> None:
+        check_int("n", self.n, low=1)
+        check_int("prompts_per_step", self.prompts_per_step, low=1)
+        check_int("seed", self.seed, low=0)
 
 
-class TrackedRule(BudgetRule):
-    """A budget rule with a :class:`Tracker` fed with every rollout it generates."""
-
-    def __init__(self, tracker: TrackerConfig) -> None:
-        self.tracker = Tracker(tracker)
-
-    def observe(self, batch: Rollouts, env: StepEnv) -> None:
-        self.tracker.update(batch.prompt, batch.reward, epoch=env.epoch, step=env.step)
-
-
-RuleFactory = Callable[[SimConfig], Rule]
-_RULES: dict[str, RuleFactory] = {}
+RuleFactory = Callable[[RuleSetup], Rule]
+RULES: Registry[RuleFactory] = Registry("rule", "rule")
 
 
 def register_rule(name: str) -> Callable[[RuleFactory], RuleFactory]:
-    """Register ``factory(config) -> Rule`` under ``name``; duplicates raise."""
-
-    def decorator(factory: RuleFactory) -> RuleFactory:
-        if name in _RULES:
-            raise ValueError(f"rule {name!r} is already registered")
-        _RULES[name] = factory
-        return factory
-
-    return decorator
+    """Register ``factory(setup) -> Rule`` under ``name``; a taken name raises."""
+    return RULES.register(name)
 
 
 def rule_names() -> list[str]:
     """Names of the registered rules, sorted."""
-    return sorted(_RULES)
+    return RULES.names()
 
 
-def make_rule(name: str, config: SimConfig) -> Rule:
+def make_rule(name: str, setup: RuleSetup | None = None) -> Rule:
     """A fresh instance of the rule registered as ``name``; an unknown name lists the valid ones."""
-    check_choice("rule", name, rule_names())
-    rule = _RULES[name](config)
+    rule = RULES.get(name)(setup if setup is not None else RuleSetup())
     rule.name = name
     return rule
 
 
-# --------------------------------------------------------------------------- uniform
-class UniformRule(BudgetRule):
-    """N rollouts per prompt."""
+def _even(total: int, mask: NDArray[np.bool_], per: int | None = None) -> NDArray[np.int64]:
+    """Counts (K,): ``per`` for each True of ``mask`` if that fits ``total``; else ``total`` split evenly
+    over them (the first ones in order get the remainder)."""
+    k = int(mask.sum())
+    counts = np.zeros(mask.size, dtype=np.int64)
+    if k == 0 or total <= 0:
+        return counts
+    if per is not None and per * k <= total:
+        counts[mask] = per
+        return counts
+    q, r = divmod(total, k)
+    counts[mask] = q + (np.arange(k) < r)
+    return counts
 
-    def budgets(self, draw: Draw, env: StepEnv) -> NDArray[np.int64]:
-        return np.full(len(draw), env.n, dtype=np.int64)
+
+def _require_nm(rule: Rule, spec: StepSpec) -> int:
+    """Rules that give groups of N need ``total_budget == n * M``; returns it."""
+    if spec.total_budget != spec.n * spec.size:
+        raise ValueError(
+            f"rule {rule.name!r} needs total_budget == n * M; got total_budget={spec.total_budget}, "
+            f"n={spec.n}, M={spec.size}"
+        )
+    return spec.total_budget
+
+
+# --------------------------------------------------------------------------- uniform
+class UniformRule(Rule):
+    """GRPO: the step's budget split evenly over its M prompts in one round (N each when B = N x M)."""
+
+    def limits(self, spec: StepSpec) -> Limits:
+        q = spec.total_budget // spec.size
+        return Limits(spec.total_budget, True, max(q, 1), q + (spec.total_budget % spec.size > 0))
+
+    def next_round(self, log: StepLog) -> Round | None:
+        if log.rounds:
+            return None
+        return Round(_even(log.spec.total_budget, np.ones(log.size, dtype=bool)))
 
 
 @register_rule("uniform")
-def _uniform(config: SimConfig) -> Rule:
+def _uniform(setup: RuleSetup) -> Rule:
     return UniformRule()
 
 
 # --------------------------------------------------------------------------- knapsack
-@dataclass(frozen=True)
-class KnapsackSettings:
-    """Settings of :class:`KnapsackRule` (tracker plus :func:`knapsack_rl.allocate` arguments)."""
+class KnapsackRule(Rule):
+    """Knapsack RL through :class:`knapsack_rl.Planner` (SPEC 4-5): ``plan -> generate -> observe``.
 
-    estimator: str = "recipe"
-    """Tracker estimator: ``recipe``, ``ema`` or ``beta``."""
-    min_count: int = 8
-    """Rewards a prompt needs before its estimate is used."""
-    forgetting: float = 0.8
-    """Beta estimator: discount of old evidence per update."""
-    beta_prior: tuple[float, float] = (1.0, 1.0)
-    """Beta estimator: prior pseudo-counts."""
-    smooth: float = 0.0
-    """p = 0 / p = 1 treatment: Beta(smooth/2, smooth/2) prior on the point estimate over its last
-    ``min(count, window)`` rewards, ``(smooth/2 + p_hat n) / (smooth + n)``; 0 keeps the point estimate."""
-    fallback: bool = True
-    """allocate(): the alpha = 0.9 fallback."""
-    objective: str = "recipe"
-    """allocate(): ``recipe`` (with its zero-pool quirk) or ``paper``."""
-    min_n: int = 2
-    """allocate(): lower bound of an effective prompt."""
-    max_n: int = 128
-    """allocate(): upper bound of an effective prompt."""
-    negative_n: int = 2
-    """allocate(): rollouts of a prompt estimated at p = 0."""
-    positive_n: int = 2
-    """allocate(): rollouts of a prompt estimated at p = 1."""
-    value: str = "paper"
-    """allocate(): registered value function."""
-    cold_start: str = "uniform"
-    """Unestimated prompts: ``uniform`` (N each, the recipe) or ``two_phase`` (probe then allocate)."""
-    probe_n: int = 4
-    """two_phase: rollouts of the probe given to each unestimated prompt first."""
-
-    def __post_init__(self) -> None:
-        check_choice("estimator", self.estimator, ("recipe", "ema", "beta"))
-        check_choice("objective", self.objective, ("recipe", "paper"))
-        check_choice("cold_start", self.cold_start, ("uniform", "two_phase"))
-        check_int("probe_n", self.probe_n, low=1)
-        check_real("forgetting", self.forgetting, low=0.0, high=1.0, open_low=True)
-        check_real("smooth", self.smooth, low=0.0)
-
-
-class KnapsackRule(TrackedRule):
-    """Knapsack RL: tracker estimates -> :func:`knapsack_rl.allocate` -> counts (total B exactly).
-
-    ``cold_start="two_phase"``: prompts without an estimate first get ``probe_n`` rollouts each; their
-    estimate becomes ``(smooth/2 + s) / (smooth + probe_n)`` with s the probe's successes (the point
-    estimate when ``smooth = 0``, so an all-wrong probe lands in the p = 0 bucket), and one
-    allocation of the remaining ``B - probe_n * k`` over all M prompts adds to the probe (so a probed
-    prompt can reach ``probe_n + max_n``). The probe's rollouts are part of the trained group.
+    One round ``planner.plan(ids, epoch=...)``. With ``config.probe_n > 0`` two rounds (two-phase
+    planning): the probe ``planner.plan_probe(ids, epoch=...)``, then ``planner.plan(..., probe=...)``
+    whose budgets include the probe's counts (the second round generates the difference). Every
+    rollout of the step is then given to ``planner.observe`` once; its metrics are the selection's.
     """
 
-    def __init__(self, settings: KnapsackSettings) -> None:
-        super().__init__(
-            TrackerConfig(
-                estimator=settings.estimator,
-                min_count=settings.min_count,
-                forgetting=settings.forgetting,
-                beta_prior=settings.beta_prior,
-            )
-        )
-        self.settings = settings
+    def __init__(self, config: KnapsackConfig) -> None:
+        self.planner = Planner(config)
+        self._probe = np.zeros(0, dtype=np.int64)
+        self._planned = False
 
-    def _allocate(self, p_hat: NDArray[np.float64], n: int, total: int) -> NDArray[np.int64]:
-        s = self.settings
-        result = allocate(
-            p_hat,
-            unestimated_in_zero_pool=s.objective == "recipe",
-            strict_max_n=s.objective != "recipe",
-            n=n,
-            total_budget=total,
-            min_n=s.min_n,
-            max_n=s.max_n,
-            negative_n=s.negative_n,
-            positive_n=s.positive_n,
-            fallback=s.fallback,
-            objective=s.objective,  # type: ignore[arg-type]
-            value=s.value,
-        )
-        return result.budgets
+    @property
+    def config(self) -> KnapsackConfig:
+        """The method's settings."""
+        return self.planner.config
 
-    def estimate(self, prompts: NDArray[np.int64]) -> NDArray[np.float64]:
-        """Tracker estimate, shrunk toward 1/2 by the ``smooth`` prior (NaN = no estimate)."""
-        p_hat = self.tracker.estimate(prompts)
-        a = self.settings.smooth
-        if a > 0:
-            n = np.minimum(self.tracker.counts(prompts), self.tracker.config.window)  # rewards behind p_hat
-            p_hat = (a / 2 + p_hat * n) / (a + n)  # Beta(a/2, a/2) posterior mean
-        return p_hat
+    def limits(self, spec: StepSpec) -> Limits:
+        a = self.config.allocation
+        if self.config.rule == "uniform":
+            return UniformRule().limits(spec)
+        # starting counts only grow; a bucket that starts at 0 can take any share of a spread surplus
+        floors = [a.min_n, a.n, max(a.negative_n, 1), max(a.positive_n, 1)]
+        floors += [self.config.probe_n] if self.config.probe_n else []
+        return Limits(spec.total_budget, True, min(floors), a.max_n if a.strict_max_n else max(spec.total_budget, 1))
 
-    def budgets(self, draw: Draw, env: StepEnv) -> NDArray[np.int64]:
-        return self._allocate(self.estimate(draw.prompts), env.n, env.budget)
+    def begin(self, spec: StepSpec) -> None:
+        probing = self.config.probe_n > 0  # plan_probe decides whom to probe; without a probe it is all zeros
+        self._probe = self.planner.plan_probe(spec.prompt_ids, epoch=spec.epoch) if probing else self._probe[:0]
+        self._planned = False
 
-    def step(self, env: StepEnv) -> Rollouts:
-        if self.settings.cold_start == "uniform":
-            return super().step(env)
-        draw = env.draw(env.prompts_per_step)
-        p_hat = self.estimate(draw.prompts)
-        new = np.isnan(p_hat)
-        k = self.settings.probe_n
-        probe = env.sample(draw.select(new), np.full(int(new.sum()), k)) if new.any() else Rollouts.concat([])
-        if new.any():
-            succ = np.bincount(
-                np.searchsorted(draw.groups[new], probe.group), weights=probe.reward, minlength=new.sum()
-            )
-            a = self.settings.smooth
-            p_hat[new] = (a / 2 + succ) / (a + k)  # probe estimate, with the same Beta(a/2, a/2) prior
-        counts = self._allocate(p_hat, env.n, env.budget - k * int(new.sum()))
-        rest = env.sample(draw, counts, offset=np.where(new, k, 0))
-        batch = Rollouts.concat([probe, rest])
-        self.observe(batch, env)
-        return batch
+    def next_round(self, log: StepLog) -> Round | None:
+        if self._planned:
+            return None
+        if log.rounds == 0 and self._probe.any():
+            return Round(self._probe)
+        probe = (log.ids[log.rollout_candidate], log.rewards) if log.spent else None
+        spec = log.spec
+        alloc = self.planner.plan(log.ids, epoch=spec.epoch, total_budget=spec.total_budget, probe=probe)
+        self._planned = True
+        return Round(alloc.budgets - log.counts)
+
+    def finish(self, log: StepLog) -> Selection:
+        spec = log.spec
+        metrics = self.planner.observe(log.ids[log.rollout_candidate], log.rewards, epoch=spec.epoch, step=spec.step)
+        return Selection(np.ones(log.rewards.size, dtype=bool), metrics)
 
 
-_KEYS = ("objective", "fallback", "negative_n", "positive_n")
+def knapsack_factory(config: KnapsackConfig) -> RuleFactory:
+    """A rule factory running ``config`` through the Planner, with ``n`` set to the run's N."""
+
+    def factory(setup: RuleSetup) -> Rule:
+        return KnapsackRule(config.replace(n=setup.n))
+
+    return factory
 
 
-def _recipe_settings() -> KnapsackSettings:
-    a = KnapsackConfig.preset("recipe").allocation
-    return KnapsackSettings(estimator="recipe", **{k: getattr(a, k) for k in _KEYS})
+def register_knapsack(name: str, config: KnapsackConfig) -> None:
+    """Register ``config`` as the rule ``name`` (e.g. a study's variant); a taken name raises."""
+    RULES.add(name, knapsack_factory(config))
 
 
-PROJECT_SETTINGS = replace(
-    _recipe_settings(), **{k: getattr(KnapsackConfig.preset("project").allocation, k) for k in _KEYS}
-)
-"""The project's defaults as chosen by the study in docs/simulation.md: the recipe's tracker estimator,
-point estimates (no posterior shrinkage), the plain objective V(N, p), no fallback, and one rollout
-(a re-estimation probe, no gradient) for prompts estimated at p = 0 or p = 1; epoch 1 uniform."""
+TWO_PHASE = KnapsackConfig.preset("project", probe_n=4, uniform_epochs=0)
+"""``knapsack:two-phase``: the project preset with two-phase planning from the first step (probe 4)."""
+
+for _preset in preset_names():
+    register_knapsack(f"knapsack:{_preset}", KnapsackConfig.preset(_preset))
+register_knapsack("knapsack:two-phase", TWO_PHASE)
 
 
-@register_rule("knapsack-recipe")
-def _knapsack_recipe(config: SimConfig) -> Rule:
-    return KnapsackRule(_recipe_settings())
+# --------------------------------------------------------------------------- Reinforce-Ada-like
+class ReinforceAdaRule(Rule):
+    """Reinforce-Ada-like sequential sampling (Xiong et al., arXiv 2510.04996, the verl code of RLHFlow).
+
+    What it follows: sampling in rounds; each round every *active* prompt gets ``round_n`` more
+    rollouts; a prompt leaves the active set once its rollouts meet the exit condition (``balanced``:
+    at least ``keep_n // 2`` successes and ``keep_n - keep_n // 2`` failures; ``positive``: one
+    success); at most ``max_rounds`` rounds; each prompt's group is then down-sampled to at most
+    ``keep_n`` rollouts, successes first up to ``keep_n // 2``, failures next, the rest filled from
+    whichever is left (in generation order), so prompts that found signal train on balanced groups.
+
+    Where it departs, because the budget here is fixed (B = N x M per step): the paper's defaults
+    (round 8, keep 4, 4 rounds) spend at least 2x GRPO's rollouts per step; here the first round
+    gives ``round_n`` (default N/2) to all M prompts and later rounds share what is left of B among
+    the active prompts (evenly when ``round_n`` each does not fit), so a step spends at most B, less
+    when every prompt exits early. ``keep_n`` defaults to N/2 so that, as in the paper (keep 4 from a
+    pool of at least 8), a prompt's pool averages twice its trained group.
+    The paper's advantage baseline from the whole pool of a prompt is not modelled: the engine's own
+    advantage (the simulator: GRPO on the trained group) is used, so rules differ only in allocation.
+    """
+
+    def __init__(self, *, exit: str = "balanced", round_n: int = 4, keep_n: int = 4, max_rounds: int = 4) -> None:
+        self.exit = check_choice("exit", exit, ("balanced", "positive"))
+        self.round_n = check_int("round_n", round_n, low=1)
+        self.keep_n = check_int("keep_n", keep_n, low=2)
+        self.max_rounds = check_int("max_rounds", max_rounds, low=1)
+
+    def limits(self, spec: StepSpec) -> Limits:
+        low = min(self.round_n, max(spec.total_budget // spec.size, 1))
+        return Limits(spec.total_budget, False, low, max(self.round_n * self.max_rounds, low))
+
+    def exited(self, log: StepLog) -> NDArray[np.bool_]:
+        """(K,) whether each candidate met the exit condition."""
+        pos, neg = log.positives, log.counts - log.positives
+        if self.exit == "positive":
+            out: NDArray[np.bool_] = pos >= 1
+            return out
+        return (pos >= self.keep_n // 2) & (neg >= self.keep_n - self.keep_n // 2)
+
+    def next_round(self, log: StepLog) -> Round | None:
+        remaining = log.spec.total_budget - log.spent
+        active = ~self.exited(log) if log.rounds else np.ones(log.size, dtype=bool)
+        if log.rounds >= self.max_rounds or remaining <= 0 or not active.any():
+            return None
+        return Round(_even(remaining, active, self.round_n))
+
+    def finish(self, log: StepLog) -> Selection:
+        """Down-sample every group to at most ``keep_n``: quotas of successes and failures, then rank."""
+        pos, neg = log.positives, log.counts - log.positives
+        take = np.minimum(self.keep_n, log.counts)  # (K,)
+        k_pos = np.minimum(pos, self.keep_n // 2)
+        k_neg = np.minimum(neg, take - k_pos)
+        short = take - k_pos - k_neg  # filled from whichever kind has rollouts left, successes first
+        more_pos = np.minimum(pos - k_pos, short)
+        k_pos, k_neg = k_pos + more_pos, k_neg + np.minimum(neg - k_neg, short - more_pos)
+        is_pos = log.rewards >= 0.5  # (R,)
+        cand = log.rollout_candidate
+        key = cand * 2 + is_pos  # (R,) one bucket per (candidate, kind); stable order keeps generation order
+        order = np.argsort(key, kind="stable")
+        starts = np.searchsorted(key[order], key[order])  # first position of each rollout's bucket
+        rank = np.empty(key.size, dtype=np.int64)
+        rank[order] = np.arange(key.size) - starts  # (R,) position within its bucket
+        quota = np.where(is_pos, k_pos[cand], k_neg[cand])
+        return Selection(rank < quota)
 
 
-@register_rule("knapsack")
-def _knapsack(config: SimConfig) -> Rule:
-    return KnapsackRule(PROJECT_SETTINGS)
+@register_rule("reinforce-ada")
+def _reinforce_ada(setup: RuleSetup) -> Rule:
+    half = max(setup.n // 2, 2)
+    return ReinforceAdaRule(exit="balanced", round_n=half, keep_n=half)
 
 
-@register_rule("knapsack-two-phase")
-def _knapsack_two_phase(config: SimConfig) -> Rule:
-    return KnapsackRule(replace(PROJECT_SETTINGS, cold_start="two_phase"))
+@register_rule("reinforce-ada-pos")
+def _reinforce_ada_pos(setup: RuleSetup) -> Rule:
+    half = max(setup.n // 2, 2)
+    return ReinforceAdaRule(exit="positive", round_n=half, keep_n=half)
+
+
+# --------------------------------------------------------------------------- Pilot-Commit-like
+class PilotCommitRule(Rule):
+    """Pilot-Commit-like allocation (Kim et al., arXiv 2605.26606, the verl code of databricks/pilot-commit).
+
+    What it follows: each prompt first gets ``pilot_n`` pilot rollouts; a prompt whose pilot success
+    rate lies in ``[p_low, p_high]`` (the paper's ``diversity_threshold_lower`` 0.125 and
+    ``1 - diversity_threshold_upper`` = 0.75) passes; passing prompts get ``commit_n`` more rollouts,
+    highest pilot variance ``mean (1 - mean)`` first (the paper's ``max_variance`` buffer sampling);
+    the trained batch is the passing prompts' pilot and commit rollouts (pilots of the others are
+    paid for and dropped); a prompt whose pilot mean is at least ``evict_at`` (the paper's
+    ``exclude_threshold_upper`` = 1) is evicted from all later steps; too-hard prompts are deferred
+    (they come back in a later epoch). The paper's ratio commit : pilot = 3 : 1 is kept.
+
+    Where it departs, because the budget here is fixed (B per step): the first round pilots the M
+    prompts of the batch (``pilot_n`` = N/2 each, half of B); commits follow in the same step (the
+    paper commits buffered prompts in the next step, up to 4 steps stale); while budget remains and no
+    passer waits, more prompts are drawn (at most M per round) and piloted, as many as this step's pass
+    rate says will absorb what remains (a commit and a pilot can share a round). The last round may
+    give a prompt fewer than ``pilot_n`` / ``commit_n`` rollouts so that the step spends exactly B; it
+    spends less only when a whole drawn batch of M prompts was evicted (the data is used up). Passers
+    that no budget is left to commit are trained on their pilot (they have reward variance); the paper
+    would commit them in a later step.
+    """
+
+    PASS, EASY, HARD = 1, 2, 3
+
+    def __init__(
+        self, *, pilot_n: int = 4, commit_n: int = 12, p_low: float = 0.125, p_high: float = 0.75, evict_at: float = 1.0
+    ) -> None:
+        self.pilot_n = check_int("pilot_n", pilot_n, low=1)
+        self.commit_n = check_int("commit_n", commit_n, low=1)
+        self.p_low = check_real("p_low", p_low, low=0.0, high=1.0)
+        self.p_high = check_real("p_high", p_high, low=self.p_low, high=1.0)
+        self.evict_at = check_real("evict_at", evict_at, low=0.0, high=1.0)
+        self.evicted: set[Any] = set()
+        self._class = np.zeros(0, dtype=np.int8)  # (K,) 0 = not piloted, else PASS / EASY / HARD
+        self._queue: list[int] = []
+        self._passed = self._piloted = self._drawn = 0
+
+    def limits(self, spec: StepSpec) -> Limits:
+        return Limits(spec.total_budget, False, 1, self.pilot_n + self.commit_n)
+
+    def begin(self, spec: StepSpec) -> None:
+        self._class = np.zeros(0, dtype=np.int8)
+        self._queue = []
+        self._passed = self._piloted = 0
+        self._drawn = 0
+
+    def next_round(self, log: StepLog) -> Round | None:
+        remaining = log.spec.total_budget - log.spent
+        dry, self._drawn = self._dry(log), 0
+        if remaining <= 0 or dry:
+            return None
+        self._classify(log)
+        counts = np.zeros(log.size, dtype=np.int64)
+        if self._queue:  # commit the waiting passers, highest pilot variance first
+            chosen, self._queue = self._split(self._queue, math.ceil(remaining / self.commit_n))
+            self._fill(counts, chosen, self.commit_n, remaining)
+        evicted = self._is_evicted(log)
+        todo = np.flatnonzero((self._class == 0) & (log.counts == 0) & ~evicted)
+        left = remaining - int(counts.sum())
+        piloted = todo[: math.ceil(left / self.pilot_n)] if left > 0 else todo[:0]
+        self._fill(counts, piloted.tolist(), self.pilot_n, left)  # pilot what the budget allows
+        left = remaining - int(counts.sum())
+        if left <= 0 or piloted.size < todo.size:
+            return Round(counts)
+        rate = (self._passed + 1) / (self._piloted + 2)  # pass rate of this step's pilots (Laplace)
+        demand = piloted.size * rate * self.commit_n  # expected commits of this round's pilots
+        usable = (log.size - int(evicted.sum()) + 1) / (log.size + 2)  # drawn prompts not evicted (Laplace)
+        per_draw = usable * (self.pilot_n + rate * self.commit_n)  # expected rollouts one drawn prompt absorbs
+        want = min(math.ceil((left - demand) / per_draw) if left > demand else 0, log.spec.size)  # a batch at most
+        self._drawn = max(want, int(not counts.any()))
+        return Round(counts, draw=self._drawn)
+
+    def _dry(self, log: StepLog) -> bool:
+        """Whether the last draw was a whole batch of M prompts, every one evicted (the data is used up)."""
+        if self._drawn < log.spec.size:
+            return False
+        return bool(self._is_evicted(log)[log.size - self._drawn :].all())
+
+    @staticmethod
+    def _split(queue: list[int], k: int) -> tuple[list[int], list[int]]:
+        return queue[:k], queue[k:]
+
+    @staticmethod
+    def _fill(counts: NDArray[np.int64], idx: list[int], per: int, budget: int) -> None:
+        """``per`` rollouts for each of ``idx`` in order, the last one cut so the sum stays within ``budget``."""
+        if not idx:
+            return
+        counts[idx] = per
+        counts[idx[-1]] -= max(per * len(idx) - budget, 0)
+
+    def _is_evicted(self, log: StepLog) -> NDArray[np.bool_]:
+        if not self.evicted:
+            return np.zeros(log.size, dtype=bool)
+        return np.fromiter((pid in self.evicted for pid in log.ids.tolist()), dtype=bool, count=log.size)
+
+    def _classify(self, log: StepLog) -> None:
+        """Sort newly piloted candidates into pass / too easy / too hard; queue passers; evict the solved."""
+        cls = np.zeros(log.size, dtype=np.int8)
+        cls[: self._class.size] = self._class
+        new = np.flatnonzero((cls == 0) & (log.counts > 0))
+        if new.size:
+            mean = log.successes[new] / log.counts[new]
+            cls[new] = np.where(mean < self.p_low, self.HARD, np.where(mean > self.p_high, self.EASY, self.PASS))
+            passed = new[cls[new] == self.PASS]
+            var = mean[cls[new] == self.PASS] * (1 - mean[cls[new] == self.PASS])
+            self._queue.extend(passed[np.argsort(-var, kind="stable")].tolist())
+            self._passed += passed.size
+            self._piloted += new.size
+            self.evicted.update(log.ids[new[mean >= self.evict_at]].tolist())
+        self._class = cls
+
+    def finish(self, log: StepLog) -> Selection:
+        self._classify(log)
+        return Selection(self._class[log.rollout_candidate] == self.PASS)
+
+
+@register_rule("pilot-commit")
+def _pilot_commit(setup: RuleSetup) -> Rule:
+    pilot = max(setup.n // 2, 1)
+    return PilotCommitRule(pilot_n=pilot, commit_n=3 * pilot)
 
 
 # --------------------------------------------------------------------------- DAPO
 class DapoRule(Rule):
-    """DAPO dynamic sampling: rounds of M prompts x N; keep groups with signal until M are kept."""
+    """DAPO dynamic sampling (Yu et al., arXiv 2503.14476; verl's ``algorithm.filter_groups``).
+
+    Rounds of M fresh prompts x N rollouts; groups with zero reward variance are dropped; rounds
+    continue until M groups with signal are kept or ``max_rounds`` batches were generated; the
+    trained batch is the first M kept groups. Every generated rollout counts: a step spends between
+    B and ``max_rounds`` x B (DAPO has no fixed step budget; compare it at equal rollouts).
+    """
 
     def __init__(self, max_rounds: int = 10) -> None:
         self.max_rounds = check_int("max_rounds", max_rounds, low=1)
 
-    def step(self, env: StepEnv) -> Rollouts:
-        kept: list[Rollouts] = []
-        groups = 0
-        for _ in range(self.max_rounds):
-            draw = env.draw(env.prompts_per_step)
-            batch = env.sample(draw, np.full(len(draw), env.n))
-            useful = batch.select(batch.varied_groups())
-            ids = np.unique(useful.group)[: env.prompts_per_step - groups]  # trim to M groups
-            kept.append(useful.select(np.isin(useful.group, ids)))
-            groups += ids.size
-            if groups >= env.prompts_per_step:
-                break
-        return Rollouts.concat(kept)
+    def limits(self, spec: StepSpec) -> Limits:
+        return Limits(self.max_rounds * _require_nm(self, spec), False, spec.n, spec.n)
+
+    def next_round(self, log: StepLog) -> Round | None:
+        spec = log.spec
+        fresh = log.counts == 0
+        if fresh.any():
+            return Round(np.where(fresh, spec.n, 0).astype(np.int64))
+        if int(log.varied().sum()) >= spec.size or log.size // spec.size >= self.max_rounds:
+            return None
+        return Round(np.zeros(log.size, dtype=np.int64), draw=spec.size)
+
+    def finish(self, log: StepLog) -> Selection:
+        varied = log.varied()
+        kept = varied & (np.cumsum(varied) <= log.spec.size)  # the first M groups with signal
+        return Selection(kept[log.rollout_candidate])
 
 
 @register_rule("dapo")
-def _dapo(config: SimConfig) -> Rule:
+def _dapo(setup: RuleSetup) -> Rule:
     return DapoRule()
-
-
-# --------------------------------------------------------------------------- E3-like
-class UncertaintyRule(TrackedRule):
-    """Counts proportional to the estimated reward std: ``N_i = min_n + round(R w_i / sum w)``, with
-    ``w_i = sqrt(p_i (1 - p_i))`` (Beta posterior mean p), R the budget above the floors (largest
-    remainder rounding, so the total is B exactly); unestimated prompts get N. No upper bound."""
-
-    def __init__(self, min_n: int = 2) -> None:
-        super().__init__(TrackerConfig(estimator="beta", min_count=1))
-        self.min_n = min_n
-
-    def budgets(self, draw: Draw, env: StepEnv) -> NDArray[np.int64]:
-        p = self.tracker.estimate(draw.prompts)
-        new = np.isnan(p)
-        counts = np.where(new, env.n, self.min_n).astype(np.int64)
-        rest = env.budget - int(counts.sum())
-        w = np.where(new, 0.0, np.sqrt(np.nan_to_num(p) * (1 - np.nan_to_num(p))))
-        if rest <= 0 or w.sum() <= 0:
-            return counts
-        share = rest * w / w.sum()
-        extra = np.floor(share).astype(np.int64)
-        left = rest - int(extra.sum())
-        extra[np.argsort(-(share - extra), kind="stable")[:left]] += 1  # largest remainder
-        out: NDArray[np.int64] = counts + extra
-        return out
-
-
-@register_rule("uncertainty")
-def _uncertainty(config: SimConfig) -> Rule:
-    return UncertaintyRule()
 
 
 # --------------------------------------------------------------------------- GRESO-like
 class GresoRule(Rule):
-    """Skip a prompt whose last group had zero variance with probability ``skip_prob`` (a coin from
-    the shared skip stream), refill from the stream; N rollouts for each of M kept prompts."""
+    """GRESO-like pre-rollout filtering (Li et al., arXiv 2506.02177), simplified.
 
-    def __init__(self, num_prompts: int, skip_prob: float = 0.8) -> None:
+    A prompt whose last group had zero reward variance is skipped with probability ``skip_prob``
+    (a coin keyed on seed, prompt and epoch) and replaced by the next prompt of the stream; the M
+    kept prompts get N rollouts each. The paper adapts the skip probability to a target rate per
+    easy / hard prompt; here it is fixed.
+    """
+
+    def __init__(self, seed: int, skip_prob: float = 0.8) -> None:
+        self.seed = check_int("seed", seed, low=0)
         self.skip_prob = check_real("skip_prob", skip_prob, low=0.0, high=1.0, open_high=True)
-        self.zero_last = np.zeros(num_prompts, dtype=bool)
+        self.zero_last: set[Any] = set()
+        self._skip = np.zeros(0, dtype=bool)
 
-    def step(self, env: StepEnv) -> Rollouts:
-        chosen: list[Draw] = []
-        need = env.prompts_per_step
-        while need > 0:
-            draw = env.draw(need)
-            skip = self.zero_last[draw.prompts] & (env.coin(draw, SKIP_STREAM) < self.skip_prob)
-            chosen.append(draw.select(~skip))
-            need -= int((~skip).sum())
-        draw = Draw.concat(chosen)
-        batch = env.sample(draw, np.full(len(draw), env.n))
-        varied = batch.varied_groups()
-        self.zero_last[batch.prompt] = ~varied  # per rollout; same value within a group
-        return batch
+    def limits(self, spec: StepSpec) -> Limits:
+        return Limits(_require_nm(self, spec), True, spec.n, spec.n)
+
+    def begin(self, spec: StepSpec) -> None:
+        self._skip = np.zeros(0, dtype=bool)
+
+    def next_round(self, log: StepLog) -> Round | None:
+        if log.spent:
+            return None
+        new = slice(self._skip.size, log.size)
+        zero = np.fromiter((pid in self.zero_last for pid in log.ids[new].tolist()), dtype=bool)
+        coin = keyed_uniform(self.seed, SKIP_STREAM, id_keys(log.ids[new]), log.epochs[new], 0)
+        self._skip = np.concatenate([self._skip, zero & (coin < self.skip_prob)])
+        kept = int((~self._skip).sum())
+        spec = log.spec
+        if kept < spec.size:
+            return Round(np.zeros(log.size, dtype=np.int64), draw=spec.size - kept)
+        return Round(np.where(self._skip, 0, spec.n).astype(np.int64))
+
+    def finish(self, log: StepLog) -> Selection:
+        done = np.flatnonzero(log.counts > 0)
+        varied = log.varied()[done]
+        ids = log.ids[done].tolist()
+        self.zero_last.difference_update(pid for pid, v in zip(ids, varied.tolist(), strict=True) if v)
+        self.zero_last.update(pid for pid, v in zip(ids, varied.tolist(), strict=True) if not v)
+        return Selection(np.ones(log.rewards.size, dtype=bool))
 
 
 @register_rule("greso")
-def _greso(config: SimConfig) -> Rule:
-    return GresoRule(config.num_prompts)
+def _greso(setup: RuleSetup) -> Rule:
+    return GresoRule(setup.seed)
+
+
+# --------------------------------------------------------------------------- E3-like
+class UncertaintyRule(Rule):
+    """Counts proportional to the estimated reward std (E3-like): ``N_i = min_n + round(R w_i / sum w)``
+    with ``w_i = sqrt(p_i (1 - p_i))`` (Beta posterior mean p), R the budget above the floors (largest
+    remainder rounding, so the total is B exactly); unestimated prompts get N. No upper bound."""
+
+    def __init__(self, min_n: int = 2) -> None:
+        self.min_n = check_int("min_n", min_n, low=1)
+        self.tracker = Tracker(TrackerConfig(estimator="beta", min_count=1))
+
+    def limits(self, spec: StepSpec) -> Limits:
+        low = min(self.min_n, spec.n)
+        return Limits(_require_nm(self, spec), True, low, max(spec.total_budget, low))
+
+    def next_round(self, log: StepLog) -> Round | None:
+        if log.rounds:
+            return None
+        spec = log.spec
+        p = self.tracker.estimate(log.ids)
+        new = np.isnan(p)
+        counts = np.where(new, spec.n, self.min_n).astype(np.int64)
+        rest = spec.total_budget - int(counts.sum())
+        w = np.where(new, 0.0, np.sqrt(np.nan_to_num(p) * (1 - np.nan_to_num(p))))
+        if rest <= 0 or w.sum() <= 0:
+            return Round(counts + _even(rest, ~new))
+        share = rest * w / w.sum()
+        extra = np.floor(share).astype(np.int64)
+        extra[np.argsort(-(share - extra), kind="stable")[: rest - int(extra.sum())]] += 1  # largest remainder
+        return Round(counts + extra)
+
+    def finish(self, log: StepLog) -> Selection:
+        spec = log.spec
+        self.tracker.update(log.ids[log.rollout_candidate], log.rewards, epoch=spec.epoch, step=spec.step)
+        return Selection(np.ones(log.rewards.size, dtype=bool))
+
+
+@register_rule("uncertainty")
+def _uncertainty(setup: RuleSetup) -> Rule:
+    return UncertaintyRule()

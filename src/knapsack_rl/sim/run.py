@@ -1,7 +1,9 @@
-"""Running rules in the simulated world: one run per (rule, seed), step by step.
+"""Running rules in the simulated world: one run per (rule, seed), step by step, at equal rollouts.
 
-A step reads top to bottom: ``begin -> rule.step (draw, allocate, sample, track) -> end (snapshot)
--> world.update (advantages, update) -> log``.
+A step reads top to bottom: ``begin (draw the batch) -> run_step (rounds: the rule plans, the engine
+generates) -> end (the trained batch) -> world.update (advantages, update) -> record``. A run stops
+once it has generated ``config.total_rollouts`` rollouts, so every rule gets the same compute (or
+earlier, after ``MAX_STEPS_FACTOR * steps`` steps or a step that generated nothing; both are logged).
 """
 
 from __future__ import annotations
@@ -16,18 +18,21 @@ from numpy.typing import NDArray
 
 from knapsack_rl.sim.config import SimConfig
 from knapsack_rl.sim.env import StepEnv
-from knapsack_rl.sim.rules import Rule, make_rule
-from knapsack_rl.sim.world import World
+from knapsack_rl.sim.interface import Rule, StepLog, run_step
+from knapsack_rl.sim.rules import RuleSetup, make_rule
+from knapsack_rl.sim.world import Rollouts, World
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
+MAX_STEPS_FACTOR = 4
+"""A run stops after ``MAX_STEPS_FACTOR * config.steps`` steps even if it spent less (logged)."""
 
 
 @dataclass
 class RunTrace:
     """Per-step record of one run. Arrays over steps have shape (T,); success curves (T + 1,) start
-    with the value before training."""
+    with the value before training. T differs between rules that spend differently per step."""
 
     rule: str
     seed: int
@@ -37,14 +42,20 @@ class RunTrace:
     """Rollouts in the trained batch per step."""
     effective: NDArray[np.int64]
     """Rollouts of the trained batch in groups with reward variance > 0."""
+    signal_prompts: NDArray[np.int64]
+    """Prompts (groups) of the trained batch with reward variance > 0: the prompts that move the policy."""
     budget_max: NDArray[np.int64]
     """Largest number of rollouts one prompt got in the step."""
+    rounds: NDArray[np.int64]
+    """Generation rounds of the step (a proxy for its latency; rounds that only draw prompts are free)."""
     train_success: NDArray[np.float64]
     """Mean true success rate over the training prompts, before training and after each step."""
     heldout_success: NDArray[np.float64]
     """Mean true success rate over the held-out prompts, likewise."""
     snapshots: list[tuple[int, NDArray[np.float64], NDArray[np.int64]]] = field(default_factory=list)
     """(step, true p (k,), rollouts (k,)) of every prompt of a step, every ``snapshot_every`` steps."""
+    prompts_drawn: int = 0
+    """Prompts taken from the stream over the run (passes over the data = prompts_drawn / P)."""
     wall_s: float = 0.0
     """Wall time of the run."""
 
@@ -60,46 +71,76 @@ class RunTrace:
         return np.concatenate([[0], np.cumsum(self.spend)]).astype(np.int64)
 
 
+class _Recorder:
+    """Columns of a :class:`RunTrace`, appended step by step."""
+
+    COLUMNS = ("spend", "trained", "effective", "signal_prompts", "budget_max", "rounds")
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.cols: dict[str, list[int]] = {k: [] for k in self.COLUMNS}
+        train, held = world.mean_success()
+        self.train, self.held = [train], [held]
+        self.snapshots: list[tuple[int, NDArray[np.float64], NDArray[np.int64]]] = []
+
+    def snapshot(self, log: StepLog) -> None:
+        """Every ``snapshot_every`` steps, before the update: (true p, rollouts) of every prompt given any."""
+        given = log.counts > 0
+        if log.spec.step % self.world.config.snapshot_every == 0 and given.any():
+            p = self.world.success(log.ids[given].astype(np.int64))
+            self.snapshots.append((log.spec.step, p, log.counts[given]))
+
+    def add(self, log: StepLog, batch: Rollouts) -> None:
+        """After the update: the step's counters and the new success rates."""
+        varied = batch.group_variance()  # (G,)
+        effective = int(varied[batch.group].sum())
+        values = (log.spent, batch.size, effective, int(varied.sum()), int(log.counts.max(initial=0)), log.generations)
+        for key, value in zip(self.COLUMNS, values, strict=True):
+            self.cols[key].append(value)
+        train, held = self.world.mean_success()
+        self.train.append(train)
+        self.held.append(held)
+
+    def trace(self, rule: str, seed: int) -> RunTrace:
+        col = {k: np.asarray(v, dtype=np.int64) for k, v in self.cols.items()}
+        return RunTrace(
+            rule, seed, spend=col["spend"], trained=col["trained"], effective=col["effective"],
+            signal_prompts=col["signal_prompts"], budget_max=col["budget_max"], rounds=col["rounds"],
+            train_success=np.asarray(self.train), heldout_success=np.asarray(self.held), snapshots=self.snapshots,
+        )  # fmt: skip
+
+
 def simulate(config: SimConfig, rule: Rule | str, seed: int, progress: Progress | None = None) -> RunTrace:
-    """Run ``config.steps`` steps of one rule from the world of ``seed``; returns its :class:`RunTrace`."""
+    """Run one rule from the world of ``seed`` until it has generated ``config.total_rollouts`` rollouts."""
     start = time.perf_counter()
-    rule_obj = make_rule(rule, config) if isinstance(rule, str) else rule
+    rule_obj = make_rule(rule, RuleSetup(config.n, config.prompts_per_step, seed)) if isinstance(rule, str) else rule
     world = World(config, seed)
     env = StepEnv(config, world, seed)
-    T = config.steps
-    cols = {k: np.zeros(T, dtype=np.int64) for k in ("spend", "trained", "effective", "budget_max")}
-    train_s, held_s = np.zeros(T + 1), np.zeros(T + 1)
-    train_s[0], held_s[0] = world.mean_success()
-    snapshots = []
-    for t in range(T):
-        env.begin_step()
-        batch = rule_obj.step(env)  # draw -> allocate -> sample -> track
-        env.end_step()
-        if env.snapshot is not None:
-            snapshots.append((t, *env.snapshot))
+    rec = _Recorder(world)
+    total, spent, max_steps, reported = config.total_rollouts, 0, MAX_STEPS_FACTOR * config.steps, 0
+    while spent < total and env.step < max_steps:
+        spec = env.begin_step()  # the batch of M prompts
+        log, selection = run_step(rule_obj, spec, env)  # rounds: the rule plans, the engine generates
+        rec.snapshot(log)
+        batch = env.end_step(log, selection)  # the trained rollouts
         world.update(batch)  # advantages -> update
-        cols["spend"][t] = env.spent
-        cols["trained"][t] = batch.size
-        cols["effective"][t] = int(batch.varied_groups().sum()) if batch.size else 0
-        cols["budget_max"][t] = max(env.budget_seen.values(), default=0)
-        train_s[t + 1], held_s[t + 1] = world.mean_success()
-        if progress is not None and (t + 1) % 50 == 0:
-            progress(50)
-    if progress is not None and T % 50:
-        progress(T % 50)
-    trace = RunTrace(
-        rule_obj.name,
-        seed,
-        spend=cols["spend"],
-        trained=cols["trained"],
-        effective=cols["effective"],
-        budget_max=cols["budget_max"],
-        train_success=train_s,
-        heldout_success=held_s,
-        snapshots=snapshots,
-    )
+        rec.add(log, batch)
+        spent += log.spent
+        if log.spent == 0:  # nothing generated: the rule has no data left (e.g. every prompt evicted)
+            logger.info("rule %s generated nothing in step %d; the run ends", rule_obj.name, spec.step)
+            break
+        done = min(spent, total) // config.budget  # progress in steps of B rollouts
+        if progress is not None and done - reported >= 50:
+            progress(done - reported)
+            reported = done
+    if spent < total:
+        logger.warning("rule %s stopped after %d steps with %d of %d rollouts", rule_obj.name, env.step, spent, total)
+    if progress is not None and config.steps > reported:
+        progress(config.steps - reported)
+    trace = rec.trace(rule_obj.name, seed)
+    trace.prompts_drawn = env.drawn
     trace.wall_s = time.perf_counter() - start
-    logger.debug("simulate %s seed %d: %d steps in %.2f s", trace.rule, seed, T, trace.wall_s)
+    logger.debug("simulate %s seed %d: %d steps in %.2f s", trace.rule, seed, env.step, trace.wall_s)
     return trace
 
 
@@ -108,7 +149,7 @@ def run_rules(
 ) -> dict[str, list[RunTrace]]:
     """Every rule on every seed (the same worlds and random streams for every rule)."""
     for name in rules:
-        make_rule(name, config)  # fail fast on unknown names
+        make_rule(name)  # fail fast on unknown names
     bar = None
     if progress:
         from tqdm import tqdm

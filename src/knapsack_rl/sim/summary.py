@@ -20,8 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
-from knapsack_rl.report.stats import Stat, first_crossing, mean_ci, value_at
+from knapsack_rl.report.stats import Stat, first_crossing, mean_ci, paired, value_at
 from knapsack_rl.sim.run import RunTrace
 
 METRICS = ("eff_ratio", "train_final", "heldout_final", "train_at_ref", "rollouts_to_target", "speedup", "budget_max")
@@ -104,5 +105,100 @@ def format_table(summaries: Sequence[RuleSummary], target: float, baseline: str 
             f"| {s.rule} | {st['eff_ratio'].fmt()} | {st['train_final'].fmt()} | {st['heldout_final'].fmt()} "
             f"| {st['train_at_ref'].fmt()} | {st['rollouts_to_target'].fmt(3, 1e-6)} | {st['speedup'].fmt(2)} "
             f"| {st['budget_max'].fmt(0)} | {s.spend / 1e6:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- paired comparison
+COMPARE = (
+    "speedup",
+    "train",
+    "d_train",
+    "heldout",
+    "d_heldout",
+    "eff_ratio",
+    "signal",
+    "passes",
+    "budget_max",
+    "steps",
+)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One rule against the baseline at equal rollouts, over paired seeds.
+
+    ``stats`` maps each name of :data:`COMPARE` to a :class:`Stat` (mean and 95% CI over seeds):
+
+    - ``speedup``: the baseline's rollouts to reach its own final training success over the rule's
+      rollouts to reach it, per seed (seeds where the rule never gets there are left out: ``reached``);
+    - ``train`` / ``heldout``: mean true success after ``budget`` rollouts (interpolated; a run that
+      ended earlier because its rule had no data left keeps its last value), and
+      ``d_train`` / ``d_heldout`` the paired differences rule - baseline on the same seed;
+    - ``eff_ratio``: rollouts trained on in groups with signal / rollouts generated;
+    - ``signal``: prompts with signal trained on per B rollouts generated;
+    - ``passes``: prompts drawn from the stream / training prompts (1 = one pass over the data);
+    - ``budget_max``: most rollouts one prompt got in one step; ``steps``: steps taken.
+    """
+
+    rule: str
+    stats: dict[str, Stat]
+    reached: int
+    seeds: int
+
+
+def compare(
+    traces: Mapping[str, list[RunTrace]], *, budget: int, step_budget: int, num_prompts: int, baseline: str = "uniform"
+) -> list[Comparison]:
+    """Every rule against ``baseline`` on the same seeds, at ``budget`` rollouts (see :class:`Comparison`)."""
+    if baseline not in traces:
+        raise ValueError(f"baseline={baseline!r} is not among the rules run: {sorted(traces)}")
+    base = {t.seed: t for t in traces[baseline]}
+    out = []
+    for rule, runs in traces.items():
+        per: dict[str, list[float]] = {k: [] for k in COMPARE}
+        for tr in runs:
+            ref = base[tr.seed]
+            x, x_ref = tr.cumulative_spend.astype(np.float64), ref.cumulative_spend.astype(np.float64)
+            level = _at(x_ref, ref.train_success, budget)  # the baseline's final success
+            hit = first_crossing(x, tr.train_success, level)
+            per["speedup"].append(first_crossing(x_ref, ref.train_success, level) / hit if hit > 0 else math.nan)
+            for key, attr in (("train", "train_success"), ("heldout", "heldout_success")):
+                per[key].append(_at(x, getattr(tr, attr), budget))
+                per[f"d_{key}"].append(_at(x_ref, getattr(ref, attr), budget))  # the baseline's, paired below
+            spend = float(tr.spend.sum())
+            per["eff_ratio"].append(float(tr.effective.sum()) / spend)
+            per["signal"].append(float(tr.signal_prompts.sum()) * step_budget / spend)
+            per["passes"].append(tr.prompts_drawn / num_prompts)
+            per["budget_max"].append(float(tr.budget_max.max()))
+            per["steps"].append(float(tr.spend.size))
+        stats = {k: mean_ci(v) for k, v in per.items()}
+        stats["d_train"], stats["d_heldout"] = (
+            paired(per["train"], per["d_train"]),
+            paired(per["heldout"], per["d_heldout"]),
+        )
+        out.append(Comparison(rule, stats, int(np.isfinite(per["speedup"]).sum()), len(runs)))
+    return out
+
+
+def _at(x: NDArray[np.float64], y: NDArray[np.float64], budget: float) -> float:
+    """y at ``budget`` rollouts; a run that ended before (its data used up) keeps its last value."""
+    return float(y[-1]) if budget > x[-1] else value_at(x, y, budget)
+
+
+def format_comparison(rows: Sequence[Comparison], *, baseline: str = "uniform") -> str:
+    """A Markdown table of :func:`compare` rows (mean ± 95% CI over paired seeds)."""
+    head = (
+        f"| rule | speed-up vs {baseline} | reached | train success | Δ train | held-out success | Δ held-out "
+        "| eff. grad ratio | prompts with signal / B | passes over data | max budget | steps |"
+    )
+    lines = [head, "|" + "---|" * 12]
+    for r in rows:
+        st = r.stats
+        lines.append(
+            f"| {r.rule} | {st['speedup'].fmt(2)} | {r.reached}/{r.seeds} | {st['train'].fmt()} "
+            f"| {st['d_train'].fmt()} "
+            f"| {st['heldout'].fmt()} | {st['d_heldout'].fmt()} | {st['eff_ratio'].fmt()} | {st['signal'].fmt(1)} "
+            f"| {st['passes'].fmt(2)} | {st['budget_max'].fmt(0)} | {st['steps'].fmt(0)} |"
         )
     return "\n".join(lines)

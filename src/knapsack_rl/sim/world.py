@@ -1,4 +1,4 @@
-"""The simulated world: latent skills, common random numbers, the prompt stream and the update rule.
+"""The simulated world: latent skills and the update rule (random numbers: :mod:`knapsack_rl.sim.keyed`).
 
 Model. Every prompt i (training or held-out) has a success probability ``p_i = sigmoid(theta_i)`` with
 
@@ -16,7 +16,7 @@ Update rule (one step, on the trained batch of R rollouts with rewards r_j in {0
     g_i   = sum_{j in group i} A_j (r_j - p_i)                     (score of prompt i)
     a    += lr_shared * sum_i g_i / R
     s[c] += lr_topic  * sum_{i in topic c} g_i / R
-    z_i  += lr_prompt * g_i / R
+    z_i  += lr_prompt * g_i / R          (R: rollouts trained on; B instead with loss_norm="budget")
 
 Justification: treat the outcome of a rollout as a Bernoulli "action" with logit theta_i; then
 ``d log P(r | theta) / d theta = r - p``, so ``g_i`` is exactly the REINFORCE/GRPO policy gradient of
@@ -29,7 +29,8 @@ always helps, with a magnitude growing like ``n_i * std``.
 Common random numbers: the reward of rollout j of prompt i in its e-th epoch is
 ``1[U(seed, i, e, j) < p_i]`` with U a counter-based hash, and the epoch orders are a function of
 (seed, epoch) only. Two rules that give the same prompt the same counts at the same skill see the
-same rewards; a rule that gives more rollouts sees the same first ones plus new ones.
+same rewards; a rule that gives more rollouts sees the same first ones plus new ones
+(:mod:`knapsack_rl.sim.keyed`).
 """
 
 from __future__ import annotations
@@ -37,35 +38,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
 from knapsack_rl.core.groups import grpo_advantages
 from knapsack_rl.sim.config import SimConfig, get_init
-
-REWARD_STREAM, SKIP_STREAM = 1, 2
-_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-_GOLD = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix(x: NDArray[np.uint64]) -> NDArray[np.uint64]:
-    """splitmix64 finaliser (a bijection on 64-bit words with good avalanche)."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * _M1
-    x = x ^ (x >> np.uint64(27))
-    x = x * _M2
-    return x ^ (x >> np.uint64(31))
-
-
-def keyed_uniform(seed: int, stream: int, prompt: ArrayLike, epoch: ArrayLike, index: ArrayLike) -> NDArray[np.float64]:
-    """U(0, 1) draws that depend only on (seed, stream, prompt, epoch, index), broadcast together.
-
-    ``h = mix(mix(mix(mix(seed ^ stream) + prompt) + epoch) + index)``, then ``(h >> 11) / 2^53``.
-    """
-    with np.errstate(over="ignore"):
-        h = _mix(np.asarray(((seed & 0xFFFFFFFF) << 8) ^ stream, dtype=np.uint64) + _GOLD)
-        for part in (prompt, epoch, index):
-            h = _mix(h + np.asarray(part, dtype=np.int64).astype(np.uint64) * _GOLD)
-    return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def sigmoid(x: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -110,15 +86,15 @@ class World:
         return float(p[:num].mean()), held
 
     def update(self, batch: Rollouts) -> NDArray[np.float64]:
-        """Apply one update from a trained batch; returns the per-group scores g (G,) in group order."""
+        """Apply one update from a trained batch; returns the per-group scores g (G,), G = max group + 1."""
         if batch.size == 0:
             return np.zeros(0, dtype=np.float64)
-        gid, first = _dense_groups(batch.group)
-        adv = grpo_advantages(batch.reward, gid, clip=self.config.adv_clip)  # (R,) A_j
+        adv = grpo_advantages(batch.reward, batch.group, clip=self.config.adv_clip)  # (R,) A_j
         score = adv * (batch.reward - batch.p)  # (R,) A_j (r_j - p_i)
-        g: NDArray[np.float64] = np.bincount(gid, weights=score).astype(np.float64)  # (G,) g_i
-        prompts = batch.prompt[first]  # (G,)
-        scale = 1.0 / batch.size  # token-mean over the batch
+        g: NDArray[np.float64] = np.bincount(batch.group, weights=score).astype(np.float64)  # (G,) g_i
+        prompts = np.zeros(g.size, dtype=np.int64)
+        prompts[batch.group] = batch.prompt  # (G,) the prompt of each group (groups without rollouts: g = 0)
+        scale = 1.0 / (batch.size if self.config.loss_norm == "trained" else self.config.budget)  # 1/R or 1/B
         cfg = self.config
         self.shared += cfg.lr_shared * scale * float(g.sum())
         self.topic_skill += cfg.lr_topic * scale * np.bincount(self.topic[prompts], weights=g, minlength=cfg.num_topics)
@@ -126,42 +102,12 @@ class World:
         return g
 
 
-def _dense_groups(group: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Dense group index per rollout and the first rollout of each group (groups by first appearance)."""
-    uniq, first, inverse = np.unique(group, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")
-    rank = np.empty(uniq.size, dtype=np.int64)
-    rank[order] = np.arange(uniq.size)
-    return rank[inverse.reshape(-1)], first[order]
-
-
-@dataclass(frozen=True)
-class Draw:
-    """Prompts taken from the stream: ids (k,), the epoch of each (k,) and a group id unique in the step (k,)."""
-
-    prompts: NDArray[np.int64]
-    epochs: NDArray[np.int64]
-    groups: NDArray[np.int64]
-
-    def __len__(self) -> int:
-        return int(self.prompts.size)
-
-    def select(self, mask: NDArray[np.bool_] | NDArray[np.int64]) -> Draw:
-        """The sub-draw at a boolean mask or index array."""
-        return Draw(self.prompts[mask], self.epochs[mask], self.groups[mask])
-
-    @staticmethod
-    def concat(draws: list[Draw]) -> Draw:
-        """Several draws as one."""
-        if not draws:
-            empty = np.zeros(0, dtype=np.int64)
-            return Draw(empty, empty, empty)
-        return Draw(*(np.concatenate([getattr(d, f) for d in draws]) for f in ("prompts", "epochs", "groups")))
-
-
 @dataclass(frozen=True)
 class Rollouts:
-    """Flat rollouts: prompt id, group id, reward in {0, 1} and the true p at sampling time, each (R,)."""
+    """Flat rollouts: prompt id, group id, reward in {0, 1} and the true p at sampling time, each (R,).
+
+    Group ids are small non-negative ints (the candidate index within the step), so per-group sums are
+    ``np.bincount`` over them."""
 
     prompt: NDArray[np.int64]
     group: NDArray[np.int64]
@@ -184,11 +130,13 @@ class Rollouts:
             return Rollouts(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
         return Rollouts(*(np.concatenate([getattr(r, f) for r in parts]) for f in ("prompt", "group", "reward", "p")))
 
-    def varied_groups(self) -> NDArray[np.bool_]:
-        """Per rollout: does its group have reward variance > 0 (some success and some failure)."""
-        gid, _ = _dense_groups(self.group)
-        size = np.bincount(gid)
-        succ = np.bincount(gid, weights=self.reward)
-        varied = (succ > 0) & (succ < size)  # (G,)
-        out: NDArray[np.bool_] = varied[gid]
+    def group_variance(self) -> NDArray[np.bool_]:
+        """Per group id 0..G-1: does the group have reward variance > 0 (some success and some failure)."""
+        size = np.bincount(self.group)
+        succ = np.bincount(self.group, weights=self.reward)
+        out: NDArray[np.bool_] = (succ > 0) & (succ < size)  # (G,)
         return out
+
+    def varied_groups(self) -> NDArray[np.bool_]:
+        """Per rollout: does its group have reward variance > 0."""
+        return self.group_variance()[self.group]
