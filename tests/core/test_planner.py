@@ -139,3 +139,13 @@ def test_posterior_planning_uses_the_trackers_beta_evidence() -> None:
     assert got.budgets[0] >= cfg.allocation.min_n  # never solved in 8: still hard, not hopeless
     with pytest.raises(ValueError, match=r"value='variance2' is not a registered value"):
         cfg.replace(value="variance2")
+
+
+def test_a_plan_for_a_new_epoch_reads_that_epochs_rewards() -> None:
+    """The recipe estimator prefers the planned epoch's rewards (none yet at its first step), not the last one's."""
+    planner = Planner(KnapsackConfig.preset("recipe", min_count=4))
+    planner.plan(["a"], epoch=1)
+    planner.observe(["a"] * 20, [0.0] * 4 + [1.0] * 16, epoch=1)  # 20 rewards in epoch 1: mean 0.8
+    assert planner.tracker.estimate(["a"])[0] == pytest.approx(0.8)  # as of epoch 1: its own mean
+    planner.plan(["a"], epoch=2)  # epoch 2 has no reward yet: the 16 most recent, all successes
+    assert planner.last is not None and planner.last.p_hat[0] == 1.0

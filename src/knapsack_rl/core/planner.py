@@ -133,14 +133,14 @@ class Planner:
         cfg = self.config
         if cfg.probe_n == 0 or cfg.rule == "uniform" or epoch < cfg.uniform_epochs:
             return np.zeros(len(ids), dtype=np.int64)
-        p_hat = self.tracker.estimate(ids)
+        p_hat = self.tracker.estimate(ids, epoch=epoch)
         return np.where(np.isnan(p_hat), cfg.probe_n, 0).astype(np.int64)
 
     def _estimates(self, ids: list[int | str], epoch: int) -> tuple[NDArray[np.float64], Any]:
         """``p_hat`` (NaN: no estimate, or a cold-start epoch) and the Beta posterior when configured."""
         if epoch < self.config.uniform_epochs:
             return np.full(len(ids), np.nan), None
-        p_hat = self.tracker.estimate(ids)
+        p_hat = self.tracker.estimate(ids, epoch=epoch)
         if not self.config.posterior:
             return p_hat, None
         a, b = self.tracker.posterior(ids)

@@ -138,7 +138,29 @@ class TrackerConfig:
         return cls(**data)
 
 
-Estimator = Callable[["Tracker", NDArray[np.int64]], NDArray[np.float64]]
+class TrackerView:
+    """What an estimator may read: ``config``, ``epoch`` (the epoch being planned), :meth:`array`, :meth:`counts_by_row`.
+
+    :meth:`Tracker.estimate` hands one to every estimator. ``epoch`` is the epoch a plan is made for,
+    which can be newer than the last update's (the first step of an epoch plans before it observes):
+    the recipe estimator's "this epoch's rewards" are those recorded in that epoch.
+    """
+
+    def __init__(self, tracker: Tracker, epoch: int) -> None:
+        self._tracker = tracker
+        self.config = tracker.config
+        self.epoch = epoch
+
+    def array(self, name: str) -> NDArray[Any]:
+        """Read-only view of one state array (:data:`STATE_FIELDS`)."""
+        return self._tracker.array(name)
+
+    def counts_by_row(self, rows: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Total rewards per row index (-1 rows count 0)."""
+        return self._tracker.counts_by_row(rows)
+
+
+Estimator = Callable[[TrackerView, NDArray[np.int64]], NDArray[np.float64]]
 _ESTIMATORS: Registry[Estimator] = Registry("estimator", "estimator")
 
 
@@ -432,15 +454,20 @@ class Tracker:
         return arr
 
     def estimate(
-        self, prompt_ids: Sequence[object] | NDArray[Any], *, estimator: str | None = None
+        self, prompt_ids: Sequence[object] | NDArray[Any], *, estimator: str | None = None, epoch: int | None = None
     ) -> NDArray[np.float64]:
-        """(M,) estimated success rate per prompt with the configured (or given) estimator; NaN = none yet."""
+        """(M,) estimated success rate per prompt with the configured (or given) estimator; NaN = none yet.
+
+        ``epoch``: the epoch the estimate is for (default: the last update's); the recipe estimator
+        prefers rewards recorded in that epoch, so a plan for a new epoch must say which.
+        """
         name = check_choice("estimator", self.config.estimator if estimator is None else estimator, estimator_names())
+        view = TrackerView(self, self.epoch if epoch is None else check_int("epoch", epoch, low=0))
         rows = self.rows(prompt_ids)
         out = np.full(rows.size, np.nan)
         seen = rows >= 0
         if seen.any():
-            got = np.asarray(_ESTIMATORS.get(name)(self, rows[seen]), dtype=np.float64)
+            got = np.asarray(_ESTIMATORS.get(name)(view, rows[seen]), dtype=np.float64)
             if got.shape != (int(seen.sum()),):
                 raise ValueError(f"estimator {name!r} returned shape {got.shape} for {int(seen.sum())} rows")
             out[seen] = got
@@ -945,7 +972,7 @@ def _empty_state(size: int, window: int) -> dict[str, NDArray[Any]]:
 
 # ------------------------------------------------------------------------------- built-in estimators
 @register_estimator("recipe")
-def _recipe_estimate(tracker: Tracker, rows: NDArray[np.int64]) -> NDArray[np.float64]:
+def _recipe_estimate(tracker: TrackerView, rows: NDArray[np.int64]) -> NDArray[np.float64]:
     """Mean of this epoch's rewards if it has >= window of them, else of the window most recent."""
     w = tracker.config.window
     count = tracker.array("count")[rows]
@@ -958,14 +985,14 @@ def _recipe_estimate(tracker: Tracker, rows: NDArray[np.int64]) -> NDArray[np.fl
 
 
 @register_estimator("ema")
-def _ema_estimate(tracker: Tracker, rows: NDArray[np.int64]) -> NDArray[np.float64]:
+def _ema_estimate(tracker: TrackerView, rows: NDArray[np.int64]) -> NDArray[np.float64]:
     """Exponential moving average of per-step mean rewards."""
     out: NDArray[np.float64] = tracker.array("ema")[rows]
     return out
 
 
 @register_estimator("beta")
-def _beta_estimate(tracker: Tracker, rows: NDArray[np.int64]) -> NDArray[np.float64]:
+def _beta_estimate(tracker: TrackerView, rows: NDArray[np.int64]) -> NDArray[np.float64]:
     """Posterior mean of Beta(a0 + s, b0 + f) with discounted counts."""
     a0, b0 = tracker.config.beta_prior
     s, f = tracker.array("beta_s")[rows], tracker.array("beta_f")[rows]
