@@ -139,7 +139,7 @@ class TrackerConfig:
 
 
 class TrackerView:
-    """What an estimator may read: ``config``, ``epoch`` (the epoch being planned), :meth:`array`, :meth:`counts_by_row`.
+    """What an estimator may read: ``config``, ``epoch`` (being planned), :meth:`array`, :meth:`counts_by_row`.
 
     :meth:`Tracker.estimate` hands one to every estimator. ``epoch`` is the epoch a plan is made for,
     which can be newer than the last update's (the first step of an epoch plans before it observes):

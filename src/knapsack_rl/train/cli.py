@@ -157,5 +157,6 @@ def _profile_line(profile: dict[str, Any]) -> str:
     per_level = ", ".join(f"{k} {v:.2f}" for k, v in profile.get("per_level", {}).items())
     return (
         f"warm start: {100 * profile['below_0.1']:.0f}% of training prompts below p=0.1, "
-        f"{100 * profile['above_0.9']:.0f}% above 0.9 ({profile['samples']} samples each); mean p per level: {per_level}"
+        f"{100 * profile['above_0.9']:.0f}% above 0.9 ({profile['samples']} samples each); "
+        f"mean p per level: {per_level}"
     )
