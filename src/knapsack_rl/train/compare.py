@@ -4,7 +4,8 @@ An *arm* is a name that resolves to a :class:`~knapsack_rl.KnapsackConfig` (:fun
 
 - ``uniform``: the base config's knapsack settings with ``rule="uniform"`` (the paired baseline);
 - ``knapsack``: the base config's own knapsack settings;
-- any preset name (``recipe``, ``project``, ...): that preset.
+- any preset name (``recipe``, ``project``, ...): that preset;
+- any of these followed by ``+key=value`` changes (``project+posterior=true``).
 
 Every arm of a seed runs with the same seed (same data order, same sampling stream at the start, same
 evaluation prompts), so arms are compared paired. Runs are independent processes' worth of work; with
@@ -48,14 +49,29 @@ class CompareResult:
 
 
 def arm_config(base: TrainConfig, arm: str) -> KnapsackConfig:
-    """The knapsack settings of an arm (see the module docstring)."""
-    if arm == "uniform":
-        return base.knapsack.replace(rule="uniform")
-    if arm == "knapsack":
-        return base.knapsack
-    if arm in preset_names():
-        return KnapsackConfig.preset(arm)
-    raise ValueError(f"arm {arm!r} is not 'uniform', 'knapsack' or a preset; valid: {['knapsack', *preset_names()]}")
+    """The knapsack settings of an arm (see the module docstring).
+
+    An arm may add KnapsackConfig fields by flat name after ``+``: ``project+posterior=true+value=nonzero``
+    (values read as YAML scalars).
+    """
+    import yaml
+
+    name, *changes = arm.split("+")
+    if name == "uniform":
+        cfg = base.knapsack.replace(rule="uniform")
+    elif name == "knapsack":
+        cfg = base.knapsack
+    elif name in preset_names():
+        cfg = KnapsackConfig.preset(name)
+    else:
+        raise ValueError(f"arm {arm!r}: {name!r} is not 'uniform', 'knapsack' or a preset {preset_names()}")
+    values = {}
+    for change in changes:
+        key, sep, raw = change.partition("=")
+        if not sep:
+            raise ValueError(f"arm {arm!r}: {change!r} must be key=value")
+        values[key] = yaml.safe_load(raw)
+    return cfg.replace(**values)
 
 
 def quick_config(base: TrainConfig) -> TrainConfig:
