@@ -18,7 +18,13 @@ import torch
 from knapsack_rl.grpo.loss import aggregation_weights, ppo_clip_loss
 from knapsack_rl.models import TinyModelConfig, build_char_tokenizer, build_tiny_model
 from knapsack_rl.rollout.generate import Rollouts, concat_rollouts, position_ids_from_mask
-from knapsack_rl.train.update import SharedPrefixBatch, UpdateSettings, response_logprobs, update_policy
+from knapsack_rl.train.update import (
+    SharedPrefixBatch,
+    UpdateSettings,
+    length_buckets,
+    response_logprobs,
+    update_policy,
+)
 
 torch.set_num_threads(1)
 PROMPTS = ["1+2=", "47+85=", "9*9=", "(3-1)*4=", "6="]
@@ -137,11 +143,18 @@ def _assert_close(a, b, rel):
 
 @pytest.mark.parametrize("loss_agg", ["token-mean", "seq-mean-token-mean", "group-mean"])
 @pytest.mark.parametrize("zeros", [False, True])
-@pytest.mark.parametrize(("mini_batches", "epochs"), [(1, 1), (3, 2)])
-def test_same_loss_and_gradients_as_the_padded_update(tok, loss_agg, zeros, mini_batches, epochs):
+@pytest.mark.parametrize(("mini_batches", "epochs", "overhead"), [(1, 1, 0), (1, 1, 10**9), (3, 2, 0), (2, 2, 64)])
+def test_same_loss_and_gradients_as_the_padded_update(tok, loss_agg, zeros, mini_batches, epochs, overhead):
+    """overhead 0: a response pass per length; 10**9: one pass (no buckets) -- both equal the reference."""
     rollouts = _rollouts(tok, seed=mini_batches + 7 * epochs)
     adv = _advantages(rollouts, zeros=zeros)
-    settings = UpdateSettings(ppo_mini_batches=mini_batches, ppo_epochs=epochs, loss_agg=loss_agg, grad_clip=0.5)
+    settings = UpdateSettings(
+        ppo_mini_batches=mini_batches,
+        ppo_epochs=epochs,
+        loss_agg=loss_agg,
+        grad_clip=0.5,
+        pass_overhead_tokens=overhead,
+    )
     metrics, losses, seen, ref_seen, model, ref_model = _run_both(tok, rollouts, adv, settings)
     assert len(seen) == len(ref_seen) == mini_batches * epochs  # one optimizer step per mini-batch and epoch
     for grads, ref_grads in zip(seen, ref_seen, strict=True):  # every step's gradient of every parameter
@@ -173,10 +186,13 @@ def test_response_logprobs_equal_the_full_forward_on_concatenated_batches(tok):
     rows = torch.arange(len(both))
     batch = SharedPrefixBatch.of(both, rows, both.response_mask.shape[1])
     assert batch.prompt_ids.shape[0] == len(PROMPTS)  # each distinct prompt once, whichever part it came from
-    got = response_logprobs(model, batch)
     want = _full_logprobs(model, both.input_ids, both.attention_mask, both.prompt_len)
     keep = both.response_mask.bool()
-    _assert_close(got[keep], want[keep], 1e-12)
+    for overhead in (0, 3, 10**9):  # a pass per length, some buckets, one pass
+        got = response_logprobs(model, batch, pass_overhead_tokens=overhead)
+        _assert_close(got[keep], want[keep], 1e-12)
+        if overhead == 0:  # every row in a bucket of its own length: nothing computed past a response
+            assert torch.all(got[~keep] == 0)
 
 
 def test_shared_prefix_batch_drops_padding_columns(tok):
@@ -208,3 +224,38 @@ def test_no_signal_steps_with_zero_gradients(tok):
     metrics = update_policy(model, opt, rollouts, torch.zeros(len(rollouts), dtype=torch.float64), UpdateSettings())
     assert metrics["actor/loss"] == 0.0 and len(opt.seen) == 1
     assert all(torch.all(g == 0) for g in opt.seen[0])
+
+
+def _brute_force_cost(lengths, overhead):
+    """Cheapest split of the sorted distinct lengths into contiguous buckets, by enumerating every split."""
+    values = sorted(set(lengths))
+    best = float("inf")
+    for mask in range(1 << (len(values) - 1)):
+        cost, start = 0, 0
+        for k in range(len(values)):
+            if k == len(values) - 1 or mask >> k & 1:  # bucket ends after values[k]
+                rows = sum(1 for x in lengths if values[start] <= x <= values[k])
+                cost += rows * (values[k] - 1) + (overhead if values[k] > 1 else 0)
+                start = k + 1
+        best = min(best, cost)
+    return best
+
+
+@pytest.mark.parametrize("overhead", [0, 5, 40, 10**6])
+def test_length_buckets_are_optimal_and_cover_every_row_once(overhead):
+    gen = np.random.default_rng(overhead)
+    for _ in range(20):
+        lengths = gen.integers(1, 9, size=gen.integers(1, 40))
+        buckets = length_buckets(torch.as_tensor(lengths), overhead)
+        rows = torch.cat([r for r, _ in buckets]).tolist()
+        assert sorted(rows) == list(range(len(lengths)))  # a partition of the rows
+        assert all(int(lengths[r].max()) == w for r, w in ((r.numpy(), w) for r, w in buckets))  # width = longest
+        cost = sum(len(r) * (w - 1) + (overhead if w > 1 else 0) for r, w in buckets)
+        assert cost == _brute_force_cost(lengths.tolist(), overhead)
+
+
+def test_length_buckets_by_hand():
+    lengths = torch.tensor([3, 1, 3, 8, 3, 2])
+    assert [(r.tolist(), w) for r, w in length_buckets(lengths, 0)] == [([1], 1), ([5], 2), ([0, 2, 4], 3), ([3], 8)]
+    # overhead 100: one pass of width 8 (5 rows x 7 = 35 tokens) beats any split; the 1-token row needs no pass
+    assert [(r.tolist(), w) for r, w in length_buckets(lengths, 100)] == [([1], 1), ([0, 2, 3, 4, 5], 8)]
