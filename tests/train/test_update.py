@@ -21,6 +21,7 @@ from knapsack_rl.rollout.generate import Rollouts, concat_rollouts, position_ids
 from knapsack_rl.train.update import (
     SharedPrefixBatch,
     UpdateSettings,
+    distinct_rows,
     length_buckets,
     response_logprobs,
     update_policy,
@@ -42,15 +43,22 @@ def _model(tok, dtype=torch.float64):
 
 
 def _rollouts(tok, seed=0, resp_len=6, prompts=PROMPTS, counts=COUNTS):
-    """Left-padded prompts repeated by count, random responses of random lengths (right-padded)."""
+    """Left-padded prompts repeated by count, random responses of random lengths (right-padded).
+
+    The first and third rollouts of a prompt are the same response (a small model repeats itself).
+    """
     gen = torch.Generator().manual_seed(seed)
     enc = tok(list(prompts), return_tensors="pt", padding=True)
     index = torch.repeat_interleave(torch.arange(len(prompts)), torch.tensor(counts))
     rows = len(index)
     lengths = torch.randint(1, resp_len + 1, (rows,), generator=gen)
     lengths[0] = resp_len  # one row uses every column
-    mask = (torch.arange(resp_len)[None, :] < lengths[:, None]).long()  # (R, T) a prefix
     response = torch.randint(4, len(tok), (rows, resp_len), generator=gen)
+    starts = np.cumsum([0, *counts[:-1]])
+    for start, count in zip(starts, counts, strict=True):
+        if count >= 3:
+            lengths[start + 2], response[start + 2] = lengths[start], response[start]
+    mask = (torch.arange(resp_len)[None, :] < lengths[:, None]).long()  # (R, T) a prefix
     response = torch.where(mask.bool(), response, torch.full_like(response, tok.pad_token_id))
     return Rollouts(
         prompt_index=index,
@@ -63,10 +71,14 @@ def _rollouts(tok, seed=0, resp_len=6, prompts=PROMPTS, counts=COUNTS):
 
 
 def _advantages(rollouts, seed=0, zeros=True):
+    """Random advantages, equal for equal rollouts of a prompt (as GRPO's are), some zero."""
     gen = torch.Generator().manual_seed(seed + 100)
     adv = torch.randn(len(rollouts), generator=gen, dtype=torch.float64)
+    ids = rollouts.input_ids.tolist()
+    for i in range(len(ids)):
+        adv[i] = adv[ids.index(ids[i])]  # the first row with the same tokens
     if zeros:
-        adv[::3] = 0.0  # zero-advantage rows in several groups
+        adv[1::3] = 0.0  # zero-advantage rows in several groups
         adv[rollouts.prompt_index == 3] = 0.0  # and one group without signal
     return adv
 
@@ -215,6 +227,29 @@ def test_single_token_responses_need_no_second_pass(tok):
     assert len(calls) == 1  # the prompt pass predicts the only response token
     want = _full_logprobs(model, rollouts.input_ids, rollouts.attention_mask, rollouts.prompt_len)
     _assert_close(got, want, 1e-12)
+
+
+def test_equal_rollouts_run_once_and_weigh_as_their_copies(tok):
+    rollouts = _rollouts(tok, seed=9, prompts=PROMPTS[:1], counts=[6])  # rows 0 and 2 are the same rollout
+    for copy_adv, distinct in ((1.5, 5), (-0.5, 6)):  # equal advantage: merged; another: not merged
+        adv = torch.tensor([1.5, 0.7, copy_adv, -1.0, 0.3, -0.2], dtype=torch.float64)
+        first, inverse, copies = distinct_rows(rollouts, adv, torch.arange(6))
+        assert len(first) == distinct and int(copies.sum()) == 6 and torch.equal(first[inverse[first]], first)
+        assert (int(inverse[0]) == int(inverse[2])) == (distinct == 5)
+        model = _model(tok)
+        ref_model = copy.deepcopy(model)
+        rows: list[int] = []
+        model.register_forward_pre_hook(
+            lambda _m, _a, kw, out=rows: out.append(kw["input_ids"].shape[0]), with_kwargs=True
+        )
+        settings = UpdateSettings(loss_agg="seq-mean-token-mean", pass_overhead_tokens=10**9)
+        opt, ref_opt = RecordingSGD(model.parameters(), lr=0.05), RecordingSGD(ref_model.parameters(), lr=0.05)
+        metrics = update_policy(model, opt, rollouts, adv, settings)
+        losses = _reference_update(ref_model, ref_opt, rollouts, adv, settings)
+        assert rows[0] == 1 and rows[1] == distinct  # the prompt once, each distinct rollout once
+        assert metrics["actor/loss"] == pytest.approx(losses[0], rel=1e-9)
+        for g, ref in zip(opt.seen[0], ref_opt.seen[0], strict=True):
+            _assert_close(g, ref, 1e-6)
 
 
 def test_no_signal_steps_with_zero_gradients(tok):

@@ -258,6 +258,10 @@ def _minibatch_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of the mini-batch ``rows`` (weights over all its rows; forward on the non-zero-advantage ones).
 
+    Identical rollouts (same tokens, masks and advantage: :func:`distinct_rows`) have identical
+    per-token losses, so each distinct one is computed once: its weight is the sum of its copies'
+    weights and its mask counts its copies (``mask * k`` with weights ``w_sum / k``: the loss
+    ``sum w_sum l`` and the statistics' token counts are those of all the copies).
     Without a row to forward, the gradients are set to zero here and the loss is a constant 0.
     """
     mask = rollouts.response_mask[rows]  # (B, T)
@@ -267,29 +271,56 @@ def _minibatch_loss(
     if length == 0:
         return _zero_gradient(model)
     r = rows[active]
+    first, inverse, copies = distinct_rows(rollouts, adv, r)  # (U,), (Ba,), (U,)
+    w = torch.zeros(len(first), length, dtype=weights.dtype, device=weights.device)
+    w.index_add_(0, inverse, weights[active, :length])  # (U, length) summed over copies
+    k = copies[:, None].to(w.dtype)
+    u = r.index_select(0, first)  # (U,) one row of each distinct rollout
     logp = response_logprobs(
-        model, SharedPrefixBatch.of(rollouts, r, length), pass_overhead_tokens=settings.pass_overhead_tokens
-    )  # (Ba, length)
-    old_r = logp.detach() if old is None else old[r, :length]
+        model, SharedPrefixBatch.of(rollouts, u, length), pass_overhead_tokens=settings.pass_overhead_tokens
+    )  # (U, length)
+    old_u = logp.detach() if old is None else old[u, :length]
     return ppo_clip_loss(
-        logp, old_r, adv[r], mask[active, :length], clip_low=settings.clip_low, clip_high=settings.clip_high,
-        dual_clip=settings.dual_clip, weights=weights[active, :length],
+        logp, old_u, adv[u], rollouts.response_mask[u, :length] * k, clip_low=settings.clip_low,
+        clip_high=settings.clip_high, dual_clip=settings.dual_clip, weights=w / k,
     )  # fmt: skip
 
 
+def distinct_rows(rollouts: Rollouts, adv: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Group ``rows`` (B,) into distinct rollouts: equal tokens, attention and response masks, and advantage.
+
+    Returns ``first`` (U,) the position in ``rows`` of each group's first row, ``inverse`` (B,) each
+    row's group and ``copies`` (U,) the group sizes. A small model sampling short answers repeats
+    itself often (the demo's steps: 2.5-7 copies per distinct rollout); long free-form responses
+    rarely do, and then this costs one sort of the rows.
+    """
+    bits = adv.index_select(0, rows).to(torch.float64).view(torch.int64)[:, None]  # the advantage, exactly
+    key = torch.cat(
+        [rollouts.input_ids[rows], rollouts.attention_mask[rows], rollouts.response_mask[rows], bits], dim=1
+    )  # (B, K) int64
+    _, inverse, copies = torch.unique(key, dim=0, return_inverse=True, return_counts=True)
+    position = torch.arange(len(rows), device=rows.device)
+    first = torch.full_like(copies, len(rows)).scatter_reduce_(0, inverse, position, reduce="amin")
+    return first, inverse, copies
+
+
 def _old_logprobs(model: Any, rollouts: Rollouts, adv: torch.Tensor, overhead: int) -> torch.Tensor:
-    """(R, T) log-probabilities of the sampling policy for the non-zero-advantage rows (0 elsewhere)."""
+    """(R, T) log-probabilities of the sampling policy for the non-zero-advantage rows (0 elsewhere).
+
+    Computed once per distinct rollout (:func:`distinct_rows`) and copied to its copies.
+    """
     mask = rollouts.response_mask
     old = torch.zeros(mask.shape, dtype=torch.float32, device=adv.device)
     rows = torch.nonzero(adv != 0).squeeze(-1)
     length = _response_length(mask[rows])
     if length == 0:
         return old
+    first, inverse, _ = distinct_rows(rollouts, adv, rows)
     with torch.no_grad():
-        batch = SharedPrefixBatch.of(rollouts, rows, length)
-        old_rows = response_logprobs(model, batch, pass_overhead_tokens=overhead)  # (Ra, length)
+        batch = SharedPrefixBatch.of(rollouts, rows.index_select(0, first), length)
+        old_rows = response_logprobs(model, batch, pass_overhead_tokens=overhead)  # (U, length)
     old = old.to(old_rows.dtype)
-    old[rows, :length] = old_rows
+    old[rows, :length] = old_rows.index_select(0, inverse)
     return old
 
 
