@@ -111,6 +111,9 @@ def generate(
     when a quarter of its rows are done); the loop ends when all rows stopped or after
     ``max_new_tokens``. Every step draws from the (R, V) distribution of all rows, so the draws of a
     seeded ``generator`` and the tokens of the live rows do not depend on which rows left the batch.
+    The cache grows by concatenation: a cache allocated once for all positions was 7% slower on CPU
+    at the demo size (64 prompts x 8, 8 tokens: 95 vs 89 ms; writing the larger fresh buffer costs
+    more than the concatenations it saves once finished rows leave the batch).
 
     Args:
         model: a causal LM (Hugging Face interface: ``model(input_ids, attention_mask, position_ids,

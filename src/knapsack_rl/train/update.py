@@ -7,15 +7,18 @@ into mini-batches, every rollout of a prompt in the same one). Per mini-batch th
 advantage is exactly 0 add 0 to the loss and its gradient, so their forward and backward passes are
 skipped (the weights keep them in the denominator: same loss, same gradient).
 
-**Cost follows the useful tokens.** The rollouts of a prompt share its prompt tokens, so
-:func:`response_logprobs` runs the forward pass on each distinct prompt once (one row per prompt, with
-the columns no prompt uses dropped), copies its key/value cache to the prompt's rollouts, and runs the
-response tokens on top of it (columns past the longest response of the rows dropped). Autograd flows
-through the copied cache (the copy's backward sums the rollouts' gradients into the shared prompt), so
-loss and gradient equal those of the padded full-sequence forward of
-:func:`knapsack_rl.grpo.loss.token_logprobs` (tests/train/test_update.py), while the prompt's tokens are
-computed once per prompt instead of once per rollout and only the positions that predict a response
-token go through the output head.
+**Cost follows the useful tokens** (each measure keeps the loss and every gradient equal to those of
+the padded full-sequence forward of :func:`knapsack_rl.grpo.loss.token_logprobs`; tested in
+tests/train/test_update.py):
+
+- identical rollouts (same tokens, masks and advantage) are computed once, weighted by their copies
+  (:func:`distinct_rows`; a small model sampling short answers repeats itself a lot);
+- the rollouts of a prompt share its prompt tokens: :func:`response_logprobs` runs each distinct
+  prompt once (columns no prompt uses dropped) and copies its key/value cache to its rollouts;
+  autograd flows through the copy (its backward sums the rollouts' gradients into the prompt);
+- the response tokens run on that cache in buckets of similar length (:func:`length_buckets`), each
+  cut to its longest response, so padding after short responses is not computed;
+- only the positions that predict a response token go through the output head.
 """
 
 from __future__ import annotations
@@ -191,7 +194,7 @@ def _copyable(cache: Any) -> bool:
     """Whether ``cache`` has only plain growing layers (so :func:`_shallow_copy` gives an independent cache)."""
     from transformers.cache_utils import DynamicLayer
 
-    layers = getattr(cache, "layers", None)
+    layers: list[Any] = getattr(cache, "layers", None) or []
     return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
