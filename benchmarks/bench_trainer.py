@@ -12,7 +12,9 @@ What makes the rows comparable:
   planned from estimates with unequal budgets (the script stops otherwise).
 - **Interleaved.** Runs go through one process pool, one fresh process per run (so peak RSS is the
   run's own), in rounds: every round runs each system once, in a rotating order, so load drift on a
-  shared machine hits all systems alike. Ratios are medians of the per-round ratios.
+  shared machine hits all systems alike. Ratios are medians of the per-round ratios. A last run steps
+  both arms alternately in one process (``--paired-steps``): the median of per-step ratios, the
+  least noisy measure of knapsack/uniform.
 - **Pinned threads.** Each run sets OMP / MKL / OpenBLAS threads and ``torch.set_num_threads`` to
   ``--threads`` before importing torch; the table states the count torch reports.
 
@@ -108,6 +110,28 @@ def _ours(args: dict[str, Any]) -> dict[str, Any]:
         "allocated_steps": sum(allocated),
         "torch_threads": torch.get_num_threads(),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _paired(args: dict[str, Any]) -> dict[str, Any]:
+    """Both arms in one process, stepped alternately (who goes first alternates): per-step paired ratios."""
+    _pin_threads(args["threads"])
+    from knapsack_rl.train.trainer import Trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        arms = {arm: Trainer(_train_config(args, f"{tmp}/{arm}", arm)) for arm in ("uniform", "knapsack")}
+        times: dict[str, list[float]] = {arm: [] for arm in arms}
+        for i in range(args["warmup"] + args["paired_steps"]):
+            for arm in ("uniform", "knapsack") if i % 2 else ("knapsack", "uniform"):
+                metrics = arms[arm].step()
+                if i >= args["warmup"]:
+                    times[arm].append(metrics["perf/step_s"])
+                if arm == "knapsack" and not metrics["alloc/budget_max"] > metrics["alloc/budget_min"]:
+                    raise RuntimeError(f"knapsack arm did not allocate in paired step {i}")
+    ratios = [k / u for k, u in zip(times["knapsack"], times["uniform"], strict=True)]
+    return {
+        "knapsack/uniform": statistics.median(ratios),
+        **{f"{arm}_step_s": statistics.median(t) for arm, t in times.items()},
     }
 
 
@@ -211,6 +235,11 @@ def _print(result: dict[str, Any], systems: list[str]) -> None:
             f"{'' if upd is None else f'{upd:.3f}':>9} {r['rollouts_per_s']:>11.0f} {r['peak_rss_mb']:>12.0f}"
         )
     print("ratios (medians of per-round ratios): " + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items()))
+    paired = result["paired_steps"]
+    if paired["steps"]:
+        print(f"paired steps in one process ({paired['steps']} per arm, alternating): knapsack/uniform "
+              f"{paired['knapsack/uniform']:.2f} (uniform {paired['uniform_step_s']:.3f} s, knapsack "
+              f"{paired['knapsack_step_s']:.3f} s)")  # fmt: skip
 
 
 def _load() -> str:
@@ -228,6 +257,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs per system (one per round)")
     parser.add_argument("--threads", type=int, default=1, help="BLAS and torch threads of every run")
     parser.add_argument("--warmstart-dir", default="runs/warmstart")
+    parser.add_argument("--paired-steps", type=int, default=20, help="also step both arms alternately in one "
+                        "process for this many steps each and report the median paired ratio (0: skip)")  # fmt: skip
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="also write the runs and summary here")
     a = parser.parse_args()
@@ -248,6 +279,9 @@ def main() -> None:
                 order = systems[k % len(systems) :] + systems[: k % len(systems)]  # rotate who goes first
                 jobs += [{**base, "system": s, "round": k, "seed": k} for s in order]
             runs = pool.map(_job, jobs, chunksize=1)
+            paired = (
+                pool.apply(_paired, ({**base, "seed": 0, "paired_steps": a.paired_steps},)) if a.paired_steps else {}
+            )
     finally:
         pool.close()
         pool.join()
@@ -264,6 +298,7 @@ def main() -> None:
         "tracker_prompts": filled["prompts"],
         "runs": runs,
         **_summary(runs, systems, a.prompts * a.n),
+        "paired_steps": {"steps": a.paired_steps, **paired},
     }
     _print(result, systems)
     if a.json:
