@@ -1,11 +1,24 @@
-"""Throughput of the reference trainer against TRL's GRPOTrainer on the same tiny model and batch (CPU).
+"""Step time of the reference trainer (uniform and knapsack arms) against TRL's GRPOTrainer (CPU).
 
-Both systems train the warm-started tiny policy (``runs/warmstart``; built when missing) on the
+All systems train the warm-started tiny policy (``runs/warmstart``; built when missing) on the
 arithmetic suite with M prompts x n rollouts per step, responses up to ``max_new_tokens``, one
-optimizer step per training step. Each (system, repeat) runs in a fresh subprocess, so its peak RSS
-is its own; the table reports medians over repeats of the per-run median step time.
+optimizer step per training step, the same learning rate and clip range.
 
-    python benchmarks/bench_trainer.py [--steps 8] [--warmup 2] [--repeats 3] [--threads 2] [--json out.json]
+What makes the rows comparable:
+
+- **The knapsack arm really allocates.** Before timing, the starting policy samples n rollouts of
+  every training prompt once (one epoch's worth of rewards, no update); that tracker is saved and the
+  knapsack arm starts from it with ``uniform_epochs=0``. Every timed knapsack step is checked to have
+  planned from estimates with unequal budgets (the script stops otherwise).
+- **Interleaved.** Runs go through one process pool, one fresh process per run (so peak RSS is the
+  run's own), in rounds: every round runs each system once, in a rotating order, so load drift on a
+  shared machine hits all systems alike. Ratios are medians of the per-round ratios. A last run steps
+  both arms alternately in one process (``--paired-steps``): the median of per-step ratios, the
+  least noisy measure of knapsack/uniform.
+- **Pinned threads.** Each run sets OMP / MKL / OpenBLAS threads and ``torch.set_num_threads`` to
+  ``--threads`` before importing torch; the table states the count torch reports.
+
+    python benchmarks/bench_trainer.py [--rounds 3] [--steps 8] [--warmup 2] [--threads 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -13,43 +26,121 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
+import platform
 import resource
 import statistics
 import tempfile
 import time
+import warnings
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+OURS = ("ours-uniform", "ours-knapsack")
+TRL = "trl-grpo"
+LABELS = {
+    "ours-uniform": "knapsack-rl, uniform arm",
+    "ours-knapsack": "knapsack-rl, knapsack arm",
+    TRL: "TRL GRPOTrainer (use_cpu)",
+}
 
-def _ours(args: dict[str, Any], queue: Any) -> None:
+
+def _pin_threads(threads: int) -> None:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def _train_config(args: dict[str, Any], out_dir: str, arm: str) -> Any:
+    from knapsack_rl.train.config import TrainConfig
+
+    cfg = TrainConfig(
+        out_dir=out_dir, prompts_per_step=args["prompts"], seed=args["seed"], max_new_tokens=args["max_new_tokens"],
+        eval_every=0, checkpoint_every=0, tensorboard=False, progress=False, device="cpu", resume=False,
+        threads=args["threads"], warmstart_dir=args["warmstart_dir"],
+    )  # fmt: skip
+    cfg = cfg.replace(n=args["n"], rule=arm)
+    if arm == "knapsack":
+        cfg = cfg.replace(uniform_epochs=0, tracker_init=args["tracker"])
+    return cfg
+
+
+def _fill_tracker(args: dict[str, Any]) -> dict[str, Any]:
+    """One epoch of the starting policy's rewards (n per prompt, no update) saved as a tracker file."""
+    _pin_threads(args["threads"])
+    import numpy as np
+
+    from knapsack_rl.train.trainer import StepBatch, Trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(_train_config(args, tmp, "uniform"))  # same tracker settings as the knapsack arm
+        for start in range(0, len(trainer.train_set), args["prompts"]):
+            index = np.arange(start, min(start + args["prompts"], len(trainer.train_set)))
+            batch = StepBatch(index=index, prompts=trainer.train_set.subset(index))
+            rollouts = trainer.generate(batch, np.full(len(index), args["n"]))
+            rewards = trainer.score(batch, rollouts)
+            trainer.planner.observe(batch.prompts.ids[rollouts.prompt_index.numpy()], rewards, epoch=0)
+        trainer.planner.tracker.save(args["tracker"])
+        return {"prompts": len(trainer.planner.tracker)}
+
+
+def _ours(args: dict[str, Any]) -> dict[str, Any]:
+    _pin_threads(args["threads"])
     import torch
 
-    from knapsack_rl.train.config import TrainConfig
     from knapsack_rl.train.trainer import Trainer
 
-    torch.set_num_threads(args["threads"])
+    arm = args["system"].removeprefix("ours-")
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = TrainConfig(
-            out_dir=tmp, arm=args["arm"], prompts_per_step=args["prompts"], n=args["n"], seed=args["seed"],
-            max_new_tokens=args["max_new_tokens"], eval_every=0, checkpoint_every=0, tensorboard=False,
-            progress=False, device="cpu", max_steps=args["warmup"] + args["steps"], resume=False,
-        )  # fmt: skip
-        trainer = Trainer(cfg)
-        times = []
+        trainer = Trainer(_train_config(args, tmp, arm))
+        times, phases, allocated = [], {"generate": [], "update": []}, []
         for i in range(args["warmup"] + args["steps"]):
             start = time.perf_counter()
-            trainer.step()
+            metrics = trainer.step()
             if i >= args["warmup"]:
                 times.append(time.perf_counter() - start)
-    queue.put(
-        {"step_s": statistics.median(times), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    )
+                for phase in phases:
+                    phases[phase].append(metrics[f"timing_s/{phase}"])
+                allocated.append(metrics["alloc/budget_max"] > metrics["alloc/budget_min"])
+        if arm == "knapsack" and not all(allocated):
+            raise RuntimeError(f"knapsack arm did not allocate in every timed step: {allocated}")
+    return {
+        "step_s": statistics.median(times),
+        **{f"{p}_s": statistics.median(v) for p, v in phases.items()},
+        "allocated_steps": sum(allocated),
+        "torch_threads": torch.get_num_threads(),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
-def _trl(args: dict[str, Any], queue: Any) -> None:
+def _paired(args: dict[str, Any]) -> dict[str, Any]:
+    """Both arms in one process, stepped alternately (who goes first alternates): per-step paired ratios."""
+    _pin_threads(args["threads"])
+    from knapsack_rl.train.trainer import Trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        arms = {arm: Trainer(_train_config(args, f"{tmp}/{arm}", arm)) for arm in ("uniform", "knapsack")}
+        times: dict[str, list[float]] = {arm: [] for arm in arms}
+        for i in range(args["warmup"] + args["paired_steps"]):
+            for arm in ("uniform", "knapsack") if i % 2 else ("knapsack", "uniform"):
+                metrics = arms[arm].step()
+                if i >= args["warmup"]:
+                    times[arm].append(metrics["perf/step_s"])
+                if arm == "knapsack" and not metrics["alloc/budget_max"] > metrics["alloc/budget_min"]:
+                    raise RuntimeError(f"knapsack arm did not allocate in paired step {i}")
+    ratios = [k / u for k, u in zip(times["knapsack"], times["uniform"], strict=True)]
+    return {
+        "knapsack/uniform": statistics.median(ratios),
+        **{f"{arm}_step_s": statistics.median(t) for arm, t in times.items()},
+    }
+
+
+def _trl(args: dict[str, Any]) -> dict[str, Any]:
+    _pin_threads(args["threads"])
+    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' deprecation notes, per step
     import torch
     from datasets import Dataset
-    from transformers import TrainerCallback
+    from transformers import PrinterCallback, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from knapsack_rl.models.tiny import load_causal_lm
@@ -57,7 +148,7 @@ def _trl(args: dict[str, Any], queue: Any) -> None:
     from knapsack_rl.tasks.arithmetic import ArithmeticConfig, build_splits
 
     torch.set_num_threads(args["threads"])
-    model, tok = load_causal_lm(warm_start("runs/warmstart"))
+    model, tok = load_causal_lm(warm_start(args["warmstart_dir"]))
     train, _ = build_splits(ArithmeticConfig())
     data = Dataset.from_dict({"prompt": [tok.bos_token + p for p in train.prompts], "answer": train.answers})
 
@@ -73,86 +164,145 @@ def _trl(args: dict[str, Any], queue: Any) -> None:
         def on_step_end(self, *a: Any, **k: Any) -> None:
             times.append(time.perf_counter() - self.start)
 
-    batch = args["prompts"] * args["n"]
     with tempfile.TemporaryDirectory() as tmp:
         cfg = GRPOConfig(
-            output_dir=tmp, use_cpu=True, per_device_train_batch_size=batch, num_generations=args["n"],
-            steps_per_generation=1, gradient_accumulation_steps=1, max_completion_length=args["max_new_tokens"],
-            temperature=1.0, learning_rate=2e-4, beta=0.0, epsilon=0.2, epsilon_high=0.28, loss_type="dapo",
-            max_steps=args["warmup"] + args["steps"], logging_steps=1, report_to="none", save_strategy="no",
-            seed=args["seed"], dataloader_num_workers=0, disable_tqdm=True,
+            output_dir=tmp, use_cpu=True, per_device_train_batch_size=args["prompts"] * args["n"],
+            num_generations=args["n"], steps_per_generation=1, gradient_accumulation_steps=1,
+            max_completion_length=args["max_new_tokens"], temperature=1.0, learning_rate=2e-4, beta=0.0,
+            epsilon=0.2, epsilon_high=0.28, loss_type="dapo", lr_scheduler_type="constant", max_grad_norm=1.0,
+            max_steps=args["warmup"] + args["steps"],
+            logging_steps=1, report_to="none", save_strategy="no", seed=args["seed"], dataloader_num_workers=0,
+            disable_tqdm=True,
         )  # fmt: skip
         trainer = GRPOTrainer(
             model=model, reward_funcs=exact, args=cfg, train_dataset=data, processing_class=tok, callbacks=[Timer()]
         )
+        trainer.remove_callback(PrinterCallback)  # its per-step log lines; the metrics are still computed
         trainer.train()
-    queue.put(
-        {
-            "step_s": statistics.median(times[args["warmup"] :]),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    return {
+        "step_s": statistics.median(times[args["warmup"] :]),
+        "torch_threads": torch.get_num_threads(),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _job(args: dict[str, Any]) -> dict[str, Any]:
+    """One run in a fresh pool process (maxtasksperchild=1)."""
+    target = _trl if args["system"] == TRL else _ours
+    out = target(args)
+    return {**out, "system": args["system"], "round": args["round"]}
+
+
+def _summary(runs: list[dict[str, Any]], systems: list[str], batch: int) -> dict[str, Any]:
+    """Medians per system and medians of the per-round ratios."""
+    by = {s: [r for r in runs if r["system"] == s] for s in systems}
+    table = {
+        s: {
+            "step_s": statistics.median(r["step_s"] for r in rs),
+            "rollouts_per_s": batch / statistics.median(r["step_s"] for r in rs),
+            "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in rs),
+            "step_s_runs": [r["step_s"] for r in rs],
+            **{k: statistics.median(r[k] for r in rs) for k in ("generate_s", "update_s") if k in rs[0]},
         }
-    )
+        for s, rs in by.items()
+    }
+    rounds = sorted({r["round"] for r in runs})
+    step = {(r["system"], r["round"]): r["step_s"] for r in runs}
+
+    def ratio(a: str, b: str) -> float:
+        return statistics.median(step[a, k] / step[b, k] for k in rounds)
+
+    ratios = {"knapsack/uniform": ratio("ours-knapsack", "ours-uniform")}
+    if TRL in systems:
+        ratios.update(
+            {"trl/ours-uniform": ratio(TRL, "ours-uniform"), "trl/ours-knapsack": ratio(TRL, "ours-knapsack")}
+        )
+    return {"systems": table, "ratios": ratios}
 
 
-def _run(target: Any, args: dict[str, Any]) -> dict[str, float]:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(args, queue))
-    proc.start()
-    out = queue.get()
-    proc.join()
-    return dict(out)
+def _print(result: dict[str, Any], systems: list[str]) -> None:
+    c = result["config"]
+    threads = sorted({r["torch_threads"] for r in result["runs"]})
+    print(f"M={c['prompts']} prompts x n={c['n']}, max_new_tokens={c['max_new_tokens']}; {c['rounds']} interleaved "
+          f"rounds x {c['steps']} timed steps (+{c['warmup']} warm-up); BLAS/torch threads {c['threads']} (torch "
+          f"reports {threads}); load {result['load_before']} -> {result['load_after']}")  # fmt: skip
+    print(f"{'system':<28} {'step s':>8} {'generate s':>11} {'update s':>9} {'rollouts/s':>11} {'peak RSS MB':>12}")
+    for s in systems:
+        r = result["systems"][s]
+        gen, upd = r.get("generate_s"), r.get("update_s")
+        print(
+            f"{LABELS[s]:<28} {r['step_s']:>8.3f} {'' if gen is None else f'{gen:.3f}':>11} "
+            f"{'' if upd is None else f'{upd:.3f}':>9} {r['rollouts_per_s']:>11.0f} {r['peak_rss_mb']:>12.0f}"
+        )
+    print("ratios (medians of per-round ratios): " + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items()))
+    paired = result["paired_steps"]
+    if paired["steps"]:
+        print(f"paired steps in one process ({paired['steps']} per arm, alternating): knapsack/uniform "
+              f"{paired['knapsack/uniform']:.2f} (uniform {paired['uniform_step_s']:.3f} s, knapsack "
+              f"{paired['knapsack_step_s']:.3f} s)")  # fmt: skip
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=32, help="prompts per step (M)")
-    parser.add_argument("--n", type=int, default=8, help="rollouts per prompt")
+    parser.add_argument("--prompts", type=int, default=64, help="prompts per step (M; the demo's 64)")
+    parser.add_argument("--n", type=int, default=8, help="rollouts per prompt (the step's budget is M x n)")
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--steps", type=int, default=8, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per run")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per system")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="runs per system (one per round)")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS and torch threads of every run")
+    parser.add_argument("--warmstart-dir", default="runs/warmstart")
+    parser.add_argument("--paired-steps", type=int, default=20, help="also step both arms alternately in one "
+                        "process for this many steps each and report the median paired ratio (0: skip)")  # fmt: skip
     parser.add_argument("--skip-trl", action="store_true")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--json", type=Path, default=None, help="also write the runs and summary here")
     a = parser.parse_args()
     base = {
         "prompts": a.prompts, "n": a.n, "max_new_tokens": a.max_new_tokens, "steps": a.steps, "warmup": a.warmup,
-        "threads": a.threads,
+        "threads": a.threads, "warmstart_dir": a.warmstart_dir,
     }  # fmt: skip
-    from knapsack_rl.models.warmstart import warm_start
-
-    warm_start("runs/warmstart")  # build the cache once, outside the timings
-    systems = {
-        "knapsack-rl (uniform arm)": (_ours, {"arm": "uniform"}),
-        "knapsack-rl (knapsack arm)": (_ours, {"arm": "knapsack"}),
+    systems = [*OURS] if a.skip_trl else [*OURS, TRL]
+    ctx = mp.get_context("spawn")
+    load_before = _load()
+    pool = ctx.Pool(processes=1, maxtasksperchild=1)  # one run at a time, each in a fresh process
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            base["tracker"] = str(Path(tmp) / "epoch0.tracker")
+            filled = pool.apply(_fill_tracker, ({**base, "seed": 0},))  # also builds the warm start, untimed
+            jobs = []
+            for k in range(a.rounds):
+                order = systems[k % len(systems) :] + systems[: k % len(systems)]  # rotate who goes first
+                jobs += [{**base, "system": s, "round": k, "seed": k} for s in order]
+            runs = pool.map(_job, jobs, chunksize=1)
+            paired = (
+                pool.apply(_paired, ({**base, "seed": 0, "paired_steps": a.paired_steps},)) if a.paired_steps else {}
+            )
+    finally:
+        pool.close()
+        pool.join()
+    result = {
+        "config": {**{k: v for k, v in base.items() if k != "tracker"}, "rounds": a.rounds},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            **{pkg: metadata.version(pkg) for pkg in ("torch", "transformers", "trl")},
+        },
+        "load_before": load_before,
+        "load_after": _load(),
+        "tracker_prompts": filled["prompts"],
+        "runs": runs,
+        **_summary(runs, systems, a.prompts * a.n),
+        "paired_steps": {"steps": a.paired_steps, **paired},
     }
-    if not a.skip_trl:
-        systems["TRL GRPOTrainer (use_cpu)"] = (_trl, {})
-    results: dict[str, dict[str, float]] = {}
-    for name, (target, extra) in systems.items():
-        runs = [_run(target, {**base, **extra, "seed": r}) for r in range(a.repeats)]
-        step = statistics.median(r["step_s"] for r in runs)
-        results[name] = {
-            "step_s": step,
-            "rollouts_per_s": a.prompts * a.n / step,
-            "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
-            "step_s_runs": [r["step_s"] for r in runs],
-        }
-    rows = [f"{'system':<28} {'step s':>8} {'rollouts/s':>11} {'peak RSS MB':>12}"]
-    for name, r in results.items():
-        rows.append(f"{name:<28} {r['step_s']:>8.3f} {r['rollouts_per_s']:>11.0f} {r['peak_rss_mb']:>12.0f}")
-    trl = results.get("TRL GRPOTrainer (use_cpu)")
-    if trl:
-        ours = results["knapsack-rl (uniform arm)"]
-        rows.append(
-            f"speed-up over TRL (uniform arm, rollouts/s): {ours['rollouts_per_s'] / trl['rollouts_per_s']:.1f}x"
-        )
-    print(f"M={a.prompts} prompts x n={a.n}, max_new_tokens={a.max_new_tokens}, threads={a.threads}, "
-          f"median of {a.repeats} runs x {a.steps} steps")  # fmt: skip
-    print("\n".join(rows))
+    _print(result, systems)
     if a.json:
-        a.json.write_text(json.dumps(results, indent=1))
+        a.json.write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
