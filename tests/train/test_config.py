@@ -12,11 +12,11 @@ def test_knapsack_settings_are_embedded_with_an_explicit_preset(tmp_path):
     assert TrainConfig().knapsack == KnapsackConfig.preset("project")
     (tmp_path / "c.yaml").write_text(
         "prompts_per_step: 16\nknapsack:\n  preset: recipe\n  max_n: 64\n  estimator: beta\n"
-        "task:\n  arithmetic:\n    train_per_level: [1, 1, 1, 1, 1, 1, 1, 1]\n"
+        "task:\n  arithmetic:\n    train_per_level: [1, 1, 1, 2, 2]\n"
     )
     cfg = load_config(tmp_path / "c.yaml")
     assert cfg.knapsack == KnapsackConfig.preset("recipe", max_n=64, estimator="beta")
-    assert cfg.task.arithmetic.train_per_level == (1,) * 8 and cfg.n == 8
+    assert cfg.task.arithmetic.train_per_level == (1, 1, 1, 2, 2) and cfg.n == 8
     nested = config_from_dict({"knapsack": {"allocation": {"max_n": 32}, "tracker": {"min_count": 4}}})
     assert nested.knapsack == KnapsackConfig.preset("project", max_n=32, min_count=4)
     assert config_from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # config.json round trip

@@ -13,7 +13,7 @@ import pytest
 
 KILLABLE = Path(__file__).with_name("_killable.py")
 CONFIG = {
-    "task": {"arithmetic": {"train_per_level": [2] * 8, "eval_per_level": 1, "warmstart_per_level": [4] * 8}},
+    "task": {"arithmetic": {"train_per_level": [4, 4, 4, 2, 2], "eval_per_level": 1, "warmstart_per_level": [4] * 5}},
     "warmstart": {"steps": 2, "batch_size": 4, "profile_samples": 2},
     "tiny_model": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2},
     "knapsack": {"preset": "project", "n": 4, "min_count": 4},

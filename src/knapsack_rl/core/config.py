@@ -281,6 +281,26 @@ def from_dict(cls: type[T], values: Mapping[str, Any], *, where: str) -> T:
     return cls(**kwargs)
 
 
+def overlay(base: T, values: Mapping[str, Any], *, where: str) -> T:
+    """A copy of the (nested) dataclass ``base`` with the keys of ``values`` changed; omitted keys keep
+    ``base``'s values, nested mappings overlay nested configs, lists become tuples. Unknown keys raise a
+    ValueError naming them, where they are (``where``) and the valid keys; the result is validated again."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{where} must be a mapping; got {type(values).__name__}")
+    valid = {f.name for f in fields(base)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(valid)}")
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        current = getattr(base, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
+            changes[key] = overlay(current, value, where=f"{where}.{key}")
+        else:
+            changes[key] = tuple(value) if isinstance(value, list) else value
+    return dataclasses.replace(base, **changes)  # type: ignore[type-var]
+
+
 def _dataclass_type(cls: type, f: dataclasses.Field[Any]) -> type | None:
     """The dataclass type of field ``f`` when it holds a nested config (its default says which)."""
     if f.default_factory is not dataclasses.MISSING:

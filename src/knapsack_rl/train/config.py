@@ -20,10 +20,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from knapsack_rl.core.config import KnapsackConfig, flat_fields, from_dict, to_plain
+from knapsack_rl.core.config import KnapsackConfig, flat_fields, overlay, to_plain
 from knapsack_rl.core.validate import check_bool, check_choice, check_int, check_real
 from knapsack_rl.models.tiny import TinyModelConfig
 from knapsack_rl.models.warmstart import WarmStartConfig
+from knapsack_rl.tasks.arithmetic import ArithmeticConfig
 from knapsack_rl.tasks.source import TaskConfig
 
 LossAgg = Literal["token-mean", "seq-mean-token-mean", "group-mean"]
@@ -34,6 +35,31 @@ DEFAULT_PRESET = "project"
 
 def _default_knapsack() -> KnapsackConfig:
     return KnapsackConfig.preset(DEFAULT_PRESET)
+
+
+DEMO_LEVELS = ("L2", "L3", "L4", "L5", "L6")
+
+
+def demo_task() -> TaskConfig:
+    """The embedded default task: arithmetic L2..L6 (see :mod:`knapsack_rl.tasks.arithmetic`).
+
+    Three easy levels the warm start nearly solves (they saturate early and free budget) and two
+    learnable hard ones (two-digit addition with a carry, subtraction with a borrow) that the warm start
+    barely covers, with more training prompts; 64 held-out prompts per level. L1 (100 facts: held-out
+    facts cannot be learned from others) and L7/L8 (unreachable for the tiny model) are left out.
+    """
+    arithmetic = ArithmeticConfig(
+        levels=DEMO_LEVELS,
+        train_per_level=(64, 64, 64, 96, 96),
+        eval_per_level=64,
+        warmstart_per_level=(120, 100, 500, 1500, 400),
+    )
+    return TaskConfig(arithmetic=arithmetic)
+
+
+def demo_warmstart() -> WarmStartConfig:
+    """The demo's warm start: 1500 supervised steps, the hard levels drawn 20x less often than the easy ones."""
+    return WarmStartConfig(steps=1500, level_weights={"L5": 0.05, "L6": 0.05})
 
 
 @dataclass(frozen=True)
@@ -59,12 +85,12 @@ class TrainConfig:
     # --- model and data
     model: str | None = None
     """Local Hugging Face causal-LM directory; None uses the embedded tiny model after its warm start."""
-    task: TaskConfig = field(default_factory=TaskConfig)
+    task: TaskConfig = field(default_factory=demo_task)
     """Where prompts come from and how responses are scored: the embedded arithmetic suite (default), a
     reasoning-gym mix, or verl-layout files (:class:`knapsack_rl.tasks.TaskConfig`)."""
     tiny_model: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Shape of the embedded tiny model (used when ``model`` is None)."""
-    warmstart: WarmStartConfig = field(default_factory=WarmStartConfig)
+    warmstart: WarmStartConfig = field(default_factory=demo_warmstart)
     """Supervised warm start of the tiny model (used when ``model`` is None)."""
     warmstart_dir: str = "runs/warmstart"
     """Cache directory of warm starts (keyed by the hash of what determines the weights)."""
@@ -224,14 +250,11 @@ def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
     unknown = sorted(set(values) - valid)
     if unknown:
         raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(valid)}")
-    kwargs = dict(values)
-    if "knapsack" in kwargs:
-        kwargs["knapsack"] = knapsack_from_mapping(kwargs["knapsack"])
-    nested = {"task": TaskConfig, "tiny_model": TinyModelConfig, "warmstart": WarmStartConfig}
-    for name, cls in nested.items():
-        if name in kwargs:
-            kwargs[name] = from_dict(cls, kwargs[name], where=name)
-    return TrainConfig(**kwargs)
+    rest = {k: v for k, v in values.items() if k != "knapsack"}
+    base = TrainConfig()
+    if "knapsack" in values:
+        base = dataclasses.replace(base, knapsack=knapsack_from_mapping(values["knapsack"]))
+    return overlay(base, rest, where="config")
 
 
 def load_config(path: str | Path) -> TrainConfig:
