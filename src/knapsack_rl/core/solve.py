@@ -964,7 +964,8 @@ def solve_greedy(
     Args:
         value: a concave value ``V(n, *params)`` (a registered :class:`ValueFunction` or a callable).
         p: (E,) success rates (``params = (p,)``) or a tuple of (E,) arrays (e.g. ``(a, b)``).
-        lower, upper: (E,) integer bounds on each prompt's count; ``extra <= upper - lower``.
+        lower: (E,) integer lowest count of each prompt.
+        upper: (E,) integer highest count of each prompt (``extra <= upper - lower``).
         budget: units to place (whole rollouts, or cost units when ``costs`` is given).
         costs: optional (E,) positive cost of one rollout of each prompt.
         zero_at_lower: score ``k = 0`` as 0 rather than ``V(lower)`` (the recipe's quirk; concavity
