@@ -8,6 +8,9 @@ Per run (:func:`summarize_run`, from its ``metrics.jsonl``):
 - ``final``, ``start``: the last and the first evaluation; ``final/<level>`` per level;
 - ``effective_prompts``: mean over the allocating steps (epoch >= ``uniform_epochs``) of the number of
   prompts per step whose group has reward variance (the prompts that move the policy);
+  ``effective_prompts_first``: the same over the first allocating epoch only (what preflight predicts);
+- ``train_auc``: the AUC of ``train_eval/mean@k`` (accuracy on a fixed subset of *training* prompts),
+  the signal settings are chosen on, when the run evaluated it;
 - ``egr``: mean effective gradient ratio over the same steps; ``egr_all`` over every step;
 - ``grad_clipped``: fraction of updates whose gradient norm was clipped;
 - ``rollouts``, ``budget_max``, ``wall_s``.
@@ -93,6 +96,12 @@ def summarize_run(run_dir: Path, *, eval_key: str, uniform_epochs: int = 1) -> d
         "rollouts": float(train[-1]["train/rollouts_total"]) if train else 0.0,
         "budget_max": float(max((r["alloc/budget_max"] for r in train), default=0)),
     }
+    first = [r for r in train if r.get("train/epoch") == uniform_epochs]  # the first allocating epoch
+    out["effective_prompts_first"] = _mean(first, "train/effective_prompts")
+    train_key = "train_eval/" + eval_key.removeprefix("eval/")
+    t_steps, t_acc = series(rows, train_key)
+    if t_steps.size:
+        out["train_auc"] = auc(t_steps, t_acc)
     steps, acc = series(rows, eval_key)
     if steps.size:
         out.update(auc=auc(steps, acc), final=float(smooth(acc)[-1]), start=float(acc[0]))
@@ -167,9 +176,11 @@ def _rollout_ratios(
 
 ROWS = (
     ("held-out AUC (%) [primary]", "auc", 100.0),
+    ("training-set AUC (%) [to choose settings]", "train_auc", 100.0),
     ("held-out accuracy at end (%)", "final", 100.0),
     ("held-out accuracy at start (%)", "start", 100.0),
     ("prompts with signal per step", "effective_prompts", 1.0),
+    ("  in the first allocating epoch", "effective_prompts_first", 1.0),
     ("effective gradient ratio (%)", "egr", 100.0),
     ("updates with clipped gradient (%)", "grad_clipped", 100.0),
     ("largest budget of a prompt", "budget_max", 1.0),
@@ -218,10 +229,13 @@ def verdict(comparison: ArmComparison, baseline: str = "uniform") -> str:
     d = comparison.diffs.get("auc")
     if d is None or d.n == 0:
         return f"{comparison.arm}: no held-out evaluation, no verdict"
+    if d.n < 2:
+        return (
+            f"{comparison.arm} vs {baseline}: held-out AUC {100 * d.mean:+.1f} points on 1 seed: "
+            "an anecdote, not a result (run >= 5 paired seeds)"
+        )
     lo, hi = 100 * (d.mean - d.half), 100 * (d.mean + d.half)
     what = f"held-out AUC {100 * d.mean:+.1f} points (95% CI {lo:+.1f} to {hi:+.1f}) over {d.n} paired seeds"
-    if d.n < 2:
-        return f"{comparison.arm} vs {baseline}: {what}; one seed is an anecdote, not a result"
     if lo > 0:
         return f"{comparison.arm} HELPED against {baseline}: {what}"
     if hi < 0:
