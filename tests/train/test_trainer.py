@@ -104,7 +104,7 @@ def test_trainer_plans_equal_planner_plans(base, tmp_path):
         trainer.step()
     mirror = Planner(base.knapsack)
     mirror.load_state_dict(trainer.planner.state_dict())
-    batch = trainer.take_prompts()
+    batch = trainer.next_prompts()
     expected = mirror.plan(batch.prompts.ids, epoch=trainer.epoch)
     trainer.step()
     assert trainer.planner.last is not None

@@ -1,9 +1,9 @@
 """Offline simulator of GRPO learning dynamics, to compare rollout allocation rules in seconds.
 
-NumPy only. :mod:`knapsack_rl.sim.interface` is the engine-agnostic rule interface (a step as rounds),
-:mod:`knapsack_rl.sim.rules` the rules and their registry, :mod:`knapsack_rl.sim.world` the model and
-update rule, :mod:`knapsack_rl.sim.regimes` the comparison per training regime; docs/simulation.md
-has the study.
+NumPy only. The simulator is one engine of :mod:`knapsack_rl.rules` (the rule interface, a step as
+rounds, and the rules with their registry; re-exported here and by :mod:`knapsack_rl.sim.interface` /
+:mod:`knapsack_rl.sim.rules`). :mod:`knapsack_rl.sim.world` is the model and update rule,
+:mod:`knapsack_rl.sim.regimes` the comparison per training regime; docs/simulation.md has the study.
 """
 
 from knapsack_rl.sim.config import SimConfig, init_names, register_init

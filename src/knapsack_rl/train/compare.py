@@ -1,15 +1,23 @@
-"""Arms (uniform and knapsack variants) from the same warm start, seeds, data order and total rollouts.
+"""Arms (uniform, knapsack variants and peer rules) from the same warm start, seeds, data order and compute.
 
-An *arm* is a name that resolves to a :class:`~knapsack_rl.KnapsackConfig` (:func:`arm_config`):
+An *arm* is a name (:func:`resolve_arm`) for one rule of :mod:`knapsack_rl.rules`:
 
-- ``uniform``: the base config's knapsack settings with ``rule="uniform"`` (the paired baseline);
+- ``uniform``: the base config's knapsack settings with ``rule="uniform"`` (the paired baseline,
+  through the Planner, so it logs the same ``alloc/*`` as knapsack);
 - ``knapsack``: the base config's own knapsack settings;
-- any preset name (``recipe``, ``project``, ...): that preset;
-- any of these followed by ``+key=value`` changes (``project+posterior=true``).
+- a preset name (``recipe``, ``project``): that preset with the base config's ``n``;
+- any registered rule name (:func:`knapsack_rl.rules.rule_names`): ``knapsack:two-phase``,
+  ``knapsack:<preset>``, ``reinforce-ada``, ``reinforce-ada-pos``, ``pilot-commit``, ``dapo``,
+  ``greso``, ``uncertainty``, or one a study registered;
+- ``uniform``, ``knapsack`` or a preset followed by ``+key=value`` KnapsackConfig changes
+  (``project+posterior=true+value=nonzero``; values read as YAML scalars).
 
-Every arm of a seed runs with the same seed (same data order, same sampling stream at the start, same
-evaluation prompts), so arms are compared paired. Runs are independent processes' worth of work; with
-``jobs > 1`` they run in parallel worker processes (one torch thread each is fastest on a small CPU).
+**Equal compute.** Every arm's step may generate B = ``prompts_per_step x n`` rollouts (``n`` of the
+base config; DAPO up to 10 B), and every run ends once it has *generated* the uniform arm's total
+(``total_steps x B``; see :mod:`knapsack_rl.train.trainer`), so DAPO takes fewer steps and a rule that
+spends less than B per step more. Every arm of a seed runs with the same seed (same data order, same
+sampling stream at the start, same evaluation prompts), so arms are compared paired. With
+``jobs > 1`` runs go to parallel worker processes (one torch thread each is fastest on a small CPU).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from knapsack_rl.core.config import KnapsackConfig, preset_names
 from knapsack_rl.io import atomic_write_bytes
 from knapsack_rl.models.warmstart import WarmStartConfig
 from knapsack_rl.report.summary import ArmComparison, compare_arms
+from knapsack_rl.rules import rule_names
 from knapsack_rl.train.config import TrainConfig, config_from_dict
 
 logger = logging.getLogger(__name__)
@@ -48,30 +57,59 @@ class CompareResult:
     profile: dict[str, object] | None
 
 
-def arm_config(base: TrainConfig, arm: str) -> KnapsackConfig:
-    """The knapsack settings of an arm (see the module docstring).
+@dataclass(frozen=True)
+class Arm:
+    """What an arm name resolves to: the run's knapsack settings and, for a registered rule, its name."""
 
-    An arm may add KnapsackConfig fields by flat name after ``+``: ``project+posterior=true+value=nonzero``
-    (values read as YAML scalars).
-    """
-    import yaml
+    name: str
+    knapsack: KnapsackConfig
+    """The run's ``TrainConfig.knapsack`` (its ``n`` sets the step's budget for every rule)."""
+    rule: str | None
+    """A registered rule name, or None: the run's own ``knapsack`` settings through the Planner."""
 
+    @property
+    def folder(self) -> str:
+        """The arm's run folder name (``:`` becomes ``-``)."""
+        return self.name.replace(":", "-")
+
+
+def resolve_arm(base: TrainConfig, arm: str) -> Arm:
+    """The :class:`Arm` of a name (see the module docstring); an unknown name lists the valid ones."""
+    if arm in rule_names():
+        return Arm(arm, base.knapsack, arm)
     name, *changes = arm.split("+")
     if name == "uniform":
-        cfg = base.knapsack.replace(rule="uniform")
+        knapsack = base.knapsack.replace(rule="uniform")
     elif name == "knapsack":
-        cfg = base.knapsack
+        knapsack = base.knapsack
     elif name in preset_names():
-        cfg = KnapsackConfig.preset(name)
+        knapsack = KnapsackConfig.preset(name, n=base.n)
     else:
-        raise ValueError(f"arm {arm!r}: {name!r} is not 'uniform', 'knapsack' or a preset {preset_names()}")
-    values = {}
+        valid = ["uniform", "knapsack", *preset_names(), *rule_names()]
+        raise ValueError(f"arm {arm!r} is not 'uniform', 'knapsack', a preset or a registered rule; valid: {valid}")
+    return Arm(arm, knapsack.replace(**_changes(arm, changes)), None)
+
+
+def _changes(arm: str, changes: list[str]) -> dict[str, object]:
+    """``key=value`` items of an arm name as KnapsackConfig changes (values read as YAML scalars)."""
+    import yaml
+
+    values: dict[str, object] = {}
     for change in changes:
         key, sep, raw = change.partition("=")
         if not sep:
             raise ValueError(f"arm {arm!r}: {change!r} must be key=value")
         values[key] = yaml.safe_load(raw)
-    return cfg.replace(**values)
+    return values
+
+
+def arm_config(base: TrainConfig, arm: str) -> KnapsackConfig:
+    """The knapsack settings of an arm that plans through the Planner (``uniform``, ``knapsack``, a preset)."""
+    resolved = resolve_arm(base, arm)
+    if resolved.rule is not None:
+        valid = ["uniform", "knapsack", *preset_names()]
+        raise ValueError(f"arm {arm!r} is a registered rule, not a knapsack config; valid: {valid}")
+    return resolved.knapsack
 
 
 def quick_config(base: TrainConfig) -> TrainConfig:
@@ -99,20 +137,23 @@ def quick_config(base: TrainConfig) -> TrainConfig:
 def run_compare(
     base: TrainConfig, out_dir: Path, seeds: Sequence[int], arms: Sequence[str] = DEFAULT_ARMS, *, jobs: int = 1
 ) -> CompareResult:
-    """Train every arm for every seed from the same warm start and budget; summarise, compare and plot."""
+    """Train every arm for every seed from the same warm start and compute; summarise, compare and plot."""
     from knapsack_rl.report.plots import plot_comparison
 
     if "uniform" not in arms:
         raise ValueError(f"arms must include the baseline 'uniform'; got {list(arms)}")
-    configs = {arm: arm_config(base, arm) for arm in arms}  # validate every arm before any work
+    if len(set(arms)) != len(arms):
+        raise ValueError(f"arms must be distinct; got {list(arms)}")
+    resolved = {arm: resolve_arm(base, arm) for arm in arms}  # validate every arm before any work
     start = time.perf_counter()
     alloc_start, profile = prepare(base)
     jobs_list = [
-        (arm, seed, base.replace(knapsack=configs[arm], seed=seed, out_dir=str(out_dir / f"seed{seed}" / arm)))
+        (arm, resolved[arm].rule, base.replace(knapsack=resolved[arm].knapsack, seed=seed,
+                                               out_dir=str(out_dir / f"seed{seed}" / resolved[arm].folder)))
         for seed in seeds
         for arm in arms
-    ]
-    _run_all([cfg for _, _, cfg in jobs_list], jobs)
+    ]  # fmt: skip
+    _run_all([(cfg, rule) for _, rule, cfg in jobs_list], jobs)
     runs = {arm: [Path(cfg.out_dir) for a, _, cfg in jobs_list if a == arm] for arm in arms}
     eval_key = f"eval/mean@{base.eval_k}"
     uniform_epochs = base.knapsack.uniform_epochs
@@ -124,25 +165,26 @@ def run_compare(
     return CompareResult(out_dir, runs, summaries, comparisons, plots, wall, profile)
 
 
-def _run_all(configs: list[TrainConfig], jobs: int) -> None:
-    """Train every config, ``jobs`` at a time in worker processes (1: in this process)."""
+def _run_all(runs: list[tuple[TrainConfig, str | None]], jobs: int) -> None:
+    """Train every (config, rule), ``jobs`` at a time in worker processes (1: in this process)."""
     if jobs <= 1:
-        for cfg in configs:
-            train_one(cfg.to_dict())
+        for cfg, rule in runs:
+            train_one(cfg.to_dict(), rule)
         return
     ctx = multiprocessing.get_context("spawn")  # a clean interpreter per worker: no inherited torch state
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        for future in [pool.submit(train_one, cfg.to_dict()) for cfg in configs]:
+        for future in [pool.submit(train_one, cfg.to_dict(), rule) for cfg, rule in runs]:
             future.result()  # re-raises a worker's error here
 
 
-def train_one(config: dict[str, object]) -> float:
-    """Train one run from a plain config dict (picklable for worker processes); writes summary.json."""
+def train_one(config: dict[str, object], rule: str | None = None) -> float:
+    """Train one run from a plain config dict and a rule name (picklable for worker processes; None: the
+    config's knapsack settings); writes summary.json."""
     from knapsack_rl.train.trainer import Trainer
 
     cfg = config_from_dict(config)
     start = time.perf_counter()
-    Trainer(cfg).train()
+    Trainer(cfg, rule=rule).train()
     wall = time.perf_counter() - start
     atomic_write_bytes(Path(cfg.out_dir) / "summary.json", json.dumps({"wall_s": wall}).encode())
     logger.info("finished %s in %.0f s", cfg.out_dir, wall)

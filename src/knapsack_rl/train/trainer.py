@@ -1,18 +1,32 @@
 """The reference GRPO trainer with per-prompt rollout budgets (single process, CPU or CUDA).
 
-One step, top to bottom (:meth:`Trainer.step`):
+Every arm runs through one rule interface (:mod:`knapsack_rl.rules`): the run's rule is its own
+:class:`~knapsack_rl.KnapsackConfig` through :class:`~knapsack_rl.rules.KnapsackRule` (``rule:
+knapsack`` or ``uniform``; the Planner's only code path here), or a registered rule by name
+(``reinforce-ada``, ``pilot-commit``, ``dapo``, ``greso``, ``knapsack:two-phase``, ...). One step, top
+to bottom (:meth:`Trainer.step`):
 
-    sample prompts -> plan (Planner: counts per prompt) -> generate -> score -> observe (tracker +
-    metrics) -> grouped advantages -> PPO-clip update (train/update.py) -> log
+    batch of M prompts (the stream) -> rounds (run_step: the rule plans, the engine generates with
+    the batched KV-cache sampler and scores) -> the rule's trained rollouts -> grouped advantages (by
+    candidate) -> PPO-clip update (train/update.py) -> log
 
-With two-phase planning (``knapsack.probe_n > 0``) the plan, generate and score phases run twice:
-a probe of the prompts without an estimate, then the rest of the step's fixed budget.
+Rules that plan rounds within a step (two-phase knapsack: probe, then the rest; Reinforce-Ada-like;
+Pilot-Commit-like; DAPO's refill) get them here: every round sees the rewards of the earlier ones.
 
-Prompts are visited once per epoch (0-based) in a seeded order. The state (model, optimizer,
-planner, data position, RNG states) is checkpointed atomically and loaded with
-``torch.load(weights_only=True)`` (tensors and plain data only: a checkpoint cannot run code); a
-resumed run continues bit-for-bit like an uninterrupted one on CPU, and refuses to resume a run
-whose settings differ in anything that changes what a step computes.
+**Budget.** Every arm's step may generate B = ``prompts_per_step x n`` rollouts (DAPO up to 10 B). A
+run ends once it has *generated* the uniform arm's total, ``total_steps x B`` rollouts (trained on or
+not), so every arm gets the same compute: exactly ``total_steps`` steps for rules that spend B per
+step, fewer steps for DAPO, more (at most ``MAX_STEPS_FACTOR x total_steps``) for rules that spend
+less. A run also ends when a step generates nothing (the rule has no prompt left to sample).
+
+**Data order.** A cursor over a seeded permutation per epoch (:class:`~knapsack_rl.train.engine.PromptStream`):
+a step's batch never straddles two epochs; prompts a rule draws beyond it come from the same stream.
+The epoch of a step is its batch's pass over the training prompts (0-based).
+
+The state (model, optimizer, the rule's state, the stream's cursor, RNG states) is checkpointed
+atomically and loaded with ``torch.load(weights_only=True)`` (tensors and plain data only: a
+checkpoint cannot run code); a resumed run continues bit-for-bit like an uninterrupted one on CPU, and
+refuses to resume a run whose settings (or rule) differ in anything that changes what a step computes.
 """
 
 from __future__ import annotations
@@ -22,9 +36,7 @@ import json
 import logging
 import pickle
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,38 +48,30 @@ from knapsack_rl.core.tracker import Tracker
 from knapsack_rl.grpo.advantages import grouped_advantages
 from knapsack_rl.grpo.metrics import eval_metrics, rollout_metrics
 from knapsack_rl.io import atomic_write_bytes
-from knapsack_rl.rollout.generate import Rollouts, concat_rollouts, generate
+from knapsack_rl.rollout.generate import Rollouts, generate
+from knapsack_rl.rules import KnapsackRule, Selection, StepLog, StepSpec, run_step, step_log_metrics
 from knapsack_rl.tasks.base import PromptSet
 from knapsack_rl.tasks.source import Task, load_task
 from knapsack_rl.train.config import RESUMABLE_CHANGES, TrainConfig
+from knapsack_rl.train.engine import (
+    MAX_STEPS_FACTOR,
+    PhaseTimer,
+    PromptStream,
+    StepBatch,
+    TrainerEngine,
+    build_rule,
+    select_rollouts,
+)
 from knapsack_rl.train.logging_utils import MetricsLogger, Progress
 from knapsack_rl.train.update import UpdateSettings, update_policy
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass
-class StepBatch:
-    """The prompts of one step: positions in the training set and their ids / texts."""
-
-    index: np.ndarray
-    prompts: PromptSet
-
-
-class PhaseTimer:
-    """Accumulates wall seconds per named phase into ``timing_s/<phase>``."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            key = f"timing_s/{name}"
-            self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - start
+__all__ = ["PhaseTimer", "StepBatch", "Trainer", "load_task_and_policy", "resolve_device"]
+_FORMAT = 3
+_UPDATE_KEYS = ("actor/loss", "actor/grad_norm", "actor/grad_clipped", "actor/clipfrac", "actor/approx_kl",
+                "actor/ratio_mean")  # fmt: skip
+"""The keys :func:`~knapsack_rl.train.update.update_policy` returns (logged as NaN for a step with nothing to train)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,9 +82,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Trainer:
-    """GRPO training of one arm; see the module docstring for the step."""
+    """GRPO training of one arm; see the module docstring for the step.
 
-    def __init__(self, config: TrainConfig) -> None:
+    Args:
+        config: the run's settings.
+        rule: a registered rule name (:func:`knapsack_rl.rules.rule_names`); None runs
+            ``config.knapsack`` through the Planner. The step's budget is ``prompts_per_step x n``
+            (``n`` from ``config.knapsack``) whatever the rule.
+    """
+
+    def __init__(self, config: TrainConfig, *, rule: str | None = None) -> None:
         self.config = config
         self.out_dir = Path(config.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -92,17 +103,22 @@ class Trainer:
         self._reward_counts = self.task.reward_counts()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         tracker = Tracker.load(config.tracker_init) if config.tracker_init is not None else None
-        self.planner = Planner(config.knapsack, tracker=tracker)
+        self.rule_name = rule
+        self.rule = build_rule(rule, config, tracker=tracker)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.steps_per_epoch = len(self.train_set) // config.prompts_per_step
         if self.steps_per_epoch == 0:
             raise ValueError(
                 f"prompts_per_step={config.prompts_per_step} exceeds the {len(self.train_set)} training prompts"
             )
+        self.stream = PromptStream(len(self.train_set), config.seed)
+        self.engine = TrainerEngine(self.train_set, self.stream, self.generate, self.score)
         epochs_steps = config.epochs * self.steps_per_epoch
         self.total_steps = epochs_steps if config.max_steps is None else min(config.max_steps, epochs_steps)
+        self.rollout_budget = self.total_steps * config.prompts_per_step * config.n
         self.global_step = 0
         self.rollouts_total = 0
+        self.exhausted = False
         checkpoint = self.out_dir / "checkpoint.pt"
         if config.resume and checkpoint.exists():
             self.load_checkpoint(checkpoint)
@@ -110,64 +126,70 @@ class Trainer:
         self.metrics = MetricsLogger(self.out_dir, tensorboard=config.tensorboard, start_step=self.global_step)
 
     # ------------------------------------------------------------------ loop
+    @property
+    def finished(self) -> bool:
+        """The run has generated its rollout budget (or hit the step cap, or its rule ran out of prompts)."""
+        capped = self.global_step >= MAX_STEPS_FACTOR * self.total_steps
+        return self.rollouts_total >= self.rollout_budget or capped or self.exhausted
+
     def train(self, *, stop_after: int | None = None) -> dict[str, float]:
-        """Run until the last step (or ``stop_after`` more steps); returns the last logged metrics."""
+        """Run until :attr:`finished` (or ``stop_after`` more steps); returns the last logged metrics."""
         cfg = self.config
         last: dict[str, float] = {}
         if self.global_step == 0 and cfg.eval_every and self._evaluates:
             self.metrics.log(0, self.evaluate())
-        end = self.total_steps if stop_after is None else min(self.total_steps, self.global_step + stop_after)
-        progress = Progress(end - self.global_step, f"train {self.out_dir.name}", enabled=cfg.progress)
-        while self.global_step < end:
-            last = self.step()
+        todo = self.total_steps - self.global_step if stop_after is None else stop_after
+        progress = Progress(max(todo, 0), f"train {self.out_dir.name}", enabled=cfg.progress)
+        taken = 0
+        while not self.finished and (stop_after is None or taken < stop_after):
+            metrics = self.step()
+            taken += 1
+            if not metrics:  # the rule had nothing left to sample: the run ends
+                break
+            last = metrics
             progress.update(f"egr {last['train/effective_grad_ratio']:.2f} r {last['train/reward_mean']:.2f}")
             if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0:
                 self.save_checkpoint()
         progress.close()
-        if self.global_step == self.total_steps:
+        if self.finished:
+            if self.rollouts_total < self.rollout_budget:
+                logger.warning("%s stopped after %d steps with %d of %d rollouts", self.out_dir, self.global_step,
+                               self.rollouts_total, self.rollout_budget)  # fmt: skip
             self.save_checkpoint()
         self.metrics.close()
         self.task.close()
         return last
 
     def step(self) -> dict[str, float]:
-        """One GRPO step (the named phases); logs and returns its metrics."""
+        """One GRPO step (the named phases); logs and returns its metrics ({} when nothing was generated)."""
         cfg, timer = self.config, PhaseTimer()
         start = time.perf_counter()
-        epoch = self.epoch
         with timer.phase("sample"):
-            batch = self.take_prompts()
-        rollouts, rewards = self.rollout(batch, epoch, timer)
-        ids = batch.prompts.ids[rollouts.prompt_index.numpy()]  # (R,) prompt id per rollout
-        with timer.phase("observe"):
-            method_metrics = self.planner.observe(ids, rewards, epoch=epoch, step=self.global_step + 1)
-        with timer.phase("advantages"):
-            adv = grouped_advantages(
-                torch.as_tensor(rewards, dtype=torch.float32),
-                rollouts.prompt_index,
-                eps=cfg.advantage_eps,
-                clip=cfg.advantage_clip,
-            )
-        with timer.phase("update"):
-            update_metrics = update_policy(
-                self.model, self.optimizer, rollouts, adv.to(self.device), UpdateSettings.of(cfg)
-            )
+            left = self.rollout_budget - self.rollouts_total
+            spec = self.engine.begin_step(cfg.prompts_per_step, step=self.global_step, n=cfg.n, timer=timer,
+                                          budget_left=left)  # fmt: skip
+        log, selection, rollouts = self.rollout(spec, timer)
+        if rollouts is None:
+            logger.info("rule %s generated nothing in step %d; the run ends", self.rule.name, self.global_step + 1)
+            self.exhausted = True
+            return {}
+        update_metrics = self.update(select_rollouts(rollouts, selection.train), log.rewards[selection.train], timer)
         self.global_step += 1
-        self.rollouts_total += len(rollouts)
+        self.rollouts_total += log.spent
         step_s = time.perf_counter() - start
         metrics = {
-            **method_metrics,
+            **step_log_metrics(log, selection),
             **update_metrics,
             **rollout_metrics(rollouts.response_mask, cfg.max_new_tokens),
             **timer.seconds,
             **self._reward_failures(),
             "actor/lr": cfg.lr,
-            "train/epoch": float(epoch),
+            "train/epoch": float(spec.epoch),
             "train/rollouts_total": float(self.rollouts_total),
             "perf/step_s": step_s,
-            "perf/rollouts_per_s": len(rollouts) / step_s,
+            "perf/rollouts_per_s": log.spent / step_s,
         }
-        due = cfg.eval_every and (self.global_step % cfg.eval_every == 0 or self.global_step == self.total_steps)
+        due = cfg.eval_every and (self.global_step % cfg.eval_every == 0 or self.finished)
         if due and self._evaluates:
             metrics.update(self.evaluate())
         self.metrics.log(self.global_step, metrics)
@@ -179,54 +201,55 @@ class Trainer:
         return self.eval_set is not None or self.config.eval_train_prompts > 0
 
     @property
+    def planner(self) -> Planner | None:
+        """The Planner of the run's knapsack rule (None for a rule that does not plan through one)."""
+        return self.rule.planner if isinstance(self.rule, KnapsackRule) else None
+
+    @property
     def epoch(self) -> int:
-        """0-based epoch (pass over the training prompts) of the next step."""
-        return self.global_step // self.steps_per_epoch
+        """0-based epoch (pass over the training prompts) of the next step's batch."""
+        return self.stream.peek(self.config.prompts_per_step)[1]
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """Seeded permutation of the training prompts for ``epoch`` (a pure function of seed and epoch)."""
-        return np.random.default_rng([self.config.seed, epoch]).permutation(len(self.train_set))
+        return self.stream.order(epoch).copy()
 
-    def take_prompts(self) -> StepBatch:
-        """The next M prompts of this epoch's order."""
-        m = self.config.prompts_per_step
-        pos = self.global_step % self.steps_per_epoch
-        index = self.epoch_order(self.epoch)[pos * m : (pos + 1) * m]
+    def next_prompts(self) -> StepBatch:
+        """The next step's batch of M prompts, without taking it from the stream."""
+        index, _ = self.stream.peek(self.config.prompts_per_step)
         return StepBatch(index=index, prompts=self.train_set.subset(index))
 
-    def rollout(self, batch: StepBatch, epoch: int, timer: PhaseTimer) -> tuple[Rollouts, np.ndarray]:
-        """Plan, generate and score the step's rollouts (twice with a two-phase probe)."""
-        ids = batch.prompts.ids
-        parts: list[Rollouts] = []
-        rewards: list[np.ndarray] = []
-        probe = None
-        with timer.phase("plan"):
-            probe_counts = self.planner.plan_probe(ids, epoch=epoch)
-        if probe_counts.any():
-            probe = self._generate_and_score(batch, probe_counts, timer)
-            parts.append(probe[0])
-            rewards.append(probe[1])
-        with timer.phase("plan"):
-            probe_data = None if probe is None else (ids[probe[0].prompt_index.numpy()], probe[1])
-            plan = self.planner.plan(ids, epoch=epoch, probe=probe_data)
-        counts = plan.budgets - probe_counts
-        rest = self._generate_and_score(batch, counts, timer)
-        parts.append(rest[0])
-        rewards.append(rest[1])
-        record = self.planner.last
-        assert record is not None
-        p_hat = [None if np.isnan(p) else float(p) for p in record.p_hat]
-        self.metrics.log_allocation(self.global_step + 1, epoch, p_hat, plan.budgets.tolist())
-        return concat_rollouts(parts, self.tokenizer.pad_token_id), np.concatenate(rewards)
+    def rollout(self, spec: StepSpec, timer: PhaseTimer) -> tuple[StepLog, Selection, Rollouts | None]:
+        """The step's rounds: the rule plans, the engine generates and scores (``timing_s/generate``,
+        ``timing_s/score``); ``timing_s/plan`` is the rest of the rounds' time (the rule's planning and
+        bookkeeping, the Planner's observe included). Logs the step's counts to allocations.jsonl."""
+        start, inner = time.perf_counter(), timer.total("generate", "score")
+        log, selection = run_step(self.rule, spec, self.engine)
+        rollouts = self.engine.end_step(log, self.tokenizer.pad_token_id)
+        timer.add("plan", time.perf_counter() - start - (timer.total("generate", "score") - inner))
+        record = self.planner.last if self.planner is not None else None
+        estimates = np.full(log.size, np.nan) if record is None else record.p_hat  # no estimates outside the Planner
+        p_hat = [None if np.isnan(p) else float(p) for p in estimates]
+        self.metrics.log_allocation(self.global_step + 1, spec.epoch, p_hat, log.counts.tolist())
+        return log, selection, rollouts
 
-    def _generate_and_score(
-        self, batch: StepBatch, counts: np.ndarray, timer: PhaseTimer
-    ) -> tuple[Rollouts, np.ndarray]:
-        with timer.phase("generate"):
-            rollouts = self.generate(batch, counts)
-        with timer.phase("score"):
-            rewards = self.score(batch, rollouts)
-        return rollouts, rewards
+    def update(self, batch: Rollouts, rewards: np.ndarray, timer: PhaseTimer) -> dict[str, float]:
+        """Grouped advantages (groups: the step's candidates) and the PPO-clip update on the trained
+        rollouts; ``actor/*`` metrics (NaN, and no optimizer step, when the rule trains on nothing)."""
+        cfg = self.config
+        if len(batch) == 0:
+            timer.add("advantages", 0.0)
+            timer.add("update", 0.0)
+            return dict.fromkeys(_UPDATE_KEYS, float("nan"))
+        with timer.phase("advantages"):
+            adv = grouped_advantages(
+                torch.as_tensor(rewards, dtype=torch.float32),
+                batch.prompt_index,
+                eps=cfg.advantage_eps,
+                clip=cfg.advantage_clip,
+            )
+        with timer.phase("update"):
+            return update_policy(self.model, self.optimizer, batch, adv.to(self.device), UpdateSettings.of(cfg))
 
     def generate(self, batch: StepBatch, counts: np.ndarray) -> Rollouts:
         """Sample exactly ``counts[i]`` rollouts of prompt i, temperature ``config.temperature``."""
@@ -280,12 +303,14 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue, as tensors and plain data (loadable with ``weights_only=True``)."""
         return {
-            "format": 2,
+            "format": _FORMAT,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "planner": self.planner.state_dict(),
+            "rule": {"name": self.rule_name, "state": self.rule.state_dict()},
+            "stream": self.stream.state_dict(),
             "global_step": self.global_step,
             "rollouts_total": self.rollouts_total,
+            "exhausted": self.exhausted,
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "config": self.config.to_dict(),
@@ -311,17 +336,35 @@ class Trainer:
             state = torch.load(path, map_location=self.device, weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
             raise ValueError(f"{path}: not a loadable knapsack-rl checkpoint ({str(exc).splitlines()[0]})") from exc
-        if not isinstance(state, dict) or state.get("format") != 2:
-            raise ValueError(f"{path}: not a knapsack-rl trainer checkpoint (format 2)")
+        if isinstance(state, dict) and state.get("format") == 2:
+            state = self._from_format_2(state)
+        if not isinstance(state, dict) or state.get("format") != _FORMAT:
+            raise ValueError(f"{path}: not a knapsack-rl trainer checkpoint (format {_FORMAT})")
         _check_resumable(path, state.get("config"), self.config.to_dict())
+        saved_rule = state["rule"]["name"]
+        if saved_rule != self.rule_name:
+            raise ValueError(
+                f"{path} was written by a run of rule {saved_rule!r}, not {self.rule_name!r} (None: the config's "
+                f"knapsack settings); resuming would mix two runs. Use another out_dir, or resume=false"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.planner.load_state_dict(state["planner"], source=str(path))
+        self.rule.load_state_dict(state["rule"]["state"], source=str(path))
+        self.stream.load_state_dict(state["stream"], source=str(path))
         self.global_step = int(state["global_step"])
         self.rollouts_total = int(state["rollouts_total"])
+        self.exhausted = bool(state["exhausted"])
         self.generator.set_state(state["generator"].cpu())  # generator states are CPU byte tensors
         torch.set_rng_state(state["torch_rng"].cpu())
         logger.info("resumed %s at step %d", self.out_dir, self.global_step)
+
+    def _from_format_2(self, state: dict[str, Any]) -> dict[str, Any]:
+        """A format-2 checkpoint (the Planner's state, data order by step) in format 3: the cursor of step t
+        is ``(t // steps_per_epoch, (t % steps_per_epoch) x M)``."""
+        step, m = int(state["global_step"]), self.config.prompts_per_step
+        cursor = {"epoch": step // self.steps_per_epoch, "position": (step % self.steps_per_epoch) * m}
+        rule = {"name": None, "state": state.get("planner")}
+        return {**state, "format": _FORMAT, "rule": rule, "stream": cursor, "exhausted": False}
 
     def _save_config(self) -> None:
         atomic_write_bytes(self.out_dir / "config.json", json.dumps(self.config.to_dict(), indent=1).encode())

@@ -1,9 +1,12 @@
 """The rule interface: every registered rule's plans obey its limits (total, bounds, determinism), on the
-simulator and on an engine that knows nothing of it; hand-solved steps of each peer rule; run_step's checks."""
+simulator and on an engine that knows nothing of it; hand-solved steps of each peer rule; run_step's checks.
+(The same invariants in the reference trainer: tests/train/test_rules_trainer.py.)"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import subprocess
+import sys
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -13,62 +16,27 @@ from hypothesis import strategies as st
 
 from knapsack_rl.core.config import KnapsackConfig
 from knapsack_rl.core.planner import Planner
-from knapsack_rl.sim import (
+from knapsack_rl.rules import (
+    DapoRule,
     KnapsackRule,
     Limits,
+    PilotCommitRule,
+    ReinforceAdaRule,
     Round,
     Rule,
     RuleSetup,
     Selection,
-    SimConfig,
-    StepEnv,
     StepLog,
     StepSpec,
-    World,
     make_rule,
     rule_names,
     run_step,
+    step_log_metrics,
 )
-from knapsack_rl.sim.rules import DapoRule, PilotCommitRule, ReinforceAdaRule
+from knapsack_rl.sim import SimConfig, StepEnv, World
+from tests.rules.invariants import Recorder, StepRecord, check_invariants
 
 SMALL = SimConfig(num_prompts=640, num_heldout=50, num_topics=8, prompts_per_step=32, steps=40)
-
-
-@dataclass
-class StepRecord:
-    """What one step of a rule did: its limits, every round's counts and draws, the end state."""
-
-    limits: Limits
-    rounds: list[tuple[np.ndarray, int]] = field(default_factory=list)
-    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    spent: int = 0
-    train: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-
-
-class Recorder(Rule):
-    """Wraps a rule and records every round it plans (the rule itself is unchanged)."""
-
-    def __init__(self, rule: Rule) -> None:
-        self.rule, self.name, self.steps = rule, rule.name, []
-
-    def limits(self, spec: StepSpec) -> Limits:
-        return self.rule.limits(spec)
-
-    def begin(self, spec: StepSpec) -> None:
-        self.steps.append(StepRecord(self.rule.limits(spec)))
-        self.rule.begin(spec)
-
-    def next_round(self, log: StepLog) -> Round | None:
-        rnd = self.rule.next_round(log)
-        if rnd is not None:
-            self.steps[-1].rounds.append((np.asarray(rnd.counts).copy(), rnd.draw))
-        return rnd
-
-    def finish(self, log: StepLog) -> Selection:
-        sel = self.rule.finish(log)
-        rec = self.steps[-1]
-        rec.counts, rec.spent, rec.train = log.counts.copy(), log.spent, sel.train.copy()
-        return sel
 
 
 def run_sim(name: str, config: SimConfig, seed: int, steps: int) -> list[StepRecord]:
@@ -79,23 +47,6 @@ def run_sim(name: str, config: SimConfig, seed: int, steps: int) -> list[StepRec
         log, selection = run_step(rec, env.begin_step(), env)
         world.update(env.end_step(log, selection))
     return rec.steps
-
-
-def check_invariants(steps: list[StepRecord], budget: int) -> None:
-    """The invariants every rule promises, checked from the records (independently of run_step)."""
-    for rec in steps:
-        lim = rec.limits
-        assert lim.total >= budget if not lim.fixed else lim.total == budget
-        assert rec.spent == rec.counts.sum() == sum(int(c.sum()) for c, _ in rec.rounds)
-        assert rec.spent == lim.total if lim.fixed else rec.spent <= lim.total
-        for counts, draw in rec.rounds:
-            assert counts.dtype.kind in "iu" and counts.min(initial=0) >= 0 and draw >= 0
-        given = rec.counts[rec.counts > 0]
-        if given.size:
-            assert lim.low <= given.min() and given.max() <= lim.high
-        else:  # only a rule that has nothing left to sample (Pilot-Commit evicted every prompt) spends 0
-            assert not lim.fixed and rec.spent == 0
-        assert rec.train.shape == (rec.spent,) and rec.train.dtype == np.bool_
 
 
 WORLDS = {
@@ -355,3 +306,111 @@ def test_pilot_commit_ends_the_step_when_a_whole_drawn_batch_is_evicted() -> Non
     engine.next_id = 100
     log, _ = run_step(rule, _spec(4), engine)
     assert log.counts[log.ids.tolist().index(102)] == 2 and log.size > 8
+
+
+# ----------------------------------------------------------------------------- state between steps
+@pytest.mark.parametrize("name", rule_names())
+def test_every_rules_state_is_plain_data_and_restores_its_plans(name: str) -> None:
+    # run 20 steps, copy the state into a fresh rule, then both plan the next 15 steps identically
+    setup = RuleSetup(SMALL.n, SMALL.prompts_per_step, 5)
+    rule = make_rule(name, setup)
+    env = StepEnv(SMALL, World(SMALL, 5), 5)
+    for _ in range(20):
+        log, selection = run_step(rule, env.begin_step(), env)
+        env.end_step(log, selection)
+    state = rule.state_dict()
+    assert _plain(state), f"{name}: state is not plain data: {state!r:.200}"
+    twin = make_rule(name, setup)
+    twin.load_state_dict(state, source="ckpt")
+    assert _plain(twin.state_dict()) and repr(twin.state_dict()) == repr(state)
+    for _ in range(15):
+        spec = env.begin_step()
+        log, selection = run_step(rule, spec, env)
+        twin_log, twin_sel = run_step(twin, spec, ScriptedReplay(log))
+        np.testing.assert_array_equal(twin_log.counts, log.counts)
+        np.testing.assert_array_equal(twin_sel.train, selection.train)
+        env.end_step(log, selection)
+
+
+def _plain(obj: Any) -> bool:
+    """Ints, floats, strs, bytes, bools, None, and lists / dicts of them only (what weights_only loads)."""
+    if isinstance(obj, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return all(_plain(v) for v in obj)
+    return obj is None or type(obj) in (int, float, str, bytes, bool)
+
+
+class ScriptedReplay:
+    """An engine that replays another step's log: the same draws and the same rewards, round by round."""
+
+    def __init__(self, log: StepLog) -> None:
+        self.log, self.drawn, self.given = log, log.spec.size, np.zeros(log.size, dtype=np.int64)
+
+    def draw(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        ids, epochs = self.log.ids[self.drawn : self.drawn + k], self.log.epochs[self.drawn : self.drawn + k]
+        self.drawn += k
+        return ids, epochs
+
+    def generate(self, log: StepLog, counts: np.ndarray) -> np.ndarray:
+        out = []
+        for k, c in enumerate(counts.tolist()):
+            mine = self.log.rewards[self.log.rollout_candidate == k]
+            out.append(mine[self.given[k] : self.given[k] + c])
+            self.given[k] += c
+        return np.concatenate(out) if out else np.zeros(0)
+
+
+def test_rule_states_refuse_what_is_not_theirs() -> None:
+    with pytest.raises(ValueError, match=r"ckpt: rule 'dapo' keeps no state between steps; got \['evicted'\]"):
+        make_rule("dapo").load_state_dict({"evicted": []}, source="ckpt")
+    pilot = make_rule("pilot-commit")
+    with pytest.raises(ValueError, match=r"ckpt: not a state of rule 'pilot-commit': expected the key \['evicted'\]"):
+        pilot.load_state_dict({"zero_last": []}, source="ckpt")
+    with pytest.raises(
+        ValueError, match=r"ckpt: evicted\[1\]=1.5 is not a valid prompt id: prompt ids must be int or str, not float"
+    ):
+        pilot.load_state_dict({"evicted": [1, 1.5]}, source="ckpt")
+    assert pilot.state_dict() == {"evicted": []}  # a refused state changes nothing
+    pilot.load_state_dict({"evicted": ["b", 3, "a"]}, source="ckpt")
+    assert pilot.state_dict() == {"evicted": [3, "a", "b"]}
+    with pytest.raises(ValueError, match=r"ckpt: not a planner state"):
+        make_rule("knapsack:project").load_state_dict({}, source="ckpt")
+
+
+# ----------------------------------------------------------------------------- metrics and the run's budget
+def test_step_log_metrics_hand_solved() -> None:
+    # 3 candidates: 0 gets [1, 0, 1, 0] (trained), 1 gets [1, 1] (trained), 2 gets [0, 0] (dropped)
+    script = {0: [1, 0, 1, 0], 1: [1, 1], 2: [0, 0]}
+    log, _ = run_step(Bad([[4, 2, 2]], Limits(8, False, 1, 8)), _spec(3, n=2), ScriptedEngine(script))
+    selection = Selection(log.rollout_candidate < 2)
+    m = step_log_metrics(log, selection)
+    assert m["train/rollouts"] == 6 and m["train/prompts"] == 2 and m["train/effective_prompts"] == 1
+    assert m["train/effective_grad_ratio"] == pytest.approx(4 / 6) and m["train/reward_mean"] == pytest.approx(4 / 6)
+    assert m["train/rollouts_generated"] == 8 and m["train/candidates"] == 3 and m["train/generation_rounds"] == 1
+    assert (m["alloc/budget_max"], m["alloc/budget_min"], m["alloc/budget_mean"]) == (4, 2, 8 / 3)
+    assert m["alloc/budget_total"] == 8 and m["alloc/num_above_n"] == 1  # n = 2: only candidate 0 is above
+    assert np.isnan(m["alloc/objective"]) and np.isnan(m["tracker/prompts"]) and m["alloc/probe_rollouts"] == 0
+    # a knapsack rule's own metrics (the Planner's) replace the defaults; the key set stays the same
+    k_log, k_sel = run_step(KnapsackRule(KnapsackConfig.preset("project", n=2)), _spec(3, n=2), ScriptedEngine(script))
+    km = step_log_metrics(k_log, k_sel)
+    assert set(km) == set(m) and km["tracker/prompts"] == 3 and not np.isnan(km["alloc/objective"])
+
+
+def test_dapo_stops_refilling_at_the_runs_rollouts_left() -> None:
+    def spent(budget_left: int | None) -> int:
+        spec = StepSpec(np.arange(2), epoch=0, step=0, n=4, total_budget=8, budget_left=budget_left)
+        log, _ = run_step(DapoRule(max_rounds=5), spec, ScriptedEngine({}))  # all-zero rewards: never full
+        return log.spent
+
+    assert spent(None) == 40 and spent(100) == 40  # max_rounds x B
+    assert spent(24) == 24 and spent(3) == 8  # at most the rollouts left, but always the first round's B
+    spec = StepSpec(np.arange(2), epoch=0, step=0, n=4, total_budget=8, budget_left=16)
+    assert spec.spend_cap(40) == 16 and spec.spend_cap(8) == 8
+    with pytest.raises(ValueError, match=r"budget_left must be >= 0; got budget_left=-1"):
+        StepSpec(np.arange(2), epoch=0, step=0, n=4, total_budget=8, budget_left=-1)
+
+
+def test_rules_never_import_torch_or_the_simulator() -> None:
+    code = "import sys, knapsack_rl.rules; assert not {'torch', 'knapsack_rl.sim'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)

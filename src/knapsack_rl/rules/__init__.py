@@ -1,0 +1,69 @@
+"""Rollout-allocation rules behind one interface, for every engine (NumPy and :mod:`knapsack_rl.core` only).
+
+:mod:`knapsack_rl.rules.interface` is the interface (a step as rounds: :class:`StepSpec`,
+:class:`Round`, :class:`StepLog`, :class:`Selection`, :class:`Rule`, the :class:`Engine` protocol and
+:func:`run_step`); :mod:`knapsack_rl.rules.builtin` holds the rules (uniform, knapsack presets and
+two-phase through the Planner, Reinforce-Ada-like, Pilot-Commit-like, DAPO, GRESO-like, E3-like) and
+their registry. The simulator (:mod:`knapsack_rl.sim`) and the reference trainer
+(:mod:`knapsack_rl.train`) are two engines of it.
+"""
+
+from knapsack_rl.rules.builtin import (
+    RULES,
+    TWO_PHASE,
+    DapoRule,
+    GresoRule,
+    KnapsackRule,
+    PilotCommitRule,
+    ReinforceAdaRule,
+    RuleFactory,
+    RuleSetup,
+    UncertaintyRule,
+    UniformRule,
+    knapsack_factory,
+    make_rule,
+    register_knapsack,
+    register_rule,
+    rule_names,
+)
+from knapsack_rl.rules.interface import (
+    Engine,
+    Limits,
+    Round,
+    Rule,
+    Selection,
+    StepLog,
+    StepSpec,
+    run_step,
+    step_log_metrics,
+)
+from knapsack_rl.rules.keyed import keyed_uniform
+
+__all__ = [
+    "RULES",
+    "TWO_PHASE",
+    "DapoRule",
+    "Engine",
+    "GresoRule",
+    "KnapsackRule",
+    "Limits",
+    "PilotCommitRule",
+    "ReinforceAdaRule",
+    "Round",
+    "Rule",
+    "RuleFactory",
+    "RuleSetup",
+    "Selection",
+    "StepLog",
+    "StepSpec",
+    "UncertaintyRule",
+    "UniformRule",
+    "keyed_uniform",
+    "knapsack_factory",
+    "make_rule",
+    "register_knapsack",
+    "register_rule",
+    "rule_names",
+    "run_step",
+    "step_log_metrics",
+]
