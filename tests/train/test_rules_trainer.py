@@ -74,7 +74,7 @@ def _stable(rows):
 
 
 def _recorded(cfg, rule):
-    trainer = Trainer(cfg, rule=rule)
+    trainer = Trainer(cfg.replace(allocation_rule=rule))
     trainer.rule = Recorder(trainer.rule)  # records every round; the rule itself is unchanged
     trainer.train()
     return trainer, trainer.rule.steps
@@ -128,7 +128,7 @@ def test_knapsack_rules_in_the_trainer_plan_what_the_planner_plans(base, tmp_pat
 def test_dapo_ends_at_the_uniform_arms_total_rollouts(base, tmp_path):
     rare = dataclasses.replace(base.task, reward="test_rules_rare")
     cfg = base.replace(out_dir=str(tmp_path / "d"), task=rare, eval_every=2)
-    trainer = Trainer(cfg, rule="dapo")
+    trainer = Trainer(cfg.replace(allocation_rule="dapo"))
     trainer.train()
     rows = _rows(tmp_path / "d")
     spent = [r["train/rollouts_generated"] for r in rows if "train/rollouts_generated" in r]
@@ -146,36 +146,22 @@ def test_dapo_ends_at_the_uniform_arms_total_rollouts(base, tmp_path):
 )  # fmt: skip
 def test_a_resumed_rule_run_logs_exactly_the_uninterrupted_runs_metrics(base, tmp_path, rule, reward, steps):
     # rewards under which each rule's state matters: evictions, skipped prompts, refills, estimates
-    cfg = base.replace(max_steps=steps, epochs=steps, eval_every=2, task=dataclasses.replace(base.task, reward=reward))
-    Trainer(cfg.replace(out_dir=str(tmp_path / "full")), rule=rule).train()
-    first = Trainer(cfg.replace(out_dir=str(tmp_path / "cut")), rule=rule)
+    task = dataclasses.replace(base.task, reward=reward)
+    cfg = base.replace(max_steps=steps, epochs=steps, eval_every=2, task=task, allocation_rule=rule)
+    Trainer(cfg.replace(out_dir=str(tmp_path / "full"))).train()
+    first = Trainer(cfg.replace(out_dir=str(tmp_path / "cut")))
     first.train(stop_after=2)
     first.save_checkpoint()
-    resumed = Trainer(cfg.replace(out_dir=str(tmp_path / "cut")), rule=rule)
+    resumed = Trainer(cfg.replace(out_dir=str(tmp_path / "cut")))
     assert resumed.global_step == 2 and resumed.stream.state_dict() == first.stream.state_dict()
     resumed.train()
     assert resumed.global_step > 2 and resumed.rollouts_total >= resumed.rollout_budget
     assert _stable(_rows(tmp_path / "cut")) == _stable(_rows(tmp_path / "full"))
     assert _rows(tmp_path / "cut", "allocations.jsonl") == _rows(tmp_path / "full", "allocations.jsonl")
-    with pytest.raises(ValueError, match=rf"written by a run of rule '{rule}', not 'reinforce-ada'"):
-        Trainer(cfg.replace(out_dir=str(tmp_path / "cut")), rule="reinforce-ada")
+    with pytest.raises(ValueError, match=rf"other settings \(allocation_rule: \"{rule}\" -> \"reinforce-ada\""):
+        Trainer(cfg.replace(out_dir=str(tmp_path / "cut"), allocation_rule="reinforce-ada"))
 
 
-def test_a_format_2_checkpoint_resumes_at_its_steps_cursor(base, tmp_path):
-    cfg = base.replace(max_steps=4)
-    Trainer(cfg.replace(out_dir=str(tmp_path / "full"))).train()
-    cut = Trainer(cfg.replace(out_dir=str(tmp_path / "cut")))
-    cut.train(stop_after=3)
-    state = cut.state_dict()
-    old = {k: v for k, v in state.items() if k not in ("rule", "stream", "exhausted")}
-    torch.save({**old, "format": 2, "planner": state["rule"]["state"]}, tmp_path / "cut" / "checkpoint.pt")
-    resumed = Trainer(cfg.replace(out_dir=str(tmp_path / "cut")))
-    assert resumed.stream.state_dict() == {"epoch": 1, "position": 8} == cut.stream.state_dict()
-    resumed.train()
-    assert _stable(_rows(tmp_path / "cut")) == _stable(_rows(tmp_path / "full"))
-
-
-# ----------------------------------------------------------------------------- the stream and the engine
 def test_the_stream_reads_each_epochs_order_in_batches_then_draws_across_epochs():
     stream = PromptStream(10, seed=3)
     order = [np.random.default_rng([3, e]).permutation(10) for e in range(3)]

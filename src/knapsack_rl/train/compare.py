@@ -75,9 +75,9 @@ class Arm:
 
 def resolve_arm(base: TrainConfig, arm: str) -> Arm:
     """The :class:`Arm` of a name (see the module docstring); an unknown name lists the valid ones."""
-    if arm in rule_names():
-        return Arm(arm, base.knapsack, arm)
     name, *changes = arm.split("+")
+    if name not in ("uniform", "knapsack", *preset_names()) and arm in rule_names():
+        return Arm(arm, base.knapsack, arm)
     if name == "uniform":
         knapsack = base.knapsack.replace(rule="uniform")
     elif name == "knapsack":
@@ -148,13 +148,13 @@ def run_compare(
     start = time.perf_counter()
     alloc_start, profile = prepare(base)
     jobs_list = [
-        (arm, resolved[arm].rule, base.replace(knapsack=resolved[arm].knapsack, seed=seed,
-                                               out_dir=str(out_dir / f"seed{seed}" / resolved[arm].folder)))
+        (arm, base.replace(knapsack=resolved[arm].knapsack, allocation_rule=resolved[arm].rule, seed=seed,
+                           out_dir=str(out_dir / f"seed{seed}" / resolved[arm].folder)))
         for seed in seeds
         for arm in arms
     ]  # fmt: skip
-    _run_all([(cfg, rule) for _, rule, cfg in jobs_list], jobs)
-    runs = {arm: [Path(cfg.out_dir) for a, _, cfg in jobs_list if a == arm] for arm in arms}
+    _run_all([cfg for _, cfg in jobs_list], jobs)
+    runs = {arm: [Path(cfg.out_dir) for a, cfg in jobs_list if a == arm] for arm in arms}
     eval_key = f"eval/mean@{base.eval_k}"
     uniform_epochs = base.knapsack.uniform_epochs
     summaries, comparisons = compare_arms(runs, eval_key=eval_key, uniform_epochs=uniform_epochs)
@@ -165,26 +165,25 @@ def run_compare(
     return CompareResult(out_dir, runs, summaries, comparisons, plots, wall, profile)
 
 
-def _run_all(runs: list[tuple[TrainConfig, str | None]], jobs: int) -> None:
-    """Train every (config, rule), ``jobs`` at a time in worker processes (1: in this process)."""
+def _run_all(configs: list[TrainConfig], jobs: int) -> None:
+    """Train every config, ``jobs`` at a time in worker processes (1: in this process)."""
     if jobs <= 1:
-        for cfg, rule in runs:
-            train_one(cfg.to_dict(), rule)
+        for cfg in configs:
+            train_one(cfg.to_dict())
         return
     ctx = multiprocessing.get_context("spawn")  # a clean interpreter per worker: no inherited torch state
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        for future in [pool.submit(train_one, cfg.to_dict(), rule) for cfg, rule in runs]:
+        for future in [pool.submit(train_one, cfg.to_dict()) for cfg in configs]:
             future.result()  # re-raises a worker's error here
 
 
-def train_one(config: dict[str, object], rule: str | None = None) -> float:
-    """Train one run from a plain config dict and a rule name (picklable for worker processes; None: the
-    config's knapsack settings); writes summary.json."""
+def train_one(config: dict[str, object]) -> float:
+    """Train one run from a plain config dict (picklable for worker processes); writes summary.json."""
     from knapsack_rl.train.trainer import Trainer
 
     cfg = config_from_dict(config)
     start = time.perf_counter()
-    Trainer(cfg, rule=rule).train()
+    Trainer(cfg).train()
     wall = time.perf_counter() - start
     atomic_write_bytes(Path(cfg.out_dir) / "summary.json", json.dumps({"wall_s": wall}).encode())
     logger.info("finished %s in %.0f s", cfg.out_dir, wall)

@@ -80,6 +80,10 @@ class TrainConfig:
     # --- the method
     knapsack: KnapsackConfig = field(default_factory=_default_knapsack)
     """Rollout allocation and tracking (:class:`knapsack_rl.KnapsackConfig`); ``rule: uniform`` is the baseline."""
+    allocation_rule: str | None = None
+    """A registered rule of :mod:`knapsack_rl.rules` by name (``reinforce-ada``, ``pilot-commit``, ``dapo``,
+    ``greso``, ``knapsack:two-phase``, ...); None runs ``knapsack`` through the Planner. Every rule's step
+    budget is ``prompts_per_step x knapsack.n``."""
     tracker_init: str | None = None
     """Cold-start option: a saved Tracker file whose estimates are used from the first step."""
     # --- model and data
@@ -199,6 +203,10 @@ def check_train(cfg: TrainConfig) -> None:
     check_choice("loss_agg", cfg.loss_agg, LOSS_AGGS)
     check_real("temperature", cfg.temperature, low=0.0, open_low=True)
     check_real("eval_temperature", cfg.eval_temperature, low=0.0)
+    if cfg.allocation_rule is not None:
+        from knapsack_rl.rules import rule_names
+
+        check_choice("allocation_rule", cfg.allocation_rule, rule_names())
     if not isinstance(cfg.task, TaskConfig):
         raise ValueError(f"task must be a TaskConfig; got {type(cfg.task).__name__}")
     for name in ("out_dir", "warmstart_dir"):

@@ -85,13 +85,12 @@ class Trainer:
     """GRPO training of one arm; see the module docstring for the step.
 
     Args:
-        config: the run's settings.
-        rule: a registered rule name (:func:`knapsack_rl.rules.rule_names`); None runs
-            ``config.knapsack`` through the Planner. The step's budget is ``prompts_per_step x n``
-            (``n`` from ``config.knapsack``) whatever the rule.
+        config: the run's settings; ``config.allocation_rule`` names a registered rule
+            (:func:`knapsack_rl.rules.rule_names`), None runs ``config.knapsack`` through the Planner. The
+            step's budget is ``prompts_per_step x n`` (``n`` from ``config.knapsack``) whatever the rule.
     """
 
-    def __init__(self, config: TrainConfig, *, rule: str | None = None) -> None:
+    def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.out_dir = Path(config.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,8 +102,8 @@ class Trainer:
         self._reward_counts = self.task.reward_counts()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         tracker = Tracker.load(config.tracker_init) if config.tracker_init is not None else None
-        self.rule_name = rule
-        self.rule = build_rule(rule, config, tracker=tracker)
+        self.rule_name = config.allocation_rule
+        self.rule = build_rule(config.allocation_rule, config, tracker=tracker)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.steps_per_epoch = len(self.train_set) // config.prompts_per_step
         if self.steps_per_epoch == 0:
@@ -336,17 +335,9 @@ class Trainer:
             state = torch.load(path, map_location=self.device, weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
             raise ValueError(f"{path}: not a loadable knapsack-rl checkpoint ({str(exc).splitlines()[0]})") from exc
-        if isinstance(state, dict) and state.get("format") == 2:
-            state = self._from_format_2(state)
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
             raise ValueError(f"{path}: not a knapsack-rl trainer checkpoint (format {_FORMAT})")
-        _check_resumable(path, state.get("config"), self.config.to_dict())
-        saved_rule = state["rule"]["name"]
-        if saved_rule != self.rule_name:
-            raise ValueError(
-                f"{path} was written by a run of rule {saved_rule!r}, not {self.rule_name!r} (None: the config's "
-                f"knapsack settings); resuming would mix two runs. Use another out_dir, or resume=false"
-            )
+        _check_resumable(path, state.get("config"), self.config.to_dict())  # the rule is part of the config
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.rule.load_state_dict(state["rule"]["state"], source=str(path))
@@ -357,14 +348,6 @@ class Trainer:
         self.generator.set_state(state["generator"].cpu())  # generator states are CPU byte tensors
         torch.set_rng_state(state["torch_rng"].cpu())
         logger.info("resumed %s at step %d", self.out_dir, self.global_step)
-
-    def _from_format_2(self, state: dict[str, Any]) -> dict[str, Any]:
-        """A format-2 checkpoint (the Planner's state, data order by step) in format 3: the cursor of step t
-        is ``(t // steps_per_epoch, (t % steps_per_epoch) x M)``."""
-        step, m = int(state["global_step"]), self.config.prompts_per_step
-        cursor = {"epoch": step // self.steps_per_epoch, "position": (step % self.steps_per_epoch) * m}
-        rule = {"name": None, "state": state.get("planner")}
-        return {**state, "format": _FORMAT, "rule": rule, "stream": cursor, "exhausted": False}
 
     def _save_config(self) -> None:
         atomic_write_bytes(self.out_dir / "config.json", json.dumps(self.config.to_dict(), indent=1).encode())
