@@ -11,14 +11,16 @@ from knapsack_rl.core.config import flat_fields, preset_names
 
 
 def test_presets_are_explicit_and_complete() -> None:
-    assert preset_names() == ["project", "recipe", "uniform"]
+    assert preset_names() == ["project", "recipe", "two-phase", "uniform"]
     recipe = KnapsackConfig.preset("recipe")
     a = recipe.allocation
     assert (a.objective, a.fallback, a.negative_n, a.positive_n) == ("recipe", True, 2, 2)
     assert (a.unestimated_in_zero_pool, a.strict_max_n, a.overflow) == (True, False, "recipe")
     assert recipe.tracker == TrackerConfig(estimator="recipe") and recipe.uniform_epochs == 1
     project = KnapsackConfig.preset("project", max_n=64)
-    assert project.allocation.max_n == 64 and not project.allocation.fallback
+    assert project.allocation.max_n == 64 and not project.allocation.fallback and project.posterior
+    two = KnapsackConfig.preset("two-phase")
+    assert (two.probe_n, two.uniform_epochs, two.posterior) == (4, 0, True)
     assert KnapsackConfig.preset("uniform").rule == "uniform"
     with pytest.raises(ValueError, match=r"preset='best' is not a registered preset; valid: \['project'"):
         KnapsackConfig.preset("best")

@@ -29,7 +29,7 @@ def _run(planner: Planner, epochs: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def test_plans_equal_allocate_on_the_tracker_estimates_after_the_cold_start() -> None:
-    cfg = KnapsackConfig.preset("project", min_count=4)
+    cfg = KnapsackConfig.preset("project", min_count=4, posterior=False)  # point estimates: allocate(p_hat)
     planner = Planner(cfg)
     plans = _run(planner, 1)
     assert plans[0].tolist() == [8] * 12  # epoch 0: cold start, every prompt n
@@ -66,7 +66,7 @@ def test_observe_counts_prompts_with_signal() -> None:
 
 
 def test_two_phase_probe_then_the_rest_keeps_the_total() -> None:
-    cfg = KnapsackConfig.preset("project", probe_n=4, uniform_epochs=0, min_count=4)
+    cfg = KnapsackConfig.preset("project", probe_n=4, uniform_epochs=0, min_count=4, posterior=False)
     planner = Planner(cfg)
     probe = planner.plan_probe(IDS, epoch=0)
     assert probe.tolist() == [4] * 12  # nobody has an estimate yet

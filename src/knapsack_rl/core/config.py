@@ -11,7 +11,7 @@
 Engines (the reference trainer, TRL, verl, the simulator) embed a :class:`KnapsackConfig`; none
 redeclares one of its fields. Named presets are resolved explicitly with
 :meth:`KnapsackConfig.preset` (``"recipe"``: the authors' settings; ``"project"``: this project's
-recommendation; ``"uniform"``: the baseline). Field names are unique across the three levels, so a
+recommendation; ``"two-phase"``: it with a within-step probe; ``"uniform"``: the baseline). Field names are unique across the three levels, so a
 flat mapping such as ``{"max_n": 64, "estimator": "beta"}`` (a command line, TRL's flat arguments)
 has one meaning: :meth:`KnapsackConfig.replace` and :func:`flat_fields` route it.
 """
@@ -195,10 +195,21 @@ def _recipe() -> KnapsackConfig:
 
 @PRESETS.register("project")
 def _project() -> KnapsackConfig:
-    """This project's recommendation (docs/simulation.md): the plain objective V(N, p), no fallback, and
-    one rollout (a re-estimation probe) for prompts estimated at p = 0 or p = 1."""
+    """This project's recommendation, chosen on training signals only (docs/evidence.md): the paper's value
+    scored under each prompt's Beta posterior (``posterior=True``: 0 successes in 8 reads as hard, not
+    hopeless), no fallback; allocation from the second epoch as in the recipe."""
     allocation = AllocationConfig(objective="paper", fallback=False, negative_n=1, positive_n=1)
-    return KnapsackConfig(rule="knapsack", allocation=allocation, tracker=TrackerConfig(estimator="recipe"))
+    return KnapsackConfig(
+        rule="knapsack", allocation=allocation, tracker=TrackerConfig(estimator="recipe"), posterior=True
+    )
+
+
+@PRESETS.register("two-phase")
+def _two_phase() -> KnapsackConfig:
+    """``project`` with two-phase planning from the first step: 4 probe rollouts for every prompt without
+    an estimate, then the rest of the step's budget from what the probe saw (for a single pass or a few
+    epochs over a large data set, where estimates from earlier epochs do not exist)."""
+    return dataclasses.replace(_project(), probe_n=4, uniform_epochs=0)
 
 
 @PRESETS.register("uniform")

@@ -239,12 +239,11 @@ def register_knapsack(name: str, config: KnapsackConfig) -> None:
     RULES.add(name, knapsack_factory(config))
 
 
-TWO_PHASE = KnapsackConfig.preset("project", probe_n=4, uniform_epochs=0)
+TWO_PHASE = KnapsackConfig.preset("two-phase")
 """``knapsack:two-phase``: the project preset with two-phase planning from the first step (probe 4)."""
 
 for _preset in preset_names():
     register_knapsack(f"knapsack:{_preset}", KnapsackConfig.preset(_preset))
-register_knapsack("knapsack:two-phase", TWO_PHASE)
 
 
 # --------------------------------------------------------------------------- Reinforce-Ada-like

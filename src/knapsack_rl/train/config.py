@@ -101,7 +101,7 @@ class TrainConfig:
     # --- step shape (the step's budget is B = prompts_per_step x knapsack n, for every arm)
     prompts_per_step: int = 64
     """M, prompts per step; every prompt is visited once per epoch (incomplete last batch dropped)."""
-    epochs: int = 16
+    epochs: int = 20
     """Passes over the training prompts."""
     max_steps: int | None = None
     """Stop after this many steps (None: epochs x steps per epoch)."""
@@ -126,11 +126,12 @@ class TrainConfig:
     """PPO ratio clip above 1 (clip-higher), >= 0."""
     dual_clip: float | None = 10.0
     """Dual-clip bound c > 1 for negative advantages (None disables)."""
-    advantage_clip: float | None = 5.0
-    """Clip of the advantages to [-c, c], c > 0 (recipe: 5; None disables)."""
+    advantage_clip: float | None = None
+    """Clip of the advantages to [-c, c], c > 0 (recipe: 5; None, the default, keeps every group's
+    advantages summing to 0: with a clip, a 70-rollout group with one success sums to -3.25)."""
     advantage_eps: float = 1e-6
     """Added to the group std in the advantage (>= 0)."""
-    loss_agg: LossAgg = "token-mean"
+    loss_agg: LossAgg = "group-mean"
     """How per-token losses become the step's loss (:func:`knapsack_rl.grpo.loss.aggregation_weights`):
     ``token-mean`` (the recipe: every token of the batch weighs the same, so a prompt with 16x the
     rollouts weighs 16x), ``seq-mean-token-mean`` (every rollout weighs the same), ``group-mean`` (every
@@ -138,8 +139,8 @@ class TrainConfig:
     # --- evaluation, logging, checkpoints
     eval_every: int = 10
     """Evaluate on the held-out prompts every this many steps (and at the start and end; 0 disables)."""
-    eval_k: int = 8
-    """Samples per held-out prompt (mean@k, best@k, maj@k)."""
+    eval_k: int = 4
+    """Samples per held-out prompt (mean@k, best@k, maj@k; the recipe uses 16)."""
     eval_temperature: float = 0.6
     """Sampling temperature of evaluation (recipe: 0.6)."""
     eval_train_prompts: int = 0
