@@ -11,9 +11,10 @@
 Engines (the reference trainer, TRL, verl, the simulator) embed a :class:`KnapsackConfig`; none
 redeclares one of its fields. Named presets are resolved explicitly with
 :meth:`KnapsackConfig.preset` (``"recipe"``: the authors' settings; ``"project"``: this project's
-recommendation; ``"two-phase"``: it with a within-step probe; ``"uniform"``: the baseline). Field names are unique across the three levels, so a
-flat mapping such as ``{"max_n": 64, "estimator": "beta"}`` (a command line, TRL's flat arguments)
-has one meaning: :meth:`KnapsackConfig.replace` and :func:`flat_fields` route it.
+recommendation; ``"two-phase"``: it with a within-step probe; ``"uniform"``: the baseline). Field
+names are unique across the three levels, so a flat mapping such as ``{"max_n": 64, "estimator":
+"beta"}`` (a command line, TRL's flat arguments) has one meaning: :meth:`KnapsackConfig.replace` and
+:func:`flat_fields` route it.
 """
 
 from __future__ import annotations
