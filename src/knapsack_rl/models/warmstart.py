@@ -137,7 +137,8 @@ def sft_sampler(data: PromptSet, config: WarmStartConfig) -> Callable[[], list[t
 def train_supervised(model: Any, tokenizer: Any, config: WarmStartConfig, data: PromptSet) -> list[float]:
     """Run the supervised steps in place on batches from ``data``; returns the loss per step."""
     import torch
-    from tqdm.auto import tqdm
+
+    from knapsack_rl.progress import Progress
 
     next_batch = sft_sampler(data, config)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -146,7 +147,8 @@ def train_supervised(model: Any, tokenizer: Any, config: WarmStartConfig, data: 
     device = next(model.parameters()).device
     losses = []
     model.train()
-    for _ in tqdm(range(config.steps), desc="warm start (supervised)", leave=False):
+    progress = Progress(config.steps, "warm start (supervised)")
+    for _ in range(config.steps):
         batch = {k: v.to(device) for k, v in encode_sft_batch(tokenizer, next_batch()).items()}
         loss = model(**batch).loss
         opt.zero_grad(set_to_none=True)
@@ -155,6 +157,8 @@ def train_supervised(model: Any, tokenizer: Any, config: WarmStartConfig, data: 
         opt.step()
         sched.step()
         losses.append(loss.item())
+        progress.update(f"loss {losses[-1]:.3f}")
+    progress.close()
     model.eval()
     return losses
 

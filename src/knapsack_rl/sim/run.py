@@ -8,6 +8,7 @@ earlier, after ``MAX_STEPS_FACTOR * steps`` steps or a step that generated nothi
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -150,18 +151,13 @@ def run_rules(
     """Every rule on every seed (the same worlds and random streams for every rule)."""
     for name in rules:
         make_rule(name)  # fail fast on unknown names
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    from knapsack_rl.progress import Progress as ProgressBar
 
-        bar = tqdm(total=len(rules) * len(seeds) * config.steps, unit="step", desc="simulate")
+    bar = ProgressBar(len(rules) * len(seeds) * config.steps, "simulate", enabled=progress)
     out: dict[str, list[RunTrace]] = {}
     try:
         for name in rules:
-            if bar is not None:
-                bar.set_postfix_str(name)
-            out[name] = [simulate(config, name, seed, bar.update if bar is not None else None) for seed in seeds]
+            out[name] = [simulate(config, name, seed, functools.partial(bar.update, name)) for seed in seeds]
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return out

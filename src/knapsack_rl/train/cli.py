@@ -9,6 +9,8 @@ Heavy imports (torch, transformers) stay inside the handlers.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,13 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
     p.set_defaults(flag_names=names)
 
 
+def quiet_third_party(progress: bool) -> None:
+    """Without progress bars (``--no-progress``, or stderr not a terminal), third-party bars stay off too:
+    Hugging Face reads this variable when it is first imported, here and in worker processes."""
+    if not progress or not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def build_config(args: argparse.Namespace) -> Any:
     """The TrainConfig of a command line (see the module docstring for the order)."""
     from knapsack_rl.core.config import KnapsackConfig
@@ -87,6 +96,7 @@ def build_config(args: argparse.Namespace) -> Any:
                 node = node.setdefault(part, {})
             node[path[-1]] = value
         cfg = config_from_dict(values)
+    quiet_third_party(cfg.progress)
     return cfg
 
 

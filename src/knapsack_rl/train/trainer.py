@@ -48,6 +48,7 @@ from knapsack_rl.core.tracker import Tracker
 from knapsack_rl.grpo.advantages import grouped_advantages
 from knapsack_rl.grpo.metrics import eval_metrics, rollout_metrics
 from knapsack_rl.io import atomic_write_bytes
+from knapsack_rl.progress import Progress
 from knapsack_rl.rollout.generate import Rollouts, generate
 from knapsack_rl.rules import KnapsackRule, Selection, StepLog, StepSpec, run_step, step_log_metrics
 from knapsack_rl.tasks.base import PromptSet
@@ -62,7 +63,7 @@ from knapsack_rl.train.engine import (
     build_rule,
     select_rollouts,
 )
-from knapsack_rl.train.logging_utils import MetricsLogger, Progress
+from knapsack_rl.train.logging_utils import MetricsLogger
 from knapsack_rl.train.update import UpdateSettings, update_policy
 
 logger = logging.getLogger(__name__)
