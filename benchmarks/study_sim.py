@@ -14,14 +14,15 @@ Parts:
   of :data:`CANDIDATES` and the peers in two worlds (``paper``, ``demo``) x three regimes, paired
   tables, and the selection rule :func:`select` applied on training signals only; writes
   OUT/allocator.json (every per-seed value);
-- ``allocator-sensitivity``: Beta prior and forgetting for the best two candidates of OUT/allocator.json,
-  then the selection rule over all of them.
+- ``allocator-sensitivity``: Beta prior and forgetting for the best two posterior candidates of
+  OUT/allocator.json, then the selection rule over all of them;
+- ``allocator-report``: no new runs; the selected rule of OUT/allocator.json against the peers, paired.
 
 Every variant is a :class:`~knapsack_rl.core.config.KnapsackConfig` run through the Planner
 (:func:`knapsack_rl.sim.register_knapsack`). The simulator's former ``smooth`` option (shrinking point
 estimates toward 1/2) is gone: the study below found it harmful (-0.002 to -0.079), and the principled
-form, scoring E[V(N, p)] under a Beta posterior, is ``KnapsackConfig(posterior=True)``; its variant runs
-once the tracker's posterior is available in core.
+form, scoring E[V(N, p)] under a Beta posterior, is ``KnapsackConfig(posterior=True)``: one variant in
+``defaults``, and the ``allocator`` part studies it with every posterior value.
 
 Usage: ``python benchmarks/study_sim.py --part all --seeds 5 --steps 500 --prompts 10000 --out runs/study``
 (``--img docs/img`` also writes the plots there). Prints Markdown tables and writes them to
@@ -43,7 +44,6 @@ from typing import Any
 import numpy as np
 
 from knapsack_rl.core.config import KnapsackConfig
-from knapsack_rl.core.tracker import Tracker
 from knapsack_rl.report.stats import Stat, first_crossing, mean_ci, paired
 from knapsack_rl.sim import SimConfig, World, register_knapsack, run_rules, simulate, summarize
 from knapsack_rl.sim.cli import DEFAULT_RULES
@@ -71,8 +71,7 @@ VARIANTS: dict[str, KnapsackConfig] = {
     "paper+p01 get 1+no fallback": RECIPE.replace(objective="paper", negative_n=1, positive_n=1, fallback=False),
     "paper+p01 get 1+two_phase": RECIPE.replace(objective="paper", negative_n=1, positive_n=1, **TWO_PHASE),
 }
-if hasattr(Tracker, "posterior"):  # pending in core: Tracker.posterior and the posterior value functions
-    VARIANTS["posterior (E[V] under Beta)"] = RECIPE.replace(estimator="beta", posterior=True)
+VARIANTS["posterior (E[V] under Beta)"] = RECIPE.replace(estimator="beta", posterior=True)
 
 
 def _register_variants() -> None:
@@ -178,7 +177,7 @@ PEERS = ("pilot-commit", "reinforce-ada", "reinforce-ada-pos", "dapo", "greso")
 BUDGET_NORM_PEERS = ("pilot-commit", "reinforce-ada", "reinforce-ada-pos")
 """Peers that train on fewer rollouts than they generate: also run with the update divided by B (``÷B``)."""
 WORLDS = ("paper", "demo")
-ALLOCATOR_PARTS = ("allocator", "allocator-sensitivity")
+ALLOCATOR_PARTS = ("allocator", "allocator-sensitivity", "allocator-report")
 KS = "alloc/"
 PerSeed = dict[str, list[float]]
 
@@ -392,6 +391,30 @@ def allocator(config: SimConfig, seeds: list[int], out: Path, worlds: list[str],
     return profiles + _render(cells, config, seeds) + selection
 
 
+def _versus(cells: Cells, rule: str, peers: tuple[str, ...]) -> str:
+    """Per cell: paired differences ``rule - peer`` of the speed-up vs uniform and of training success."""
+    head = " | ".join(f"Δ speed-up vs {p} | Δ train vs {p}" for p in peers)
+    lines = [f"| cell | {head} |", "|---" * (1 + 2 * len(peers)) + "|"]
+    for world, regs in cells.items():
+        for regime, cell in regs.items():
+            a = cell[rule]
+            row = [f"{paired(a[k], cell[p][k]).fmt(d)}" for p in peers for k, d in (("speedup", 2), ("train", 3))]
+            lines.append(f"| {world}: {regime} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def allocator_report(out: Path) -> str:
+    """Re-render OUT/allocator.json (no new runs): the selection and the chosen rule against its peers, paired."""
+    record = json.loads((out / "allocator.json").read_text())
+    cells = record["cells"]
+    choice = record["selection"][0]["candidate"]
+    peers = ("pilot-commit", "pilot-commit [÷B]", "greso", "reinforce-ada-pos")
+    return (
+        f"### `{choice.removeprefix(KS)}` against the peers (paired over seeds {record['seeds']}; "
+        f"Δ > 0: `{choice.removeprefix(KS)}` ahead)\n\n" + _versus(cells, choice, peers) + "\n"
+    )
+
+
 def allocator_sensitivity(config: SimConfig, seeds: list[int], out: Path) -> str:
     """Beta prior / forgetting variants of the best two posterior candidates of OUT/allocator.json; selection."""
     record = json.loads((out / "allocator.json").read_text())
@@ -462,6 +485,8 @@ def main() -> None:
     if args.part == "allocator-sensitivity":
         text = allocator_sensitivity(config, seeds, args.out)
         sections.append("## Allocator study: Beta prior and forgetting\n\n" + text)
+    if args.part == "allocator-report":
+        sections.append("## Allocator study: report\n\n" + allocator_report(args.out))
     load = os.getloadavg()
     sections.append(f"wall {time.perf_counter() - start:.0f} s; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     text = "\n".join(sections)
