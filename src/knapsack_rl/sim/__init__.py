@@ -6,6 +6,7 @@ rounds, and the rules with their registry; re-exported here and by :mod:`knapsac
 :mod:`knapsack_rl.sim.regimes` the comparison per training regime; docs/simulation.md has the study.
 """
 
+from knapsack_rl.sim import study_rules as study_rules  # registers the study's worlds (``demo``)
 from knapsack_rl.sim.config import SimConfig, init_names, register_init
 from knapsack_rl.sim.env import StepEnv
 from knapsack_rl.sim.interface import Engine, Limits, Round, Rule, Selection, StepLog, StepSpec, run_step
