@@ -3,8 +3,9 @@
 Per run (:func:`summarize_run`, from its ``metrics.jsonl``):
 
 - ``auc``: held-out AUC, the primary metric: the mean held-out accuracy over the run, i.e. the
-  trapezoidal integral of ``eval/mean@k`` over training steps divided by the number of steps
-  (an arm that gets there sooner scores higher, at the same final accuracy);
+  trapezoidal integral of ``eval/mean@k`` over rollouts generated, divided by the rollouts of the run
+  (an arm that gets there sooner scores higher at the same final accuracy; on the axis of compute, so
+  rules that spend a step's budget differently, e.g. DAPO, are compared at equal rollouts);
 - ``final``, ``start``: the last and the first evaluation; ``final/<level>`` per level;
 - ``effective_prompts``: mean over the allocating steps (epoch >= ``uniform_epochs``) of the number of
   prompts per step whose group has reward variance (the prompts that move the policy);
@@ -66,6 +67,16 @@ def series(rows: list[dict[str, Any]], key: str) -> tuple[NDArray[np.float64], N
     return np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64)
 
 
+def spent_series(rows: list[dict[str, Any]], key: str) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(rollouts generated so far, values) of ``key``: curves on the axis of compute (0 at the start)."""
+    spent = {r["step"]: r["train/rollouts_total"] for r in rows if r.get("train/rollouts_total") is not None}
+    pts = [(float(spent.get(r["step"], 0.0)), float(r[key])) for r in rows if r.get(key) is not None]
+    if not pts:
+        return np.zeros(0), np.zeros(0)
+    x, y = zip(*pts, strict=True)
+    return np.asarray(x), np.asarray(y)
+
+
 def smooth(values: NDArray[np.float64], width: int = SMOOTH) -> NDArray[np.float64]:
     """Trailing running mean over ``width`` points (fewer at the start)."""
     c = np.cumsum(np.r_[0.0, values])
@@ -76,7 +87,7 @@ def smooth(values: NDArray[np.float64], width: int = SMOOTH) -> NDArray[np.float
 
 
 def auc(steps: NDArray[np.float64], values: NDArray[np.float64]) -> float:
-    """Mean of a curve over its step range: trapezoidal integral / (last step - first step)."""
+    """Mean of a curve over its x range (steps or rollouts): trapezoidal integral / (last x - first x)."""
     if steps.size < 2 or steps[-1] <= steps[0]:
         return float(values[-1]) if values.size else math.nan
     area = float(np.sum((values[1:] + values[:-1]) * np.diff(steps)) / 2.0)  # trapezoidal rule
@@ -99,12 +110,12 @@ def summarize_run(run_dir: Path, *, eval_key: str, uniform_epochs: int = 1) -> d
     first = [r for r in train if r.get("train/epoch") == uniform_epochs]  # the first allocating epoch
     out["effective_prompts_first"] = _mean(first, "train/effective_prompts")
     train_key = "train_eval/" + eval_key.removeprefix("eval/")
-    t_steps, t_acc = series(rows, train_key)
-    if t_steps.size:
-        out["train_auc"] = auc(t_steps, t_acc)
-    steps, acc = series(rows, eval_key)
-    if steps.size:
-        out.update(auc=auc(steps, acc), final=float(smooth(acc)[-1]), start=float(acc[0]))
+    t_spent, t_acc = spent_series(rows, train_key)
+    if t_spent.size:
+        out["train_auc"] = auc(t_spent, t_acc)
+    spent, acc = spent_series(rows, eval_key)
+    if spent.size:
+        out.update(auc=auc(spent, acc), final=float(smooth(acc)[-1]), start=float(acc[0]))
         for key in {k for r in rows for k in r if k.startswith(eval_key + "/")}:
             out[f"final/{key.removeprefix(eval_key + '/')}"] = float(series(rows, key)[1][-1])
     summary = run_dir / "summary.json"
@@ -120,14 +131,8 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
 
 def rollouts_to_target(run_dir: Path, eval_key: str, target: float) -> float:
     """Rollouts at which the smoothed held-out curve first reaches ``target`` (interpolated; NaN if never)."""
-    rows = read_jsonl(run_dir / "metrics.jsonl")
-    evals = [r for r in rows if r.get(eval_key) is not None]
-    if not evals:
-        return math.nan
-    spent = {r["step"]: r.get("train/rollouts_total", 0.0) for r in rows if "train/rollouts_total" in r}
-    x = np.asarray([spent.get(r["step"], 0.0) for r in evals], dtype=np.float64)
-    y = smooth(np.asarray([r[eval_key] for r in evals], dtype=np.float64))
-    return first_crossing(x, y, target)
+    x, y = spent_series(read_jsonl(run_dir / "metrics.jsonl"), eval_key)
+    return first_crossing(x, smooth(y), target) if x.size else math.nan
 
 
 @dataclass(frozen=True)
