@@ -11,9 +11,13 @@ effective gradient ratio, and how the budget is spread, under two kinds of knowl
   its K samples), the planner's tracker estimates from them, and epoch 1 is planned from those
   estimates; the outcome is scored with p estimated from the *other* K - n samples (no reuse).
 
-The expected number of prompts with signal of a step is ``sum_i P_nz(N_i, p_i)`` with
-``P_nz(N, p) = 1 - p^N - (1 - p)^N``; the expected rollouts in groups with signal is
-``sum_i N_i P_nz(N_i, p_i)``. Steps are the M-prompt batches of one seeded pass over the prompts.
+The expected number of prompts with signal of a step is ``sum_i E[P_nz(N_i, p_i)]`` with
+``P_nz(N, p) = 1 - p^N - (1 - p)^N``, the expectation taken under each prompt's Beta posterior given
+the samples scored, from a Beta prior fitted to the whole set of prompts (:func:`population_prior`,
+empirical Bayes). Plugging in ``p = s / K`` instead says a prompt never solved in 24 samples can never
+give signal, and under-counts; a flat prior over-counts for a set where many prompts truly sit at 0 or 1.
+The expected rollouts in groups with signal is ``sum_i N_i E[P_nz(N_i, p_i)]``. Steps are the M-prompt
+batches of one seeded pass over the prompts.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from numpy.typing import NDArray
 
 from knapsack_rl.core.config import KnapsackConfig
 from knapsack_rl.core.planner import Planner
-from knapsack_rl.core.value import nonzero_gradient_prob
+from knapsack_rl.core.value import get_posterior_value
 
 
 @dataclass(frozen=True)
@@ -40,9 +44,26 @@ class Prediction:
     zero_share: float
 
 
-def expected_effective_prompts(budgets: NDArray[np.int64], p: NDArray[np.float64]) -> tuple[float, float]:
-    """(expected prompts with signal, expected rollouts in groups with signal) of one step."""
-    pnz = nonzero_gradient_prob(budgets, p)  # (M,)
+def population_prior(successes: NDArray[np.float64], samples: int) -> tuple[float, float]:
+    """Beta(a0, b0) prior of the prompts' success rates by the beta-binomial method of moments.
+
+    With ``m`` and ``v`` the mean and variance of ``successes / samples`` over prompts, the over-dispersion
+    ``rho = 1 / (a0 + b0 + 1) = (K v / (m (1 - m)) - 1) / (K - 1)`` (clipped to [0.001, 0.999]) and the
+    mean ``m`` give ``a0 = m (1 / rho - 1)``, ``b0 = (1 - m)(1 / rho - 1)``.
+    """
+    rate = np.asarray(successes, dtype=np.float64) / samples
+    m = float(np.clip(rate.mean(), 1e-3, 1 - 1e-3))
+    rho = (samples * float(rate.var()) / (m * (1 - m)) - 1) / max(samples - 1, 1)
+    total = 1 / float(np.clip(rho, 1e-3, 0.999)) - 1
+    return m * total, (1 - m) * total
+
+
+def expected_effective_prompts(
+    budgets: NDArray[np.int64], a: NDArray[np.float64], b: NDArray[np.float64]
+) -> tuple[float, float]:
+    """(expected prompts with signal, expected rollouts in groups with signal) of one step, each prompt's
+    success rate distributed Beta(a_i, b_i)."""
+    pnz = get_posterior_value("nonzero")(budgets.astype(np.float64), a, b)  # (M,) E[P_nz(N_i, p_i)]
     return float(pnz.sum()), float((budgets * pnz).sum())
 
 
@@ -68,11 +89,13 @@ def predict(
         if r.shape[1] <= n:
             raise ValueError(f"realistic predictions need more than n={n} samples per prompt; got K={r.shape[1]}")
         p_all = r.mean(axis=1)
-        p_rest = r[:, n:].mean(axis=1)  # scored on samples the planner never saw
+        rest = r[:, n:]  # scored on samples the planner never saw
         truth = _planner_with(ids, cfg, p_all[:, None], exact=True)
         seen = _planner_with(ids, cfg, r[:, :n], exact=False)
-        for knowledge, planner, p_score in (("true p", truth, p_all), ("realistic", seen, p_rest)):
-            out.append(_score_steps(arm, knowledge, planner, ids, steps, p_score, n))
+        for knowledge, planner, scored in (("true p", truth, r), ("realistic", seen, rest)):
+            s, k = scored.sum(axis=1), scored.shape[1]
+            a0, b0 = population_prior(s, k)
+            out.append(_score_steps(arm, knowledge, planner, ids, steps, (a0 + s, b0 + k - s)))
     return out
 
 
@@ -97,18 +120,18 @@ def _score_steps(
     planner: Planner,
     ids: list[int | str],
     steps: list[NDArray[np.intp]],
-    p_score: NDArray[np.float64],
-    n: int,
+    posterior: tuple[NDArray[np.float64], NDArray[np.float64]],
 ) -> Prediction:
     eff, good, bmax, zero = [], [], [], []
     epoch = max(planner.config.uniform_epochs, 1)  # the first epoch whose plans use estimates
+    a, b = posterior
     for rows in steps:
         alloc = planner.plan([ids[i] for i in rows], epoch=epoch)
-        e, g = expected_effective_prompts(alloc.budgets, p_score[rows])
+        e, g = expected_effective_prompts(alloc.budgets, a[rows], b[rows])
         eff.append(e)
         good.append(g / max(alloc.budgets.sum(), 1))
         bmax.append(float(alloc.budgets.max()))
-        zero.append(float(np.mean(p_score[rows] == 0.0)))
+        zero.append(float(np.mean(a[rows] / (a[rows] + b[rows]) < 0.02)))
     return Prediction(
         arm, knowledge, float(np.mean(eff)), float(np.mean(good)), float(np.max(bmax)), float(np.mean(zero))
     )

@@ -67,3 +67,18 @@ def test_every_generated_flag_shows_its_default():
     train_flags = {a.dest for a in sub.choices["train"]._actions}
     compare_flags = {a.dest for a in sub.choices["compare"]._actions}
     assert train_flags <= compare_flags and {"progress", "max_n", "estimator", "loss_agg"} <= train_flags
+
+
+def test_preflight_samples_the_starting_model_and_predicts_each_arm(tmp_path, capsys):
+    out = tmp_path / "pre.json"
+    argv = ["preflight", "--config", str(_config(tmp_path)), "--samples", "10", "--arms", "uniform,knapsack,recipe"]
+    assert main([*argv, "--json", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "training prompts x 10 samples of the starting model" in text
+    assert "knapsack: " in text and "prompts with signal per step against uniform" in text
+    saved = json.loads(out.read_text())
+    assert len(saved["success_rates"]) == 16 and {p["arm"] for p in saved["predictions"]} == {
+        "uniform",
+        "knapsack",
+        "recipe",
+    }

@@ -1,0 +1,58 @@
+"""Preflight: predictions of prompts with signal per step from samples of the starting model."""
+
+import numpy as np
+import pytest
+
+from knapsack_rl import KnapsackConfig
+from knapsack_rl.core.value import get_posterior_value
+from knapsack_rl.preflight import expected_effective_prompts, population_prior, predict
+
+ARMS = {"uniform": KnapsackConfig.preset("uniform"), "knapsack": KnapsackConfig.preset("project")}
+
+
+def _samples(p: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).random((p.size, k)) < p[:, None]).astype(float)
+
+
+def test_population_prior_recovers_a_beta_by_moments() -> None:
+    rng = np.random.default_rng(1)
+    p = rng.beta(0.4, 0.8, 20_000)
+    s = _samples(p, 32, seed=2).sum(axis=1)
+    a0, b0 = population_prior(s, 32)
+    assert a0 == pytest.approx(0.4, rel=0.1) and b0 == pytest.approx(0.8, rel=0.1)
+
+
+def test_expected_effective_prompts_is_the_posterior_mean_of_p_nz() -> None:
+    budgets, a, b = np.array([8, 2, 30]), np.array([1.0, 5.0, 0.5]), np.array([9.0, 5.0, 30.0])
+    e, g = expected_effective_prompts(budgets, a, b)
+    pnz = get_posterior_value("nonzero")(budgets.astype(float), a, b)
+    assert e == pytest.approx(pnz.sum()) and g == pytest.approx((budgets * pnz).sum())
+
+
+def test_uniform_predictions_and_what_knapsack_can_gain_on_a_u_shaped_set() -> None:
+    rng = np.random.default_rng(3)
+    p = np.concatenate([np.zeros(40), np.ones(40), rng.uniform(0.02, 0.15, 48)])  # saturated and hard prompts
+    ids = [f"q{i}" for i in range(p.size)]
+    preds = {(x.arm, x.knowledge): x for x in predict(ids, _samples(p, 32), ARMS, prompts_per_step=32)}
+    assert preds["uniform", "true p"].budget_max == 8 == preds["uniform", "realistic"].budget_max
+    # with knowledge of p, budget moves from the 80 saturated prompts to the hard ones: more prompts with signal
+    assert preds["knapsack", "true p"].effective_prompts > preds["uniform", "true p"].effective_prompts + 1
+    assert preds["knapsack", "true p"].budget_max > 8
+
+
+def test_a_set_of_equal_prompts_leaves_nothing_to_gain() -> None:
+    p = np.full(64, 0.5)
+    ids = list(range(64))
+    preds = {(x.arm, x.knowledge): x for x in predict(ids, _samples(p, 24), ARMS, prompts_per_step=32)}
+    assert preds["knapsack", "realistic"].effective_prompts == pytest.approx(
+        preds["uniform", "realistic"].effective_prompts, abs=0.5
+    )
+
+
+def test_bad_input_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"rewards must be \(prompts, samples\) = \(3, K\); got shape \(2, 16\)"):
+        predict([1, 2, 3], np.zeros((2, 16)), ARMS, prompts_per_step=2)
+    with pytest.raises(ValueError, match=r"more than n=8 samples per prompt; got K=8"):
+        predict([1, 2], np.zeros((2, 8)), ARMS, prompts_per_step=2)
+    with pytest.raises(ValueError, match=r"prompts_per_step=5 exceeds the 2 prompts"):
+        predict([1, 2], np.zeros((2, 16)), ARMS, prompts_per_step=5)
