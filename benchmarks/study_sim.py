@@ -157,7 +157,9 @@ def _plots(traces: dict[str, list[RunTrace]], out: Path, img: Path | None, tag: 
 
 
 # ----------------------------------------------------------------------------- allocator study (section 10)
-PROJECT = KnapsackConfig.preset("project")
+PROJECT = KnapsackConfig.preset("project", posterior=False)
+"""This study's ``project`` rows: the point-estimate project preset of 0.1.0 (the current ``project`` preset
+is the posterior-scored one the trainer study chose, ``post:paper`` here)."""
 POSTERIOR_VALUES = ("paper", "nonzero", "hora", "vip")
 CANDIDATES: dict[str, KnapsackConfig] = {
     "recipe": RECIPE,
@@ -177,7 +179,7 @@ PEERS = ("pilot-commit", "reinforce-ada", "reinforce-ada-pos", "dapo", "greso")
 BUDGET_NORM_PEERS = ("pilot-commit", "reinforce-ada", "reinforce-ada-pos")
 """Peers that train on fewer rollouts than they generate: also run with the update divided by B (``÷B``)."""
 WORLDS = ("paper", "demo")
-ALLOCATOR_PARTS = ("allocator", "allocator-sensitivity", "allocator-report")
+ALLOCATOR_PARTS = ("allocator", "allocator-sensitivity", "allocator-report", "calibration")
 KS = "alloc/"
 PerSeed = dict[str, list[float]]
 
@@ -391,6 +393,21 @@ def allocator(config: SimConfig, seeds: list[int], out: Path, worlds: list[str],
     return profiles + _render(cells, config, seeds) + selection
 
 
+def calibration(config: SimConfig, seeds: list[int], out: Path) -> str:
+    """The simulator against the trainer: the trainer's arms in the ``demo`` world, many epochs, under the
+    simulator's token-mean update (``loss_norm=trained``) and under the trainer's per-prompt weighting
+    (``loss_norm=group``, as ``loss_agg=group-mean``). Which one ranks the arms as the trainer did?"""
+    arms = {"recipe": RECIPE, "point": PROJECT, "posterior": PROJECT.replace(posterior=True)}
+    rules = ["uniform", *(_register(f"cal:{name}", cfg) for name, cfg in arms.items())]
+    cells: Cells = {}
+    for norm in ("trained", "group"):
+        base = replace(SimConfig(init="demo"), loss_norm=norm)
+        cfg, traces = run_regime("many-epochs", rules, seeds, base=base, steps=config.steps, progress=True)
+        cells.setdefault(f"loss_norm={norm}", {})["many-epochs"] = _per_seed(traces, cfg)
+    (out / "calibration.json").write_text(json.dumps({"seeds": seeds, "cells": cells}, indent=1))
+    return _overview(cells, "speedup") + "\n\n" + _overview(cells, "d_signal")
+
+
 def _versus(cells: Cells, rule: str, peers: tuple[str, ...]) -> str:
     """Per cell: paired differences ``rule - peer`` of the speed-up vs uniform and of training success."""
     head = " | ".join(f"Δ speed-up vs {p} | Δ train vs {p}" for p in peers)
@@ -487,6 +504,8 @@ def main() -> None:
         sections.append("## Allocator study: Beta prior and forgetting\n\n" + text)
     if args.part == "allocator-report":
         sections.append("## Allocator study: report\n\n" + allocator_report(args.out))
+    if args.part == "calibration":
+        sections.append("## Calibration against the trainer\n\n" + calibration(config, seeds, args.out))
     load = os.getloadavg()
     sections.append(f"wall {time.perf_counter() - start:.0f} s; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     text = "\n".join(sections)

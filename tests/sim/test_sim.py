@@ -13,6 +13,7 @@ import pytest
 
 from knapsack_rl.cli import main
 from knapsack_rl.report.stats import first_crossing, mean_ci
+from knapsack_rl.rules.keyed import id_keys
 from knapsack_rl.sim import (
     Limits,
     Round,
@@ -33,7 +34,6 @@ from knapsack_rl.sim import (
     simulate,
     summarize,
 )
-from knapsack_rl.sim.keyed import id_keys
 from knapsack_rl.sim.regimes import REGIMES, run_regimes
 from knapsack_rl.sim.summary import compare
 from knapsack_rl.sim.world import Rollouts
@@ -341,7 +341,7 @@ def test_cli_regimes_print_one_table_each(tmp_path: Path, capsys: pytest.Capture
 
 def test_sim_never_imports_torch_or_matplotlib() -> None:
     code = (
-        "import sys, knapsack_rl.sim.cli, knapsack_rl.sim, knapsack_rl.sim.regimes, knapsack_rl.sim.interface; "
+        "import sys, knapsack_rl.sim.cli, knapsack_rl.sim, knapsack_rl.sim.regimes, knapsack_rl.rules.interface; "
         "assert not {'torch', 'matplotlib'} & set(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--prompts-per-step", type=int, default=_DEFAULT.prompts_per_step, help="prompts per step M")
     p.add_argument("--n", type=int, default=_DEFAULT.n, help="uniform rollouts per prompt N (budget N x M)")
     p.add_argument("--init", default=_DEFAULT.init, choices=init_names(), help="initial success-rate distribution")
-    p.add_argument("--loss-norm", default=_DEFAULT.loss_norm, choices=("trained", "budget"),
+    p.add_argument("--loss-norm", default=_DEFAULT.loss_norm, choices=("trained", "budget", "group"),
                    help="update divisor: rollouts trained on (token-mean) or B (the same for every rule)")  # fmt: skip
     p.add_argument("--target", type=float, default=None,
                    help="success rate for 'rollouts to target' (default: baseline's final)")  # fmt: skip

@@ -98,7 +98,9 @@ class SimConfig:
     loss_norm: str = "trained"
     """Divisor of the summed scores in an update: ``trained`` (the rollouts of the trained batch, R: the
     recipe's token-mean, so a rule that trains only on groups with signal takes larger steps) or
-    ``budget`` (B, the same for every step and rule: the step size does not depend on what was dropped)."""
+    ``budget`` (B, the same for every step and rule: the step size does not depend on what was dropped), or
+    ``group`` (each prompt's mean score, averaged over the step's groups: the trainer's ``group-mean``
+    loss, where more rollouts of a prompt sharpen its estimate instead of enlarging its step)."""
     snapshot_every: int = 25
     """Record (true p, budget) of every prompt of one step in this many (for the budget-vs-p plot)."""
 
@@ -112,7 +114,7 @@ class SimConfig:
         get_init(self.init)
         for name in ("lr_shared", "lr_topic", "lr_prompt"):
             check_real(name, getattr(self, name), low=0.0)
-        check_choice("loss_norm", self.loss_norm, ("trained", "budget"))
+        check_choice("loss_norm", self.loss_norm, ("trained", "budget", "group"))
         if self.adv_clip is not None:
             check_real("adv_clip", self.adv_clip, low=0.0, open_low=True)
         check_int("snapshot_every", self.snapshot_every, low=1)

@@ -1,7 +1,7 @@
 """The simulator's engine: the epoch-ordered prompt stream and the Bernoulli sampler.
 
-:class:`StepEnv` implements :class:`~knapsack_rl.sim.interface.Engine`: rules ask it for prompts
-(``draw``) and rollouts (``generate``) through :func:`~knapsack_rl.sim.interface.run_step`. Every
+:class:`StepEnv` implements :class:`~knapsack_rl.rules.interface.Engine`: rules ask it for prompts
+(``draw``) and rollouts (``generate``) through :func:`~knapsack_rl.rules.interface.run_step`. Every
 rollout goes through :meth:`StepEnv.sample`, which counts it; a rule's spend is therefore measured
 by the engine, not self-reported.
 """
@@ -11,15 +11,15 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from knapsack_rl.rules.interface import Selection, StepLog, StepSpec
+from knapsack_rl.rules.keyed import REWARD_STREAM, keyed_uniform
 from knapsack_rl.sim.config import SimConfig
-from knapsack_rl.sim.interface import Selection, StepLog, StepSpec
-from knapsack_rl.sim.keyed import REWARD_STREAM, keyed_uniform
 from knapsack_rl.sim.world import Rollouts, World
 
 
 class StepEnv:
     """Prompt stream in epoch order (a permutation per epoch, a function of (seed, epoch) only) and a
-    Bernoulli sampler with common random numbers (:func:`~knapsack_rl.sim.keyed.keyed_uniform`).
+    Bernoulli sampler with common random numbers (:func:`~knapsack_rl.rules.keyed.keyed_uniform`).
 
     Attributes:
         epoch: the pass over the training prompts the stream is in (0-based).

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from knapsack_rl.rules import RuleSetup, make_rule
+from knapsack_rl.rules.interface import Rule, StepLog, run_step
 from knapsack_rl.sim.config import SimConfig
 from knapsack_rl.sim.env import StepEnv
-from knapsack_rl.sim.interface import Rule, StepLog, run_step
-from knapsack_rl.sim.rules import RuleSetup, make_rule
 from knapsack_rl.sim.world import Rollouts, World
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The simulated world: latent skills and the update rule (random numbers: :mod:`knapsack_rl.sim.keyed`).
+"""The simulated world: latent skills and the update rule (random numbers: :mod:`knapsack_rl.rules.keyed`).
 
 Model. Every prompt i (training or held-out) has a success probability ``p_i = sigmoid(theta_i)`` with
 
@@ -16,7 +16,9 @@ Update rule (one step, on the trained batch of R rollouts with rewards r_j in {0
     g_i   = sum_{j in group i} A_j (r_j - p_i)                     (score of prompt i)
     a    += lr_shared * sum_i g_i / R
     s[c] += lr_topic  * sum_{i in topic c} g_i / R
-    z_i  += lr_prompt * g_i / R          (R: rollouts trained on; B instead with loss_norm="budget")
+    z_i  += lr_prompt * g_i / R          (R: rollouts trained on; B instead with loss_norm="budget";
+                                          with loss_norm="group", g_i / (G n_i): every prompt's mean over its
+                                          n_i rollouts, averaged over the G groups, as the trainer's group-mean)
 
 Justification: treat the outcome of a rollout as a Bernoulli "action" with logit theta_i; then
 ``d log P(r | theta) / d theta = r - p``, so ``g_i`` is exactly the REINFORCE/GRPO policy gradient of
@@ -30,7 +32,7 @@ Common random numbers: the reward of rollout j of prompt i in its e-th epoch is
 ``1[U(seed, i, e, j) < p_i]`` with U a counter-based hash, and the epoch orders are a function of
 (seed, epoch) only. Two rules that give the same prompt the same counts at the same skill see the
 same rewards; a rule that gives more rollouts sees the same first ones plus new ones
-(:mod:`knapsack_rl.sim.keyed`).
+(:mod:`knapsack_rl.rules.keyed`).
 """
 
 from __future__ import annotations
@@ -94,7 +96,12 @@ class World:
         g: NDArray[np.float64] = np.bincount(batch.group, weights=score).astype(np.float64)  # (G,) g_i
         prompts = np.zeros(g.size, dtype=np.int64)
         prompts[batch.group] = batch.prompt  # (G,) the prompt of each group (groups without rollouts: g = 0)
-        scale = 1.0 / (batch.size if self.config.loss_norm == "trained" else self.config.budget)  # 1/R or 1/B
+        if self.config.loss_norm == "group":  # each prompt weighs the same: its mean score, over G groups
+            sizes = np.bincount(batch.group, minlength=g.size)
+            g = np.divide(g, sizes, out=np.zeros_like(g), where=sizes > 0)
+            scale = 1.0 / max(int((sizes > 0).sum()), 1)
+        else:
+            scale = 1.0 / (batch.size if self.config.loss_norm == "trained" else self.config.budget)  # 1/R or 1/B
         cfg = self.config
         self.shared += cfg.lr_shared * scale * float(g.sum())
         self.topic_skill += cfg.lr_topic * scale * np.bincount(self.topic[prompts], weights=g, minlength=cfg.num_topics)
