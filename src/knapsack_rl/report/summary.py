@@ -196,28 +196,37 @@ ROWS = (
 def comparison_table(
     comparisons: Sequence[ArmComparison], levels: Sequence[str] = (), baseline: str = "uniform"
 ) -> str:
-    """Text table: per arm ``mean ± 95% CI`` over seeds, and ``arm - baseline`` paired with its 95% CI."""
+    """Two text tables: each arm's ``mean ± 95% CI`` over seeds, then ``arm - baseline`` paired per seed with
+    its 95% CI, and the rollouts the baseline needs to reach each arm's final accuracy over the arm's."""
     rows = [*ROWS, *((f"  {lv} at end (%)", f"final/{lv}", 100.0) for lv in levels)]
+    rows = [r for r in rows if any(r[1] in c.means and c.means[r[1]].n for c in comparisons)]
     others = [c for c in comparisons if c.arm != baseline]
-    head = ["metric", *(c.arm for c in comparisons), *(f"{c.arm} - {baseline}" for c in others)]
-    table = [head]
-    for label, key, scale in rows:
-        if not any(key in c.means and c.means[key].n for c in comparisons):
-            continue
-        cells = [label, *(_cell(c.means.get(key), scale) for c in comparisons)]
-        cells += [_cell(c.diffs.get(key), scale, signed=True) for c in others]
-        table.append(cells)
-    for c in others:
-        ratio = c.rollouts_ratio
-        mark = (
-            f" ({c.ratio_censored} of {ratio.n} seeds: {baseline} never got there, a lower bound)"
-            if c.ratio_censored
-            else ""
-        )
-        table.append([f"{baseline} rollouts / {c.arm} rollouts to {c.arm}'s final accuracy",
-                      *([""] * len(comparisons)), *([""] * others.index(c)), _cell(ratio, 1.0) + mark])  # fmt: skip
-    widths = [max(len(r[i]) if i < len(r) else 0 for r in table) for i in range(len(head))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)).rstrip() for r in table)
+    means = [["mean ± 95% CI over seeds", *(c.arm for c in comparisons)]]
+    means += [[label, *(_cell(c.means.get(key), scale) for c in comparisons)] for label, key, scale in rows]
+    if not others:
+        return _layout(means)
+    diffs = [[f"paired: arm - {baseline}", *(c.arm for c in others)]]
+    diffs += [[label, *(_cell(c.diffs.get(key), scale, signed=True) for c in others)] for label, key, scale in rows]
+    diffs.append([f"{baseline}'s rollouts to the arm's final accuracy / the arm's",
+                  *(_ratio_cell(c) for c in others)])  # fmt: skip
+    note = (
+        f"(>: a lower bound, {baseline} never reached the arm's final accuracy on some seeds; "
+        f"-: undefined, the arm ended no better than it started)"
+    )
+    return _layout(means) + "\n\n" + _layout(diffs) + "\n" + note
+
+
+def _ratio_cell(c: ArmComparison) -> str:
+    ratio = c.rollouts_ratio
+    if ratio.n == 0:
+        return "-"
+    text = f"{ratio.mean:.2f} ± {ratio.half:.2f}" if ratio.n > 1 else f"{ratio.mean:.2f}"
+    return f">{text} ({c.ratio_censored}/{ratio.n})" if c.ratio_censored else text
+
+
+def _layout(table: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table)
 
 
 def _cell(stat: Stat | None, scale: float, *, signed: bool = False) -> str:
