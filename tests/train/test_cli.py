@@ -32,7 +32,7 @@ def test_demo_quick_runs_paired_arms_and_prints_a_verdict(tmp_path, capsys):
     assert main([*args, "--jobs", "1", "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("SMOKE RUN (--quick)")
-    for row in ("held-out AUC (%) [primary]", "prompts with signal per step", "knapsack - uniform"):
+    for row in ("held-out AUC (%) [primary]", "prompts with signal per step", "paired: arm - uniform"):
         assert row in text
     assert "knapsack" in text and "over 2 paired seeds" in text
     summary = json.loads((out / "summary.json").read_text())["summaries"]
