@@ -63,6 +63,26 @@ def aggregation_weights(mask: torch.Tensor, groups: torch.Tensor, mode: str) -> 
     return w.to(mask.dtype if mask.is_floating_point() else torch.float32)
 
 
+def _check_loss_args(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_low: float,
+    clip_high: float,
+    dual_clip: float | None,
+) -> None:
+    check_real("clip_low", clip_low, low=0.0, high=1.0)
+    check_real("clip_high", clip_high, low=0.0)
+    if dual_clip is not None:
+        check_real("dual_clip", dual_clip, low=1.0, open_low=True)
+    if logprobs.shape != old_logprobs.shape or logprobs.shape != mask.shape or advantages.shape != logprobs.shape[:1]:
+        raise ValueError(
+            f"shapes must be logprobs/old_logprobs/mask (R, T) and advantages (R,); got {tuple(logprobs.shape)}, "
+            f"{tuple(old_logprobs.shape)}, {tuple(mask.shape)}, {tuple(advantages.shape)}"
+        )
+
+
 def ppo_clip_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -96,15 +116,7 @@ def ppo_clip_loss(
     Returns:
         (scalar loss, stats) with stats ``actor/clipfrac``, ``actor/approx_kl``, ``actor/ratio_mean``.
     """
-    check_real("clip_low", clip_low, low=0.0, high=1.0)
-    check_real("clip_high", clip_high, low=0.0)
-    if dual_clip is not None:
-        check_real("dual_clip", dual_clip, low=1.0, open_low=True)
-    if logprobs.shape != old_logprobs.shape or logprobs.shape != mask.shape or advantages.shape != logprobs.shape[:1]:
-        raise ValueError(
-            f"shapes must be logprobs/old_logprobs/mask (R, T) and advantages (R,); got {tuple(logprobs.shape)}, "
-            f"{tuple(old_logprobs.shape)}, {tuple(mask.shape)}, {tuple(advantages.shape)}"
-        )
+    _check_loss_args(logprobs, old_logprobs, advantages, mask, clip_low, clip_high, dual_clip)
     m = mask.to(logprobs.dtype)
     adv = advantages.to(logprobs.dtype)[:, None]  # (R, 1)
     log_ratio = logprobs - old_logprobs  # (R, T)
