@@ -27,7 +27,7 @@ from verl.trainer.ppo import core_algos
 from verl.utils import tensordict_utils as tu
 from verl.workers.config import AgentLoopConfig
 
-from knapsack_rl import KnapsackConfig, Planner, Tracker, allocate
+from knapsack_rl import KnapsackConfig, Planner, Tracker
 from knapsack_rl.core.groups import grpo_advantages, step_metrics
 from knapsack_rl.grpo import grouped_advantages
 from knapsack_rl.integrations.verl import (
@@ -145,6 +145,13 @@ def scored(expanded: DataProto, rewards: np.ndarray) -> DataProto:
     return expanded
 
 
+def mirror_plan(run: VerlRun, ids: list[int], epoch: int) -> np.ndarray:
+    """What a separate Planner with the run's settings and state plans for ``ids`` in ``epoch``."""
+    mirror = Planner(run.settings.knapsack)
+    mirror.load_state_dict(run.planner.state_dict())
+    return mirror.plan(ids, epoch=epoch).budgets
+
+
 def rollouts_of(uids: list[str], counts: np.ndarray) -> list[str]:
     return [u for u, c in zip(uids, counts, strict=True) for _ in range(int(c))]
 
@@ -156,7 +163,7 @@ P_TRUE = np.array([0.0, 1.0, 0.5, 0.125, 0.875, 0.25, 0.0, 0.5, 1.0, 0.375, 0.62
 def test_dataproto_counts_are_the_allocation_and_rows_expand_per_prompt() -> None:
     run = seeded_run(P_TRUE, np.random.default_rng(0))
     ids = list(range(M))
-    expected = allocate(run.planner.tracker.estimate(ids), run.settings.knapsack.allocation).budgets
+    expected = mirror_plan(run, ids, epoch=0)
     batch = prompt_batch(ids)
     expanded = plan_dataproto(run, batch)
     counts = batch.non_tensor_batch[ROLLOUT_N_KEY]
@@ -330,8 +337,8 @@ def test_observe_updates_tracker_with_every_rollout_and_returns_metrics() -> Non
         assert metrics[key] == pytest.approx(value)
     assert metrics["alloc/budget_total"] == M * N and metrics["tracker/prompts"] == M
     assert metrics["train/epoch"] == 0.0 and metrics["timing_s/plan"] > 0.0
+    expected = mirror_plan(run, list(range(M)), epoch=1)
     counts = run.plan(list(range(M)), [f"next-{i}" for i in range(M)])  # allocates from these estimates
-    expected = allocate(tracker.estimate(range(M)), run.settings.knapsack.allocation).budgets
     np.testing.assert_array_equal(counts, expected)
     assert run.epoch == 1 and run.pending == M  # the same prompts again: the dataloader restarted
 

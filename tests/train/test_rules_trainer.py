@@ -250,7 +250,8 @@ def test_compare_runs_the_peer_arms_at_equal_compute(base, tmp_path, capsys):
     argv = ["compare", "--config", str(cfg), "--out-dir", str(tmp_path / "c"), "--seeds", "0", "--arms", arms]
     assert main([*argv, "--jobs", "1", "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert all(f"{arm} - uniform" in text for arm in arms.split(",")[1:])
+    paired = text[text.index("paired: arm - uniform") :].splitlines()[0]
+    assert paired.split()[4:] == arms.split(",")[1:]  # one paired column per arm
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())["summaries"]
     spent = {arm: s[0]["rollouts"] for arm, s in summary.items()}
     exact = ("uniform", "knapsack", "greso", "dapo")  # B every step, or DAPO capped at the rollouts left
