@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for name, help_text in (("compare", "several arms over paired seeds"), ("demo", DEMO_HELP)):
         q = sub.add_parser(name, help=help_text, description=help_text)
         _add_settings(q)
-        q.add_argument("--seeds", default="0 1 2", help="seeds, e.g. '0 1 2' or '0..9' (default: '0 1 2')")
+        seeds = "0..4" if name == "demo" else "0 1 2"
+        q.add_argument("--seeds", default=seeds, help=f"seeds, e.g. '0 1 2' or '0..9' (default: {seeds!r})")
         q.add_argument("--arms", default="uniform,knapsack", help="arms: uniform, knapsack or preset names")
         q.add_argument("--jobs", type=int, default=2, help="runs trained in parallel processes (default: 2)")
         q.add_argument("--quick", action="store_true", help="seconds-long smoke run (tiny task): not a result")
