@@ -14,6 +14,8 @@ Per run (:func:`summarize_run`, from its ``metrics.jsonl``):
   the signal settings are chosen on, when the run evaluated it;
 - ``egr``: mean effective gradient ratio over the same steps; ``egr_all`` over every step;
 - ``grad_clipped``: fraction of updates whose gradient norm was clipped;
+- ``gen_tokens``: response tokens generated over the run (trained on or not), the sum over steps of
+  ``rollout/response_len_mean`` x ``train/rollouts_generated``;
 - ``rollouts``, ``budget_max``, ``wall_s``.
 
 Across seeds (:func:`compare_arms`): each arm's mean, and the paired difference ``arm - baseline``
@@ -106,6 +108,7 @@ def summarize_run(run_dir: Path, *, eval_key: str, uniform_epochs: int = 1) -> d
         "grad_clipped": _mean(train, "actor/grad_clipped"),
         "rollouts": float(train[-1]["train/rollouts_total"]) if train else 0.0,
         "budget_max": float(max((r["alloc/budget_max"] for r in train), default=0)),
+        "gen_tokens": _generated_tokens(train),
     }
     first = [r for r in train if r.get("train/epoch") == uniform_epochs]  # the first allocating epoch
     out["effective_prompts_first"] = _mean(first, "train/effective_prompts")
@@ -122,6 +125,14 @@ def summarize_run(run_dir: Path, *, eval_key: str, uniform_epochs: int = 1) -> d
     if summary.exists():
         out["wall_s"] = float(json.loads(summary.read_text())["wall_s"])
     return out
+
+
+def _generated_tokens(train: list[dict[str, Any]]) -> float:
+    """Response tokens generated over the logged steps (NaN when a step lacks either count)."""
+    keys = ("rollout/response_len_mean", "train/rollouts_generated")
+    if not train or any(r.get(k) is None for r in train for k in keys):
+        return math.nan
+    return float(sum(r[keys[0]] * r[keys[1]] for r in train))
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float:
@@ -189,6 +200,7 @@ ROWS = (
     ("effective gradient ratio (%)", "egr", 100.0),
     ("updates with clipped gradient (%)", "grad_clipped", 100.0),
     ("largest budget of a prompt", "budget_max", 1.0),
+    ("generated tokens per run (thousands)", "gen_tokens", 1e-3),
     ("wall time per run (s)", "wall_s", 1.0),
 )
 
