@@ -49,6 +49,7 @@ LABELS = {
 def _pin_threads(threads: int) -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no weight-loading bars in the table's output
 
 
 def _train_config(args: dict[str, Any], out_dir: str, arm: str) -> Any:
@@ -143,13 +144,12 @@ def _trl(args: dict[str, Any]) -> dict[str, Any]:
     from transformers import PrinterCallback, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from knapsack_rl.models.tiny import load_causal_lm
-    from knapsack_rl.models.warmstart import warm_start
-    from knapsack_rl.tasks.arithmetic import ArithmeticConfig, build_splits
+    from knapsack_rl.train.trainer import load_task_and_policy
 
     torch.set_num_threads(args["threads"])
-    model, tok = load_causal_lm(warm_start(args["warmstart_dir"]))
-    train, _ = build_splits(ArithmeticConfig())
+    with tempfile.TemporaryDirectory() as tmp:  # the very task, policy and tokenizer our arms train
+        task, model, tok = load_task_and_policy(_train_config(args, tmp, "uniform"), torch.device("cpu"))
+    train = task.train
     data = Dataset.from_dict({"prompt": [tok.bos_token + p for p in train.prompts], "answer": train.answers})
 
     def exact(prompts: list[str], completions: list[str], answer: list[str], **_: Any) -> list[float]:
