@@ -6,36 +6,15 @@ import pathlib
 import pytest
 import torch
 
-from knapsack_rl import KnapsackConfig
-from knapsack_rl.models import TinyModelConfig
-from knapsack_rl.models.warmstart import WarmStartConfig
-from knapsack_rl.tasks import ArithmeticConfig, TaskConfig
-from knapsack_rl.train import TrainConfig
 from knapsack_rl.train.trainer import Trainer
+from tests.train.tiny_run import tiny_config
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume")
-    return TrainConfig(
-        out_dir=str(root / "run"),
-        warmstart_dir=str(root / "ws"),
-        task=TaskConfig(
-            arithmetic=ArithmeticConfig(train_per_level=(2,) * 8, eval_per_level=1, warmstart_per_level=(4,) * 8)
-        ),
-        tiny_model=TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2),
-        warmstart=WarmStartConfig(steps=2, batch_size=8, profile_samples=2),
-        knapsack=KnapsackConfig.preset("project", n=4, min_count=4),
-        prompts_per_step=8,
-        epochs=2,
-        max_new_tokens=4,
-        eval_every=0,
-        checkpoint_every=2,
-        tensorboard=False,
-        progress=False,
-    )
+    return tiny_config(tmp_path_factory.mktemp("resume"), warmstart_steps=2, checkpoint_every=2, lr=2e-4)
 
 
 class _Payload:

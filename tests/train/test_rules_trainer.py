@@ -9,18 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from knapsack_rl import KnapsackConfig, Planner
+from knapsack_rl import Planner
 from knapsack_rl.cli import main
-from knapsack_rl.models import TinyModelConfig
-from knapsack_rl.models.warmstart import WarmStartConfig
 from knapsack_rl.rollout.generate import Rollouts
 from knapsack_rl.rules import TWO_PHASE, rule_names
-from knapsack_rl.tasks import ArithmeticConfig, PromptSet, TaskConfig, load_task, register_reward, write_task
-from knapsack_rl.train import TrainConfig
+from knapsack_rl.tasks import PromptSet, register_reward
 from knapsack_rl.train.compare import arm_config, resolve_arm
 from knapsack_rl.train.engine import PhaseTimer, PromptStream, TrainerEngine, candidate_rows
 from knapsack_rl.train.trainer import Trainer
 from tests.rules.invariants import Recorder, check_invariants
+from tests.train.tiny_run import tiny_config
 
 torch.set_num_threads(1)
 SKIP = ("timing_s/", "perf/", "alloc/solve_s")  # wall-clock values differ between runs
@@ -40,29 +38,7 @@ def _rare(responses, answers):
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rules")
-    arithmetic = ArithmeticConfig(train_per_level=(2,) * 8, eval_per_level=1, warmstart_per_level=(4,) * 8)
-    files = write_task(load_task(TaskConfig(arithmetic=arithmetic)), root / "data", suffix=".jsonl")
-    task = TaskConfig(source="file", data=str(files["train"]), eval_data=str(files["eval"]),
-                      warmstart_data=str(files["warmstart"]), reward="test_rules_half")  # fmt: skip
-    return TrainConfig(
-        out_dir=str(root / "run"),
-        warmstart_dir=str(root / "ws"),
-        task=task,
-        tiny_model=TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2),
-        warmstart=WarmStartConfig(steps=3, batch_size=8, profile_samples=2),
-        knapsack=KnapsackConfig.preset("project", n=4, min_count=4),
-        prompts_per_step=8,
-        epochs=2,
-        max_steps=3,
-        max_new_tokens=4,
-        eval_every=0,
-        eval_k=2,
-        lr=1e-3,
-        checkpoint_every=0,
-        tensorboard=False,
-        progress=False,
-    )
+    return tiny_config(tmp_path_factory.mktemp("rules"), reward="test_rules_half", max_steps=3)
 
 
 def _rows(path, name="metrics.jsonl"):

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from knapsack_rl import KnapsackConfig, Planner
+from knapsack_rl import Planner
 from knapsack_rl.models import TinyModelConfig
-from knapsack_rl.models.warmstart import WarmStartConfig
-from knapsack_rl.tasks import ArithmeticConfig, TaskConfig, load_task, register_reward, write_task
-from knapsack_rl.train import TrainConfig
+from knapsack_rl.tasks import TaskConfig, register_reward
 from knapsack_rl.train.trainer import Trainer
+from tests.train.tiny_run import tiny_config
 
 torch.set_num_threads(1)
 
@@ -25,33 +24,8 @@ def _odd_first_char(responses, answers):
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     root = tmp_path_factory.mktemp("trainer")
-    arithmetic = ArithmeticConfig(train_per_level=(2,) * 8, eval_per_level=1, warmstart_per_level=(4,) * 8)
-    files = write_task(load_task(TaskConfig(arithmetic=arithmetic)), root / "data", suffix=".jsonl")
-    task = TaskConfig(
-        source="file",
-        data=str(files["train"]),
-        eval_data=str(files["eval"]),
-        warmstart_data=str(files["warmstart"]),
-        reward="test_odd_first_char",
-    )  # the arithmetic prompts, scored by a reward an untrained model gets right half the time
-    return TrainConfig(
-        out_dir=str(root / "run"),
-        warmstart_dir=str(root / "ws"),
-        task=task,
-        tiny_model=TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2),
-        warmstart=WarmStartConfig(steps=3, batch_size=8, profile_samples=2),
-        knapsack=KnapsackConfig.preset("project", n=4, min_count=4),
-        prompts_per_step=8,
-        epochs=3,
-        max_new_tokens=4,
-        eval_every=2,
-        eval_k=2,
-        lr=1e-3,
-        checkpoint_every=2,
-        tensorboard=False,
-        progress=False,
-        threads=1,
-    )
+    return tiny_config(root, reward="test_odd_first_char", layers=2, epochs=3, eval_every=2, checkpoint_every=2,
+                       threads=1)  # fmt: skip
 
 
 def _rows(path):
