@@ -2,7 +2,7 @@
 # Both build .venv themselves and install only what they need, torch first and pinned, every other package
 # at the version requirements/constraints.txt pins (one resolved set; `make lock` regenerates it).
 #   make demo   .venv with [train,plot] (1.1 GB), then the two-arm demo (DEMO_ARGS=--quick: the smoke version)
-#   make test   adds [parquet,math,gym,trl,verl,dev] to .venv (2.0 GB), then lint, types and every test
+#   make test   adds [parquet,math,gym,trl,verl,dev] to .venv (about 2 GB), then lint, types and every test
 #   make docs   .venv-docs with [docs] (no torch), then `mkdocs build --strict` into site/
 
 PYTHON ?= python3
