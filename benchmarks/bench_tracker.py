@@ -8,6 +8,9 @@ see the same machine load (medians over ``--repeats``):
   trainer and the verl hooks pass), the same array with rollouts interleaved across prompts, a list of
   Python ints, and a list of str ids;
 - ``allocate``: ``allocate(p_hat)`` with the tracker's estimates of that step (recipe settings, n = 8);
+- the ``project`` preset's pair, what a :class:`~knapsack_rl.Planner` with posterior scoring does per
+  step (where the tracker has ``posterior``): ``update + estimate + posterior`` (int64 array, grouped)
+  and ``allocate, posterior``: ``allocate`` of the posterior means with the Beta posterior ``(a, b)``;
 - ``update, new prompts``: a first update of M unseen prompts (index growth included);
 - ``merge``: two trackers of 50k prompts each that share half of them (identical state on shared
   prompts, as ranks updated from gathered rewards), and two with disjoint prompts.
@@ -34,7 +37,10 @@ from collections.abc import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from knapsack_rl import Tracker, TrackerConfig, allocate  # noqa: E402
+from knapsack_rl import KnapsackConfig, Tracker, TrackerConfig, allocate  # noqa: E402
+
+POSTERIOR_TRACKER = "update+estimate+posterior"
+POSTERIOR_ALLOCATE = "allocate, posterior"
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -63,7 +69,13 @@ def step_rows(m: int, n: int, repeats: int, seed: int) -> list[dict[str, object]
         trackers[name] = t
     rewards = rng.integers(0, 2, grouped.size).astype(np.float64)
     p_hat = trackers["int64 array, grouped"].estimate(prompts)
-    times: dict[str, list[float]] = {name: [] for name in [*forms, "allocate", "update, new prompts"]}
+    names = [*forms, "allocate", "update, new prompts"]
+    posterior = hasattr(Tracker, "posterior")  # the landed tracker has no posterior
+    if posterior:
+        names += [POSTERIOR_TRACKER, POSTERIOR_ALLOCATE]
+        a, b = trackers["int64 array, grouped"].posterior(prompts)
+        project = KnapsackConfig.preset("project").allocation
+    times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         for name, (ids, uniq) in forms.items():
             t = trackers[name]
@@ -71,6 +83,12 @@ def step_rows(m: int, n: int, repeats: int, seed: int) -> list[dict[str, object]
                 _timed(lambda t=t, ids=ids, uniq=uniq: (t.update(ids, rewards, epoch=1), t.estimate(uniq)))
             )
         times["allocate"].append(_timed(lambda: allocate(p_hat)))
+        if posterior:
+            t = trackers["int64 array, grouped"]
+            times[POSTERIOR_TRACKER].append(
+                _timed(lambda t=t: (t.update(grouped, rewards, epoch=1), t.estimate(prompts), t.posterior(prompts)))
+            )
+            times[POSTERIOR_ALLOCATE].append(_timed(lambda: allocate(a / (a + b), project, posterior=(a, b))))
         fresh = Tracker(TrackerConfig(min_count=1))
         new_ids = grouped + (r + 1) * 10 * m  # unseen ids
         times["update, new prompts"].append(_timed(lambda t=fresh, ids=new_ids: t.update(ids, rewards, epoch=0)))
@@ -129,6 +147,9 @@ def main() -> None:
     for name in ("int64 array, grouped", "int64 array, interleaved", "list of int", "list of str"):
         ratio = by_case[name] / by_case["allocate"]  # type: ignore[operator]
         print(f"update + estimate ({name}) / allocate: {ratio:.2f}")
+    if POSTERIOR_TRACKER in by_case:
+        ratio = by_case[POSTERIOR_TRACKER] / by_case[POSTERIOR_ALLOCATE]  # type: ignore[operator]
+        print(f"project preset: update + estimate + posterior / allocate with the posterior: {ratio:.2f}")
     print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.json:
         with open(args.json, "w") as f:
