@@ -104,6 +104,7 @@ def test_compare_pairs_seeds_and_reports_a_censored_rollouts_ratio_as_a_lower_bo
         (-0.02, 0.01, 5, "knapsack HURT against uniform: held-out AUC -2.0 points (95% CI -3.0 to -1.0)"),
         (0.002, 0.004, 5, "knapsack vs uniform: NO DETECTABLE DIFFERENCE: held-out AUC +0.2 points"),
         (0.05, 0.0, 1, "on 1 seed: an anecdote, not a result"),
+        (0.0, 0.0, 5, "knapsack vs uniform: SAME held-out AUC on every one of 5 paired seeds"),
     ],
 )
 def test_the_verdict_follows_the_confidence_interval(mean: float, half: float, n: int, words: str) -> None:

@@ -1,6 +1,7 @@
 """knapsack-rl train / compare / demo / preflight: flags generated from the configs, paired output."""
 
 import json
+import re
 
 import torch
 
@@ -34,7 +35,7 @@ def test_demo_quick_runs_paired_arms_and_prints_a_verdict(tmp_path, capsys):
     assert text.startswith("SMOKE RUN (--quick)")
     for row in ("held-out AUC (%) [primary]", "prompts with signal per step", "paired: arm - uniform"):
         assert row in text
-    assert "knapsack" in text and "over 2 paired seeds" in text
+    assert re.search(r"^knapsack (vs|HELPED against|HURT against) uniform: .* 2 paired seeds$", text, re.M)  # verdict
     summary = json.loads((out / "summary.json").read_text())["summaries"]
     assert [s["rollouts"] for s in summary["uniform"]] == [s["rollouts"] for s in summary["knapsack"]] == [192] * 2
     for name in ("effective_prompts.png", "heldout_accuracy.png", "budget_vs_p_knapsack.png"):

@@ -251,7 +251,8 @@ def _cell(stat: Stat | None, scale: float, *, signed: bool = False) -> str:
 
 
 def verdict(comparison: ArmComparison, baseline: str = "uniform") -> str:
-    """One plain sentence on the primary metric: helped, hurt, or no detectable difference (95% CI)."""
+    """One plain sentence on the primary metric: helped, hurt, no detectable difference (95% CI), or the
+    same AUC on every seed (an arm that made uniform's choices, e.g. knapsack before any estimate)."""
     d = comparison.diffs.get("auc")
     if d is None or d.n == 0:
         return f"{comparison.arm}: no held-out evaluation, no verdict"
@@ -260,6 +261,8 @@ def verdict(comparison: ArmComparison, baseline: str = "uniform") -> str:
             f"{comparison.arm} vs {baseline}: held-out AUC {100 * d.mean:+.1f} points on 1 seed: "
             "an anecdote, not a result (run >= 5 paired seeds)"
         )
+    if d.mean == 0.0 and d.half == 0.0:  # e.g. knapsack in a single pass: no prompt has an estimate
+        return f"{comparison.arm} vs {baseline}: SAME held-out AUC on every one of {d.n} paired seeds"
     lo, hi = 100 * (d.mean - d.half), 100 * (d.mean + d.half)
     what = f"held-out AUC {100 * d.mean:+.1f} points (95% CI {lo:+.1f} to {hi:+.1f}) over {d.n} paired seeds"
     if lo > 0:
