@@ -37,6 +37,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no weight-loading bars (pool processes inherit it)
+
 OURS = ("ours-uniform", "ours-knapsack")
 TRL = "trl-grpo"
 LABELS = {
@@ -49,7 +51,6 @@ LABELS = {
 def _pin_threads(threads: int) -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no weight-loading bars in the table's output
 
 
 def _train_config(args: dict[str, Any], out_dir: str, arm: str) -> Any:
