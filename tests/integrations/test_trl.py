@@ -21,7 +21,7 @@ from datasets import Dataset
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 import knapsack_rl.integrations.trl as ktrl
-from knapsack_rl import KnapsackConfig, Planner, Tracker
+from knapsack_rl import KnapsackConfig, Planner
 from knapsack_rl.core.config import AllocationConfig, flat_fields
 from knapsack_rl.grpo import grouped_advantages
 from knapsack_rl.integrations.trl import KNAPSACK_FIELDS, KnapsackGRPOConfig, KnapsackGRPOTrainer, batch_advantages, cli
@@ -35,10 +35,6 @@ torch.set_num_threads(1)
 CHARS = list("0123456789+=- ")
 NUM_PROMPTS = 6
 N = 4  # num_generations: the mean count per prompt
-needs_tracker_bytes = pytest.mark.skipif(
-    not hasattr(Tracker, "to_bytes"),
-    reason="needs Tracker.to_bytes/from_bytes (Planner.state_dict), which land with the tracker helper's branch",
-)
 
 
 def make_tokenizer() -> PreTrainedTokenizerFast:
@@ -512,7 +508,6 @@ def test_planner_file_refuses_altered_or_foreign_bytes(tmp_path: Path) -> None:
         ckpt.load_planner(Planner(), tmp_path)
 
 
-@needs_tracker_bytes
 def test_planner_is_saved_with_checkpoints_and_restored_on_resume(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path, max_steps=2, save_strategy="steps", save_steps=2)
     trainer.train()
@@ -528,7 +523,6 @@ def test_planner_is_saved_with_checkpoints_and_restored_on_resume(tmp_path: Path
         np.testing.assert_array_equal(state["arrays"][name], arr)
 
 
-@needs_tracker_bytes
 @pytest.mark.parametrize(("change", "named"), [({"estimator": "beta"}, "estimator"), ({"min_count": 2}, "min_count")])
 def test_a_tracker_saved_under_other_settings_is_refused(tmp_path: Path, change: dict[str, Any], named: str) -> None:
     saved = Planner(make_args(tmp_path).knapsack)
@@ -543,7 +537,6 @@ def test_a_tracker_saved_under_other_settings_is_refused(tmp_path: Path, change:
     assert trainer.planner.tracker is before and len(before) == 0  # refused: nothing adopted
 
 
-@needs_tracker_bytes
 def test_resume_under_other_allocation_settings_is_allowed_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

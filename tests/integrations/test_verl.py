@@ -27,7 +27,7 @@ from verl.trainer.ppo import core_algos
 from verl.utils import tensordict_utils as tu
 from verl.workers.config import AgentLoopConfig
 
-from knapsack_rl import KnapsackConfig, Planner, Tracker
+from knapsack_rl import KnapsackConfig, Planner
 from knapsack_rl.core.groups import grpo_advantages, step_metrics
 from knapsack_rl.grpo import grouped_advantages
 from knapsack_rl.integrations.verl import (
@@ -56,11 +56,6 @@ EXAMPLES = REPO / "examples" / "verl"
 VERL_DIR = Path(str(__import__("verl").__file__)).parent
 VERL_CONFIG = VERL_DIR / "trainer" / "config" / "_generated_ppo_trainer.yaml"
 N, M = 8, 12
-HAS_TQ = importlib.util.find_spec("transfer_queue") is not None
-needs_tq = pytest.mark.skipif(not HAS_TQ, reason="verl's V1 stack (TransferQueue, verl[verl-core]) is not installed")
-needs_state_bytes = pytest.mark.skipif(
-    not hasattr(Tracker, "to_bytes"), reason="Planner.state_dict needs Tracker.to_bytes (tracker branch)"
-)
 
 
 # ---------------------------------------------------------------------------- fixtures (local helpers)
@@ -237,7 +232,6 @@ def test_hook_plans_equal_planner_plan_on_the_same_inputs_and_epoch() -> None:
 def test_counted_epoch_is_verls_epoch_with_verls_sampler(shuffle: bool) -> None:
     """verl's sync trainer: one dataloader batch per step from verl's sampler (drop_last), a new iterator
     at StopIteration, ``training/epoch = (global_steps - 1) // (len(dataset) // train_batch_size)``."""
-    pytest.importorskip("torchdata")  # create_rl_sampler imports it (a declared dependency of verl)
     from torch.utils.data import DataLoader
     from verl.trainer.ppo.utils import create_rl_sampler
 
@@ -409,7 +403,6 @@ def test_run_key_is_the_checkpoint_folder_and_names(tmp_path: Path, monkeypatch:
 
 
 # ---------------------------------------------------------------------------- checkpoint round trip
-@needs_state_bytes
 def test_checkpoint_round_trip_in_a_verl_checkpoint_folder(tmp_path: Path) -> None:
     rng = np.random.default_rng(6)
     run = VerlRun(make_settings(min_count=4))
@@ -448,7 +441,6 @@ def test_resume_without_state_is_an_error_unless_allowed(tmp_path: Path) -> None
     assert resume_folder(cfg) is None
 
 
-@needs_state_bytes
 def test_restore_refuses_a_tracker_saved_with_other_tracker_settings(tmp_path: Path) -> None:
     VerlRun(make_settings(window=16)).save(tmp_path)
     with pytest.raises(ValueError, match=re.escape("window: 16 -> 8")):  # Planner.load_state_dict's message
@@ -699,7 +691,6 @@ class FakeWorker:
         self.chunks.append(chunk)
 
 
-@needs_tq
 @pytest.mark.parametrize("order", ["callback-first", "manager-first", "no-callback"])
 def test_hooks_share_one_run_whatever_their_construction_order(
     order: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
