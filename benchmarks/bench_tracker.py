@@ -4,9 +4,12 @@ A step is M prompts x n rollouts (default 8192 x 8). Rows, interleaved in one lo
 see the same machine load (medians over ``--repeats``):
 
 - ``update + estimate``: ``tracker.update(rollout_ids, rewards)`` on prompts the tracker has seen, then
-  ``tracker.estimate(prompt_ids)``; ids given as an int64 array listed prompt by prompt (what the
-  trainer and the verl hooks pass), the same array with rollouts interleaved across prompts, a list of
-  Python ints, and a list of str ids;
+  ``tracker.estimate(prompt_ids)``; each timed step is a new epoch, as in training (every prompt comes
+  once an epoch, so the recipe estimator reads its ring of recent rewards); ids given as an int64
+  array listed prompt by prompt (what the trainer and the verl hooks pass), the same array with
+  rollouts interleaved across prompts, a list of Python ints, a list of str ids, and an int64 array
+  grouped with the budgets ``allocate`` gives these prompts (a knapsack step: 2 to 128 rollouts each,
+  so groups differ in size and many bring more than the window);
 - ``allocate``: ``allocate(p_hat)`` with the tracker's estimates of that step (recipe settings, n = 8);
 - the ``project`` preset's pair, what a :class:`~knapsack_rl.Planner` with posterior scoring does per
   step (where the tracker has ``posterior``): ``update + estimate + posterior`` (int64 array, grouped)
@@ -41,6 +44,7 @@ from knapsack_rl import KnapsackConfig, Tracker, TrackerConfig, allocate  # noqa
 
 POSTERIOR_TRACKER = "update+estimate+posterior"
 POSTERIOR_ALLOCATE = "allocate, posterior"
+KNAPSACK_STEP = "int64 array, knapsack step"
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -56,42 +60,49 @@ def step_rows(m: int, n: int, repeats: int, seed: int) -> list[dict[str, object]
     grouped = np.repeat(prompts, n)  # (M n,) rollouts listed prompt by prompt
     j = np.arange(grouped.size)
     interleaved = grouped[np.lexsort((j // n, j % n))]  # rollout 0 of every prompt, then rollout 1, ...
+    first = Tracker(TrackerConfig(min_count=1))
+    first.update(grouped, rng.integers(0, 2, grouped.size), epoch=0)
+    budgets = allocate(first.estimate(prompts)).budgets  # (M,) a knapsack step's rollouts per prompt
+    assert budgets.sum() == grouped.size
     forms: dict[str, tuple[object, object]] = {
         "int64 array, grouped": (grouped, prompts),
         "int64 array, interleaved": (interleaved, prompts),
         "list of int": (grouped.tolist(), prompts.tolist()),
         "list of str": ([f"prompt-{i}" for i in grouped.tolist()], [f"prompt-{i}" for i in prompts.tolist()]),
+        KNAPSACK_STEP: (np.repeat(prompts, budgets), prompts),
     }
     trackers = {}
     for name, (ids, _) in forms.items():
         t = Tracker(TrackerConfig(min_count=1))
         t.update(ids, rng.integers(0, 2, grouped.size), epoch=0)  # every prompt seen once
         trackers[name] = t
+    trackers[POSTERIOR_TRACKER] = Tracker.from_state_dict(trackers["int64 array, grouped"].state_dict())
     rewards = rng.integers(0, 2, grouped.size).astype(np.float64)
-    p_hat = trackers["int64 array, grouped"].estimate(prompts)
-    names = [*forms, "allocate", "update, new prompts"]
-    posterior = hasattr(Tracker, "posterior")  # the landed tracker has no posterior
-    if posterior:
-        names += [POSTERIOR_TRACKER, POSTERIOR_ALLOCATE]
-        a, b = trackers["int64 array, grouped"].posterior(prompts)
+    p_hat = trackers["int64 array, grouped"].estimate(prompts)  # the estimates allocate() is timed on
+    epoch = [0]  # each repeat is a new epoch, as in training (every prompt comes once an epoch)
+
+    def step(t: Tracker, ids: object, uniq: object) -> Callable[[], object]:
+        return lambda: (t.update(ids, rewards, epoch=epoch[0]), t.estimate(uniq))
+
+    def new_prompts() -> object:
+        fresh = Tracker(TrackerConfig(min_count=1))
+        return fresh.update(grouped + epoch[0] * 10 * m, rewards, epoch=0)  # ids it has not seen
+
+    cases: dict[str, Callable[[], object]] = {name: step(trackers[name], *forms[name]) for name in forms}
+    cases["allocate"] = lambda: allocate(p_hat)
+    cases["update, new prompts"] = new_prompts
+    if hasattr(Tracker, "posterior"):  # the landed tracker has no posterior
+        t = trackers[POSTERIOR_TRACKER]  # its own: two updates of one tracker in an epoch would fill it
+        a, b = t.posterior(prompts)
         project = KnapsackConfig.preset("project").allocation
+        cases[POSTERIOR_TRACKER] = lambda: (step(t, grouped, prompts)(), t.posterior(prompts))
+        cases[POSTERIOR_ALLOCATE] = lambda: allocate(a / (a + b), project, posterior=(a, b))
+    names = list(cases)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
-        for name, (ids, uniq) in forms.items():
-            t = trackers[name]
-            times[name].append(
-                _timed(lambda t=t, ids=ids, uniq=uniq: (t.update(ids, rewards, epoch=1), t.estimate(uniq)))
-            )
-        times["allocate"].append(_timed(lambda: allocate(p_hat)))
-        if posterior:
-            t = trackers["int64 array, grouped"]
-            times[POSTERIOR_TRACKER].append(
-                _timed(lambda t=t: (t.update(grouped, rewards, epoch=1), t.estimate(prompts), t.posterior(prompts)))
-            )
-            times[POSTERIOR_ALLOCATE].append(_timed(lambda: allocate(a / (a + b), project, posterior=(a, b))))
-        fresh = Tracker(TrackerConfig(min_count=1))
-        new_ids = grouped + (r + 1) * 10 * m  # unseen ids
-        times["update, new prompts"].append(_timed(lambda t=fresh, ids=new_ids: t.update(ids, rewards, epoch=0)))
+        epoch[0] = r + 1
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotated: each case follows each other
+            times[name].append(_timed(cases[name]))
     return [{"case": name, "M": m, "n": n, "median_ms": statistics.median(ts) * 1e3} for name, ts in times.items()]
 
 
@@ -144,7 +155,7 @@ def main() -> None:
         size = f"{row['M']} x {row['n']}" if "M" in row else f"2 x {row['prompts_each']} -> {row['merged']}"
         print(f"{row['case']:<28} {size:>18} {row['median_ms']:>10.2f}")
     by_case = {row["case"]: row["median_ms"] for row in rows}
-    for name in ("int64 array, grouped", "int64 array, interleaved", "list of int", "list of str"):
+    for name in ("int64 array, grouped", "int64 array, interleaved", "list of int", "list of str", KNAPSACK_STEP):
         ratio = by_case[name] / by_case["allocate"]  # type: ignore[operator]
         print(f"update + estimate ({name}) / allocate: {ratio:.2f}")
     if POSTERIOR_TRACKER in by_case:

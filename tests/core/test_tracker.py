@@ -236,6 +236,40 @@ def test_update_matches_a_per_rollout_reference(
         assert got["arrays"][k].shape[0] == len(ref["ids"])
 
 
+_step = st.tuples(
+    st.lists(st.integers(0, 40), min_size=1, max_size=12, unique=True),  # the step's prompts
+    st.integers(1, 9),  # rollouts per prompt: the same for all, as engines send a uniform step
+    st.sampled_from([0, 0, 0, -5, 2**40, 10**6]),  # an id offset: dense ids, then ids that end the direct table
+    st.integers(0, 2**32),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=st.lists(_step, min_size=1, max_size=6), window=st.integers(1, 6), interleave=st.booleans())
+def test_uniform_steps_and_dense_ids_match_the_reference(steps: list[Any], window: int, interleave: bool) -> None:
+    """The fast paths: every prompt bringing n rewards (one write pattern per ring when the rings are
+    in step), dense int ids looked up in a direct table, and ids far outside it that retire the table."""
+    cfg = TrackerConfig(window=window, reward_format="continuous", min_count=0)
+    t, plain = Tracker(cfg), []
+    for prompts, n, offset, seed in steps:
+        ids = np.repeat(np.array(prompts, dtype=np.int64) + offset, n)
+        if interleave:
+            j = np.arange(ids.size)
+            ids = ids[np.lexsort((j // n, j % n))]
+        rewards = np.random.default_rng(seed).choice([0.0, 0.5, 1.0], size=ids.size).tolist()
+        t.update(ids, rewards, epoch=len(plain) // 2)
+        plain.append((ids.tolist(), rewards, len(plain) // 2, None))
+        known = np.array([*sorted({int(i) for i in ids}), 10**8, -(10**8)], dtype=np.int64)  # + two unseen
+        ref = _reference(cfg, plain)
+        got = t.state_dict()
+        assert got["ids"] == ref["ids"]
+        for k in FIELDS:
+            np.testing.assert_allclose(got["arrays"][k], ref["arrays"][k], rtol=1e-12, atol=1e-12, err_msg=k)
+        rows = t.rows(known)
+        assert rows[-2:].tolist() == [-1, -1]
+        assert [ref["ids"][r] for r in rows[:-2].tolist()] == known[:-2].tolist()
+
+
 def test_grouped_and_shuffled_rollouts_give_the_same_state() -> None:
     rng = np.random.default_rng(3)
     ids = np.repeat(rng.permutation(1000)[:64], 8)

@@ -195,19 +195,16 @@ def to_success(
     values in [0, 1] continuous; a mix of -1 and other values below 1 is ambiguous and raises.
     """
     r = _as_rewards(rewards).reshape(-1)
+    if success_threshold is None and reward_format in ("auto", "binary") and np.all((r == 0.0) | (r == 1.0)):
+        return r  # the usual rewards: finite, and nothing to map
     if not np.all(np.isfinite(r)):
         i = int(np.flatnonzero(~np.isfinite(r))[0])
         raise ValueError(f"rewards must be finite; rewards[{i}]={float(r[i])!r}")
     if success_threshold is not None:
         return (r >= success_threshold).astype(np.float64)
     fmt = reward_format
-    if fmt == "auto":
-        if np.all((r == -1.0) | (r == 1.0)) and np.any(r == -1.0):
-            fmt = "signed"
-        elif np.all((r == 0.0) | (r == 1.0)):
-            fmt = "binary"
-        else:
-            fmt = "continuous"
+    if fmt == "auto":  # not all in {0, 1}: signed if all in {-1, 1} (then some are -1)
+        fmt = "signed" if np.all((r == -1.0) | (r == 1.0)) else "continuous"
     if fmt == "signed":
         bad = np.flatnonzero((r != -1.0) & (r != 1.0))
         if bad.size:
@@ -254,6 +251,23 @@ class _IdIndex:
         self.int_keys = np.empty(0, dtype=np.int64)  # (K_int,) sorted
         self.int_rows = np.empty(0, dtype=np.int64)  # (K_int,) row of each key
         self.str_rows: dict[str, int] = {}
+        self._dense: NDArray[np.int64] | None = None  # (D,) row of id i at [i] (-1: none); see _table
+
+    def set_ints(self, keys: NDArray[np.int64], rows: NDArray[np.int64]) -> None:
+        """Replace the int ids: ``keys`` (sorted) and the row of each."""
+        self.int_keys, self.int_rows, self._dense = keys, rows, None
+
+    def _table(self) -> NDArray[np.int64] | None:
+        """A direct id -> row table when int ids are dense enough (dataset indices usually are).
+
+        Kept while every int id is in ``[0, 16 K + 65536)`` for K int ids, so its size is O(K); a
+        lookup is then one gather instead of a sort and a binary search. None otherwise.
+        """
+        if self._dense is None and self.int_keys.size and _dense_fits(self.int_keys, self.int_keys.size):
+            table = np.full(int(self.int_keys[-1]) + 1, -1, dtype=np.int64)
+            table[self.int_keys] = self.int_rows
+            self._dense = table
+        return self._dense
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -270,8 +284,14 @@ class _IdIndex:
         return rows
 
     def _lookup_ints(self, keys: NDArray[np.int64]) -> NDArray[np.int64]:
-        if self.int_keys.size == 0:
+        if self.int_keys.size == 0 or keys.size == 0:
             return np.full(keys.size, -1, dtype=np.int64)
+        table = self._table()
+        if table is not None:
+            if keys.min() >= 0 and keys.max() < table.size:
+                return table[keys]
+            inside = (keys >= 0) & (keys < table.size)
+            return np.where(inside, table[np.where(inside, keys, 0)], -1)
         if keys.size > 64:  # searchsorted is several times faster on sorted queries
             order = np.argsort(keys)
             pos = np.empty(keys.size, dtype=np.intp)
@@ -297,11 +317,27 @@ class _IdIndex:
         if ints.size:
             order = np.argsort(ints)
             if self.int_keys.size == 0:
-                self.int_keys, self.int_rows = ints[order], int_rows[order]
+                self.set_ints(ints[order], int_rows[order])
                 return
             pos = np.searchsorted(self.int_keys, ints[order])
             self.int_keys = np.insert(self.int_keys, pos, ints[order])
             self.int_rows = np.insert(self.int_rows, pos, int_rows[order])
+            self._add_dense(ints, int_rows)
+
+    def _add_dense(self, ints: NDArray[np.int64], rows: NDArray[np.int64]) -> None:
+        """Enter new int ids in the direct table (growing it by doubling), or drop it if they do not fit."""
+        table = self._dense
+        if table is None:
+            return
+        if not _dense_fits(ints, self.int_keys.size):
+            self._dense = None
+            return
+        top = int(ints.max()) + 1
+        if top > table.size:
+            grown = np.full(max(top, 2 * table.size), -1, dtype=np.int64)
+            grown[: table.size] = table
+            table = self._dense = grown
+        table[ints] = rows
 
     def keys(self) -> tuple[NDArray[np.int64], NDArray[np.int8]]:
         """(K,) key of each row and (K,) its kind (0: int id, key = the id; 1: str id, key = 0)."""
@@ -310,6 +346,11 @@ class _IdIndex:
         key[self.int_rows] = self.int_keys
         kind[self.int_rows] = 0
         return key, kind
+
+
+def _dense_fits(ints: NDArray[np.int64], n_ids: int) -> bool:
+    """Whether ``ints`` may live in a direct table of an index with ``n_ids`` int ids (:meth:`_IdIndex._table`)."""
+    return bool(ints.min() >= 0 and ints.max() < 16 * n_ids + (1 << 16))
 
 
 @dataclass(frozen=True)
@@ -327,6 +368,8 @@ class _Groups:
     starts: NDArray[np.intp]
     counts: NDArray[np.int64]
     new_ids: _Ids
+    width: int | None
+    """The size of every group when all are equal (n rollouts for each prompt: the usual step), else None."""
 
 
 def _group(index: _IdIndex, ids: _Ids) -> _Groups:
@@ -349,8 +392,11 @@ def _group(index: _IdIndex, ids: _Ids) -> _Groups:
         new_row = {pid: len(index) + k for k, pid in enumerate(new_ids)}
         row_of[miss] = [new_row[ids[i]] for i in miss]
         perm, starts, rows, _ = _group_keys(row_of)
-    counts = np.diff(np.r_[starts, len(ids)]).astype(np.int64)
-    return _Groups(rows, perm, starts, counts, new_ids)
+    counts = np.empty(starts.size, dtype=np.int64)
+    np.subtract(starts[1:], starts[:-1], out=counts[:-1])
+    counts[-1] = len(ids) - starts[-1]
+    width = int(counts[0]) if counts.min() == counts.max() else None
+    return _Groups(rows, perm, starts, counts, new_ids, width)
 
 
 def _group_keys(
@@ -362,7 +408,7 @@ def _group_keys(
     When each key forms one run of neighbours (rollouts listed prompt by prompt, the usual case) the
     runs are the groups and no sort of the N keys is needed (``perm`` is None).
     """
-    run_starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])  # (R,) runs of one key
+    run_starts = _run_starts(keys)  # (R,)
     run_keys = keys[run_starts]
     sorted_keys = np.sort(run_keys)
     if not np.any(sorted_keys[1:] == sorted_keys[:-1]):
@@ -371,6 +417,20 @@ def _group_keys(
     sorted_all = keys[perm]
     starts = np.flatnonzero(np.r_[True, sorted_all[1:] != sorted_all[:-1]])
     return perm, starts, sorted_all[starts], perm[starts]
+
+
+def _run_starts(keys: NDArray[np.int64]) -> NDArray[np.intp]:
+    """(R,) starts of the runs of equal neighbours in ``keys`` (N,), N >= 1.
+
+    When the runs all have one length c (``np.repeat(u, c)``: what engines send) they are found by
+    checking c, 2 c, ... instead of listing every change.
+    """
+    change = keys[1:] != keys[:-1]  # (N - 1,)
+    c = int(np.argmax(change[:1024])) + 1 if change[:1024].any() else keys.size
+    runs = keys.size // c
+    if not keys.size % c and np.count_nonzero(change) == runs - 1 and change[c - 1 :: c].all():
+        return np.arange(0, keys.size, c)  # runs - 1 changes, and all at c, 2 c, ...: no other
+    return np.flatnonzero(np.r_[True, change])
 
 
 # ------------------------------------------------------------------------------------------ tracker
@@ -464,18 +524,24 @@ class Tracker:
         name = check_choice("estimator", self.config.estimator if estimator is None else estimator, estimator_names())
         view = TrackerView(self, self.epoch if epoch is None else check_int("epoch", epoch, low=0))
         rows = self.rows(prompt_ids)
-        out = np.full(rows.size, np.nan)
         seen = rows >= 0
+        if rows.size and seen.all():  # the usual plan: every prompt seen before
+            return self._estimate_rows(name, view, rows)
+        out = np.full(rows.size, np.nan)
         if seen.any():
-            got = np.asarray(_ESTIMATORS.get(name)(view, rows[seen]), dtype=np.float64)
-            if got.shape != (int(seen.sum()),):
-                raise ValueError(f"estimator {name!r} returned shape {got.shape} for {int(seen.sum())} rows")
-            out[seen] = got
-            out[seen & (self.counts_by_row(rows) < self.config.min_count)] = np.nan
+            out[seen] = self._estimate_rows(name, view, rows[seen])
         if name == "beta" and self.config.min_count == 0:
             a0, b0 = self.config.beta_prior
             out[~seen] = a0 / (a0 + b0)
         return out
+
+    def _estimate_rows(self, name: str, view: TrackerView, rows: NDArray[np.int64]) -> NDArray[np.float64]:
+        """Estimator ``name`` on known ``rows``, NaN where a row has fewer than ``min_count`` rewards."""
+        got = np.array(_ESTIMATORS.get(name)(view, rows), dtype=np.float64)  # a copy: an estimator may return a view
+        if got.shape != rows.shape:
+            raise ValueError(f"estimator {name!r} returned shape {got.shape} for {rows.size} rows")
+        got[self._state["count"][rows] < self.config.min_count] = np.nan
+        return got
 
     def posterior(self, prompt_ids: Sequence[object] | NDArray[Any]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Beta posterior of each prompt's success rate: ``(a, b)``, each (M,).
@@ -534,28 +600,30 @@ class Tracker:
         st = self._state
         s_sorted = s if g.perm is None else s[g.perm]  # (N,) by prompt
         rows, cnt = g.rows, g.counts  # (P,)
-        sums = np.add.reduceat(s_sorted, g.starts)  # (P,) successes per prompt this step
-        self._update_ring(s_sorted, rows, g.starts, cnt)
+        if g.width is None:
+            sums = np.add.reduceat(s_sorted, g.starts)  # (P,) successes per prompt this step
+        else:
+            sums = np.einsum("ij->i", s_sorted.reshape(rows.size, g.width))  # the same, several times faster
+        self._update_ring(s_sorted, g)
         new_epoch = st["epoch_id"][rows] != self.epoch
-        st["epoch_sum"][rows] = np.where(new_epoch, 0.0, st["epoch_sum"][rows]) + sums
-        st["epoch_count"][rows] = np.where(new_epoch, 0, st["epoch_count"][rows]) + cnt
+        if new_epoch.all():  # the usual step: each prompt's first of this epoch
+            st["epoch_sum"][rows], st["epoch_count"][rows] = sums, cnt
+        else:
+            st["epoch_sum"][rows] = np.where(new_epoch, 0.0, st["epoch_sum"][rows]) + sums
+            st["epoch_count"][rows] = np.where(new_epoch, 0, st["epoch_count"][rows]) + cnt
         st["epoch_id"][rows] = self.epoch
-        first = st["count"][rows] == 0
+        count = st["count"][rows]
         step_mean = sums / cnt
         ema = (1 - cfg.ema_weight) * st["ema"][rows] + cfg.ema_weight * step_mean  # e <- (1 - w) e + w m
-        st["ema"][rows] = np.clip(np.where(first, step_mean, ema), 0.0, 1.0)  # clip: rounding may pass 1
+        if not count.all():
+            ema = np.where(count == 0, step_mean, ema)
+        st["ema"][rows] = np.minimum(np.maximum(ema, 0.0), 1.0)  # rounding may pass 1
         st["beta_s"][rows] = cfg.forgetting * st["beta_s"][rows] + sums  # s <- gamma s + successes
         st["beta_f"][rows] = cfg.forgetting * st["beta_f"][rows] + (cnt - sums)  # f <- gamma f + failures
-        st["count"][rows] += cnt
+        st["count"][rows] = count + cnt
         st["last_step"][rows] = self.step
 
-    def _update_ring(
-        self,
-        s_sorted: NDArray[np.float64],
-        rows: NDArray[np.int64],
-        starts: NDArray[np.intp],
-        cnt: NDArray[np.int64],
-    ) -> None:
+    def _update_ring(self, s_sorted: NDArray[np.float64], g: _Groups) -> None:
         """Append each prompt's rewards (``s_sorted``, (N,) grouped by prompt) to its ring of ``window``.
 
         Reward j of group g (rank ``j - starts[g]``) goes to slot ``(ring_pos[g] + rank) % window`` of row
@@ -563,13 +631,31 @@ class Tracker:
         """
         w = self.config.window
         ring, pos = self._state["ring"].reshape(-1), self._state["ring_pos"]  # flat view of (capacity, w)
-        slot = (np.repeat(pos[rows] - starts, cnt) + np.arange(s_sorted.size)) % w  # (N,)
-        flat = np.repeat(rows * w, cnt) + slot  # (N,) index into the flat ring
-        if cnt.max() > w:  # only the last `window` rewards of a prompt survive
-            keep = np.arange(s_sorted.size) - np.repeat(starts, cnt) >= np.repeat(cnt, cnt) - w
-            flat, s_sorted = flat[keep], s_sorted[keep]
-        ring[flat] = s_sorted
-        pos[rows] = (pos[rows] + cnt) % w
+        rows, starts, cnt = g.rows, g.starts, g.counts
+        skip = np.maximum(cnt - w, 0)  # (P,) rewards of each group that the later ones overwrite
+        first = pos[rows] if not skip.any() else (pos[rows] + skip) % w  # (P,) slot of each group's first survivor
+        end = first + cnt - skip  # (P,) in [1, 2 w]
+        pos[rows] = np.where(end >= w, end - w, end)
+        if g.width is not None and first.min() == first.max():
+            # every prompt writes the same slots (the usual step: n rollouts each, rings in step)
+            f, c = int(first[0]), min(g.width, w)
+            block = s_sorted.reshape(rows.size, g.width)[:, g.width - c :]  # (P, c) the survivors
+            head = min(c, w - f)
+            self._state["ring"][:, f : f + head][rows] = block[:, :head]
+            if head < c:
+                self._state["ring"][:, : c - head][rows] = block[:, head:]
+            return
+        if skip.any():  # keep the last w of each group: from starts + skip on
+            kept = cnt - skip
+            kept_starts = np.cumsum(kept) - kept  # (P,) where each group starts among the N' kept
+            src = np.repeat(starts + skip - kept_starts, kept)
+            src += np.arange(src.size)  # (N',) position of each kept reward in s_sorted
+            s_sorted, starts, cnt = s_sorted[src], kept_starts, kept
+        slot = np.repeat(first - starts, cnt)  # (N',) then + rank: in [0, 2 w), so no % over N'
+        slot += np.arange(s_sorted.size)
+        np.subtract(slot, w, out=slot, where=slot >= w)
+        slot += np.repeat(rows * w, cnt)
+        ring[slot] = s_sorted
 
     def _grow(self, size: int) -> None:
         cap = self._state["count"].size
@@ -741,7 +827,7 @@ def _merge_ids(
     index.ids = key[heads].tolist()
     out_row = np.empty(order.size, dtype=np.int64)
     out_row[heads] = np.arange(heads.size)
-    index.int_keys, index.int_rows = sorted_keys[head], out_row[order[head]]
+    index.set_ints(sorted_keys[head], out_row[order[head]])
     return leader, group, heads, index
 
 
@@ -975,13 +1061,27 @@ def _empty_state(size: int, window: int) -> dict[str, NDArray[Any]]:
 def _recipe_estimate(tracker: TrackerView, rows: NDArray[np.int64]) -> NDArray[np.float64]:
     """Mean of this epoch's rewards if it has >= window of them, else of the window most recent."""
     w = tracker.config.window
-    count = tracker.array("count")[rows]
-    recent = tracker.array("ring")[rows].sum(axis=1) / np.maximum(np.minimum(count, w), 1)
     this_epoch = tracker.array("epoch_id")[rows] == tracker.epoch
     n_epoch = np.where(this_epoch, tracker.array("epoch_count")[rows], 0)
-    epoch_mean = tracker.array("epoch_sum")[rows] / np.maximum(n_epoch, 1)
-    out: NDArray[np.float64] = np.where(n_epoch >= w, epoch_mean, recent)
+    short = n_epoch < w  # fewer than w rewards this epoch: the mean of the ring instead
+    if short.all():  # the usual plan: a prompt comes once an epoch
+        return _ring_mean(tracker, rows)
+    out: NDArray[np.float64] = tracker.array("epoch_sum")[rows] / np.maximum(n_epoch, 1)
+    if short.any():
+        out[short] = _ring_mean(tracker, rows[short])
     return out
+
+
+def _ring_mean(tracker: TrackerView, rows: NDArray[np.int64]) -> NDArray[np.float64]:
+    """Mean of the rewards in each row's ring (those of the last ``window``)."""
+    w = tracker.config.window
+    total: NDArray[np.float64] = np.einsum("ij->i", tracker.array("ring").take(rows, axis=0))  # a fast row sum
+    count = tracker.array("count")[rows]
+    if count.min() >= w:  # full rings (the usual case): one divisor
+        total /= w
+        return total
+    mean: NDArray[np.float64] = total / np.maximum(np.minimum(count, w), 1)
+    return mean
 
 
 @register_estimator("ema")
