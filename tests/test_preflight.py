@@ -56,3 +56,24 @@ def test_bad_input_is_refused() -> None:
         predict([1, 2], np.zeros((2, 8)), ARMS, prompts_per_step=2)
     with pytest.raises(ValueError, match=r"prompts_per_step=5 exceeds the 2 prompts"):
         predict([1, 2], np.zeros((2, 16)), ARMS, prompts_per_step=5)
+
+
+def test_unbiased_nonzero_has_the_true_p_nz_as_its_expectation() -> None:
+    """Summed over the binomial law of s, the estimate is exactly 1 - p^N - (1 - p)^N, for every N <= k."""
+    from math import comb
+
+    from knapsack_rl.preflight import unbiased_nonzero
+
+    k = 12
+    s = np.arange(k + 1, dtype=float)
+    for p in (0.0, 0.03, 0.3, 0.5, 0.97, 1.0):
+        law = np.array([comb(k, int(x)) * p**x * (1 - p) ** (k - x) for x in s])
+        for n in range(1, k + 1):
+            est = unbiased_nonzero(np.full(s.size, n), s, k)
+            assert float(law @ est) == pytest.approx(1 - p**n - (1 - p) ** n, abs=1e-12)
+    assert np.isnan(unbiased_nonzero(np.array([k + 1]), np.array([3.0]), k)).all()  # none exists for N > k
+    assert unbiased_nonzero(np.array([0, 1]), np.array([3.0, 3.0]), k).tolist() == [0.0, 0.0]
+    e, _ = expected_effective_prompts(np.array([4, 20]), np.array([1.0, 1.0]), np.array([1.0, 1.0]),
+                                      counts=(np.array([6.0, 6.0]), k))  # fmt: skip
+    beta = get_posterior_value("nonzero")(np.array([20.0]), np.array([1.0]), np.array([1.0]))[0]
+    assert e == pytest.approx(unbiased_nonzero(np.array([4]), np.array([6.0]), k)[0] + beta)

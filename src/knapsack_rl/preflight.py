@@ -12,12 +12,15 @@ effective gradient ratio, and how the budget is spread, under two kinds of knowl
   estimates; the outcome is scored with p estimated from the *other* K - n samples (no reuse).
 
 The expected number of prompts with signal of a step is ``sum_i E[P_nz(N_i, p_i)]`` with
-``P_nz(N, p) = 1 - p^N - (1 - p)^N``, the expectation taken under each prompt's Beta posterior given
-the samples scored, from a Beta prior fitted to the whole set of prompts (:func:`population_prior`,
-empirical Bayes). Plugging in ``p = s / K`` instead says a prompt never solved in 24 samples can never
-give signal, and under-counts; a flat prior over-counts for a set where many prompts truly sit at 0 or 1.
-The expected rollouts in groups with signal is ``sum_i N_i E[P_nz(N_i, p_i)]``. Steps are the M-prompt
-batches of one seeded pass over the prompts.
+``P_nz(N, p) = 1 - p^N - (1 - p)^N``. Where prompt i's scored samples are k binary rewards with s
+successes and ``N_i <= k``, its term is estimated without bias by the share of the N_i-subsets of those
+samples that hold both outcomes, ``1 - C(s, N)/C(k, N) - C(k - s, N)/C(k, N)`` (:func:`unbiased_nonzero`;
+``C(s, N)/C(k, N)`` is the unbiased estimate of ``p^N``). Elsewhere (larger budgets, continuous rewards)
+it is the expectation under the prompt's Beta posterior given the samples, from a Beta prior fitted to
+the whole set of prompts (:func:`population_prior`, empirical Bayes). Plugging in ``p = s / K`` instead
+says a prompt never solved in 24 samples can never give signal, and under-counts. The expected rollouts
+in groups with signal is ``sum_i N_i E[P_nz(N_i, p_i)]``. Steps are the M-prompt batches of one seeded
+pass over the prompts.
 """
 
 from __future__ import annotations
@@ -58,12 +61,37 @@ def population_prior(successes: NDArray[np.float64], samples: int) -> tuple[floa
     return m * total, (1 - m) * total
 
 
+def unbiased_nonzero(budgets: NDArray[np.int64], successes: NDArray[np.float64], samples: int) -> NDArray[np.float64]:
+    """(M,) unbiased estimates of ``P_nz(N_i, p_i)`` from ``successes`` (M,) of ``samples`` binary rewards
+    per prompt: ``1 - C(s, N)/C(k, N) - C(k - s, N)/C(k, N)``; NaN where ``N_i > samples`` (none exists)."""
+    n = np.asarray(budgets, dtype=np.int64)
+    s = np.asarray(successes, dtype=np.float64)
+    out = np.full(n.size, np.nan)
+    ok = (n <= samples) & (n >= 1)
+    if ok.any():
+        j = np.arange(int(n[ok].max()))  # C(x, N)/C(k, N) = prod_{j < N} (x - j)/(k - j), 0 once x < N
+        left = np.maximum(s[ok, None] - j, 0) / (samples - j)
+        right = np.maximum(samples - s[ok, None] - j, 0) / (samples - j)
+        pick = (np.arange(int(ok.sum())), n[ok] - 1)
+        out[ok] = 1.0 - np.cumprod(left, axis=1)[pick] - np.cumprod(right, axis=1)[pick]
+    out[n <= 0] = 0.0
+    return out
+
+
 def expected_effective_prompts(
-    budgets: NDArray[np.int64], a: NDArray[np.float64], b: NDArray[np.float64]
+    budgets: NDArray[np.int64],
+    a: NDArray[np.float64],
+    b: NDArray[np.float64],
+    *,
+    counts: tuple[NDArray[np.float64], int] | None = None,
 ) -> tuple[float, float]:
     """(expected prompts with signal, expected rollouts in groups with signal) of one step, each prompt's
-    success rate distributed Beta(a_i, b_i)."""
+    success rate distributed Beta(a_i, b_i); with ``counts = (successes, k)`` (NaN successes: rewards
+    that are not binary), the unbiased estimate replaces the Beta expectation wherever ``N_i <= k``."""
     pnz = get_posterior_value("nonzero")(budgets.astype(np.float64), a, b)  # (M,) E[P_nz(N_i, p_i)]
+    if counts is not None:
+        exact = unbiased_nonzero(budgets, *counts)
+        pnz = np.where(np.isnan(exact), pnz, exact)
     return float(pnz.sum()), float((budgets * pnz).sum())
 
 
@@ -95,7 +123,9 @@ def predict(
         for knowledge, planner, scored in (("true p", truth, r), ("realistic", seen, rest)):
             s, k = scored.sum(axis=1), scored.shape[1]
             a0, b0 = population_prior(s, k)
-            out.append(_score_steps(arm, knowledge, planner, ids, steps, (a0 + s, b0 + k - s)))
+            binary = np.all((scored == 0.0) | (scored == 1.0), axis=1)
+            counts = (np.where(binary, s, np.nan), k)
+            out.append(_score_steps(arm, knowledge, planner, ids, steps, (a0 + s, b0 + k - s), counts))
     return out
 
 
@@ -121,13 +151,15 @@ def _score_steps(
     ids: list[int | str],
     steps: list[NDArray[np.intp]],
     posterior: tuple[NDArray[np.float64], NDArray[np.float64]],
+    counts: tuple[NDArray[np.float64], int],
 ) -> Prediction:
     eff, good, bmax, zero = [], [], [], []
     epoch = max(planner.config.uniform_epochs, 1)  # the first epoch whose plans use estimates
     a, b = posterior
+    successes, k = counts
     for rows in steps:
         alloc = planner.plan([ids[i] for i in rows], epoch=epoch)
-        e, g = expected_effective_prompts(alloc.budgets, a[rows], b[rows])
+        e, g = expected_effective_prompts(alloc.budgets, a[rows], b[rows], counts=(successes[rows], k))
         eff.append(e)
         good.append(g / max(alloc.budgets.sum(), 1))
         bmax.append(float(alloc.budgets.max()))

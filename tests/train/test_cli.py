@@ -83,3 +83,25 @@ def test_preflight_samples_the_starting_model_and_predicts_each_arm(tmp_path, ca
         "knapsack",
         "recipe",
     }
+
+
+def test_preflight_of_a_checkpoint_samples_that_policy(tmp_path, capsys):
+    run = tmp_path / "uniform"
+    assert main(["train", "--config", str(_config(tmp_path)), "--rule", "uniform", "--out-dir", str(run),
+                 "--max-steps", "2", "--no-progress"]) == 0  # fmt: skip
+    out = tmp_path / "pre.json"
+    argv = [
+        "preflight",
+        "--config",
+        str(_config(tmp_path)),
+        "--samples",
+        "10",
+        "--checkpoint",
+        str(run / "checkpoint.pt"),
+    ]
+    assert main([*argv, "--json", str(out), "--no-progress"]) == 0
+    assert f"samples of the policy of {run / 'checkpoint.pt'}" in capsys.readouterr().out
+    assert json.loads(out.read_text())["checkpoint"] == str(run / "checkpoint.pt")
+    other = _config(tmp_path, task={"arithmetic": {"train_per_level": [3] * 5, "eval_per_level": 1}})
+    assert main(["preflight", "--config", str(other), "--checkpoint", str(run / "checkpoint.pt")]) == 2
+    assert "written for another policy or task (task differ)" in capsys.readouterr().err

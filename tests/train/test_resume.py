@@ -49,3 +49,24 @@ def test_resume_refuses_other_settings_and_allows_safe_ones(base, tmp_path):
     assert json.loads((tmp_path / "r" / "config.json").read_text())["epochs"] == 3
     fresh = Trainer(cfg.replace(seed=1, resume=False))  # resume=false starts afresh in the same folder
     assert fresh.global_step == 0
+
+
+def test_preflight_loads_a_checkpoints_policy_and_refuses_another_tasks(base, tmp_path):
+    from knapsack_rl.tasks import ArithmeticConfig, TaskConfig
+    from knapsack_rl.train.trainer import load_policy_weights, load_task_and_policy
+
+    cfg = base.replace(out_dir=str(tmp_path / "u"), knapsack=base.knapsack.replace(rule="uniform"))
+    trainer = Trainer(cfg)
+    trainer.train(stop_after=2)
+    with torch.no_grad():
+        next(trainer.model.parameters()).add_(0.5)  # a policy surely unlike the start (tiny groups may give no signal)
+    path = trainer.save_checkpoint()
+    _, model, _ = load_task_and_policy(cfg, torch.device("cpu"))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    assert load_policy_weights(path, cfg, model, torch.device("cpu")) == 2
+    trained = trainer.model.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
+    assert any(not torch.equal(v, start[k]) for k, v in model.state_dict().items())
+    other = cfg.replace(task=TaskConfig(arithmetic=ArithmeticConfig(train_per_level=(3,) * 8, eval_per_level=1)))
+    with pytest.raises(ValueError, match=r"checkpoint.pt was written for another policy or task \(task differ\)"):
+        load_policy_weights(path, other, model, torch.device("cpu"))

@@ -50,6 +50,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--arms", default="uniform,knapsack,recipe", help="arms to predict (default: uniform,knapsack,recipe)"
     )
     r.add_argument("--json", type=Path, default=None, help="also write the predictions here")
+    r.add_argument(
+        "--checkpoint", type=Path, default=None,
+        help="sample the policy of this trainer checkpoint (same model and task) instead of the starting model: "
+        "that of a uniform run stopped after its uniform epochs predicts the first allocating epoch",
+    )  # fmt: skip
     r.set_defaults(func=_run_preflight)
 
 
@@ -159,7 +164,7 @@ def _run_preflight(args: argparse.Namespace) -> int:
 
     cfg = build_config(args)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    text, _ = run_preflight(cfg, arms, args.samples, args.json)
+    text, _ = run_preflight(cfg, arms, args.samples, args.json, checkpoint=args.checkpoint)
     print(text)
     return 0
 

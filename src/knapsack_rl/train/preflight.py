@@ -4,6 +4,12 @@ Loads the policy and the training prompts exactly as ``knapsack-rl train`` would
 tiny model after its warm start, or a local Hugging Face model on a verl-layout file), samples
 ``samples`` responses per training prompt at the training temperature, scores them with the run's
 reward, and hands the rewards to :func:`knapsack_rl.preflight.predict`.
+
+With ``checkpoint``, the policy is that of a trainer checkpoint of the same model and task instead of
+the starting one. Every arm's first ``uniform_epochs`` are uniform, so a uniform run stopped where
+allocation would start (``knapsack-rl train --rule uniform --max-steps S``) has the policy every arm
+allocates for first: the preflight of its checkpoint predicts the first allocating epoch, learning of
+the uniform epochs included (the realistic estimates are still simulated from the first n samples).
 """
 
 from __future__ import annotations
@@ -22,17 +28,21 @@ from knapsack_rl.preflight import Prediction, format_predictions, predict
 from knapsack_rl.rollout.generate import generate
 from knapsack_rl.train.compare import arm_config
 from knapsack_rl.train.config import TrainConfig
-from knapsack_rl.train.trainer import load_task_and_policy, resolve_device
+from knapsack_rl.train.trainer import load_policy_weights, load_task_and_policy, resolve_device
 
 logger = logging.getLogger(__name__)
 
 
-def sample_rewards(config: TrainConfig, samples: int, *, chunk: int = 64) -> tuple[list[int | str], np.ndarray]:
-    """(ids, rewards (P, samples)) of the starting policy on the training prompts."""
+def sample_rewards(
+    config: TrainConfig, samples: int, *, checkpoint: Path | None = None, chunk: int = 64
+) -> tuple[list[int | str], np.ndarray]:
+    """(ids, rewards (P, samples)) of the starting policy (or ``checkpoint``'s) on the training prompts."""
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     task, model, tokenizer = load_task_and_policy(config, device)
+    if checkpoint is not None:
+        load_policy_weights(checkpoint, config, model, device)
     train = task.train
     gen = torch.Generator(device=device).manual_seed(config.seed)
     out = np.zeros((len(train), samples))
@@ -48,16 +58,19 @@ def sample_rewards(config: TrainConfig, samples: int, *, chunk: int = 64) -> tup
     return [i.item() if hasattr(i, "item") else i for i in train.ids], out
 
 
-def run_preflight(config: TrainConfig, arms: list[str], samples: int, out: Path | None) -> tuple[str, list[Prediction]]:
+def run_preflight(
+    config: TrainConfig, arms: list[str], samples: int, out: Path | None, *, checkpoint: Path | None = None
+) -> tuple[str, list[Prediction]]:
     """Sample, predict for every arm, and (with ``out``) write the predictions as JSON."""
     start = time.perf_counter()
-    ids, rewards = sample_rewards(config, samples)
+    ids, rewards = sample_rewards(config, samples, checkpoint=checkpoint)
     configs = {arm: arm_config(config, arm) for arm in arms}
     preds = predict(ids, rewards, configs, prompts_per_step=config.prompts_per_step, seed=config.seed)
     p = rewards.mean(axis=1)
     took = time.perf_counter() - start
+    policy = "the starting model" if checkpoint is None else f"the policy of {checkpoint}"
     head = (
-        f"{len(ids)} training prompts x {samples} samples of the starting model in {took:.0f} s: "
+        f"{len(ids)} training prompts x {samples} samples of {policy} in {took:.0f} s: "
         f"{100 * np.mean(p == 0):.0f}% never solved, {100 * np.mean(p == 1):.0f}% always solved, "
         f"{100 * np.mean((p > 0) & (p <= 0.15)):.0f}% rarely (0 < p <= 0.15), mean p {p.mean():.3f}"
     )
@@ -65,6 +78,7 @@ def run_preflight(config: TrainConfig, arms: list[str], samples: int, out: Path 
     if out is not None:
         data: dict[str, Any] = {
             "samples": samples,
+            "checkpoint": None if checkpoint is None else str(checkpoint),
             "success_rates": p.tolist(),
             "predictions": [vars(x) for x in preds],
         }

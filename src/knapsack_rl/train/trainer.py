@@ -332,12 +332,7 @@ class Trainer:
             ValueError: naming the file, if it is not a checkpoint of this trainer (or holds anything
                 but tensors and plain data), or was written by a run with other settings.
         """
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-            raise ValueError(f"{path}: not a loadable knapsack-rl checkpoint ({str(exc).splitlines()[0]})") from exc
-        if not isinstance(state, dict) or state.get("format") != _FORMAT:
-            raise ValueError(f"{path}: not a knapsack-rl trainer checkpoint (format {_FORMAT})")
+        state = read_checkpoint(path, self.device)
         _check_resumable(path, state.get("config"), self.config.to_dict())  # the rule is part of the config
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -352,6 +347,47 @@ class Trainer:
 
     def _save_config(self) -> None:
         atomic_write_bytes(self.out_dir / "config.json", json.dumps(self.config.to_dict(), indent=1).encode())
+
+
+def read_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """The contents of a trainer checkpoint, read with ``weights_only=True`` (nothing in it can run code).
+
+    Raises:
+        ValueError: naming the file, if it is not a checkpoint of this trainer or holds anything but
+            tensors and plain data.
+    """
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a loadable knapsack-rl checkpoint ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(state, dict) or state.get("format") != _FORMAT:
+        raise ValueError(f"{path}: not a knapsack-rl trainer checkpoint (format {_FORMAT})")
+    return state
+
+
+POLICY_FIELDS = ("model", "task", "tiny_model", "warmstart")
+"""The settings that make a checkpoint's policy one of this run's (same model, same prompts)."""
+
+
+def load_policy_weights(path: Path, config: TrainConfig, model: Any, device: torch.device) -> int:
+    """Load the policy weights of a trainer checkpoint into ``model``; returns the checkpoint's step.
+
+    Raises:
+        ValueError: naming the file and the settings, if the checkpoint was written for another model or
+            task (:data:`POLICY_FIELDS`), or is not a trainer checkpoint.
+    """
+    state = read_checkpoint(path, device)
+    saved, current = state.get("config"), config.to_dict()
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: the checkpoint has no saved config")
+    differ = [k for k in POLICY_FIELDS if saved.get(k) != current[k]]
+    if differ:
+        raise ValueError(
+            f"{path} was written for another policy or task ({', '.join(differ)} differ); "
+            f"its {', '.join(POLICY_FIELDS)} must be this run's"
+        )
+    model.load_state_dict(state["model"])
+    return int(state["global_step"])
 
 
 def _check_resumable(path: Path, saved: Any, current: dict[str, Any]) -> None:
