@@ -1,9 +1,10 @@
 """Preflight: before spending compute, predict what reallocation would do on your data (NumPy only).
 
-Input: for every training prompt, K sampled rewards of the *starting* model (``knapsack-rl preflight``
-draws them). Output, per arm (``uniform`` and each knapsack configuration): the expected number of
-prompts per step whose group has reward variance (:func:`expected_effective_prompts`), the expected
-effective gradient ratio, and how the budget is spread, under two kinds of knowledge:
+Input: for every training prompt, K sampled rewards of the *starting* model, or of a checkpoint's
+policy (``knapsack-rl preflight`` draws them). Output, per arm (``uniform`` and each knapsack
+configuration): the expected number of prompts per step whose group has reward variance
+(:func:`expected_effective_prompts`), the expected effective gradient ratio, and how the budget is
+spread, under two kinds of knowledge:
 
 - ``true p``: the planner sees each prompt's success rate as estimated from all K samples (the best
   case: what allocation could do with perfect estimates);
@@ -15,10 +16,15 @@ The expected number of prompts with signal of a step is ``sum_i E[P_nz(N_i, p_i)
 ``P_nz(N, p) = 1 - p^N - (1 - p)^N``. Where prompt i's scored samples are k binary rewards with s
 successes and ``N_i <= k``, its term is estimated without bias by the share of the N_i-subsets of those
 samples that hold both outcomes, ``1 - C(s, N)/C(k, N) - C(k - s, N)/C(k, N)`` (:func:`unbiased_nonzero`;
-``C(s, N)/C(k, N)`` is the unbiased estimate of ``p^N``). Elsewhere (larger budgets, continuous rewards)
-it is the expectation under the prompt's Beta posterior given the samples, from a Beta prior fitted to
-the whole set of prompts (:func:`population_prior`, empirical Bayes). Plugging in ``p = s / K`` instead
-says a prompt never solved in 24 samples can never give signal, and under-counts. The expected rollouts
+``C(s, N)/C(k, N)`` is the unbiased estimate of ``p^N``). No unbiased estimate exists for larger budgets
+(or continuous rewards): there the term is the expectation under the prompt's posterior, from the
+distribution of success rates over the whole set of prompts estimated without a parametric form
+(:func:`population_grid`: weights on a grid of rates, the nonparametric maximum likelihood of the
+binomial counts, empirical Bayes). A Beta prior cannot hold a set's many prompts that are hard but not
+hopeless beside its always- and never-solved ones, and under-counts the signal of large budgets; plugging
+in ``p = s / K`` says a prompt never solved in 24 samples can never give signal. Beyond about 4x the
+samples scored, no number of samples tells a rate of 0 from one of 0.005, and predictions for such
+budgets lean high (``tests/test_preflight.py``). The expected rollouts
 in groups with signal is ``sum_i N_i E[P_nz(N_i, p_i)]``. Steps are the M-prompt batches of one seeded
 pass over the prompts.
 """
@@ -32,7 +38,6 @@ from numpy.typing import NDArray
 
 from knapsack_rl.core.config import KnapsackConfig
 from knapsack_rl.core.planner import Planner
-from knapsack_rl.core.value import get_posterior_value
 
 
 @dataclass(frozen=True)
@@ -47,18 +52,45 @@ class Prediction:
     zero_share: float
 
 
-def population_prior(successes: NDArray[np.float64], samples: int) -> tuple[float, float]:
-    """Beta(a0, b0) prior of the prompts' success rates by the beta-binomial method of moments.
+def population_grid(
+    successes: NDArray[np.float64], samples: int, *, size: int = 201, iterations: int = 1000, tol: float = 1e-8
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The prompts' distribution of success rates: ``(grid, weights)``, each (size,).
 
-    With ``m`` and ``v`` the mean and variance of ``successes / samples`` over prompts, the over-dispersion
-    ``rho = 1 / (a0 + b0 + 1) = (K v / (m (1 - m)) - 1) / (K - 1)`` (clipped to [0.001, 0.999]) and the
-    mean ``m`` give ``a0 = m (1 / rho - 1)``, ``b0 = (1 - m)(1 / rho - 1)``.
+    The grid is dense near 0 and 1 and holds both (``(1 - cos(pi t)) / 2``); the weights maximise the
+    likelihood of the prompts' counts (``successes`` (P,) of ``samples`` each) under ``p ~ weights``,
+    by EM until no weight moves by more than ``tol``.
     """
-    rate = np.asarray(successes, dtype=np.float64) / samples
-    m = float(np.clip(rate.mean(), 1e-3, 1 - 1e-3))
-    rho = (samples * float(rate.var()) / (m * (1 - m)) - 1) / max(samples - 1, 1)
-    total = 1 / float(np.clip(rho, 1e-3, 0.999)) - 1
-    return m * total, (1 - m) * total
+    grid = (1.0 - np.cos(np.pi * np.linspace(0.0, 1.0, size))) / 2.0
+    lik = _likelihood(np.asarray(successes, dtype=np.float64), samples, grid)  # (P, G), rows scaled to max 1
+    weights = np.full(size, 1.0 / size)
+    for _ in range(iterations):
+        post = lik * weights
+        post /= post.sum(axis=1, keepdims=True)
+        new = post.mean(axis=0)
+        done = float(np.abs(new - weights).max()) < tol
+        weights = new
+        if done:
+            break
+    return grid, weights
+
+
+def posterior_on_grid(
+    successes: NDArray[np.float64], samples: int, grid: NDArray[np.float64], weights: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """(P, G) each prompt's posterior over ``grid`` given its counts, from the prior ``weights``."""
+    post = _likelihood(np.asarray(successes, dtype=np.float64), samples, grid) * weights
+    out: NDArray[np.float64] = post / post.sum(axis=1, keepdims=True)
+    return out
+
+
+def _likelihood(s: NDArray[np.float64], k: int, grid: NDArray[np.float64]) -> NDArray[np.float64]:
+    """(P, G) ``p^s (1 - p)^(k - s)`` at each grid rate, each row divided by its maximum (0^0 = 1)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log = np.where(s[:, None] > 0, s[:, None] * np.log(grid), 0.0)
+        log += np.where(k - s[:, None] > 0, (k - s[:, None]) * np.log1p(-grid), 0.0)
+    out: NDArray[np.float64] = np.exp(log - log.max(axis=1, keepdims=True))
+    return out
 
 
 def unbiased_nonzero(budgets: NDArray[np.int64], successes: NDArray[np.float64], samples: int) -> NDArray[np.float64]:
@@ -80,15 +112,19 @@ def unbiased_nonzero(budgets: NDArray[np.int64], successes: NDArray[np.float64],
 
 def expected_effective_prompts(
     budgets: NDArray[np.int64],
-    a: NDArray[np.float64],
-    b: NDArray[np.float64],
+    grid: NDArray[np.float64],
+    posterior: NDArray[np.float64],
     *,
     counts: tuple[NDArray[np.float64], int] | None = None,
 ) -> tuple[float, float]:
-    """(expected prompts with signal, expected rollouts in groups with signal) of one step, each prompt's
-    success rate distributed Beta(a_i, b_i); with ``counts = (successes, k)`` (NaN successes: rewards
-    that are not binary), the unbiased estimate replaces the Beta expectation wherever ``N_i <= k``."""
-    pnz = get_posterior_value("nonzero")(budgets.astype(np.float64), a, b)  # (M,) E[P_nz(N_i, p_i)]
+    """(expected prompts with signal, expected rollouts in groups with signal) of one step.
+
+    Prompt i's success rate has the distribution ``posterior[i]`` (G,) over ``grid``; with
+    ``counts = (successes, k)`` (NaN successes: rewards that are not binary), the unbiased estimate
+    replaces the posterior expectation wherever ``N_i <= k``.
+    """
+    n = budgets.astype(np.float64)[:, None]
+    pnz = (posterior * (1.0 - grid**n - (1.0 - grid) ** n)).sum(axis=1)  # (M,) E[P_nz(N_i, p_i)]
     if counts is not None:
         exact = unbiased_nonzero(budgets, *counts)
         pnz = np.where(np.isnan(exact), pnz, exact)
@@ -112,21 +148,36 @@ def predict(
     if not steps:
         raise ValueError(f"prompts_per_step={prompts_per_step} exceeds the {len(ids)} prompts")
     out = []
+    scoring: dict[int, _Scoring] = {}  # by the first sample scored: one fit per distinct scored set
     for arm, cfg in arms.items():
         n = cfg.allocation.n
         if r.shape[1] <= n:
             raise ValueError(f"realistic predictions need more than n={n} samples per prompt; got K={r.shape[1]}")
-        p_all = r.mean(axis=1)
-        rest = r[:, n:]  # scored on samples the planner never saw
-        truth = _planner_with(ids, cfg, p_all[:, None], exact=True)
+        truth = _planner_with(ids, cfg, r.mean(axis=1)[:, None], exact=True)
         seen = _planner_with(ids, cfg, r[:, :n], exact=False)
-        for knowledge, planner, scored in (("true p", truth, r), ("realistic", seen, rest)):
-            s, k = scored.sum(axis=1), scored.shape[1]
-            a0, b0 = population_prior(s, k)
-            binary = np.all((scored == 0.0) | (scored == 1.0), axis=1)
-            counts = (np.where(binary, s, np.nan), k)
-            out.append(_score_steps(arm, knowledge, planner, ids, steps, (a0 + s, b0 + k - s), counts))
+        for knowledge, planner, first in (("true p", truth, 0), ("realistic", seen, n)):
+            if first not in scoring:  # realistic: scored on the samples the planner never saw
+                scoring[first] = _Scoring.of(r[:, first:])
+            out.append(_score_steps(arm, knowledge, planner, ids, steps, scoring[first]))
     return out
+
+
+@dataclass(frozen=True)
+class _Scoring:
+    """What a set of scored samples (P, k) says of each prompt: its posterior over ``grid`` and, where
+    its rewards are binary, its successes (NaN elsewhere) for the unbiased estimate."""
+
+    grid: NDArray[np.float64]
+    posterior: NDArray[np.float64]
+    successes: NDArray[np.float64]
+    samples: int
+
+    @classmethod
+    def of(cls, scored: NDArray[np.float64]) -> _Scoring:
+        s, k = scored.sum(axis=1), scored.shape[1]
+        grid, weights = population_grid(s, k)
+        binary = np.all((scored == 0.0) | (scored == 1.0), axis=1)
+        return cls(grid, posterior_on_grid(s, k, grid, weights), np.where(binary, s, np.nan), k)
 
 
 def _planner_with(ids: list[int | str], cfg: KnapsackConfig, rewards: NDArray[np.float64], *, exact: bool) -> Planner:
@@ -150,20 +201,20 @@ def _score_steps(
     planner: Planner,
     ids: list[int | str],
     steps: list[NDArray[np.intp]],
-    posterior: tuple[NDArray[np.float64], NDArray[np.float64]],
-    counts: tuple[NDArray[np.float64], int],
+    scoring: _Scoring,
 ) -> Prediction:
     eff, good, bmax, zero = [], [], [], []
     epoch = max(planner.config.uniform_epochs, 1)  # the first epoch whose plans use estimates
-    a, b = posterior
-    successes, k = counts
+    grid, post = scoring.grid, scoring.posterior
+    mean = post @ grid  # (P,) posterior mean success rates
     for rows in steps:
         alloc = planner.plan([ids[i] for i in rows], epoch=epoch)
-        e, g = expected_effective_prompts(alloc.budgets, a[rows], b[rows], counts=(successes[rows], k))
+        counts = (scoring.successes[rows], scoring.samples)
+        e, g = expected_effective_prompts(alloc.budgets, grid, post[rows], counts=counts)
         eff.append(e)
         good.append(g / max(alloc.budgets.sum(), 1))
         bmax.append(float(alloc.budgets.max()))
-        zero.append(float(np.mean(a[rows] / (a[rows] + b[rows]) < 0.02)))
+        zero.append(float(np.mean(mean[rows] < 0.02)))
     return Prediction(
         arm, knowledge, float(np.mean(eff)), float(np.mean(good)), float(np.max(bmax)), float(np.mean(zero))
     )
