@@ -7,7 +7,6 @@ from knapsack_rl import KnapsackConfig
 from knapsack_rl.preflight import (
     expected_effective_prompts,
     population_grid,
-    posterior_on_grid,
     predict,
     unbiased_nonzero,
 )
@@ -27,9 +26,8 @@ def test_population_grid_predicts_the_signal_of_budgets_beyond_the_samples() -> 
     rng = np.random.default_rng(1)
     p = np.concatenate([np.zeros(1500), np.ones(1000), rng.uniform(0.02, 0.15, 1500)])
     s = _samples(p, 16, seed=2).sum(axis=1)
-    grid, weights = population_grid(s, 16)
+    grid, weights, post = population_grid(s, 16)
     assert grid[0] == 0.0 and grid[-1] == 1.0 and np.all(weights >= 0) and weights.sum() == pytest.approx(1.0)
-    post = posterior_on_grid(s, 16, grid, weights)
     for n in (16, 32, 64):
         truth = np.mean(1 - p**n - (1 - p) ** n)
         e, _ = expected_effective_prompts(np.full(p.size, n), grid, post)

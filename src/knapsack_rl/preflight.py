@@ -54,8 +54,9 @@ class Prediction:
 
 def population_grid(
     successes: NDArray[np.float64], samples: int, *, size: int = 201, iterations: int = 1000, tol: float = 1e-8
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """The prompts' distribution of success rates: ``(grid, weights)``, each (size,).
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """The prompts' distribution of success rates, and each prompt's posterior under it:
+    ``(grid, weights, posterior)``, of shapes (G,), (G,) and (P, G).
 
     The grid is dense near 0 and 1 and holds both (``(1 - cos(pi t)) / 2``); the weights maximise the
     likelihood of the prompts' counts (``successes`` (P,) of ``samples`` each) under ``p ~ weights``,
@@ -72,16 +73,9 @@ def population_grid(
         weights = new
         if done:
             break
-    return grid, weights
-
-
-def posterior_on_grid(
-    successes: NDArray[np.float64], samples: int, grid: NDArray[np.float64], weights: NDArray[np.float64]
-) -> NDArray[np.float64]:
-    """(P, G) each prompt's posterior over ``grid`` given its counts, from the prior ``weights``."""
-    post = _likelihood(np.asarray(successes, dtype=np.float64), samples, grid) * weights
-    out: NDArray[np.float64] = post / post.sum(axis=1, keepdims=True)
-    return out
+    post = lik * weights
+    post /= post.sum(axis=1, keepdims=True)
+    return grid, weights, post
 
 
 def _likelihood(s: NDArray[np.float64], k: int, grid: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -175,9 +169,9 @@ class _Scoring:
     @classmethod
     def of(cls, scored: NDArray[np.float64]) -> _Scoring:
         s, k = scored.sum(axis=1), scored.shape[1]
-        grid, weights = population_grid(s, k)
+        grid, _, posterior = population_grid(s, k)
         binary = np.all((scored == 0.0) | (scored == 1.0), axis=1)
-        return cls(grid, posterior_on_grid(s, k, grid, weights), np.where(binary, s, np.nan), k)
+        return cls(grid, posterior, np.where(binary, s, np.nan), k)
 
 
 def _planner_with(ids: list[int | str], cfg: KnapsackConfig, rewards: NDArray[np.float64], *, exact: bool) -> Planner:
