@@ -1,7 +1,7 @@
 """The verl adapter against verl's real DataProto, TensorDict helpers, config, core_algos and hooks (CPU).
 
-Tests that need verl's V1 stack (``transfer_queue``, verl's ``verl-core`` extra) skip where it is not
-installed; tests that save a checkpoint need ``Tracker.to_bytes`` (:meth:`Planner.state_dict`).
+Nothing here is skipped: the ``[verl]`` extra installs verl's V1 stack (``transfer_queue`` and the rest
+of verl's ``verl-core`` extra), so a missing piece fails the test that needs it.
 """
 
 from __future__ import annotations
