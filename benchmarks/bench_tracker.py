@@ -16,7 +16,11 @@ see the same machine load (medians over ``--repeats``):
   and ``allocate, posterior``: ``allocate`` of the posterior means with the Beta posterior ``(a, b)``;
 - ``update, new prompts``: a first update of M unseen prompts (index growth included);
 - ``merge``: two trackers of 50k prompts each that share half of them (identical state on shared
-  prompts, as ranks updated from gathered rewards), and two with disjoint prompts.
+  prompts, as ranks updated from gathered rewards), and two with disjoint prompts;
+- ``plan``: a :class:`~knapsack_rl.Planner`'s whole plan of M prompts from a tracker of
+  ``--signal-prompts`` (default 1e5) prompts after 4 epochs of 2-20 rollouts each, for the ``project``
+  preset (Beta posterior) and the ``signal`` preset (its population prior is fitted at every plan);
+  skipped on versions without ``signal``.
 
 BLAS and OpenMP threads are pinned to 1 (set before NumPy is imported); the load average is printed.
 Runs on any version with the public Tracker API, so the same script times the landed tracker too.
@@ -40,7 +44,7 @@ from collections.abc import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from knapsack_rl import KnapsackConfig, Tracker, TrackerConfig, allocate  # noqa: E402
+from knapsack_rl import KnapsackConfig, Planner, Tracker, TrackerConfig, allocate  # noqa: E402
 
 POSTERIOR_TRACKER = "update+estimate+posterior"
 POSTERIOR_ALLOCATE = "allocate, posterior"
@@ -135,11 +139,38 @@ def merge_rows(k: int, repeats: int, seed: int) -> list[dict[str, object]]:
     return out
 
 
+def plan_rows(tracked: int, m: int, repeats: int, seed: int) -> list[dict[str, object]]:
+    """A planner's plan of m prompts from a tracker of ``tracked`` prompts, ``project`` beside ``signal``."""
+    try:
+        configs = {name: KnapsackConfig.preset(name) for name in ("project", "signal")}
+    except ValueError:
+        return []  # a version without the signal preset
+    rng = np.random.default_rng(seed)
+    ids, p = np.arange(tracked, dtype=np.int64), rng.beta(0.3, 0.3, tracked)
+    planners = {name: Planner(cfg) for name, cfg in configs.items()}
+    for epoch in range(4):
+        k = rng.integers(2, 21, tracked) if epoch else np.full(tracked, 8)
+        rollout_ids = np.repeat(ids, k)
+        rewards = (rng.random(rollout_ids.size) < p[rollout_ids]).astype(np.float64)
+        for planner in planners.values():
+            planner.observe(rollout_ids, rewards, epoch=epoch)
+    step = rng.choice(ids, size=m, replace=False)
+    times: dict[str, list[float]] = {name: [] for name in planners}
+    for _ in range(repeats):
+        for name, planner in planners.items():
+            times[name].append(_timed(lambda planner=planner: planner.plan(step, epoch=4)))
+    return [
+        {"case": f"plan, {name}", "M": m, "n": tracked, "median_ms": statistics.median(ts) * 1e3}
+        for name, ts in times.items()
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--prompts", type=int, default=8192, help="prompts per step M")
     parser.add_argument("--rollouts", type=int, default=8, help="rollouts per prompt n")
     parser.add_argument("--merge-prompts", type=int, default=50_000, help="prompts per tracker in the merge rows")
+    parser.add_argument("--signal-prompts", type=int, default=100_000, help="tracked prompts in the plan rows")
     parser.add_argument("--repeats", type=int, default=31, help="timed runs per row (median)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the rows as JSON here")
@@ -149,10 +180,14 @@ def main() -> None:
     print(f"threads pinned: OMP/OPENBLAS/MKL_NUM_THREADS=1; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     rows = step_rows(args.prompts, args.rollouts, args.repeats, args.seed)
     rows += merge_rows(args.merge_prompts, max(5, args.repeats // 3), args.seed)
+    rows += plan_rows(args.signal_prompts, 1024, max(5, args.repeats // 5), args.seed)
     print(f"{'case':<28} {'size':>18} {'median ms':>10}")
     print("-" * 58)
     for row in rows:
-        size = f"{row['M']} x {row['n']}" if "M" in row else f"2 x {row['prompts_each']} -> {row['merged']}"
+        if str(row["case"]).startswith("plan, "):
+            size = f"{row['M']} of {row['n']} tracked"
+        else:
+            size = f"{row['M']} x {row['n']}" if "M" in row else f"2 x {row['prompts_each']} -> {row['merged']}"
         print(f"{row['case']:<28} {size:>18} {row['median_ms']:>10.2f}")
     by_case = {row["case"]: row["median_ms"] for row in rows}
     for name in ("int64 array, grouped", "int64 array, interleaved", "list of int", "list of str", KNAPSACK_STEP):

@@ -38,6 +38,7 @@ from numpy.typing import NDArray
 
 from knapsack_rl.core.config import KnapsackConfig
 from knapsack_rl.core.planner import Planner
+from knapsack_rl.core.population import PopulationPrior
 
 
 @dataclass(frozen=True)
@@ -58,33 +59,12 @@ def population_grid(
     """The prompts' distribution of success rates, and each prompt's posterior under it:
     ``(grid, weights, posterior)``, of shapes (G,), (G,) and (P, G).
 
-    The grid is dense near 0 and 1 and holds both (``(1 - cos(pi t)) / 2``); the weights maximise the
-    likelihood of the prompts' counts (``successes`` (P,) of ``samples`` each) under ``p ~ weights``,
-    by EM until no weight moves by more than ``tol``.
+    ``successes`` (P,) of ``samples`` each; the fit is :meth:`PopulationPrior.fit` (EM on a grid dense
+    near 0 and 1, until no weight moves by more than ``tol``).
     """
-    grid = (1.0 - np.cos(np.pi * np.linspace(0.0, 1.0, size))) / 2.0
-    lik = _likelihood(np.asarray(successes, dtype=np.float64), samples, grid)  # (P, G), rows scaled to max 1
-    weights = np.full(size, 1.0 / size)
-    for _ in range(iterations):
-        post = lik * weights
-        post /= post.sum(axis=1, keepdims=True)
-        new = post.mean(axis=0)
-        done = float(np.abs(new - weights).max()) < tol
-        weights = new
-        if done:
-            break
-    post = lik * weights
-    post /= post.sum(axis=1, keepdims=True)
-    return grid, weights, post
-
-
-def _likelihood(s: NDArray[np.float64], k: int, grid: NDArray[np.float64]) -> NDArray[np.float64]:
-    """(P, G) ``p^s (1 - p)^(k - s)`` at each grid rate, each row divided by its maximum (0^0 = 1)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log = np.where(s[:, None] > 0, s[:, None] * np.log(grid), 0.0)
-        log += np.where(k - s[:, None] > 0, (k - s[:, None]) * np.log1p(-grid), 0.0)
-    out: NDArray[np.float64] = np.exp(log - log.max(axis=1, keepdims=True))
-    return out
+    s = np.asarray(successes, dtype=np.float64)
+    prior = PopulationPrior.fit(s, samples - s, size=size, iterations=iterations, tol=tol)
+    return prior.grid, prior.weights, prior.posterior(s, samples - s).weights
 
 
 def unbiased_nonzero(budgets: NDArray[np.int64], successes: NDArray[np.float64], samples: int) -> NDArray[np.float64]:
@@ -180,7 +160,7 @@ def _planner_with(ids: list[int | str], cfg: KnapsackConfig, rewards: NDArray[np
     if exact:
         cfg = cfg.replace(
             estimator="ema", ema_weight=1.0, min_count=0, reward_format="continuous", success_threshold=None,
-            uniform_epochs=0, posterior=False,
+            uniform_epochs=0, posterior=False, prior="beta",
         )  # fmt: skip
     planner = Planner(cfg)
     k = rewards.shape[1]

@@ -11,7 +11,7 @@ from knapsack_rl.core.config import flat_fields, preset_names
 
 
 def test_presets_are_explicit_and_complete() -> None:
-    assert preset_names() == ["project", "recipe", "two-phase", "uniform"]
+    assert preset_names() == ["project", "recipe", "signal", "two-phase", "uniform"]
     recipe = KnapsackConfig.preset("recipe")
     a = recipe.allocation
     assert (a.objective, a.fallback, a.negative_n, a.positive_n) == ("recipe", True, 2, 2)
@@ -19,6 +19,11 @@ def test_presets_are_explicit_and_complete() -> None:
     assert recipe.tracker == TrackerConfig(estimator="recipe") and recipe.uniform_epochs == 1
     project = KnapsackConfig.preset("project", max_n=64)
     assert project.allocation.max_n == 64 and not project.allocation.fallback and project.posterior
+    signal = KnapsackConfig.preset("signal")
+    assert (signal.allocation.value, signal.prior, signal.posterior) == ("nonzero", "population", True)
+    assert signal.replace(value="paper", prior="beta") == KnapsackConfig.preset("project")
+    with pytest.raises(ValueError, match="prior='population' is the prior of a posterior; set posterior=True"):
+        KnapsackConfig.preset("signal", posterior=False)
     two = KnapsackConfig.preset("two-phase")
     assert (two.probe_n, two.uniform_epochs, two.posterior) == (4, 0, True)
     assert KnapsackConfig.preset("uniform").rule == "uniform"

@@ -140,7 +140,7 @@ def test_knapsack_fields_are_generated_from_knapsack_config() -> None:
     assert set(KNAPSACK_FIELDS) == set(flat_fields(KnapsackConfig)) - {"n"}  # n is TRL's num_generations
     by_name = {f.name: f for f in dataclasses.fields(KnapsackGRPOConfig)}
     assert by_name["max_n"].metadata["help"].startswith(field_docs(AllocationConfig)["max_n"])
-    assert "project=128, recipe=128, two-phase=128, uniform=128" in by_name["max_n"].metadata["help"]
+    assert "project=128, recipe=128, signal=128, two-phase=128, uniform=128" in by_name["max_n"].metadata["help"]
     assert by_name["knapsack_preset"].default == "project"
     assert "n" not in by_name and "allocation" not in by_name and "tracker_min_count" not in by_name
 
@@ -165,7 +165,7 @@ def test_config_errors_name_the_setting(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"fallback must be true or false \(a bool\); got fallback='false'"):
         make_args(tmp_path, fallback="false")
     with pytest.raises(
-        ValueError, match=r"preset='paper' is not a registered preset; valid: \['project', 'recipe', 'two-phase', 'uni"
+        ValueError, match=r"preset='paper' is not a registered preset; valid: \['project', 'recipe', 'signal', 'two-ph"
     ):
         make_args(tmp_path, knapsack_preset="paper")
     with pytest.raises(ValueError, match=r"probe_n=2: two-phase planning needs two generation rounds"):

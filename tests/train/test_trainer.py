@@ -71,8 +71,11 @@ def test_both_arms_log_the_same_keys(base, tmp_path):
     assert keys["uniform"] == keys["knapsack"]
 
 
-def test_trainer_plans_equal_planner_plans(base, tmp_path):
-    """Issue 10 must-show: the trainer constructs allocations only through Planner (same inputs, same epoch)."""
+@pytest.mark.parametrize("changes", [{}, {"value": "nonzero", "prior": "population"}], ids=["project", "signal"])
+def test_trainer_plans_equal_planner_plans(base, tmp_path, changes):
+    """Issue 10 must-show: the trainer constructs allocations only through Planner (same inputs, same epoch);
+    also with the population prior, which the planner refits from the tracker at every plan."""
+    base = base.replace(knapsack=base.knapsack.replace(**changes))
     trainer = Trainer(base.replace(out_dir=str(tmp_path / "p"), eval_every=0))
     for _ in range(3):
         trainer.step()

@@ -47,7 +47,9 @@ Two per-step options go beyond the recipe:
   (:func:`knapsack_rl.core.value.get_posterior_value`). A posterior has no point mass at 0 or 1, so
   every estimated prompt is *effective* (the p = 0 / p = 1 buckets are not used) and the knapsack
   decides between ``min_n`` and ``max_n``; ``p_hat`` still marks unestimated prompts (NaN) and feeds
-  the fallback's cost.
+  the fallback's cost. ``posterior`` may instead be a :class:`~knapsack_rl.core.population.GridPosterior`
+  (each prompt's rate as weights on a grid, e.g. under an empirical-Bayes prior): the value is then
+  ``sum_g w_ig V(N, p_g)`` for any registered point value.
 - ``floor``: per-prompt counts already committed this step (e.g. a probe's rollouts in two-phase
   planning): every count is at least its floor and the value is that of the total count.
 
@@ -67,6 +69,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from knapsack_rl.core.config import AllocationConfig
+from knapsack_rl.core.population import GridPosterior, grid_value
 from knapsack_rl.core.solve import get_solver
 from knapsack_rl.core.validate import INT64_MAX, check_int, check_prob_array, check_real, check_real_array
 from knapsack_rl.core.value import ValueFn, get_posterior_value, get_value, rollouts_for_confidence
@@ -150,7 +153,7 @@ class _Step:
     p: NDArray[np.float64]  # (M,) estimates, NaN = none
     cost: NDArray[np.float64]  # (M,) cost of one rollout (ones without costs)
     budget: float  # B
-    posterior: tuple[NDArray[np.float64], NDArray[np.float64]] | None  # (M,) Beta parameters
+    posterior: tuple[NDArray[np.float64], NDArray[np.float64]] | GridPosterior | None  # Beta (a, b) or a grid
     floor: NDArray[np.int64]  # (M,) committed counts (zeros without a floor)
     unit: bool  # every rollout costs one unit
 
@@ -166,7 +169,7 @@ def allocate(
     *,
     total_budget: float | None = None,
     costs: ArrayLike | None = None,
-    posterior: tuple[ArrayLike, ArrayLike] | None = None,
+    posterior: tuple[ArrayLike, ArrayLike] | GridPosterior | None = None,
     floor: ArrayLike | None = None,
     **settings: Any,
 ) -> Allocation:
@@ -178,7 +181,8 @@ def allocate(
             keywords instead (``n=8, max_n=64, ...``: the fields of AllocationConfig, defaults there).
         total_budget: rollouts for the step (cost units with ``costs``); default ``n * M`` (``n * sum(costs)``).
         costs: optional (M,) positive cost of one rollout per prompt (e.g. expected tokens).
-        posterior: optional ``(a, b)``, each (M,) positive: score ``E[V(N, p)]`` under ``Beta(a_i, b_i)``.
+        posterior: optional ``(a, b)``, each (M,) positive: score ``E[V(N, p)]`` under ``Beta(a_i, b_i)``;
+            or a :class:`~knapsack_rl.core.population.GridPosterior` of M rows: score it under those weights.
         floor: optional (M,) non-negative counts already committed this step (budgets never go below).
 
     Returns:
@@ -236,7 +240,7 @@ def _check_step(
     cfg: AllocationConfig,
     total_budget: float | None,
     costs: ArrayLike | None,
-    posterior: tuple[ArrayLike, ArrayLike] | None,
+    posterior: tuple[ArrayLike, ArrayLike] | GridPosterior | None,
     floor: ArrayLike | None,
 ) -> _Step:
     """Validate the per-step data once (each error names the argument and the value)."""
@@ -303,9 +307,13 @@ def _solve(
 ) -> Any:
     """The knapsack over the effective prompts, from their starting counts up to max_n."""
     value: ValueFn
-    if step.posterior is not None:
+    params: Any
+    if isinstance(step.posterior, GridPosterior):
+        sub = GridPosterior(step.posterior.grid, step.posterior.weights[eff])
+        value, params = grid_value(get_value(cfg.value), sub), np.arange(eff.size, dtype=np.float64)
+    elif step.posterior is not None:
         value = get_posterior_value(cfg.value)
-        params: Any = (step.posterior[0][eff], step.posterior[1][eff])
+        params = (step.posterior[0][eff], step.posterior[1][eff])
     else:
         value, params = get_value(cfg.value), step.p[eff]
     upper = np.maximum(np.full(eff.size, cfg.max_n, dtype=np.int64), lower)
@@ -471,7 +479,13 @@ def _check_budget(total_budget: float | None, n: int, cost: NDArray[np.float64],
     return check_real("total_budget", total_budget, low=0.0)
 
 
-def _check_posterior(posterior: tuple[ArrayLike, ArrayLike], m: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def _check_posterior(
+    posterior: tuple[ArrayLike, ArrayLike] | GridPosterior, m: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]] | GridPosterior:
+    if isinstance(posterior, GridPosterior):
+        if len(posterior) != m:
+            raise ValueError(f"posterior must have a row per prompt ({m}); got {len(posterior)} rows")
+        return posterior
     if not isinstance(posterior, tuple | list) or len(posterior) != 2:
         raise ValueError(f"posterior must be a pair (a, b) of arrays; got {type(posterior).__name__}")
     a, b = (check_real_array(f"posterior[{k}]", v, m) for k, v in enumerate(posterior))

@@ -6,12 +6,14 @@
       tracker         TrackerConfig: how success rates are estimated (:class:`knapsack_rl.Tracker`)
       uniform_epochs  cold start: epochs (from 0) in which every prompt gets n
       probe_n         two-phase planning: rollouts that probe each unestimated prompt first (0: off)
-      posterior       score E[V(N, p)] under each prompt's Beta posterior instead of V(N, p_hat)
+      posterior       score E[V(N, p)] under each prompt's posterior instead of V(N, p_hat)
+      prior           the posterior's prior: "beta" (tracker.beta_prior) or "population" (fitted)
 
 Engines (the reference trainer, TRL, verl, the simulator) embed a :class:`KnapsackConfig`; none
 redeclares one of its fields. Named presets are resolved explicitly with
 :meth:`KnapsackConfig.preset` (``"recipe"``: the authors' settings; ``"project"``: this project's
-recommendation; ``"two-phase"``: it with a within-step probe; ``"uniform"``: the baseline). Field
+recommendation; ``"two-phase"``: it with a within-step probe; ``"signal"``: it scored for the count of
+prompts with signal under a prior fitted to the data set; ``"uniform"``: the baseline). Field
 names are unique across the three levels, so a flat mapping such as ``{"max_n": 64, "estimator":
 "beta"}`` (a command line, TRL's flat arguments) has one meaning: :meth:`KnapsackConfig.replace` and
 :func:`flat_fields` route it.
@@ -31,6 +33,7 @@ from knapsack_rl.core.validate import check_bool, check_choice, check_int, check
 from knapsack_rl.core.value import get_posterior_value, get_value
 
 Objective = Literal["paper", "recipe"]
+Prior = Literal["beta", "population"]
 Overflow = Literal["pool", "recipe"]
 RULES = ("knapsack", "uniform")
 
@@ -121,8 +124,12 @@ class KnapsackConfig:
     """Two-phase planning when > 0: each prompt without an estimate first gets ``probe_n`` rollouts; the
     rest of the step's budget is then allocated from what the probe saw (:meth:`Planner.plan_probe`)."""
     posterior: bool = False
-    """Score each prompt by ``E[V(N, p)]`` under its Beta posterior (the tracker's discounted successes and
+    """Score each prompt by ``E[V(N, p)]`` under its posterior (the tracker's discounted successes and
     failures) instead of ``V(N, p_hat)``: 0 successes in 8 reads as "hard", not "hopeless"."""
+    prior: Prior = "beta"
+    """The posterior's prior: ``beta``: ``tracker.beta_prior`` for every prompt; ``population``: the
+    distribution of rates over all tracked prompts, fitted on a grid at every plan (empirical Bayes,
+    :class:`knapsack_rl.core.population.PopulationPrior`). Needs ``posterior=True``."""
 
     def __post_init__(self) -> None:
         check_knapsack(self)
@@ -160,6 +167,9 @@ def check_knapsack(cfg: KnapsackConfig) -> None:
     check_int("uniform_epochs", cfg.uniform_epochs, low=0)
     check_int("probe_n", cfg.probe_n, low=0)
     check_bool("posterior", cfg.posterior)
+    check_choice("prior", cfg.prior, ("beta", "population"))
+    if cfg.prior == "population" and not cfg.posterior:
+        raise ValueError("prior='population' is the prior of a posterior; set posterior=True with it")
     if cfg.posterior:
         get_posterior_value(cfg.allocation.value)  # raises, naming the value, when it has no posterior form
     if cfg.probe_n > 0 and cfg.allocation.strict_max_n and cfg.probe_n > cfg.allocation.max_n:
@@ -211,6 +221,15 @@ def _two_phase() -> KnapsackConfig:
     an estimate, then the rest of the step's budget from what the probe saw (for a single pass or a few
     epochs over a large data set, where estimates from earlier epochs do not exist)."""
     return dataclasses.replace(_project(), probe_n=4, uniform_epochs=0)
+
+
+@PRESETS.register("signal")
+def _signal() -> KnapsackConfig:
+    """``project`` scored for the count of prompts with signal: the expected number of prompts whose
+    group has reward variance (value ``nonzero``) under an empirical-Bayes posterior (``prior=
+    "population"``: the rates of all tracked prompts, fitted on a grid). Under a correctly specified
+    prior this plan has, in expectation, at least as many prompts with signal as uniform's."""
+    return _project().replace(value="nonzero", prior="population")
 
 
 @PRESETS.register("uniform")

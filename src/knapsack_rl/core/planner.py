@@ -36,12 +36,21 @@ from numpy.typing import ArrayLike, NDArray
 from knapsack_rl.core.allocate import Allocation, allocate, uniform_allocation
 from knapsack_rl.core.config import KnapsackConfig
 from knapsack_rl.core.groups import group_counts, step_metrics
+from knapsack_rl.core.population import GridPosterior, PopulationPrior
 from knapsack_rl.core.tracker import Tracker, to_success
 from knapsack_rl.core.validate import check_int, check_step_ids
 
 logger = logging.getLogger(__name__)
 
 Ids = Sequence[Hashable] | NDArray[Any]
+POPULATION_FIT: dict[str, Any] = {"size": 101, "iterations": 300, "tol": 1e-6, "resolution": 0.5}
+"""How ``prior="population"`` fits the prior at every plan: 101 rates, at most 300 EM iterations (the
+expected signal it predicts has settled to 1e-3 by then), counts binned to halves, from at most
+``POPULATION_SAMPLE`` tracked prompts. A function of the tracker's state, so a resume plans exactly as
+the run would have."""
+POPULATION_SAMPLE = 4096
+Evidence = tuple[NDArray[np.float64], NDArray[np.float64]]
+"""Each prompt's discounted successes and failures, (M,) each."""
 _STATE_VERSION = 1
 
 
@@ -108,10 +117,16 @@ class Planner:
         """
         ids = check_step_ids("prompt_ids", prompt_ids)
         epoch = check_int("epoch", epoch, low=0)
-        p_hat, posterior = self._estimates(ids, epoch)
+        p_hat, evidence = self._estimates(ids, epoch)
         floor = None
         if probe is not None:
-            floor, p_hat, posterior = self._with_probe(ids, probe, p_hat, posterior)
+            floor, p_hat, evidence = self._with_probe(ids, probe, p_hat, evidence)
+        posterior = None if evidence is None else self._posterior(*evidence)
+        if isinstance(posterior, GridPosterior):
+            p_hat = np.where(np.isnan(p_hat), np.nan, posterior.mean())  # the posterior mean where estimated
+        elif posterior is not None:
+            a, b = posterior
+            p_hat = np.where(np.isnan(p_hat), np.nan, a / (a + b))
         alloc_cfg = self.config.allocation
         if self.config.rule == "uniform":
             result = uniform_allocation(p_hat, alloc_cfg, total_budget=total_budget, posterior=posterior)
@@ -136,21 +151,38 @@ class Planner:
         p_hat = self.tracker.estimate(ids, epoch=epoch)
         return np.where(np.isnan(p_hat), cfg.probe_n, 0).astype(np.int64)
 
-    def _estimates(self, ids: list[int | str], epoch: int) -> tuple[NDArray[np.float64], Any]:
-        """``p_hat`` (NaN: no estimate, or a cold-start epoch) and the Beta posterior when configured."""
+    def _estimates(self, ids: list[int | str], epoch: int) -> tuple[NDArray[np.float64], Evidence | None]:
+        """``p_hat`` (NaN: no estimate, or a cold-start epoch) and, with a posterior, each prompt's
+        evidence: the tracker's discounted successes and failures (0 and 0 for unseen prompts)."""
         if epoch < self.config.uniform_epochs:
             return np.full(len(ids), np.nan), None
         p_hat = self.tracker.estimate(ids, epoch=epoch)
         if not self.config.posterior:
             return p_hat, None
-        a, b = self.tracker.posterior(ids)
-        p_hat = np.where(np.isnan(p_hat), np.nan, a / (a + b))  # the posterior mean where estimated
-        return p_hat, (a, b)
+        rows = self.tracker.rows(ids)
+        seen, safe = rows >= 0, np.maximum(rows, 0)
+        s, f = (
+            np.where(seen, self.tracker.array(k)[safe], 0.0) if len(self.tracker) else np.zeros(len(ids))
+            for k in ("beta_s", "beta_f")
+        )
+        return p_hat, (s, f)
+
+    def _posterior(self, s: NDArray[np.float64], f: NDArray[np.float64]) -> Any:
+        """The step's posterior from its evidence: Beta ``(a0 + s, b0 + f)``, or a grid posterior under
+        the population prior fitted to every tracked prompt's evidence (``prior="population"``)."""
+        if self.config.prior == "beta":
+            a0, b0 = self.config.tracker.beta_prior
+            return a0 + s, b0 + f
+        all_s, all_f = (self.tracker.array(k) for k in ("beta_s", "beta_f"))
+        seen = np.flatnonzero((all_s + all_f) > 0)
+        if seen.size > POPULATION_SAMPLE:  # the population's shape, from evenly spaced rows
+            seen = seen[np.linspace(0, seen.size - 1, POPULATION_SAMPLE).astype(np.intp)]
+        return PopulationPrior.fit(all_s[seen], all_f[seen], **POPULATION_FIT).posterior(s, f)
 
     def _with_probe(
-        self, ids: list[int | str], probe: tuple[Ids, ArrayLike], p_hat: NDArray[np.float64], posterior: Any
-    ) -> tuple[NDArray[np.int64], NDArray[np.float64], Any]:
-        """Fold a probe's rewards into the estimates of the probed prompts; returns (floor, p_hat, posterior)."""
+        self, ids: list[int | str], probe: tuple[Ids, ArrayLike], p_hat: NDArray[np.float64], evidence: Evidence | None
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64], Evidence | None]:
+        """Fold a probe's rewards into the estimates of the probed prompts; returns (floor, p_hat, evidence)."""
         probe_ids, rewards = probe
         succ = to_success(rewards, self.config.tracker.reward_format, self.config.tracker.success_threshold)
         counts, successes = group_counts(ids, probe_ids, succ)
@@ -160,14 +192,12 @@ class Planner:
             raise ValueError(f"probe holds rollouts of prompt {ids[i]!r}, which has an estimate and was not probed")
         p_hat = p_hat.copy()
         p_hat[probed] = successes[probed] / counts[probed]
-        if posterior is not None or self.config.posterior:
-            a0, b0 = self.config.tracker.beta_prior
-            a = np.full(len(ids), a0) if posterior is None else posterior[0].copy()
-            b = np.full(len(ids), b0) if posterior is None else posterior[1].copy()
-            a[probed], b[probed] = a0 + successes[probed], b0 + counts[probed] - successes[probed]
-            posterior = (a, b)
-            p_hat[probed] = a[probed] / (a[probed] + b[probed])
-        return counts, p_hat, posterior
+        if evidence is not None or self.config.posterior:
+            s = np.zeros(len(ids)) if evidence is None else evidence[0].copy()
+            f = np.zeros(len(ids)) if evidence is None else evidence[1].copy()
+            s[probed], f[probed] = successes[probed], counts[probed] - successes[probed]
+            evidence = (s, f)
+        return counts, p_hat, evidence
 
     # ----------------------------------------------------------------- observing
     def observe(
