@@ -3,8 +3,9 @@
 A Beta(a0, b0) prior with the same (a0, b0) for every prompt cannot hold what reasoning data sets look
 like: many prompts always solved, many never, and many hard but not hopeless between them. Estimated
 from 8 rewards, a prompt's posterior is then wrong in a systematic way, and a plan that maximises an
-expected value under it loses what it meant to gain (docs/evidence.md: with Beta(1, 1) the count-
-maximising plan gave 0.5% *fewer* prompts with signal than uniform on the demo task).
+expected value under it loses what it meant to gain (docs/evidence.md, round 2: under Beta(1, 1) the
+preflight predicts the count-maximising plan 0.5% *below* uniform's prompts with signal on the demo task,
+and 9.6% above it under the population prior).
 
 :class:`PopulationPrior` instead fits the prompts' rates as weights on a fixed grid of rates: the
 nonparametric maximum likelihood (NPMLE) of their success / failure counts, by EM. Counts may be
