@@ -38,7 +38,8 @@ from numpy.typing import NDArray
 
 from knapsack_rl.core.config import KnapsackConfig
 from knapsack_rl.core.planner import Planner
-from knapsack_rl.core.population import PopulationPrior
+from knapsack_rl.core.population import GridPosterior, PopulationPrior, grid_value
+from knapsack_rl.core.value import get_value
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,8 @@ def expected_effective_prompts(
     ``counts = (successes, k)`` (NaN successes: rewards that are not binary), the unbiased estimate
     replaces the posterior expectation wherever ``N_i <= k``.
     """
-    n = budgets.astype(np.float64)[:, None]
-    pnz = (posterior * (1.0 - grid**n - (1.0 - grid) ** n)).sum(axis=1)  # (M,) E[P_nz(N_i, p_i)]
+    nonzero = grid_value(get_value("nonzero"), GridPosterior(grid, posterior))
+    pnz = nonzero(budgets.astype(np.float64), np.arange(budgets.size, dtype=np.float64))  # (M,) E[P_nz(N_i, p_i)]
     if counts is not None:
         exact = unbiased_nonzero(budgets, *counts)
         pnz = np.where(np.isnan(exact), pnz, exact)

@@ -308,9 +308,8 @@ def _solve(
     """The knapsack over the effective prompts, from their starting counts up to max_n."""
     value: ValueFn
     params: Any
-    if isinstance(step.posterior, GridPosterior):
-        sub = GridPosterior(step.posterior.grid, step.posterior.weights[eff])
-        value, params = grid_value(get_value(cfg.value), sub), np.arange(eff.size, dtype=np.float64)
+    if isinstance(step.posterior, GridPosterior):  # the parameter is the row of the posterior
+        value, params = grid_value(get_value(cfg.value), step.posterior), eff.astype(np.float64)
     elif step.posterior is not None:
         value = get_posterior_value(cfg.value)
         params = (step.posterior[0][eff], step.posterior[1][eff])

@@ -159,13 +159,7 @@ class Planner:
         p_hat = self.tracker.estimate(ids, epoch=epoch)
         if not self.config.posterior:
             return p_hat, None
-        rows = self.tracker.rows(ids)
-        seen, safe = rows >= 0, np.maximum(rows, 0)
-        s, f = (
-            np.where(seen, self.tracker.array(k)[safe], 0.0) if len(self.tracker) else np.zeros(len(ids))
-            for k in ("beta_s", "beta_f")
-        )
-        return p_hat, (s, f)
+        return p_hat, self.tracker.evidence(ids)
 
     def _posterior(self, s: NDArray[np.float64], f: NDArray[np.float64]) -> Any:
         """The step's posterior from its evidence: Beta ``(a0 + s, b0 + f)``, or a grid posterior under

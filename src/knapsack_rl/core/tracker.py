@@ -543,22 +543,28 @@ class Tracker:
         got[self._state["count"][rows] < self.config.min_count] = np.nan
         return got
 
+    def evidence(self, prompt_ids: Sequence[object] | NDArray[Any]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Discounted success and failure counts ``(s, f)`` of each prompt, each (M,); 0 and 0 for an unseen
+        prompt (``s <- forgetting * s + successes`` at every update, the same for ``f``)."""
+        rows = self.rows(prompt_ids)
+        if not len(self):
+            return np.zeros(rows.size), np.zeros(rows.size)
+        seen, safe = rows >= 0, np.maximum(rows, 0)
+        s = np.where(seen, self._state["beta_s"][safe], 0.0)
+        f = np.where(seen, self._state["beta_f"][safe], 0.0)
+        return s, f
+
     def posterior(self, prompt_ids: Sequence[object] | NDArray[Any]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Beta posterior of each prompt's success rate: ``(a, b)``, each (M,).
 
         ``a = a0 + s``, ``b = b0 + f`` with the discounted success / failure counts ``s``, ``f`` of
-        the beta estimator (module docstring) and the prior ``beta_prior = (a0, b0)``; an unseen
+        the beta estimator (:meth:`evidence`) and the prior ``beta_prior = (a0, b0)``; an unseen
         prompt gets the prior. No ``min_count`` cut: the posterior itself carries the uncertainty
         (its mean ``a / (a + b)`` is the beta estimate).
         """
-        rows = self.rows(prompt_ids)
         a0, b0 = self.config.beta_prior
-        seen, safe = rows >= 0, np.maximum(rows, 0)
-        if not len(self):
-            return np.full(rows.size, a0), np.full(rows.size, b0)
-        a = np.where(seen, a0 + self._state["beta_s"][safe], a0)
-        b = np.where(seen, b0 + self._state["beta_f"][safe], b0)
-        return a, b
+        s, f = self.evidence(prompt_ids)
+        return a0 + s, b0 + f
 
     # ----------------------------------------------------------------- updates
     def update(
