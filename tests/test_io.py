@@ -21,6 +21,7 @@ from knapsack_rl.io import (
     append_jsonl,
     atomic_write_bytes,
     atomic_write_text,
+    read_file_bytes,
     remove_stale_temp_files,
     truncate_jsonl,
 )
@@ -238,3 +239,21 @@ def test_append_jsonl_writes_whole_lines_and_refuses_what_would_corrupt_the_log(
     truncate_jsonl(log, last_step=10)
     append_jsonl(log, {"step": 3})
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_read_file_bytes_refuses_fifos_folders_devices_and_oversized_files_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "checkpoint.pt"
+    os.mkfifo(fifo)  # nobody writes it: a blocking open would hang forever
+    with pytest.raises(ValueError, match=r"^checkpoint .*checkpoint.pt is not a regular file \(a FIFO"):
+        read_file_bytes(fifo, what="checkpoint")
+    with pytest.raises(ValueError, match=r"^config .* is a folder$"):
+        read_file_bytes(tmp_path, what="config")
+    with pytest.raises(ValueError, match=r"^stats file /dev/zero is not a regular file"):
+        read_file_bytes("/dev/zero", what="stats file")
+    with pytest.raises(ValueError, match=r"^data file .*missing.jsonl does not exist$"):
+        read_file_bytes(tmp_path / "missing.jsonl", what="data file")
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * 11)
+    with pytest.raises(ValueError, match=r"is 11 bytes, over the limit of 10$"):
+        read_file_bytes(big, what="tracker file", max_bytes=10)
+    assert read_file_bytes(big, what="tracker file", max_bytes=11) == b"x" * 11

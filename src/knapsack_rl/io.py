@@ -26,11 +26,13 @@ the checkpoint's step on resume, atomically, dropping a line torn by a crash.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
 import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,51 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         raise
     finally:
         os.close(fd)  # releases the lock; the temp name no longer exists after the rename
+
+
+MAX_FILE_BYTES = 1 << 34
+"""Default cap of :func:`read_file_bytes` (16 GiB): larger than any file the package reads."""
+
+
+def read_file_bytes(path: str | os.PathLike[str], *, what: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of the regular file ``path``: the one way the package reads a file it did not write.
+
+    The file is opened without blocking (a FIFO named like a checkpoint cannot hang the reader) and
+    checked to be a regular file before anything is read; devices, FIFOs, sockets and folders are
+    refused, and so is a file larger than ``max_bytes``.
+
+    Raises:
+        ValueError: one line naming ``what``, the path and the reason (missing, not a regular file,
+            too large, unreadable).
+    """
+    target = Path(path)
+    try:
+        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ValueError(f"{what} {target} does not exist") from None
+    except OSError as exc:
+        raise ValueError(f"{what} {target} cannot be opened ({exc.strerror or exc})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a FIFO, device or socket)"
+            raise ValueError(f"{what} {target} is {kind}")
+        if info.st_size > max_bytes:
+            raise ValueError(f"{what} {target} is {info.st_size} bytes, over the limit of {max_bytes}")
+        chunks = []
+        size = 0
+        while chunk := os.read(fd, 1 << 20):
+            size += len(chunk)
+            if size > max_bytes:  # the file grew while being read
+                raise ValueError(f"{what} {target} is over the limit of {max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        if exc.errno == errno.EISDIR:
+            raise ValueError(f"{what} {target} is a folder") from None
+        raise ValueError(f"{what} {target} cannot be read ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
