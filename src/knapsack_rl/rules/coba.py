@@ -263,6 +263,8 @@ class CobaRule(Rule):
       var_max 0.1667, smoothing 0.01, explore_ratio 0.8); they fit a fixed B = N x M unchanged.
     """
 
+    name = "coba"
+
     def __init__(self, config: CobaConfig | None = None) -> None:
         self.config = config if config is not None else CobaConfig()
         self._windows: dict[Any, list[tuple[int, int]]] = {}  # prompt id -> [(successes, rollouts)] per step
