@@ -5,9 +5,11 @@ of GitHub Within-yao/CoBA-RL, its ``BetaAllocator``) gives each prompt of the st
 count from a *capability-oriented value*: a Beta density over the prompt's success rate whose shape
 follows the model's global failure rate, times a saturating function of the count. The counts come from
 a greedy over marginal gains (a heap in the authors' code) under the step's fixed total. Everything is
-decided before generation from what earlier steps saw, so the rule runs wherever one-round rules run
-(the simulator, the reference trainer, TRL and verl's hooks). :class:`CobaRule` documents the equations
-and every departure; the pure functions below are its parts, each testable on its own.
+decided before generation from what earlier steps saw: one round on the step's batch, no draws, so it
+fits engines with one generation call per step (TRL, verl's hooks) as well as the simulator and the
+reference trainer (today the TRL and verl adapters drive the Planner, not registered rules).
+:class:`CobaRule` documents the equations and every departure; the pure functions below are its parts,
+each testable on its own.
 """
 
 from __future__ import annotations
