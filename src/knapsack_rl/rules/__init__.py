@@ -4,8 +4,8 @@
 :class:`Round`, :class:`StepLog`, :class:`Selection`, :class:`Rule`, the :class:`Engine` protocol and
 :func:`run_step`); :mod:`knapsack_rl.rules.builtin` holds the rules (uniform, knapsack presets and
 two-phase through the Planner, Reinforce-Ada-like, Pilot-Commit-like, DAPO, GRESO-like, E3-like) and
-their registry. The simulator (:mod:`knapsack_rl.sim`) and the reference trainer
-(:mod:`knapsack_rl.train`) are two engines of it.
+their registry; :mod:`knapsack_rl.rules.coba` adds the CoBA-RL-like rule ``coba``. The simulator
+(:mod:`knapsack_rl.sim`) and the reference trainer (:mod:`knapsack_rl.train`) are two engines of it.
 """
 
 from knapsack_rl.rules.builtin import (
@@ -26,6 +26,7 @@ from knapsack_rl.rules.builtin import (
     register_rule,
     rule_names,
 )
+from knapsack_rl.rules.coba import CobaConfig, CobaRule
 from knapsack_rl.rules.interface import (
     Engine,
     Limits,
@@ -42,6 +43,8 @@ from knapsack_rl.rules.keyed import keyed_uniform
 __all__ = [
     "RULES",
     "TWO_PHASE",
+    "CobaConfig",
+    "CobaRule",
     "DapoRule",
     "Engine",
     "GresoRule",
