@@ -26,9 +26,11 @@ from knapsack_rl.rules.builtin import (
     register_rule,
     rule_names,
 )
+from knapsack_rl.rules.engines import ENGINES, EngineCaps, OneRound, check_runs_on, engines_for
 from knapsack_rl.rules.interface import (
     Engine,
     Limits,
+    Needs,
     Round,
     Rule,
     Selection,
@@ -40,13 +42,17 @@ from knapsack_rl.rules.interface import (
 from knapsack_rl.rules.keyed import keyed_uniform
 
 __all__ = [
+    "ENGINES",
     "RULES",
     "TWO_PHASE",
     "DapoRule",
     "Engine",
+    "EngineCaps",
     "GresoRule",
     "KnapsackRule",
     "Limits",
+    "Needs",
+    "OneRound",
     "PilotCommitRule",
     "ReinforceAdaRule",
     "Round",
@@ -58,6 +64,8 @@ __all__ = [
     "StepSpec",
     "UncertaintyRule",
     "UniformRule",
+    "check_runs_on",
+    "engines_for",
     "keyed_uniform",
     "knapsack_factory",
     "make_rule",
