@@ -27,9 +27,11 @@ from knapsack_rl.rules.builtin import (
     rule_names,
 )
 from knapsack_rl.rules.coba import CobaConfig, CobaRule
+from knapsack_rl.rules.engines import ENGINES, EngineCaps, OneRound, check_runs_on, engines_for
 from knapsack_rl.rules.interface import (
     Engine,
     Limits,
+    Needs,
     Round,
     Rule,
     Selection,
@@ -41,15 +43,19 @@ from knapsack_rl.rules.interface import (
 from knapsack_rl.rules.keyed import keyed_uniform
 
 __all__ = [
+    "ENGINES",
     "RULES",
     "TWO_PHASE",
     "CobaConfig",
     "CobaRule",
     "DapoRule",
     "Engine",
+    "EngineCaps",
     "GresoRule",
     "KnapsackRule",
     "Limits",
+    "Needs",
+    "OneRound",
     "PilotCommitRule",
     "ReinforceAdaRule",
     "Round",
@@ -61,6 +67,8 @@ __all__ = [
     "StepSpec",
     "UncertaintyRule",
     "UniformRule",
+    "check_runs_on",
+    "engines_for",
     "keyed_uniform",
     "knapsack_factory",
     "make_rule",

@@ -57,7 +57,7 @@ from knapsack_rl.core.planner import Planner
 from knapsack_rl.core.registry import Registry
 from knapsack_rl.core.tracker import Tracker, TrackerConfig
 from knapsack_rl.core.validate import check_choice, check_int, check_prompt_ids, check_real
-from knapsack_rl.rules.interface import Limits, Round, Rule, Selection, StepLog, StepSpec
+from knapsack_rl.rules.interface import Limits, Needs, Round, Rule, Selection, StepLog, StepSpec
 from knapsack_rl.rules.keyed import SKIP_STREAM, id_keys, keyed_uniform
 
 
@@ -185,6 +185,13 @@ class KnapsackRule(Rule):
         """The method's settings."""
         return self.planner.config
 
+    def needs(self) -> Needs:
+        """Two rounds with a probe; counts of 0 or 1 where the settings give them."""
+        cfg, a = self.config, self.config.allocation
+        counts = {a.n} if cfg.rule == "uniform" else {a.n, a.min_n, a.negative_n, a.positive_n, cfg.probe_n or a.n}
+        rounds = cfg.probe_n > 0 and cfg.rule != "uniform"
+        return Needs(rounds=rounds, skips=0 in counts, singles=1 in counts)
+
     def limits(self, spec: StepSpec) -> Limits:
         a = self.config.allocation
         if self.config.rule == "uniform":
@@ -272,6 +279,9 @@ class ReinforceAdaRule(Rule):
         self.round_n = check_int("round_n", round_n, low=1)
         self.keep_n = check_int("keep_n", keep_n, low=2)
         self.max_rounds = check_int("max_rounds", max_rounds, low=1)
+
+    def needs(self) -> Needs:
+        return Needs(rounds=True, drops=True, singles=self.round_n == 1)
 
     def limits(self, spec: StepSpec) -> Limits:
         low = min(self.round_n, max(spec.total_budget // spec.size, 1))
@@ -362,6 +372,10 @@ class PilotCommitRule(Rule):
         self._class = np.zeros(0, dtype=np.int8)  # (K,) 0 = not piloted, else PASS / EASY / HARD
         self._queue: list[int] = []
         self._passed = self._piloted = self._drawn = 0
+
+    def needs(self) -> Needs:
+        """Rounds of pilots and commits, draws, evictions (0), a last round cut to fit (1), pilots dropped."""
+        return Needs(rounds=True, draws=True, skips=True, singles=True, drops=True)
 
     def limits(self, spec: StepSpec) -> Limits:
         return Limits(spec.total_budget, False, 1, self.pilot_n + self.commit_n)
@@ -469,6 +483,9 @@ class DapoRule(Rule):
     def __init__(self, max_rounds: int = 10) -> None:
         self.max_rounds = check_int("max_rounds", max_rounds, low=1)
 
+    def needs(self) -> Needs:
+        return Needs(rounds=True, draws=True, drops=True)
+
     def limits(self, spec: StepSpec) -> Limits:
         return Limits(self.max_rounds * _require_nm(self, spec), False, spec.n, spec.n)
 
@@ -508,6 +525,10 @@ class GresoRule(Rule):
         self.skip_prob = check_real("skip_prob", skip_prob, low=0.0, high=1.0, open_high=True)
         self.zero_last: set[Any] = set()
         self._skip = np.zeros(0, dtype=bool)
+
+    def needs(self) -> Needs:
+        """Skipped prompts get 0 and are replaced by prompts drawn beyond the batch."""
+        return Needs(draws=True, skips=True)
 
     def limits(self, spec: StepSpec) -> Limits:
         return Limits(_require_nm(self, spec), True, spec.n, spec.n)
@@ -558,6 +579,9 @@ class UncertaintyRule(Rule):
     def __init__(self, min_n: int = 2) -> None:
         self.min_n = check_int("min_n", min_n, low=1)
         self.tracker = Tracker(TrackerConfig(estimator="beta", min_count=1))
+
+    def needs(self) -> Needs:
+        return Needs(singles=self.min_n == 1)
 
     def limits(self, spec: StepSpec) -> Limits:
         low = min(self.min_n, spec.n)

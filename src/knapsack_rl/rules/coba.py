@@ -7,7 +7,7 @@ follows the model's global failure rate, times a saturating function of the coun
 a greedy over marginal gains (a heap in the authors' code) under the step's fixed total. Everything is
 decided before generation from what earlier steps saw: one round on the step's batch, no draws, so it
 fits engines with one generation call per step (TRL, verl's hooks) as well as the simulator and the
-reference trainer (today the TRL and verl adapters drive the Planner, not registered rules).
+reference trainer.
 :class:`CobaRule` documents the equations and every departure; the pure functions below are its parts,
 each testable on its own.
 """
@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from knapsack_rl.core.validate import check_int, check_real, check_step_ids
 from knapsack_rl.rules.builtin import RuleSetup, register_rule
-from knapsack_rl.rules.interface import Limits, Round, Rule, Selection, StepLog, StepSpec
+from knapsack_rl.rules.interface import Limits, Needs, Round, Rule, Selection, StepLog, StepSpec
 
 logger = logging.getLogger(__name__)
 
@@ -292,6 +292,10 @@ class CobaRule(Rule):
             if win:
                 out[k] = sum(s for s, _ in win) / sum(t for _, t in win)
         return out
+
+    def needs(self) -> Needs:
+        """One round on the batch; a single rollout only with ``n_low = 1``."""
+        return Needs(singles=self.config.n_low == 1)
 
     def limits(self, spec: StepSpec) -> Limits:
         cfg, b, m = self.config, spec.total_budget, spec.size

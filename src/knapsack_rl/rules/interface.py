@@ -131,6 +131,24 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Needs:
+    """What a rule needs of the engine that runs it; checked against the engine's
+    :class:`~knapsack_rl.rules.engines.EngineCaps` when a config is read (every field False: a rule that
+    answers one round of counts >= 2 for the step's batch and trains on every rollout runs everywhere)."""
+
+    rounds: bool = False
+    """Generates in more than one round within a step (it reads rewards before deciding on more)."""
+    draws: bool = False
+    """Adds prompts beyond the step's batch."""
+    skips: bool = False
+    """May give a prompt of the batch 0 rollouts."""
+    singles: bool = False
+    """May give a prompt exactly 1 rollout (a group without a baseline)."""
+    drops: bool = False
+    """Trains on a subset of the rollouts it generated (the rest were paid for and dropped)."""
+
+
+@dataclass(frozen=True)
 class Round:
     """A rule's answer for one round.
 
@@ -260,6 +278,10 @@ class Rule(ABC):
     @abstractmethod
     def limits(self, spec: StepSpec) -> Limits:
         """What this rule promises for a step of this shape (enforced by :func:`run_step`)."""
+
+    def needs(self) -> Needs:
+        """What this rule needs of an engine (default: nothing beyond one round on the batch)."""
+        return Needs()
 
     def begin(self, spec: StepSpec) -> None:
         """Called once when a step starts, before the first round (default: nothing)."""
