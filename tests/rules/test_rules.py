@@ -374,7 +374,7 @@ def test_rule_states_refuse_what_is_not_theirs() -> None:
     assert pilot.state_dict() == {"evicted": []}  # a refused state changes nothing
     pilot.load_state_dict({"evicted": ["b", 3, "a"]}, source="ckpt")
     assert pilot.state_dict() == {"evicted": [3, "a", "b"]}
-    with pytest.raises(ValueError, match=r"ckpt: not a planner state"):
+    with pytest.raises(ValueError, match=r"ckpt: a planner state holds exactly \['config', 'tracker', 'version'\]"):
         make_rule("knapsack:project").load_state_dict({}, source="ckpt")
 
 
