@@ -640,16 +640,17 @@ def test_forged_values_with_a_valid_checksum_are_refused_before_anything_is_buil
 
 
 def test_an_update_past_max_count_is_refused_so_every_save_loads_again() -> None:
+    cap = 1 << 32  # tracker.MAX_COUNT
     t = _small_tracker()
-    t._state["count"][0] = tracker_module.MAX_COUNT - 1  # the largest a file may hold, less one
-    t._state["ring_pos"][0] = (tracker_module.MAX_COUNT - 1) % 2
+    t._state["count"][0] = cap - 1  # the largest count a file may hold, less one
+    t._state["ring_pos"][0] = (cap - 1) % 2
     t = Tracker.from_bytes(t.to_bytes())  # a legal file
     before = t.to_bytes()
     with pytest.raises(ValueError, match=r"this update of 2 rewards could take a prompt past 4294967296 rewards"):
         t.update(["a", "a"], [1, 0])
     assert t.to_bytes() == before
     t.update(["b"], [1])  # one more reward fits: the count reaches the cap and the file still loads
-    assert Tracker.from_bytes(t.to_bytes()).counts(["a", "b"]).tolist() == [tracker_module.MAX_COUNT - 1, 2]
+    assert Tracker.from_bytes(t.to_bytes()).counts(["a", "b"]).tolist() == [cap - 1, 2]
 
 
 # -------------------------------------------------------------------------------------- merge

@@ -32,7 +32,6 @@ from knapsack_rl.integrations.trl import KNAPSACK_FIELDS, KnapsackGRPOConfig, Kn
 from knapsack_rl.integrations.trl import checkpoint as ckpt
 from knapsack_rl.integrations.trl.config import field_docs
 from knapsack_rl.integrations.trl.plan import merge_gathered_ids, prompt_id_of, unique_in_order
-from knapsack_rl.io import STATE_MAGIC, encode_state_file
 from knapsack_rl.models import TinyModelConfig, build_char_tokenizer, build_tiny_model
 
 torch.set_num_threads(1)
@@ -499,6 +498,8 @@ def test_an_id_error_on_one_process_raises_on_every_process(tmp_path: Path, monk
 
 def _raw_envelope(kind: bytes, head: bytes, payload: bytes = b"", version: int = 1) -> bytes:
     """A state file built by hand around any header bytes, with a valid checksum: what only a forger writes."""
+    from knapsack_rl.io import STATE_MAGIC
+
     body = STATE_MAGIC + kind.ljust(32, b"\0") + version.to_bytes(4, "little") + len(head).to_bytes(8, "little")
     body += head + payload
     return body + hashlib.sha256(body).digest()
@@ -506,6 +507,8 @@ def _raw_envelope(kind: bytes, head: bytes, payload: bytes = b"", version: int =
 
 def _planner_files(planner: Planner) -> list[tuple[bytes, str]]:
     """Altered, foreign, old, nested and incomplete planner files, and the start of the message each gets."""
+    from knapsack_rl.io import encode_state_file
+
     state = planner.state_dict()
     meta, tracker = {"version": 1, "config": state["config"]}, state["tracker"]
     good = encode_state_file("planner", 1, meta, {"tracker": tracker})

@@ -49,7 +49,6 @@ from knapsack_rl.integrations.verl import (
     yaml_path,
 )
 from knapsack_rl.integrations.verl.resume import LATEST_FILE, restore_or_create, resume_folder
-from knapsack_rl.io import write_state_file
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[2]
@@ -495,6 +494,8 @@ def _forged_run_states(run: VerlRun) -> list[tuple[dict[str, Any], bytes, str]]:
 
 
 def test_nested_or_incomplete_run_states_are_refused_in_one_line(tmp_path: Path) -> None:
+    from knapsack_rl.io import write_state_file
+
     run = VerlRun(make_settings())
     run.plan([1, 2], ["u1", "u2"])
     run.save(tmp_path)

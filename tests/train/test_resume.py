@@ -8,7 +8,6 @@ import pathlib
 import pytest
 import torch
 
-from knapsack_rl.io import read_state_file, write_state_file
 from knapsack_rl.train.trainer import Trainer
 from tests.train.tiny_run import tiny_config
 
@@ -31,6 +30,8 @@ class _Payload:
 
 
 def test_a_planted_pickle_payload_never_runs(base, tmp_path):
+    from knapsack_rl.io import write_state_file
+
     out = tmp_path / "planted"
     out.mkdir()
     marker = tmp_path / "pwned"
@@ -181,6 +182,8 @@ def test_a_flipped_weight_byte_or_an_empty_file_is_refused(trained, tmp_path):
 
 
 def test_an_incomplete_checkpoint_is_refused_in_one_line_and_changes_nothing(trained, tmp_path):
+    from knapsack_rl.io import read_state_file, write_state_file
+
     trainer, _ = trained
     path = tmp_path / "checkpoint.pt"
     good = read_state_file(
