@@ -212,3 +212,18 @@ def test_a_good_checkpoint_still_restores_every_piece_of_state(trained, tmp_path
     trainer, cfg = trained
     resumed = Trainer(cfg)  # resumes from the checkpoint train() wrote at step 2
     assert _snapshot(resumed) == _snapshot(trainer)
+
+
+def test_a_prompt_stream_state_is_checked_before_it_is_adopted():
+    from knapsack_rl.train.engine import PromptStream
+
+    stream = PromptStream(16, seed=0)
+    stream.batch(8)
+    for state, message in (
+        ({"epoch": 2**62, "position": 0}, r"^ckpt: epoch must be <= 1099511627776; got epoch=4611686018427387904$"),
+        ({"epoch": 0, "position": 0, 1: 2}, r"^ckpt: not a prompt stream state \(keys 'epoch', 'position'\); got \["),
+        ({"epoch": 0.0, "position": 0}, r"^ckpt: epoch must be an integer; got epoch=0.0$"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            stream.load_state_dict(state, source="ckpt")
+        assert stream.state_dict() == {"epoch": 0, "position": 8}

@@ -640,8 +640,9 @@ class Tracker:
         st["ema"][rows] = np.minimum(np.maximum(ema, 0.0), 1.0)  # rounding may pass 1
         st["beta_s"][rows] = cfg.forgetting * st["beta_s"][rows] + sums  # s <- gamma s + successes
         st["beta_f"][rows] = cfg.forgetting * st["beta_f"][rows] + (cnt - sums)  # f <- gamma f + failures
-        st["count"][rows] = count + cnt
-        self._max_count = max(self._max_count, int(st["count"][rows].max()))
+        count += cnt  # a copy (fancy indexing)
+        st["count"][rows] = count
+        self._max_count = max(self._max_count, int(count.max()))
         st["last_step"][rows] = self.step
 
     def _update_ring(self, s_sorted: NDArray[np.float64], g: _Groups) -> None:

@@ -136,7 +136,10 @@ def _ids_from_state(rule: Rule, state: dict[str, Any], key: str, source: str) ->
         raise ValueError(f"{source}: not a state of rule {rule.name!r}: expected the key [{key!r}]; got {got}")
     ids = check_prompt_ids(f"{source}: {key}", state[key])
     out = ids.tolist() if isinstance(ids, np.ndarray) else ids
-    check_unique_ids(f"{source}: {key}", out)  # a saved set lists each id once
+    try:
+        check_unique_ids(key, out)  # a saved set lists each id once
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
     return set(out)
 
 

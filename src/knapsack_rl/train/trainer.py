@@ -39,6 +39,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -74,13 +75,15 @@ __all__ = ["PhaseTimer", "StepBatch", "Trainer", "load_task_and_policy", "resolv
 CHECKPOINT_KIND = "trainer-checkpoint"
 CHECKPOINT_FORMAT = 4
 """The envelope kind and format of ``checkpoint.pt`` (format 3, a bare ``torch.save`` without checksum, is refused)."""
-LEGACY = {
-    b"PK\x03\x04": (
-        "a checkpoint of the format of knapsack-rl 0.1.0 (format 3, a bare torch.save without checksum), which this "
-        "version does not read; resume it with the version that wrote it, or start afresh (resume=false or another "
-        "out_dir)"
-    )
-}
+LEGACY: Mapping[bytes, str] = MappingProxyType(
+    {
+        b"PK\x03\x04": (
+            "a checkpoint of the format of knapsack-rl 0.1.0 (format 3, a bare torch.save without checksum), "
+            "which this version does not read; resume it with the version that wrote it, or start afresh "
+            "(resume=false or another out_dir)"
+        )
+    }
+)
 _META_KEYS = ("global_step", "rollouts_total", "exhausted", "config", "stream", "rule")
 _TENSOR_KEYS = ("model", "optimizer", "generator", "torch_rng", "rule_state")
 _ADAMW_STATE = ("step", "exp_avg", "exp_avg_sq")

@@ -19,8 +19,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from knapsack_rl.core.planner import Planner
@@ -34,12 +36,14 @@ STATE_KIND = "planner"
 STATE_VERSION = 1
 """The envelope kind and format version of :data:`PLANNER_FILE`."""
 MAX_PLANNER_FILE_BYTES = 1 << 34
-LEGACY = {
-    b"KNAPSACK-RL-PLANNER\x00": (
-        "planner state file of the format of knapsack-rl 0.1.0 (KNAPSACK-RL-PLANNER v1), which this version does "
-        "not read; resume this checkpoint with the knapsack-rl version that wrote it"
-    )
-}
+LEGACY: Mapping[bytes, str] = MappingProxyType(
+    {
+        b"KNAPSACK-RL-PLANNER\x00": (
+            "planner state file of the format of knapsack-rl 0.1.0 (KNAPSACK-RL-PLANNER v1), which this version does "
+            "not read; resume this checkpoint with the knapsack-rl version that wrote it"
+        )
+    }
+)
 
 
 @dataclass(frozen=True)

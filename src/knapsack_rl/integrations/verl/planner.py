@@ -49,7 +49,7 @@ STATE_KIND = "verl-run"
 STATE_VERSION = 2
 """Version 1 was the pair ``run.json`` + ``tracker.bin`` of knapsack-rl 0.1.0 (refused, with a message)."""
 LEGACY_FILES = ("run.json", "tracker.bin")
-_META_KEYS = ["epoch_counter", "fingerprints", "pending", "planner"]
+_META_KEYS = ("epoch_counter", "fingerprints", "pending", "planner")
 
 
 class VerlRun:
@@ -246,8 +246,8 @@ class VerlRun:
 
     def _restore(self, meta: dict[str, Any], tracker: bytes, source: str) -> None:
         """Check every field of a saved run's ``meta`` and adopt it (the run is new: nothing to keep)."""
-        if sorted(meta) != _META_KEYS:
-            raise ValueError(f"{source}: a verl run state holds exactly {_META_KEYS}; got {sorted(meta)}")
+        if sorted(meta) != list(_META_KEYS):
+            raise ValueError(f"{source}: a verl run state holds exactly {list(_META_KEYS)}; got {sorted(meta)}")
         planner = meta["planner"]
         if not isinstance(planner, dict):
             raise ValueError(f"{source}: 'planner' must be an object; got {type(planner).__name__}")
