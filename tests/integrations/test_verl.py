@@ -402,6 +402,17 @@ def test_run_key_is_the_checkpoint_folder_and_names(tmp_path: Path, monkeypatch:
         run_key(cfg)
 
 
+def test_a_batch_of_older_prompts_observed_after_a_newer_one_keeps_the_latest_epoch() -> None:
+    """verl's async modes can finish a batch planned in epoch 0 after one planned in epoch 1; the Planner
+    refuses an epoch going backwards, so the run records the late batch in the latest epoch."""
+    run = VerlRun(make_settings())
+    run.plan([1, 2], ["a1", "a2"])  # epoch 0
+    run.plan([1, 3], ["b1", "b3"])  # prompt 1 again: epoch 1
+    late = run.observe(["b1", "b3"], [1.0, 0.0], step=1)
+    early = run.observe(["a1", "a2"], [0.0, 1.0], step=2)
+    assert late["train/epoch"] == early["train/epoch"] == 1.0 and run.planner.tracker.epoch == 1
+
+
 # ---------------------------------------------------------------------------- checkpoint round trip
 def test_checkpoint_round_trip_in_a_verl_checkpoint_folder(tmp_path: Path) -> None:
     rng = np.random.default_rng(6)

@@ -167,7 +167,9 @@ class VerlRun:
             :meth:`Planner.observe`'s metrics (``train/*`` grouped by prompt, ``alloc/*`` of the latest
             plan, ``tracker/prompts``) plus ``train/epoch`` and ``timing_s/plan``. The rollouts' epoch is
             the latest one their prompts were planned in (they differ only across an epoch boundary in
-            verl's async and refill modes).
+            verl's async and refill modes), and never below an earlier observation's: in the async modes
+            a batch of older prompts can finish after a newer one, and the Planner refuses an epoch that
+            goes backwards.
         """
         uid_list = [str(u) for u in rollout_uids]
         r = np.asarray(rewards, dtype=np.float64).reshape(-1)
@@ -180,7 +182,7 @@ class VerlRun:
                 f"{unknown[0]!r}; every training prompt must pass through VerlRun.plan before its rewards are observed"
             )
         planned = [self._pending[u] for u in uid_list]
-        epoch = max(e for _, e in planned) if planned else self.epoch
+        epoch = max([e for _, e in planned] + [self.planner.tracker.epoch]) if planned else self.epoch
         metrics = self.planner.observe([pid for pid, _ in planned], r, epoch=epoch, step=step)
         metrics["train/epoch"] = float(epoch)
         metrics["timing_s/plan"] = self._plan_s
