@@ -224,7 +224,7 @@ class KnapsackGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
         resume fails before transformers restores anything (weights, optimizer) and the planner is unchanged."""
         folder = resume_from_checkpoint
         if folder is True:  # transformers' own rule: the latest checkpoint folder of output_dir
-            folder = get_last_checkpoint(self.args.output_dir)
+            folder = get_last_checkpoint(self.args.output_dir)  # type: ignore[no-untyped-call]
         if isinstance(folder, str | os.PathLike):
             check_planner(self.planner, folder)
         return super().train(resume_from_checkpoint, *args, **kwargs)
