@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -18,12 +19,17 @@ import pytest
 
 import knapsack_rl
 from knapsack_rl.io import (
+    STATE_MAGIC,
     append_jsonl,
     atomic_write_bytes,
     atomic_write_text,
+    decode_state_file,
+    encode_state_file,
     read_file_bytes,
+    read_state_file,
     remove_stale_temp_files,
     truncate_jsonl,
+    write_state_file,
 )
 
 SRC = Path(knapsack_rl.__file__).resolve().parents[1]
@@ -257,3 +263,93 @@ def test_read_file_bytes_refuses_fifos_folders_devices_and_oversized_files_witho
     with pytest.raises(ValueError, match=r"is 11 bytes, over the limit of 10$"):
         read_file_bytes(big, what="tracker file", max_bytes=10)
     assert read_file_bytes(big, what="tracker file", max_bytes=11) == b"x" * 11
+
+
+# ------------------------------------------------------------------------------- the state-file envelope
+def test_a_state_file_round_trips_and_every_truncation_and_bit_flip_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.bin"
+    write_state_file(path, "demo", 3, {"step": 7, "name": "x"}, {"a": b"\x00\x01", "b": b"", "c": b"xyz"})
+    got = read_state_file(path, what="demo state", kind="demo", version=3, parts=["c", "b", "a"])
+    assert (got.kind, got.version, got.meta) == ("demo", 3, {"step": 7, "name": "x"})
+    assert got.parts == {"a": b"\x00\x01", "b": b"", "c": b"xyz"}
+    data = path.read_bytes()
+    for cut in range(len(data)):
+        with pytest.raises(ValueError, match=r"^f: (state file is truncated|not a knapsack-rl state file)"):
+            decode_state_file(data[:cut], source="f", kind="demo", version=3, parts=["a", "b", "c"])
+    for i in range(len(data)):
+        flipped = bytearray(data)
+        flipped[i] ^= 0x10
+        with pytest.raises(ValueError, match=r"^f: (state file is truncated or corrupt|not a knapsack-rl state)"):
+            decode_state_file(bytes(flipped), source="f", kind="demo", version=3, parts=["a", "b", "c"])
+
+
+def _forged(head: bytes, payload: bytes = b"", kind: bytes = b"demo", version: int = 1) -> bytes:
+    """An envelope around any header bytes with a valid checksum: what a forger (there is no key) writes."""
+    body = STATE_MAGIC + kind.ljust(32, b"\0") + version.to_bytes(4, "little") + len(head).to_bytes(8, "little")
+    body += head + payload
+    return body + hashlib.sha256(body).digest()
+
+
+FORGED_ENVELOPES = [
+    (encode_state_file("other", 1, {}, {}), r"holds a 'other' state, not a 'demo' state"),
+    (encode_state_file("demo", 2, {}, {}), r"demo format version 2 is not supported .*version 1\)"),
+    (_forged(b"{}"[:1]), r"header is not valid JSON"),
+    (_forged(b"[" * 100_000 + b"]" * 100_000), r"header is not valid JSON \(nested too deeply\)"),
+    (_forged(b'{"meta": {"a": NaN}, "parts": []}'), r"header is not valid JSON \(NaN is not a JSON number\)"),
+    (_forged(b'{"meta": {}, "meta": {}, "parts": []}'), r"header is not valid JSON \(duplicate key 'meta'\)"),
+    (_forged(b'["meta", "parts"]'), r"header must be a JSON object; got list"),
+    (_forged(b'{"meta": [], "parts": []}'), r"header must hold exactly 'meta' \(an object\) and 'parts'"),
+    (_forged(b'{"meta": {}}'), r"header must hold exactly 'meta' \(an object\) and 'parts'; got \['meta'\]"),
+    (_forged(b'{"meta": {}, "parts": {"a": 1}}'), r"header 'parts' must be a list of \[name, size\]; got dict"),
+    (_forged(b'{"meta": {}, "parts": [["a", -1]]}'), r"header parts\[0\] must be a new \[name, size >= 0\]"),
+    (_forged(b'{"meta": {}, "parts": [["a", true]]}'), r"header parts\[0\] must be a new"),
+    (_forged(b'{"meta": {}, "parts": [["a", 1], ["a", 1]]}', b"xy"), r"header parts\[1\] must be a new"),
+    (_forged(b'{"meta": {}, "parts": [["b", 1]]}', b"x"), r"demo state must have the parts \['a'\]; got \['b'\]"),
+    (_forged(b'{"meta": {}, "parts": [["a", 9]]}', b"x"), r"the parts take 9 bytes but 1 follow the header"),
+    (_forged(b"\xff\xfe"), r"header is not valid JSON \(.*codec can't decode"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), FORGED_ENVELOPES, ids=[m[:40] for _, m in FORGED_ENVELOPES])
+def test_a_forged_envelope_with_a_valid_checksum_is_refused_in_one_line(data: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=rf"^f: .*{message}") as info:
+        decode_state_file(data, source="f", kind="demo", version=1, parts=["a"])
+    assert "\n" not in str(info.value) and type(info.value) is ValueError
+
+
+def test_a_header_length_past_the_file_or_the_cap_is_refused_before_parsing() -> None:
+    data = bytearray(encode_state_file("demo", 1, {"k": "v" * 100}, {"a": b""}))
+    with pytest.raises(ValueError, match=r"^f: header length \d+ runs past the end of the file or over 64$"):
+        decode_state_file(bytes(data), source="f", kind="demo", version=1, parts=["a"], max_header_bytes=64)
+    at = len(STATE_MAGIC) + 32 + 4
+    data[at : at + 8] = (1 << 62).to_bytes(8, "little")
+    data[-32:] = hashlib.sha256(bytes(data[:-32])).digest()
+    with pytest.raises(ValueError, match=r"^f: header length 4611686018427387904 runs past the end"):
+        decode_state_file(bytes(data), source="f", kind="demo", version=1, parts=["a"])
+
+
+def test_read_state_file_names_an_older_format_and_refuses_what_is_not_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "state.bin"
+    path.write_bytes(b"OLD-FORMAT\x00v1\n" + b"\0" * 100)
+    legacy = {b"OLD-FORMAT\x00": "an old file; use the old version"}
+    with pytest.raises(ValueError, match=r"state.bin: an old file; use the old version$"):
+        read_state_file(path, what="s", kind="demo", version=1, parts=[], legacy=legacy)
+    with pytest.raises(ValueError, match=r"state.bin: not a knapsack-rl state file \(bad magic\)$"):
+        read_state_file(path, what="s", kind="demo", version=1, parts=[])
+    (tmp_path / "dir.bin").mkdir()
+    with pytest.raises(ValueError, match=r"^s .*dir.bin is a folder$"):
+        read_state_file(tmp_path / "dir.bin", what="s", kind="demo", version=1, parts=[])
+    (tmp_path / "big.bin").write_bytes(b"\0" * 2000)
+    with pytest.raises(ValueError, match=r"^s .*big.bin is 2000 bytes, over the limit of 1000$"):
+        read_state_file(tmp_path / "big.bin", what="s", kind="demo", version=1, parts=[], max_bytes=1000)
+
+
+def test_encode_state_file_refuses_what_it_could_not_read_back() -> None:
+    with pytest.raises(ValueError, match=r"Out of range float values are not JSON compliant"):
+        encode_state_file("demo", 1, {"x": float("nan")}, {})
+    with pytest.raises(ValueError, match=r"^kind must be 1-32 lowercase letters"):
+        encode_state_file("Demo Kind", 1, {}, {})
+    with pytest.raises(ValueError, match=r"^version must be an integer in \[0, 2\*\*32\); got version=True"):
+        encode_state_file("demo", True, {}, {})
+    with pytest.raises(ValueError, match=r"^parts must map names \(str\) to bytes; got 'a': str"):
+        encode_state_file("demo", 1, {}, {"a": "text"})  # type: ignore[dict-item]

@@ -1,4 +1,4 @@
-"""Crash-safe file writes and the JSONL run logs (standard library and NumPy only; no torch).
+"""Crash-safe file writes, the state-file envelope and the JSONL run logs (standard library only; no torch).
 
 Every file the package writes goes through :func:`atomic_write_bytes`:
 
@@ -22,17 +22,26 @@ files are then kept (a live writer's file cannot be told from a dead one's), and
 The JSONL helpers keep the per-step logs of a run consistent with its last checkpoint:
 :func:`append_jsonl` adds one complete line per call and :func:`truncate_jsonl` cuts a log back to
 the checkpoint's step on resume, atomically, dropping a line torn by a crash.
+
+State files (the trainer's ``checkpoint.pt``, the TRL planner file, verl's run state) share one
+envelope, :func:`encode_state_file` / :func:`decode_state_file`: a magic, the kind of state and its
+format version, a JSON header, named binary parts and one SHA-256 over all of it. Files the package did
+not write (or wrote earlier) are read with :func:`read_file_bytes`, which refuses FIFOs, devices and
+folders without blocking and caps the size.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
 import re
 import secrets
 import stat
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +123,188 @@ def read_file_bytes(path: str | os.PathLike[str], *, what: str, max_bytes: int =
         raise ValueError(f"{what} {target} cannot be read ({exc.strerror or exc})") from None
     finally:
         os.close(fd)
+
+
+# ------------------------------------------------------------------------------- state files
+STATE_MAGIC = b"KNAPSACK-RL-STATE\x00v1\n"
+"""The first bytes of every state file (:func:`encode_state_file`); ``v1`` is the envelope's own version."""
+MAX_STATE_HEADER_BYTES = 1 << 28
+"""Default cap of a state file's JSON header (256 MiB): a header is read into memory and parsed whole."""
+_KIND_BYTES = 32
+_DIGEST_BYTES = 32
+_KIND = re.compile(r"[a-z][a-z0-9-]{0,31}")
+_PREAMBLE = len(STATE_MAGIC) + _KIND_BYTES + 4 + 8  # magic, kind, version, header length
+
+
+@dataclass(frozen=True)
+class StateFile:
+    """A decoded state file: its ``kind``, ``version``, JSON ``meta`` and named binary ``parts``."""
+
+    kind: str
+    version: int
+    meta: dict[str, Any]
+    parts: dict[str, bytes]
+
+
+def encode_state_file(kind: str, version: int, meta: Mapping[str, Any], parts: Mapping[str, bytes]) -> bytes:
+    """The one persistence envelope of the package's state files (checkpoints, planner and run state).
+
+    Layout (integers little-endian)::
+
+        magic    22 bytes   STATE_MAGIC
+        kind     32 bytes   ASCII name of what the file holds (e.g. "trainer-checkpoint"), NUL-padded
+        version  4 bytes    unsigned: the format version of that kind
+        length   8 bytes    unsigned: size n of the header
+        header   n bytes    UTF-8 JSON {"meta": {...}, "parts": [[name, size], ...]}
+        parts    the parts' bytes, in the header's order
+        digest   32 bytes   SHA-256 of every byte above
+
+    ``meta`` must be JSON (finite floats only); ``parts`` are opaque bytes (a tracker image, a
+    ``torch.save`` of tensors). The digest detects accidents (torn writes, bit rot, edits); it does not
+    authenticate a file, so a reader still validates every field of what it decodes.
+    """
+    if _KIND.fullmatch(kind) is None:
+        raise ValueError(
+            f"kind must be 1-32 lowercase letters, digits or '-' starting with a letter; got kind={kind!r}"
+        )
+    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < 1 << 32:
+        raise ValueError(f"version must be an integer in [0, 2**32); got version={version!r}")
+    for name, part in parts.items():
+        if not isinstance(name, str) or not isinstance(part, bytes | bytearray | memoryview):
+            raise ValueError(f"parts must map names (str) to bytes; got {name!r}: {type(part).__name__}")
+    header = {"meta": dict(meta), "parts": [[name, len(part)] for name, part in parts.items()]}
+    head = json.dumps(header, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    body = b"".join(
+        [STATE_MAGIC, kind.encode("ascii").ljust(_KIND_BYTES, b"\0"), version.to_bytes(4, "little"),
+         len(head).to_bytes(8, "little"), head, *(bytes(p) for p in parts.values())]
+    )  # fmt: skip
+    return body + hashlib.sha256(body).digest()
+
+
+def decode_state_file(
+    data: bytes,
+    *,
+    source: str,
+    kind: str,
+    version: int,
+    parts: Iterable[str],
+    max_header_bytes: int = MAX_STATE_HEADER_BYTES,
+) -> StateFile:
+    """Check and decode :func:`encode_state_file` bytes of ``kind`` and ``version`` with exactly ``parts``.
+
+    The size, magic and digest are checked before anything is parsed; then the kind, the version, the
+    header (JSON without NaN or duplicate keys, at most ``max_header_bytes``) and the part table.
+
+    Raises:
+        ValueError: one line, starting with ``source``, saying what is wrong.
+    """
+    data = bytes(data)
+    if len(data) < _PREAMBLE + _DIGEST_BYTES:
+        if not STATE_MAGIC.startswith(data[: len(STATE_MAGIC)]):
+            raise ValueError(f"{source}: not a knapsack-rl state file (bad magic)")
+        raise ValueError(f"{source}: state file is truncated ({len(data)} bytes)")
+    if not data.startswith(STATE_MAGIC):
+        raise ValueError(f"{source}: not a knapsack-rl state file (bad magic)")
+    body, digest = data[:-_DIGEST_BYTES], data[-_DIGEST_BYTES:]
+    if hashlib.sha256(body).digest() != digest:
+        raise ValueError(f"{source}: state file is truncated or corrupt (SHA-256 mismatch)")
+    pos = len(STATE_MAGIC)
+    got_kind = body[pos : pos + _KIND_BYTES].rstrip(b"\0").decode("ascii", "replace")
+    got_version = int.from_bytes(body[pos + _KIND_BYTES : pos + _KIND_BYTES + 4], "little")
+    if got_kind != kind:
+        raise ValueError(f"{source}: holds a {got_kind!r} state, not a {kind!r} state")
+    if got_version != version:
+        raise ValueError(
+            f"{source}: {kind} format version {got_version} is not supported (this knapsack-rl reads version "
+            f"{version}); load it with the knapsack-rl version that wrote it"
+        )
+    size = int.from_bytes(body[_PREAMBLE - 8 : _PREAMBLE], "little")
+    if size > min(max_header_bytes, len(body) - _PREAMBLE):
+        raise ValueError(f"{source}: header length {size} runs past the end of the file or over {max_header_bytes}")
+    header = parse_json_object(body[_PREAMBLE : _PREAMBLE + size], f"{source}: header")
+    if sorted(header) != ["meta", "parts"] or not isinstance(header["meta"], dict):
+        raise ValueError(f"{source}: header must hold exactly 'meta' (an object) and 'parts'; got {sorted(header)}")
+    table = _part_table(header["parts"], source)
+    expected = sorted(parts)
+    if sorted(table) != expected:
+        raise ValueError(f"{source}: {kind} state must have the parts {expected}; got {sorted(table)}")
+    payload = body[_PREAMBLE + size :]
+    if sum(table.values()) != len(payload):
+        raise ValueError(f"{source}: the parts take {sum(table.values())} bytes but {len(payload)} follow the header")
+    out, offset = {}, 0
+    for name, n in table.items():
+        out[name], offset = payload[offset : offset + n], offset + n
+    return StateFile(kind, version, header["meta"], out)
+
+
+def write_state_file(
+    path: str | os.PathLike[str], kind: str, version: int, meta: Mapping[str, Any], parts: Mapping[str, bytes]
+) -> None:
+    """:func:`atomic_write_bytes` of :func:`encode_state_file`."""
+    atomic_write_bytes(path, encode_state_file(kind, version, meta, parts))
+
+
+def read_state_file(
+    path: str | os.PathLike[str],
+    *,
+    what: str,
+    kind: str,
+    version: int,
+    parts: Iterable[str],
+    max_bytes: int = MAX_FILE_BYTES,
+    legacy: Mapping[bytes, str] | None = None,
+) -> StateFile:
+    """Read (:func:`read_file_bytes`) and decode (:func:`decode_state_file`) the state file ``path``.
+
+    ``legacy`` maps the first bytes of an older format of the same file to what to tell its reader: such a
+    file is refused with that advice instead of "bad magic".
+    """
+    data = read_file_bytes(path, what=what, max_bytes=max_bytes)
+    for prefix, advice in (legacy or {}).items():
+        if data.startswith(prefix):
+            raise ValueError(f"{path}: {advice}")
+    return decode_state_file(data, source=str(path), kind=kind, version=version, parts=parts)
+
+
+def parse_json_object(data: bytes, source: str) -> dict[str, Any]:
+    """A JSON object from UTF-8 ``data``: NaN, infinities and duplicate keys are refused, deep nesting too.
+
+    Raises:
+        ValueError: one line starting with ``source``.
+    """
+    try:
+        value = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
+        what = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0]
+        raise ValueError(f"{source} is not valid JSON ({what})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{source} must be a JSON object; got {type(value).__name__}")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        dup = next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i]))
+        raise ValueError(f"duplicate key {dup!r}")
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _part_table(parts: object, source: str) -> dict[str, int]:
+    """The header's ``[[name, size], ...]`` as an ordered dict; a malformed table raises naming ``source``."""
+    if not isinstance(parts, list):
+        raise ValueError(f"{source}: header 'parts' must be a list of [name, size]; got {type(parts).__name__}")
+    table: dict[str, int] = {}
+    for i, entry in enumerate(parts):
+        ok = isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+        if not ok or isinstance(entry[1], bool) or not isinstance(entry[1], int) or entry[1] < 0 or entry[0] in table:
+            raise ValueError(f"{source}: header parts[{i}] must be a new [name, size >= 0]; got {entry!r:.80}")
+        table[entry[0]] = entry[1]
+    return table
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

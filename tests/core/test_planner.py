@@ -149,3 +149,86 @@ def test_a_plan_for_a_new_epoch_reads_that_epochs_rewards() -> None:
     assert planner.tracker.estimate(["a"])[0] == pytest.approx(0.8)  # as of epoch 1: its own mean
     planner.plan(["a"], epoch=2)  # epoch 2 has no reward yet: the 16 most recent, all successes
     assert planner.last is not None and planner.last.p_hat[0] == 1.0
+
+
+# ------------------------------------------------------------------ refused calls and loads change nothing
+def _snapshot(planner: Planner) -> tuple[bytes, object]:
+    return planner.tracker.to_bytes(), planner.last
+
+
+def test_observe_refuses_an_epoch_or_step_going_backwards_and_changes_nothing() -> None:
+    planner = Planner(KnapsackConfig.preset("project", min_count=1))
+    planner.plan(["a", "b"], epoch=2)
+    planner.observe(["a", "b"], [1, 0], epoch=2, step=5)
+    before = _snapshot(planner)
+    with pytest.raises(ValueError, match=r"^epoch must not go backwards: got epoch=1 after epoch 2$"):
+        planner.observe(["a", "b"], [1, 0], epoch=1, step=6)
+    with pytest.raises(ValueError, match=r"^step must not go backwards: got step=4 after step 5$"):
+        planner.observe(["a", "b"], [1, 0], epoch=2, step=4)
+    assert _snapshot(planner) == before
+    planner.observe(["a"], [1], epoch=2, step=5)  # the same epoch and step again: allowed
+    planner.observe(["a"], [1], epoch=3)  # the next step by default
+    assert (planner.tracker.epoch, planner.tracker.step) == (3, 6)
+
+
+@pytest.mark.parametrize("bad", [77.0, True, np.float64(77.0)])
+def test_a_probe_id_must_be_an_int_or_str_like_every_id(bad: object) -> None:
+    planner = Planner(KnapsackConfig.preset("project", probe_n=2, uniform_epochs=0, min_count=1, posterior=False))
+    before = _snapshot(planner)
+    with pytest.raises(ValueError, match=r"^probe rollout_prompt_ids\[1\]=.* is not a valid prompt id: prompt ids"):
+        planner.plan([77, 78], epoch=0, probe=([77, bad, 78, 78], [1, 1, 0, 0]))
+    assert _snapshot(planner) == before
+    with pytest.raises(ValueError, match=r"^probe must be a pair \(rollout_prompt_ids, rewards\)"):
+        planner.plan([77, 78], epoch=0, probe=([77, 78],))  # type: ignore[arg-type]
+
+
+def _state(**edit: object) -> dict[str, object]:
+    planner = Planner(KnapsackConfig.preset("project", min_count=4))
+    _run(planner, 1)
+    return {**planner.state_dict(), **edit}
+
+
+NESTED: object = []
+for _ in range(100_000):
+    NESTED = [NESTED]
+
+BAD_STATES = [
+    ("not a dict", "a planner state holds exactly \\['config', 'tracker', 'version'\\]; got str"),
+    ({"version": 1, "tracker": b""}, r"holds exactly .*; got \['tracker', 'version'\]"),
+    (_state(extra=1), r"holds exactly .*; got \['config', 'extra', 'tracker', 'version'\]"),
+    ({1: 2, "a": 3}, r"holds exactly .*; got \['1', 'a'\]"),
+    (_state(version=True), r"not a planner state of version 1; got version=True"),
+    (_state(version=2), r"not a planner state of version 1; got version=2"),
+    (_state(config="x"), r"the planner state's config is invalid: knapsack must be a mapping; got str"),
+    (_state(config={"allocation": NESTED}), r"the planner state's config is invalid: allocation must be"),
+    (_state(config={"rule": "bogus"}), r"the planner state's config is invalid: rule must be one of"),
+    (_state(config={"typo": 1}), r"the planner state's config is invalid: unknown key\(s\) \['typo'\]"),
+    (_state(tracker="bytes?"), r"tracker data must be bytes; got str"),
+    (_state(tracker=b"KNAPSACK-RL-TRACKER"), r"tracker file is truncated"),
+]
+
+
+@pytest.mark.parametrize(("state", "message"), BAD_STATES, ids=[m[:40] for _, m in BAD_STATES])
+def test_a_refused_state_is_one_line_and_changes_nothing(state: object, message: str) -> None:
+    planner = Planner(KnapsackConfig.preset("project", min_count=4))
+    _run(planner, 1, seed=3)
+    planner.plan(IDS, epoch=1)
+    before = _snapshot(planner)
+    with pytest.raises(ValueError, match=rf"^ckpt: .*{message}") as info:
+        planner.load_state_dict(state, source="ckpt")  # type: ignore[arg-type]
+    assert "\n" not in str(info.value) and type(info.value) is ValueError
+    assert _snapshot(planner) == before
+
+
+def test_a_refused_epoch_counter_state_changes_nothing() -> None:
+    counter = EpochCounter()
+    counter.advance(["a", "b"])
+    for state, message in (
+        ({"epoch": 3, "seen": [1.5]}, r"seen\[0\]=1.5 is not a valid prompt id"),  # the epoch was set before
+        ({"epoch": 3}, r"^<state>: an epoch counter state holds exactly \['epoch', 'seen'\]; got \['epoch'\]"),
+        ({"epoch": -1, "seen": []}, r"^<state>: epoch counter epoch must be >= 0"),
+        ([3, []], r"^<state>: an epoch counter state holds exactly .*; got list"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            counter.load_state_dict(state)  # type: ignore[arg-type]
+        assert counter.state_dict() == {"epoch": 0, "seen": ["a", "b"]}

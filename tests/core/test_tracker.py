@@ -583,7 +583,7 @@ def test_forged_state_values_are_refused() -> None:
         ("ema", (1,), np.nan): r"'ema' has nan at \(1,\)",
         ("ring", (0, 1), 1.5): r"'ring' has 1.5 at \(0, 1\)",
         ("count", (0,), -1): r"'count' has -1",
-        ("epoch_count", (0,), 99): r"epoch_count > count at row 0",
+        ("epoch_count", (0,), 99): r"inconsistent at row 0: it breaks epoch_count <= count",
         ("beta_f", (0,), np.inf): r"'beta_f' has inf",
     }
     for (name, where, value), message in edits.items():
@@ -596,6 +596,61 @@ def test_forged_state_values_are_refused() -> None:
     state = {**base, "arrays": {**base["arrays"], "count": base["arrays"]["count"].astype(float)}}
     with pytest.raises(ValueError, match=r"'count' must be int64 of shape \(2,\); got float64 \(2,\)"):
         Tracker.from_state_dict(state)
+
+
+def _forged_bytes(edit: Any, tracker: Tracker | None = None) -> bytes:
+    """The file of a tracker whose state was edited in place: a valid checksum around forged values."""
+    t = _small_tracker() if tracker is None else tracker
+    edit(t)
+    return t.to_bytes()
+
+
+def _put(name: str, where: Any, value: Any) -> Any:
+    return lambda t: t._state[name].__setitem__(where, value)
+
+
+def _huge_window(t: Tracker) -> None:
+    object.__setattr__(t.config, "window", 10**9)  # with no prompt the file stays 572 bytes
+
+
+FORGED_STATES = [
+    # a ring holding more rewards than were recorded: the recipe estimate of "b" (count 1) was 2.0
+    (_put("ring", 1, 1.0), None, r"inconsistent at row 1: it breaks ring is 0 past the rewards recorded"),
+    (_put("ring_pos", 0, 1), None, r"inconsistent at row 0: it breaks ring_pos == count % window"),
+    # a count that wraps negative at the next update (whose own save could then not be loaded)
+    (_put("count", 0, np.iinfo(np.int64).max - 1), None, r"'count' has 9223372036854775806 at \(0,\), outside \[1, "),
+    (_put("count", 0, 0), None, r"'count' has 0 at \(0,\), outside \[1, "),
+    # discounted counts far beyond the rewards recorded: budgets [20, 2, 2] with a negative objective
+    (_put("beta_s", 0, 1e18), None, r"inconsistent at row 0: it breaks beta_s \+ beta_f <= count"),
+    (_put("epoch_id", 0, -1), None, r"'epoch_id' has -1 at \(0,\), outside \[0, None\]"),
+    (_put("epoch_count", 0, 0), None, r"'epoch_count' has 0 at \(0,\), outside \[1, None\]"),
+    # window 10^9 in a tiny file: the first update allocated 477 GiB
+    (_huge_window, Tracker(), r"window must be <= 65536; got window=1000000000"),
+]
+
+
+@pytest.mark.parametrize(("edit", "tracker", "message"), FORGED_STATES, ids=[m for *_, m in FORGED_STATES])
+def test_forged_values_with_a_valid_checksum_are_refused_before_anything_is_built(
+    edit: Any, tracker: Tracker | None, message: str
+) -> None:
+    data = _forged_bytes(edit, tracker)
+    with pytest.raises(ValueError, match=rf"^<f>: malformed tracker file: .*{message}") as info:
+        Tracker.from_bytes(data, source="<f>")
+    assert "\n" not in str(info.value)
+
+
+def test_an_update_past_max_count_is_refused_so_every_save_loads_again() -> None:
+    cap = 1 << 32  # tracker.MAX_COUNT
+    t = _small_tracker()
+    t._state["count"][0] = cap - 1  # the largest count a file may hold, less one
+    t._state["ring_pos"][0] = (cap - 1) % 2
+    t = Tracker.from_bytes(t.to_bytes())  # a legal file
+    before = t.to_bytes()
+    with pytest.raises(ValueError, match=r"this update of 2 rewards could take a prompt past 4294967296 rewards"):
+        t.update(["a", "a"], [1, 0])
+    assert t.to_bytes() == before
+    t.update(["b"], [1])  # one more reward fits: the count reaches the cap and the file still loads
+    assert Tracker.from_bytes(t.to_bytes()).counts(["a", "b"]).tolist() == [cap - 1, 2]
 
 
 # -------------------------------------------------------------------------------------- merge

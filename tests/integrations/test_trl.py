@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import importlib
 import json
 import math
+import os
+import re
+import shutil
 import threading
 import types
 from collections.abc import Callable
@@ -492,35 +496,110 @@ def test_an_id_error_on_one_process_raises_on_every_process(tmp_path: Path, monk
 # ---------------------------------------------------------------------------------------------- checkpoints
 
 
-def test_planner_file_refuses_altered_or_foreign_bytes(tmp_path: Path) -> None:
-    state = {"version": 1, "config": {"rule": "knapsack"}, "tracker": b"tracker-bytes"}
-    data = ckpt.encode_state(state)
-    assert ckpt.decode_state(data, source="f") == state
-    flipped = bytearray(data)
-    flipped[len(data) // 2] ^= 1
-    with pytest.raises(ValueError, match=r"^f: planner state file is truncated or corrupt \(SHA-256 mismatch\)"):
-        ckpt.decode_state(bytes(flipped), source="f")
-    with pytest.raises(ValueError, match=r"^f: planner state file is truncated or corrupt"):
-        ckpt.decode_state(data[:-1], source="f")
-    with pytest.raises(ValueError, match=r"^f: not a knapsack-rl planner state file"):
-        ckpt.decode_state(b"\x80\x04pickle", source="f")
+def _raw_envelope(kind: bytes, head: bytes, payload: bytes = b"", version: int = 1) -> bytes:
+    """A state file built by hand around any header bytes, with a valid checksum: what only a forger writes."""
+    from knapsack_rl.io import STATE_MAGIC
+
+    body = STATE_MAGIC + kind.ljust(32, b"\0") + version.to_bytes(4, "little") + len(head).to_bytes(8, "little")
+    body += head + payload
+    return body + hashlib.sha256(body).digest()
+
+
+def _planner_files(planner: Planner) -> list[tuple[bytes, str]]:
+    """Altered, foreign, old, nested and incomplete planner files, and the start of the message each gets."""
+    from knapsack_rl.io import encode_state_file
+
+    state = planner.state_dict()
+    meta, tracker = {"version": 1, "config": state["config"]}, state["tracker"]
+    good = encode_state_file("planner", 1, meta, {"tracker": tracker})
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 1
+    deep = b'{"meta": {"version": 1, "config": ' + b"[" * 100_000 + b"]" * 100_000 + b'}, "parts": []}'
+    return [
+        (bytes(flipped), r"state file is truncated or corrupt \(SHA-256 mismatch\)"),
+        (good[:-1], r"state file is truncated or corrupt"),
+        (b"", r"state file is truncated \(0 bytes\)"),
+        (b"\x80\x04pickle" * 20, r"not a knapsack-rl state file \(bad magic\)"),
+        (b"KNAPSACK-RL-PLANNER\x00v1\n" + b"\0" * 64, r"planner state file of the format of knapsack-rl 0.1.0"),
+        (encode_state_file("verl-run", 1, meta, {"tracker": tracker}), r"holds a 'verl-run' state, not a 'planner'"),
+        (encode_state_file("planner", 2, meta, {"tracker": tracker}), r"planner format version 2 is not supported"),
+        (_raw_envelope(b"planner", deep), r"header is not valid JSON \(nested too deeply\)"),
+        (_raw_envelope(b"planner", b'{"meta": {}, "meta": {}, "parts": []}'), r"header is not valid JSON \(dup"),
+        (_raw_envelope(b"planner", b'{"meta": {"x": NaN}, "parts": []}'), r"header is not valid JSON \(NaN is not"),
+        (_raw_envelope(b"planner", b'{"meta": {}, "parts": [["tracker", 5]]}'), r"the parts take 5 bytes but 0"),
+        (encode_state_file("planner", 1, meta, {}), r"planner state must have the parts \['tracker'\]; got \[\]"),
+        (encode_state_file("planner", 1, {"version": 1}, {"tracker": tracker}), r"holds exactly \['config', "),
+        (encode_state_file("planner", 1, meta | {"config": "x"}, {"tracker": tracker}), r"config is invalid"),
+        (encode_state_file("planner", 1, meta, {"tracker": tracker[:-1]}), r"tracker file is truncated or corrupt"),
+    ]
+
+
+def test_a_refused_planner_file_is_one_line_and_changes_nothing(tmp_path: Path) -> None:
+    saved = Planner(make_args(tmp_path).knapsack)
+    seed_tracker(saved, [100, 101], [0.5, 0.25])
+    path = ckpt.save_planner(saved, tmp_path)
+    planner = Planner(saved.config)
+    seed_tracker(planner, [7], [1.0])
+    before = planner.tracker.to_bytes()
+    for data, message in _planner_files(saved):
+        path.write_bytes(data)
+        with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: .*{message}") as info:
+            ckpt.load_planner(planner, tmp_path)
+        assert "\n" not in str(info.value) and type(info.value) is ValueError
+        assert planner.tracker.to_bytes() == before, message
+    path.unlink()
+    os.mkfifo(path)
+    with pytest.raises(ValueError, match=r"knapsack_planner.bin is not a regular file \(a FIFO"):
+        ckpt.load_planner(planner, tmp_path)
+    path.unlink()
     with pytest.raises(ValueError, match=r"has no knapsack_planner.bin"):
-        ckpt.load_planner(Planner(), tmp_path)
+        ckpt.load_planner(planner, tmp_path)
+    ckpt.save_planner(saved, tmp_path)
+    ckpt.load_planner(planner, tmp_path)
+    assert planner.tracker.to_bytes() == saved.tracker.to_bytes()
 
 
-def test_planner_is_saved_with_checkpoints_and_restored_on_resume(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def trl_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """A TRL checkpoint folder written after 2 steps, and the planner's tracker state then."""
+    tmp_path = tmp_path_factory.mktemp("trl-ckpt")
     trainer = make_trainer(tmp_path, max_steps=2, save_strategy="steps", save_steps=2)
     trainer.train()
-    folder = tmp_path / "out" / "checkpoint-2"
-    assert (folder / ktrl.PLANNER_FILE).is_file()
-    saved = trainer.planner.tracker.state_dict()
+    return tmp_path / "out" / "checkpoint-2", trainer.planner.tracker.state_dict()
 
+
+def test_planner_is_saved_with_checkpoints_and_restored_on_resume(
+    tmp_path: Path, trl_checkpoint: tuple[Path, dict[str, Any]]
+) -> None:
+    folder, saved = trl_checkpoint
+    assert (folder / ktrl.PLANNER_FILE).is_file()
     resumed = make_trainer(tmp_path, max_steps=2, save_strategy="no")
     resumed.train(resume_from_checkpoint=str(folder))  # already at max_steps: restores state, trains nothing
     state = resumed.planner.tracker.state_dict()
     assert list(state["ids"]) == list(saved["ids"]) and len(state["ids"]) == NUM_PROMPTS
     for name, arr in saved["arrays"].items():
         np.testing.assert_array_equal(state["arrays"][name], arr)
+
+
+def test_a_refused_resume_changes_neither_the_planner_nor_the_model(
+    tmp_path: Path, trl_checkpoint: tuple[Path, dict[str, Any]]
+) -> None:
+    source, _ = trl_checkpoint
+    folder = tmp_path / "checkpoint-2"
+    shutil.copytree(source, folder)
+    other = Planner(make_args(tmp_path, estimator="beta").knapsack)  # a tracker saved under other settings
+    seed_tracker(other, [100], [0.5])
+    ckpt.save_planner(other, folder)
+    trainer = make_trainer(tmp_path, max_steps=2, save_strategy="no")
+    seed_tracker(trainer.planner, [101], [0.25])
+    planner_before = trainer.planner.tracker.to_bytes()
+    weights_before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with pytest.raises(
+        ValueError, match=r"knapsack_planner.bin: the tracker was saved with other settings \(estimator"
+    ):
+        trainer.train(resume_from_checkpoint=str(folder))
+    assert trainer.planner.tracker.to_bytes() == planner_before
+    assert all(torch.equal(v, weights_before[k]) for k, v in trainer.model.state_dict().items())
 
 
 @pytest.mark.parametrize(("change", "named"), [({"estimator": "beta"}, "estimator"), ({"min_count": 2}, "min_count")])

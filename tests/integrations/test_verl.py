@@ -402,6 +402,17 @@ def test_run_key_is_the_checkpoint_folder_and_names(tmp_path: Path, monkeypatch:
         run_key(cfg)
 
 
+def test_a_batch_of_older_prompts_observed_after_a_newer_one_keeps_the_latest_epoch() -> None:
+    """verl's async modes can finish a batch planned in epoch 0 after one planned in epoch 1; the Planner
+    refuses an epoch going backwards, so the run records the late batch in the latest epoch."""
+    run = VerlRun(make_settings())
+    run.plan([1, 2], ["a1", "a2"])  # epoch 0
+    run.plan([1, 3], ["b1", "b3"])  # prompt 1 again: epoch 1
+    late = run.observe(["b1", "b3"], [1.0, 0.0], step=1)
+    early = run.observe(["a1", "a2"], [0.0, 1.0], step=2)
+    assert late["train/epoch"] == early["train/epoch"] == 1.0 and run.planner.tracker.epoch == 1
+
+
 # ---------------------------------------------------------------------------- checkpoint round trip
 def test_checkpoint_round_trip_in_a_verl_checkpoint_folder(tmp_path: Path) -> None:
     rng = np.random.default_rng(6)
@@ -412,7 +423,7 @@ def test_checkpoint_round_trip_in_a_verl_checkpoint_folder(tmp_path: Path) -> No
     run.plan([100, 101], ["pending-a", "pending-b"])  # in flight at save time (async trainers)
     root = tmp_path / "ckpts"
     folder = run.save(root / "global_step_3")
-    assert sorted(p.name for p in folder.iterdir()) == ["run.json", "tracker.bin"]
+    assert sorted(p.name for p in folder.iterdir()) == ["state.bin"]  # one file, one checksum
     (root / LATEST_FILE).write_text("3")
     cfg = verl_config(root, resume="auto")
     assert resume_folder(cfg) == root / "global_step_3"
@@ -422,9 +433,14 @@ def test_checkpoint_round_trip_in_a_verl_checkpoint_folder(tmp_path: Path) -> No
     uids = [f"s4-{i}" for i in range(M)]  # both allocate the next batch identically
     np.testing.assert_array_equal(restored.plan(list(range(M)), uids), run.plan(list(range(M)), uids))
     restored.observe(["pending-a", "pending-b"], [1.0, 0.0], step=4)  # in-flight prompts can still be observed
-    (folder / "tracker.bin").write_bytes(VerlRun(make_settings()).planner.tracker.to_bytes())
-    with pytest.raises(ValueError, match=re.escape("tracker.bin does not belong to")):
+    data = bytearray((folder / "state.bin").read_bytes())
+    data[len(data) // 2] ^= 1
+    (folder / "state.bin").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=re.escape("state.bin: state file is truncated or corrupt (SHA-256 mismatch)")):
         restore_or_create(cfg)
+    (root / LATEST_FILE).write_text("3; rm -rf /")
+    with pytest.raises(ValueError, match=r"latest_checkpointed_iteration.txt: expected the step of verl's latest"):
+        resume_folder(cfg)
 
 
 def test_resume_without_state_is_an_error_unless_allowed(tmp_path: Path) -> None:
@@ -447,9 +463,63 @@ def test_restore_refuses_a_tracker_saved_with_other_tracker_settings(tmp_path: P
         VerlRun.load(tmp_path, make_settings(window=8))
     with pytest.raises(FileNotFoundError, match="no knapsack state"):
         VerlRun.load(tmp_path / "elsewhere", make_settings())
-    (tmp_path / "knapsack" / "run.json").write_text('{"format": "pickle"}')
-    with pytest.raises(ValueError, match="not a knapsack-rl verl run state"):
+    (tmp_path / "knapsack" / "state.bin").unlink()
+    (tmp_path / "knapsack" / "run.json").write_text('{"format": "knapsack-rl/verl-run", "version": 1}')
+    with pytest.raises(
+        ValueError, match=r"knapsack state in the layout of knapsack-rl 0.1.0 \(run.json \+ tracker.bin\)"
+    ):
         VerlRun.load(tmp_path, make_settings(window=16))
+
+
+def _forged_run_states(run: VerlRun) -> list[tuple[dict[str, Any], bytes, str]]:
+    """Nested, incomplete and out-of-range run states (valid checksums): meta, tracker part, message."""
+    tracker = run.planner.tracker.to_bytes()
+    meta = {
+        "planner": {"version": 1, "config": run.planner.config.to_dict()},
+        "epoch_counter": run.epochs.state_dict(),
+        "fingerprints": [[1, "0123456789abcdef"]],
+        "pending": [["u1", 1, 0]],
+    }
+    deep: Any = []
+    for _ in range(500):
+        deep = [deep]
+    return [
+        ({k: v for k, v in meta.items() if k != "pending"}, tracker, r"holds exactly \['epoch_counter', 'finger"),
+        (meta | {"planner": deep}, tracker, r"'planner' must be an object; got list"),
+        (meta | {"planner": {"version": 1}}, tracker, r"a planner state holds exactly"),
+        (meta | {"planner": {"version": 1, "config": deep}}, tracker, r"config is invalid: knapsack must be a mapping"),
+        (meta | {"epoch_counter": {"epoch": 0}}, tracker, r"an epoch counter state holds exactly"),
+        (meta | {"epoch_counter": {"epoch": "0", "seen": []}}, tracker, r"epoch counter epoch must be an integer"),
+        (meta | {"fingerprints": {"1": "x"}}, tracker, r"'fingerprints' must be a list; got dict"),
+        (meta | {"fingerprints": [[1]]}, tracker, r"fingerprints\[0\] must be a list of 2 entries"),
+        (meta | {"fingerprints": [[deep, "0123456789abcdef"]]}, tracker, r"fingerprints\[0\]: prompt id .* is not"),
+        (meta | {"fingerprints": [[1.5, "0123456789abcdef"]]}, tracker, r"fingerprints\[0\]: prompt id 1.5 is not"),
+        (meta | {"fingerprints": [[2**64, "0123456789abcdef"]]}, tracker, r"prompt id 18446744073709551616 is not"),
+        (meta | {"fingerprints": [[1, "zz"]]}, tracker, r"fingerprints\[0\]: 'zz' is not a fingerprint"),
+        (meta | {"pending": [["u1", 1, 5]]}, tracker, r"pending\[0\]: epoch 5 is not an integer in \[0, 0\]"),
+        (meta | {"pending": [["u1", 1, True]]}, tracker, r"pending\[0\]: epoch True is not an integer"),
+        (meta | {"pending": [[7, 1, 0]]}, tracker, r"pending\[0\]: uid 7 is not a str"),
+        (meta | {"pending": [["u", 1, 0], ["u", 2, 0]]}, tracker, r"lists an id or uid twice"),
+        (meta, tracker[:100], r"tracker file is truncated"),
+    ]
+
+
+def test_nested_or_incomplete_run_states_are_refused_in_one_line(tmp_path: Path) -> None:
+    from knapsack_rl.io import write_state_file
+
+    run = VerlRun(make_settings())
+    run.plan([1, 2], ["u1", "u2"])
+    run.save(tmp_path)
+    path = tmp_path / "knapsack" / "state.bin"
+    assert VerlRun.load(tmp_path, make_settings()).pending == 2
+    for meta, tracker, message in _forged_run_states(run):
+        write_state_file(path, "verl-run", 2, meta, {"tracker": tracker})
+        with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: .*{message}") as info:
+            VerlRun.load(tmp_path, make_settings())
+        assert "\n" not in str(info.value) and type(info.value) is ValueError
+    write_state_file(path, "planner", 1, {}, {"tracker": b""})
+    with pytest.raises(ValueError, match=r"holds a 'planner' state, not a 'verl-run' state"):
+        VerlRun.load(tmp_path, make_settings())
 
 
 # ---------------------------------------------------------------------------- bad ids

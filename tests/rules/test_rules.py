@@ -374,8 +374,37 @@ def test_rule_states_refuse_what_is_not_theirs() -> None:
     assert pilot.state_dict() == {"evicted": []}  # a refused state changes nothing
     pilot.load_state_dict({"evicted": ["b", 3, "a"]}, source="ckpt")
     assert pilot.state_dict() == {"evicted": [3, "a", "b"]}
-    with pytest.raises(ValueError, match=r"ckpt: not a planner state"):
+    with pytest.raises(ValueError, match=r"ckpt: a planner state holds exactly \['config', 'tracker', 'version'\]"):
         make_rule("knapsack:project").load_state_dict({}, source="ckpt")
+
+
+def _uncertainty_with_a_forged_tracker() -> dict[str, Any]:
+    """The uncertainty rule's state after one step, with a ring holding a reward its count never recorded."""
+    rule = make_rule("uncertainty")
+    rule.tracker.update(["a", "a"], [1.0, 0.0], epoch=0, step=1)
+    rule.tracker._state["ring"][0, 5] = 1.0  # the checksum is recomputed by to_bytes: a forger's file
+    return rule.state_dict()
+
+
+@pytest.mark.parametrize(
+    ("name", "state", "message"),
+    [
+        ("dapo", {1: [], "a": []}, r"ckpt: rule 'dapo' keeps no state between steps; got \['1', 'a'\]"),
+        ("dapo", [], r"ckpt: rule 'dapo' keeps no state between steps; got list"),
+        ("pilot-commit", {"evicted": [], 1: []}, r"ckpt: not a state of rule 'pilot-commit': expected the key"),
+        ("pilot-commit", {"evicted": [3, "a", 3]}, r"ckpt: evicted must be unique; evicted\[2\]=3 appears"),
+        ("greso", {"zero_last": [1, 1]}, r"ckpt: zero_last must be unique"),
+        ("uncertainty", {"tracker": b"", 5: 1}, r"ckpt: not a state of rule 'uncertainty': expected the key"),
+        ("uncertainty", _uncertainty_with_a_forged_tracker(), r"ckpt: malformed tracker file: .* ring is 0 past"),
+    ],
+)
+def test_a_refused_rule_state_is_one_line_and_changes_nothing(name: str, state: Any, message: str) -> None:
+    rule = make_rule(name)
+    before = rule.state_dict()
+    with pytest.raises(ValueError, match=message) as info:
+        rule.load_state_dict(state, source="ckpt")
+    assert "\n" not in str(info.value) and type(info.value) is ValueError
+    assert rule.state_dict() == before
 
 
 # ----------------------------------------------------------------------------- metrics and the run's budget

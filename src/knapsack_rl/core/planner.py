@@ -38,7 +38,7 @@ from knapsack_rl.core.config import KnapsackConfig
 from knapsack_rl.core.groups import group_counts, step_metrics
 from knapsack_rl.core.population import GridPosterior, PopulationPrior
 from knapsack_rl.core.tracker import Tracker, to_success
-from knapsack_rl.core.validate import check_int, check_step_ids
+from knapsack_rl.core.validate import check_int, check_prompt_ids, check_step_ids
 
 logger = logging.getLogger(__name__)
 
@@ -177,8 +177,10 @@ class Planner:
         self, ids: list[int | str], probe: tuple[Ids, ArrayLike], p_hat: NDArray[np.float64], evidence: Evidence | None
     ) -> tuple[NDArray[np.int64], NDArray[np.float64], Evidence | None]:
         """Fold a probe's rewards into the estimates of the probed prompts; returns (floor, p_hat, evidence)."""
-        probe_ids, rewards = probe
-        succ = to_success(rewards, self.config.tracker.reward_format, self.config.tracker.success_threshold)
+        if not isinstance(probe, tuple | list) or len(probe) != 2:
+            raise ValueError(f"probe must be a pair (rollout_prompt_ids, rewards); got {probe!r:.80}")
+        probe_ids = check_prompt_ids("probe rollout_prompt_ids", probe[0])  # 77.0 is not prompt 77
+        succ = to_success(probe[1], self.config.tracker.reward_format, self.config.tracker.success_threshold)
         counts, successes = group_counts(ids, probe_ids, succ)
         probed = counts > 0
         if np.any(probed & ~np.isnan(p_hat)):
@@ -202,13 +204,21 @@ class Planner:
         Args:
             rollout_prompt_ids: (R,) prompt id of each rollout.
             rewards: (R,) reward of each rollout (see :func:`knapsack_rl.core.tracker.to_success`).
-            epoch: the epoch the rollouts were planned in.
-            step: the global step (default: the tracker's previous step + 1).
+            epoch: the epoch the rollouts were planned in; never below the previous observation's.
+            step: the global step (default: the tracker's previous step + 1); never below the previous one.
 
         Returns:
             ``alloc/*`` of the latest plan (:meth:`Allocation.metrics`), ``train/*``
             (:func:`knapsack_rl.core.groups.step_metrics`, grouped by prompt id) and ``tracker/prompts``.
+
+        Raises:
+            ValueError: bad ids or rewards, or an epoch or step going backwards; the planner is unchanged.
         """
+        epoch = check_int("epoch", epoch, low=0)
+        if epoch < self.tracker.epoch:
+            raise ValueError(f"epoch must not go backwards: got epoch={epoch} after epoch {self.tracker.epoch}")
+        if step is not None and check_int("step", step, low=0) < self.tracker.step:
+            raise ValueError(f"step must not go backwards: got step={step} after step {self.tracker.step}")
         self.tracker.update(rollout_prompt_ids, rewards, epoch=epoch, step=step)
         threshold = self.config.tracker.success_threshold
         r = np.asarray(rewards, dtype=np.float64).reshape(-1)
@@ -230,23 +240,47 @@ class Planner:
         return {"version": _STATE_VERSION, "config": self.config.to_dict(), "tracker": self.tracker.to_bytes()}
 
     def load_state_dict(self, state: dict[str, Any], *, source: str = "<state>") -> None:
-        """Restore :meth:`state_dict` output.
-
-        The tracker's settings must equal ``config.tracker`` (a tracker estimates with its own settings;
-        restoring one saved under another estimator or ``min_count`` would silently change the method).
-        Allocation settings may differ: whether a run may resume with other settings is the engine's call.
+        """Restore :meth:`state_dict` output (:meth:`check_state_dict`, then adopt its tracker).
 
         Raises:
-            ValueError: naming ``source`` and every tracker setting that differs; nothing is changed.
+            ValueError: naming ``source`` and what is wrong; nothing is changed.
         """
-        if not isinstance(state, dict) or state.get("version") != _STATE_VERSION or "tracker" not in state:
-            raise ValueError(f"{source}: not a planner state of version {_STATE_VERSION}")
+        self.adopt_tracker(self.check_state_dict(state, source=source))
+
+    def adopt_tracker(self, tracker: Tracker) -> None:
+        """Continue from ``tracker`` (one :meth:`check_state_dict` returned); forgets the latest plan."""
+        if not isinstance(tracker, Tracker) or tracker.config != self.config.tracker:
+            raise ValueError(f"tracker must be a Tracker with config.tracker's settings; got {tracker!r:.80}")
+        self.tracker = tracker
+        self._last = None
+
+    def check_state_dict(self, state: object, *, source: str = "<state>") -> Tracker:
+        """The tracker :meth:`load_state_dict` would adopt from ``state``, changing nothing.
+
+        ``state`` must hold exactly ``version``, ``config`` (a valid :class:`KnapsackConfig` as a dict) and
+        ``tracker`` (:meth:`Tracker.to_bytes`). The tracker's settings must equal ``config.tracker`` (a
+        tracker estimates with its own settings; restoring one saved under another estimator or
+        ``min_count`` would silently change the method). Allocation settings may differ: whether a run
+        may resume with other settings is the engine's call.
+
+        Raises:
+            ValueError: one line naming ``source``, the field and the value, or every tracker setting that differs.
+        """
+        if not isinstance(state, dict) or sorted(map(str, state)) != ["config", "tracker", "version"]:
+            got = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"{source}: a planner state holds exactly ['config', 'tracker', 'version']; got {got}")
+        version = state["version"]
+        if isinstance(version, bool) or version != _STATE_VERSION:
+            raise ValueError(f"{source}: not a planner state of version {_STATE_VERSION}; got version={version!r:.40}")
+        try:
+            KnapsackConfig.from_dict(state["config"])
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{source}: the planner state's config is invalid: {exc}") from None
         tracker = Tracker.from_bytes(state["tracker"], source=source)
         if tracker.config != self.config.tracker:
             diff = _diff(_plain(tracker.config), _plain(self.config.tracker))
             raise ValueError(f"{source}: the tracker was saved with other settings ({diff}); refusing to resume")
-        self.tracker = tracker
-        self._last = None
+        return tracker
 
 
 class EpochCounter:
@@ -274,10 +308,18 @@ class EpochCounter:
         """JSON-safe state."""
         return {"epoch": self.epoch, "seen": sorted(self._seen, key=lambda x: (isinstance(x, str), x))}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output."""
-        self.epoch = check_int("epoch", state["epoch"], low=0)
-        self._seen = set(check_step_ids("seen", state["seen"]))
+    def load_state_dict(self, state: dict[str, Any], *, source: str = "<state>") -> None:
+        """Restore :meth:`state_dict` output; anything else raises ``ValueError`` naming ``source`` and
+        changes nothing."""
+        if not isinstance(state, dict) or sorted(map(str, state)) != ["epoch", "seen"]:
+            got = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"{source}: an epoch counter state holds exactly ['epoch', 'seen']; got {got}")
+        try:
+            epoch = check_int("epoch", state["epoch"], low=0)
+            seen = set(check_step_ids("seen", state["seen"]))
+        except ValueError as exc:
+            raise ValueError(f"{source}: epoch counter {exc}") from None
+        self.epoch, self._seen = epoch, seen
 
 
 def _plain(obj: Any) -> dict[str, Any]:

@@ -41,7 +41,10 @@ File format (version 2), written by :meth:`Tracker.to_bytes` / :meth:`Tracker.sa
 The digest covers every byte before it (magic, header and payload), so a truncation or any altered
 byte is detected before anything is parsed. It guards against accidents (torn writes, bit rot,
 editing), not against a forger, as there is no key; a file that passes it is still validated field by
-field, and nothing in it is unpickled or executed. Version 1 files (digest over the payload only)
+field before anything is built: types, ranges (``window <= MAX_WINDOW``, ``count <= MAX_COUNT``) and the
+relations every update keeps between a prompt's arrays (:func:`_check_consistent`), so a forged file
+cannot make an estimate leave [0, 1], a count wrap or an update allocate more than the file's own size
+calls for. Nothing in it is unpickled or executed. Version 1 files (digest over the payload only)
 are refused with a message saying so.
 """
 
@@ -54,7 +57,6 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from itertools import chain, repeat
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -62,7 +64,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from knapsack_rl.core.registry import Registry
 from knapsack_rl.core.validate import check_choice, check_int, check_prompt_ids, check_real
-from knapsack_rl.io import atomic_write_bytes
+from knapsack_rl.io import atomic_write_bytes, read_file_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,12 @@ _MAGIC_PREFIX = b"KNAPSACK-RL-TRACKER\x00"
 _MAGIC = _MAGIC_PREFIX + b"v2\n"
 _DIGEST = 32
 _INT64 = np.iinfo(np.int64)
+MAX_WINDOW = 1 << 16
+"""The largest ``window`` a tracker takes (a ring of ``window`` floats per prompt; 512 KiB at this cap)."""
+MAX_COUNT = 1 << 32
+"""The most rewards a tracker records for one prompt (an update that would pass it is refused). Far above
+any run (a prompt sampled 64 times a step for 10^7 steps), and low enough that a file cannot ask for
+discounted counts so large that a posterior's value loses its precision."""
 
 STATE_FIELDS: dict[str, str] = {
     "ring": "(K, window) float64: the prompt's most recent successes in [0, 1], a ring buffer",
@@ -114,7 +122,7 @@ class TrackerConfig:
 
     def __post_init__(self) -> None:
         check_choice("estimator", self.estimator, estimator_names())
-        check_int("window", self.window, low=1)
+        check_int("window", self.window, low=1, high=MAX_WINDOW)
         check_int("min_count", self.min_count, low=0)
         check_real("ema_weight", self.ema_weight, low=0.0, high=1.0, open_low=True)
         prior = self.beta_prior
@@ -453,6 +461,7 @@ class Tracker:
         self._step = 0
         self._index = _IdIndex()
         self._state: dict[str, NDArray[Any]] = _empty_state(0, self.config.window)
+        self._max_count = 0  # the largest count of any prompt (kept within MAX_COUNT)
 
     @property
     def epoch(self) -> int:
@@ -592,6 +601,11 @@ class Tracker:
         ids = check_prompt_ids("prompt_ids", prompt_ids)
         if len(ids) != s.size:
             raise ValueError(f"prompt_ids and rewards must have the same length; got {len(ids)} and {s.size}")
+        if self._max_count + s.size > MAX_COUNT:
+            raise ValueError(
+                f"this update of {s.size} rewards could take a prompt past {MAX_COUNT} rewards (it has "
+                f"{self._max_count}); a tracker records at most that many per prompt"
+            )
         groups = _group(self._index, ids) if s.size else None
         # ---- nothing above changed the tracker; everything below cannot fail on bad input
         self._epoch, self._step = new_epoch, new_step
@@ -626,7 +640,9 @@ class Tracker:
         st["ema"][rows] = np.minimum(np.maximum(ema, 0.0), 1.0)  # rounding may pass 1
         st["beta_s"][rows] = cfg.forgetting * st["beta_s"][rows] + sums  # s <- gamma s + successes
         st["beta_f"][rows] = cfg.forgetting * st["beta_f"][rows] + (cnt - sums)  # f <- gamma f + failures
-        st["count"][rows] = count + cnt
+        count += cnt  # a copy (fancy indexing)
+        st["count"][rows] = count
+        self._max_count = max(self._max_count, int(count.max()))
         st["last_step"][rows] = self.step
 
     def _update_ring(self, s_sorted: NDArray[np.float64], g: _Groups) -> None:
@@ -704,6 +720,7 @@ class Tracker:
         tracker._grow(n)
         for k in _FIELDS:
             tracker._state[k][:n] = arrays[k]
+        tracker._max_count = int(arrays["count"].max()) if n else 0
         return tracker
 
     def to_bytes(self) -> bytes:
@@ -746,7 +763,7 @@ class Tracker:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Tracker:
         """Read a file written by :meth:`save`; a truncated, altered or foreign file raises ``ValueError``."""
-        return cls.from_bytes(Path(path).read_bytes(), source=str(path))
+        return cls.from_bytes(read_file_bytes(path, what="tracker file"), source=str(path))
 
     @classmethod
     def merge(
@@ -782,6 +799,7 @@ class Tracker:
         sel = stack.select(winner)
         for k in _FIELDS:
             stack.take(k, sel, out=out._state[k][: heads.size])
+        out._max_count = max(t._max_count for t in trackers)
         return out
 
 
@@ -1029,8 +1047,8 @@ def _check_arrays(arrays: object, n: int, window: int) -> dict[str, NDArray[Any]
             )
         out[name] = arr
     limits = {
-        "ring": (0.0, 1.0), "ring_pos": (0, window - 1), "count": (0, None), "epoch_id": (-1, None),
-        "epoch_sum": (0.0, None), "epoch_count": (0, None), "ema": (0.0, 1.0), "beta_s": (0.0, None),
+        "ring": (0.0, 1.0), "ring_pos": (0, window - 1), "count": (1, MAX_COUNT), "epoch_id": (0, None),
+        "epoch_sum": (0.0, None), "epoch_count": (1, None), "ema": (0.0, 1.0), "beta_s": (0.0, None),
         "beta_f": (0.0, None), "last_step": (0, None),
     }  # fmt: skip
     for name, (low, high) in limits.items():
@@ -1040,11 +1058,30 @@ def _check_arrays(arrays: object, n: int, window: int) -> dict[str, NDArray[Any]
             i = np.unravel_index(int(np.flatnonzero(~ok.reshape(-1))[0]), arr.shape)
             where = tuple(map(int, i))
             raise ValueError(f"tracker state array {name!r} has {arr[i].item()!r} at {where}, outside [{low}, {high}]")
-    for name, bound in (("epoch_count", "count"), ("epoch_sum", "epoch_count")):
-        bad = np.flatnonzero(out[name] > out[bound])
-        if bad.size:
-            raise ValueError(f"tracker state: {name} > {bound} at row {int(bad[0])}")
+    _check_consistent(out, window)
     return out
+
+
+def _check_consistent(arrays: dict[str, NDArray[Any]], window: int) -> None:
+    """The relations every update keeps between a row's arrays (each row has had >= 1 reward):
+
+    the epoch's counts within the total, the ring's next slot at ``count % window``, a ring that is not
+    full yet holding nothing past its ``count`` rewards, and discounted counts within the total.
+    """
+    count = arrays["count"]
+    filled = np.arange(window) < count[:, None]  # (K, window): slots written so far
+    discounted = arrays["beta_s"] + arrays["beta_f"]
+    rules = (
+        ("epoch_count <= count", arrays["epoch_count"] <= count),
+        ("epoch_sum <= epoch_count", arrays["epoch_sum"] <= arrays["epoch_count"]),
+        ("ring_pos == count % window", arrays["ring_pos"] == count % window),
+        ("ring is 0 past the rewards recorded", np.all(filled | (arrays["ring"] == 0.0), axis=1)),
+        ("beta_s + beta_f <= count", discounted <= count * (1.0 + 1e-9)),
+    )
+    for what, ok in rules:
+        bad = np.flatnonzero(~ok)
+        if bad.size:
+            raise ValueError(f"tracker state is inconsistent at row {int(bad[0])}: it breaks {what}")
 
 
 def _empty_state(size: int, window: int) -> dict[str, NDArray[Any]]:

@@ -56,7 +56,7 @@ from knapsack_rl.core.config import KnapsackConfig, preset_names
 from knapsack_rl.core.planner import Planner
 from knapsack_rl.core.registry import Registry
 from knapsack_rl.core.tracker import Tracker, TrackerConfig
-from knapsack_rl.core.validate import check_choice, check_int, check_prompt_ids, check_real
+from knapsack_rl.core.validate import check_choice, check_int, check_prompt_ids, check_real, check_unique_ids
 from knapsack_rl.rules.interface import Limits, Needs, Round, Rule, Selection, StepLog, StepSpec
 from knapsack_rl.rules.keyed import SKIP_STREAM, id_keys, keyed_uniform
 
@@ -131,11 +131,16 @@ def _ids_state(ids: set[Any]) -> list[int | str]:
 
 def _ids_from_state(rule: Rule, state: dict[str, Any], key: str, source: str) -> set[Any]:
     """The id set ``state[key]`` of :func:`_ids_state`; a state with other keys or bad ids raises."""
-    if not isinstance(state, dict) or sorted(state) != [key]:
-        got = sorted(state) if isinstance(state, dict) else type(state).__name__
+    if not isinstance(state, dict) or list(state) != [key]:
+        got = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{source}: not a state of rule {rule.name!r}: expected the key [{key!r}]; got {got}")
     ids = check_prompt_ids(f"{source}: {key}", state[key])
-    return set(ids.tolist() if isinstance(ids, np.ndarray) else ids)
+    out = ids.tolist() if isinstance(ids, np.ndarray) else ids
+    try:
+        check_unique_ids(key, out)  # a saved set lists each id once
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
+    return set(out)
 
 
 # --------------------------------------------------------------------------- uniform
@@ -613,8 +618,9 @@ class UncertaintyRule(Rule):
         return {"tracker": self.tracker.to_bytes()}
 
     def load_state_dict(self, state: dict[str, Any], *, source: str = "<state>") -> None:
-        if not isinstance(state, dict) or sorted(state) != ["tracker"]:
-            raise ValueError(f"{source}: not a state of rule {self.name!r}: expected the key ['tracker']")
+        if not isinstance(state, dict) or list(state) != ["tracker"]:
+            got = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"{source}: not a state of rule {self.name!r}: expected the key ['tracker']; got {got}")
         tracker = Tracker.from_bytes(state["tracker"], source=source)
         if tracker.config != self.tracker.config:
             raise ValueError(f"{source}: the tracker of rule {self.name!r} was saved with other settings")

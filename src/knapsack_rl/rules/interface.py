@@ -306,8 +306,8 @@ class Rule(ABC):
         Raises:
             ValueError: naming ``source``, if ``state`` is not this rule's; nothing is changed.
         """
-        if state != {}:
-            keys = sorted(state) if isinstance(state, dict) else type(state).__name__
+        if not isinstance(state, dict) or state:
+            keys = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
             raise ValueError(f"{source}: rule {self.name!r} keeps no state between steps; got {keys}")
 
 

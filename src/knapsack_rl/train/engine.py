@@ -128,17 +128,29 @@ class PromptStream:
         return {"epoch": self.epoch, "position": self.position}
 
     def load_state_dict(self, state: dict[str, Any], *, source: str = "<state>") -> None:
-        """Restore :meth:`state_dict` output; a cursor outside the data raises ValueError naming ``source``."""
-        if not isinstance(state, dict) or sorted(state) != ["epoch", "position"]:
-            raise ValueError(f"{source}: not a prompt stream state (keys 'epoch', 'position')")
+        """Restore :meth:`state_dict` output (:meth:`check_state`); a refused state changes nothing."""
+        self.epoch, self.position = self.check_state(state, source=source)
+
+    def check_state(self, state: object, *, source: str = "<state>") -> tuple[int, int]:
+        """The cursor ``(epoch, position)`` of a :meth:`state_dict` output, checked against this stream.
+
+        Raises:
+            ValueError: naming ``source``: other keys, a non-integer, a negative epoch, a position outside
+                ``[0, size]``, or an epoch past :data:`MAX_EPOCH`.
+        """
+        if not isinstance(state, dict) or sorted(map(str, state)) != ["epoch", "position"]:
+            got = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"{source}: not a prompt stream state (keys 'epoch', 'position'); got {got}")
         try:
-            epoch = check_int("epoch", state["epoch"], low=0)
+            epoch = check_int("epoch", state["epoch"], low=0, high=MAX_EPOCH)
             position = check_int("position", state["position"], low=0, high=self.size)
         except ValueError as exc:
-            raise ValueError(f"{source}: {exc}") from exc
-        self.epoch, self.position = epoch, position
+            raise ValueError(f"{source}: {exc}") from None
+        return epoch, position
 
 
+MAX_EPOCH = 1 << 40
+"""The largest epoch a saved stream may be in (a run reads at least one prompt per epoch)."""
 Generate = Callable[[StepBatch, NDArray[np.int64]], Rollouts]
 Score = Callable[[StepBatch, Rollouts], NDArray[np.float64]]
 

@@ -24,9 +24,11 @@ a step's batch never straddles two epochs; prompts a rule draws beyond it come f
 The epoch of a step is its batch's pass over the training prompts (0-based).
 
 The state (model, optimizer, the rule's state, the stream's cursor, RNG states) is checkpointed
-atomically and loaded with ``torch.load(weights_only=True)`` (tensors and plain data only: a
-checkpoint cannot run code); a resumed run continues bit-for-bit like an uninterrupted one on CPU, and
-refuses to resume a run whose settings (or rule) differ in anything that changes what a step computes.
+atomically in the package's state-file envelope (one SHA-256 over all of it) and its tensors loaded with
+``torch.load(weights_only=True)`` (tensors and plain data only: a checkpoint cannot run code). Every
+field is checked before anything is restored, so a refused checkpoint changes nothing; a resumed run
+continues bit-for-bit like an uninterrupted one on CPU, and refuses to resume a run whose settings (or
+rule) differ in anything that changes what a step computes.
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ from __future__ import annotations
 import io
 import json
 import logging
-import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -45,9 +47,10 @@ import torch
 
 from knapsack_rl.core.planner import Planner
 from knapsack_rl.core.tracker import Tracker
+from knapsack_rl.core.validate import check_bool, check_int
 from knapsack_rl.grpo.advantages import grouped_advantages
 from knapsack_rl.grpo.metrics import eval_metrics, rollout_metrics
-from knapsack_rl.io import atomic_write_bytes
+from knapsack_rl.io import atomic_write_bytes, encode_state_file, read_state_file
 from knapsack_rl.progress import Progress
 from knapsack_rl.rollout.generate import Rollouts, generate
 from knapsack_rl.rules import KnapsackRule, Selection, StepLog, StepSpec, run_step, step_log_metrics
@@ -69,7 +72,21 @@ from knapsack_rl.train.update import UpdateSettings, update_policy
 logger = logging.getLogger(__name__)
 
 __all__ = ["PhaseTimer", "StepBatch", "Trainer", "load_task_and_policy", "resolve_device"]
-_FORMAT = 3
+CHECKPOINT_KIND = "trainer-checkpoint"
+CHECKPOINT_FORMAT = 4
+"""The envelope kind and format of ``checkpoint.pt`` (format 3, a bare ``torch.save`` without checksum, is refused)."""
+LEGACY: Mapping[bytes, str] = MappingProxyType(
+    {
+        b"PK\x03\x04": (
+            "a checkpoint of the format of knapsack-rl 0.1.0 (format 3, a bare torch.save without checksum), "
+            "which this version does not read; resume it with the version that wrote it, or start afresh "
+            "(resume=false or another out_dir)"
+        )
+    }
+)
+_META_KEYS = ("global_step", "rollouts_total", "exhausted", "config", "stream", "rule")
+_TENSOR_KEYS = ("model", "optimizer", "generator", "torch_rng", "rule_state")
+_ADAMW_STATE = ("step", "exp_avg", "exp_avg_sq")
 _UPDATE_KEYS = ("actor/loss", "actor/grad_norm", "actor/grad_clipped", "actor/clipfrac", "actor/approx_kl",
                 "actor/ratio_mean")  # fmt: skip
 """The keys :func:`~knapsack_rl.train.update.update_policy` returns (logged as NaN for a step with nothing to train)."""
@@ -301,9 +318,8 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue, as tensors and plain data (loadable with ``weights_only=True``)."""
+        """Everything needed to continue, as tensors and plain data (what :func:`encode_checkpoint` stores)."""
         return {
-            "format": _FORMAT,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rule": {"name": self.rule_name, "state": self.rule.state_dict()},
@@ -318,29 +334,41 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Write ``out_dir/checkpoint.pt`` atomically (temporary file, fsync, rename)."""
-        buf = io.BytesIO()
-        torch.save(self.state_dict(), buf)
         path = self.out_dir / "checkpoint.pt"
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_write_bytes(path, encode_checkpoint(self.state_dict()))
         logger.debug("checkpoint at step %d -> %s", self.global_step, path)
         return path
 
     def load_checkpoint(self, path: Path) -> None:
         """Restore :meth:`save_checkpoint`'s state; nothing in the file can execute code.
 
+        Every field is checked before anything changes: the checksum, the settings (:func:`_check_resumable`),
+        each tensor's name, shape and dtype against the live model and optimizer, the generator states (set
+        on scratch generators first), the stream's cursor and the counters; then the rule's state, which
+        its rule checks in full before adopting it. A refused load leaves the model, optimizer, rule,
+        stream, counters and RNG states exactly as they were.
+
         Raises:
-            ValueError: naming the file, if it is not a checkpoint of this trainer (or holds anything
-                but tensors and plain data), or was written by a run with other settings.
+            ValueError: one line naming the file: not a checkpoint of this trainer (or of an older format),
+                corrupt, malformed, or written by a run with other settings.
         """
         state = read_checkpoint(path, self.device)
-        _check_resumable(path, state.get("config"), self.config.to_dict())  # the rule is part of the config
+        source = str(path)
+        _check_resumable(path, state["config"], self.config.to_dict())  # the rule is part of the config
+        if state["rule"]["name"] != self.rule_name:
+            raise ValueError(f"{source}: holds the state of rule {state['rule']['name']!r}, not {self.rule_name!r}")
+        check_model_state(state["model"], self.model, source)
+        check_optimizer_state(state["optimizer"], self.optimizer, source)
+        _check_generator_state(state["generator"], self.device, "generator", source)
+        _check_generator_state(state["torch_rng"], torch.device("cpu"), "torch_rng", source)
+        cursor = self.stream.check_state(state["stream"], source=source)
+        self.rule.load_state_dict(state["rule"]["state"], source=source)  # checks all, then adopts; or raises
+        # ---- everything is checked; nothing below can fail on the file's content
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.rule.load_state_dict(state["rule"]["state"], source=str(path))
-        self.stream.load_state_dict(state["stream"], source=str(path))
-        self.global_step = int(state["global_step"])
-        self.rollouts_total = int(state["rollouts_total"])
-        self.exhausted = bool(state["exhausted"])
+        self.stream.epoch, self.stream.position = cursor
+        self.global_step, self.rollouts_total = state["global_step"], state["rollouts_total"]
+        self.exhausted = state["exhausted"]
         self.generator.set_state(state["generator"].cpu())  # generator states are CPU byte tensors
         torch.set_rng_state(state["torch_rng"].cpu())
         logger.info("resumed %s at step %d", self.out_dir, self.global_step)
@@ -349,20 +377,129 @@ class Trainer:
         atomic_write_bytes(self.out_dir / "config.json", json.dumps(self.config.to_dict(), indent=1).encode())
 
 
+def encode_checkpoint(state: dict[str, Any]) -> bytes:
+    """A :meth:`Trainer.state_dict` as checkpoint bytes: one state-file envelope (:mod:`knapsack_rl.io`).
+
+    The plain fields (steps, rollouts, ``exhausted``, the config, the rule's name, the stream's cursor)
+    are its JSON meta; the model, optimizer, RNG states and the rule's state are one ``torch.save``
+    part, ``"tensors"``, read back with ``torch.load(weights_only=True)``. One SHA-256 covers it all.
+    """
+    meta = {k: state[k] for k in ("global_step", "rollouts_total", "exhausted", "config", "stream")}
+    meta["rule"] = state["rule"]["name"]
+    buf = io.BytesIO()
+    torch.save({k: state[k] for k in _TENSOR_KEYS if k != "rule_state"} | {"rule_state": state["rule"]["state"]}, buf)
+    return encode_state_file(CHECKPOINT_KIND, CHECKPOINT_FORMAT, meta, {"tensors": buf.getvalue()})
+
+
 def read_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
-    """The contents of a trainer checkpoint, read with ``weights_only=True`` (nothing in it can run code).
+    """The contents of a trainer checkpoint, shaped as :meth:`Trainer.state_dict`, with every field's type
+    and range checked (tensors are checked against a live model by :func:`check_model_state`).
+
+    Read with :func:`knapsack_rl.io.read_file_bytes` (regular files only) and the tensors with
+    ``torch.load(weights_only=True)``: nothing in the file can run code.
 
     Raises:
-        ValueError: naming the file, if it is not a checkpoint of this trainer or holds anything but
-            tensors and plain data.
+        ValueError: one line naming the file, if it is not a checkpoint of this trainer (an older format,
+            a foreign or corrupt file, a missing or malformed field).
     """
+    source = str(path)
+    file = read_state_file(
+        path, what="checkpoint", kind=CHECKPOINT_KIND, version=CHECKPOINT_FORMAT, parts=["tensors"], legacy=LEGACY
+    )
+    meta = _check_meta(file.meta, source)
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a loadable knapsack-rl checkpoint ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(state, dict) or state.get("format") != _FORMAT:
-        raise ValueError(f"{path}: not a knapsack-rl trainer checkpoint (format {_FORMAT})")
-    return state
+        tensors = torch.load(io.BytesIO(file.parts["tensors"]), map_location=device, weights_only=True)
+    except Exception as exc:  # a forged pickle can fail in any way inside the restricted unpickler
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{source}: not a loadable knapsack-rl checkpoint ({first})") from None
+    if not isinstance(tensors, dict) or sorted(map(str, tensors)) != sorted(_TENSOR_KEYS):
+        got = sorted(map(str, tensors)) if isinstance(tensors, dict) else type(tensors).__name__
+        raise ValueError(f"{source}: checkpoint tensors must hold exactly {sorted(_TENSOR_KEYS)}; got {got}")
+    rule = {"name": meta.pop("rule"), "state": tensors.pop("rule_state")}
+    return {**meta, **tensors, "rule": rule}
+
+
+def _check_meta(meta: dict[str, Any], source: str) -> dict[str, Any]:
+    """The checkpoint's plain fields, each checked for type and range."""
+    if sorted(meta) != sorted(_META_KEYS):
+        raise ValueError(f"{source}: checkpoint must hold exactly {sorted(_META_KEYS)}; got {sorted(meta)}")
+    try:
+        out = {
+            "global_step": check_int("global_step", meta["global_step"], low=0),
+            "rollouts_total": check_int("rollouts_total", meta["rollouts_total"], low=0),
+            "exhausted": check_bool("exhausted", meta["exhausted"]),
+        }
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
+    if not isinstance(meta["config"], dict):
+        raise ValueError(f"{source}: the checkpoint has no saved config (got {type(meta['config']).__name__})")
+    if meta["rule"] is not None and not isinstance(meta["rule"], str):
+        raise ValueError(f"{source}: the checkpoint's rule name must be a str or null; got {meta['rule']!r:.80}")
+    return out | {"config": meta["config"], "stream": meta["stream"], "rule": meta["rule"]}
+
+
+def check_model_state(saved: object, model: torch.nn.Module, source: str) -> None:
+    """``saved`` must be ``model``'s state dict in kind: the same names, each tensor of the same shape and dtype."""
+    _check_tensor_dict(saved, model.state_dict(), "model", source)
+
+
+def _check_tensor_dict(saved: object, live: Mapping[Any, torch.Tensor], what: str, source: str) -> None:
+    if not isinstance(saved, dict) or set(saved) != set(live):
+        keys = set(saved) if isinstance(saved, dict) else set()
+        missing, extra = sorted(map(str, set(live) - keys)), sorted(map(str, keys - set(live)))
+        raise ValueError(f"{source}: {what} tensors are not this run's (missing {missing[:3]}, unexpected {extra[:3]})")
+    for key, ref in live.items():
+        t = saved[key]
+        if not isinstance(t, torch.Tensor) or t.layout != torch.strided or t.dtype != ref.dtype or t.shape != ref.shape:
+            got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{source}: {what}[{key!r}] must be {ref.dtype} of shape {tuple(ref.shape)}; got {got}")
+
+
+def check_optimizer_state(saved: object, optimizer: torch.optim.Optimizer, source: str) -> None:
+    """``saved`` must be a state of ``optimizer`` (AdamW) for this run: the same parameter groups and settings,
+    and per parameter the AdamW state with tensors of that parameter's shape and dtype."""
+    if not isinstance(saved, dict) or sorted(map(str, saved)) != ["param_groups", "state"]:
+        raise ValueError(f"{source}: optimizer state must hold exactly ['param_groups', 'state']")
+    params = _check_param_groups(saved["param_groups"], optimizer, source)
+    state = saved["state"]
+    if not isinstance(state, dict) or not set(state) <= set(params):
+        raise ValueError(f"{source}: optimizer state must map this run's parameter indices to their AdamW state")
+    for pid, entry in state.items():
+        param, keys = params[pid]
+        step = entry.get("step") if isinstance(entry, dict) else None
+        if not isinstance(step, torch.Tensor) or step.ndim or not step.is_floating_point() or not 0 <= step < 2**53:
+            raise ValueError(f"{source}: optimizer state[{pid}]['step'] must be a finite scalar tensor >= 0")
+        _check_tensor_dict(entry, {k: param if k != "step" else step for k in keys}, f"optimizer state[{pid}]", source)
+
+
+def _check_param_groups(
+    groups: object, optimizer: torch.optim.Optimizer, source: str
+) -> dict[Any, tuple[torch.Tensor, tuple[str, ...]]]:
+    """Saved parameter groups equal to ``optimizer``'s; returns each parameter index's tensor and state keys."""
+    live = optimizer.state_dict()["param_groups"]
+    if not isinstance(groups, list) or len(groups) != len(live):
+        raise ValueError(f"{source}: optimizer state must have {len(live)} parameter group(s)")
+    params: dict[Any, tuple[torch.Tensor, tuple[str, ...]]] = {}
+    for i, (group, ref, tensors) in enumerate(zip(groups, live, optimizer.param_groups, strict=True)):
+        if not isinstance(group, dict) or set(group) != set(ref):
+            raise ValueError(f"{source}: optimizer param_groups[{i}] must have the keys {sorted(ref)}")
+        for key, value in ref.items():
+            if type(group[key]) is not type(value) or group[key] != value:
+                shown = f"{group[key]!r:.80}; this run's is {value!r:.80}"
+                raise ValueError(f"{source}: optimizer param_groups[{i}][{key!r}] is {shown}")
+        keys = _ADAMW_STATE + (("max_exp_avg_sq",) if ref.get("amsgrad") else ())
+        params.update((pid, (p, keys)) for pid, p in zip(ref["params"], tensors["params"], strict=True))
+    return params
+
+
+def _check_generator_state(saved: object, device: torch.device, what: str, source: str) -> None:
+    """``saved`` must be a generator state for ``device``: tried on a scratch generator, never on a live one."""
+    if not isinstance(saved, torch.Tensor) or saved.dtype != torch.uint8 or saved.ndim != 1:
+        raise ValueError(f"{source}: {what} must be a 1-D uint8 generator state; got {saved!r:.80}")
+    try:
+        torch.Generator(device=device).set_state(saved.cpu())
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: {what} is not a valid generator state ({str(exc).splitlines()[0]})") from None
 
 
 POLICY_FIELDS = ("model", "task", "tiny_model", "warmstart")
@@ -377,15 +514,14 @@ def load_policy_weights(path: Path, config: TrainConfig, model: Any, device: tor
             task (:data:`POLICY_FIELDS`), or is not a trainer checkpoint.
     """
     state = read_checkpoint(path, device)
-    saved, current = state.get("config"), config.to_dict()
-    if not isinstance(saved, dict):
-        raise ValueError(f"{path}: the checkpoint has no saved config")
+    saved, current = state["config"], config.to_dict()
     differ = [k for k in POLICY_FIELDS if saved.get(k) != current[k]]
     if differ:
         raise ValueError(
             f"{path} was written for another policy or task ({', '.join(differ)} differ); "
             f"its {', '.join(POLICY_FIELDS)} must be this run's"
         )
+    check_model_state(state["model"], model, str(path))
     model.load_state_dict(state["model"])
     return int(state["global_step"])
 

@@ -50,9 +50,12 @@ planning). How they relate to TRL's names:
   describe the counts (:meth:`knapsack_rl.Allocation.metrics`); TRL's batch has no counts to describe.
 
 **Checkpoints.** ``planner.state_dict()`` (the tracker's bytes inside) is written to
-``knapsack_planner.bin`` in every checkpoint folder (:mod:`knapsack_rl.integrations.trl.checkpoint`) and
-restored on resume with ``planner.load_state_dict``, which refuses a tracker saved under other tracker
-settings. The hooks are transformers' ``_save_checkpoint`` / ``_load_optimizer_and_scheduler``, which TRL's
+``knapsack_planner.bin`` in every checkpoint folder (:mod:`knapsack_rl.integrations.trl.checkpoint`). On
+resume the file is read and checked in full first (``check_planner``: a malformed file, or a tracker saved
+under other tracker settings, is refused in :meth:`KnapsackGRPOTrainer.train` before transformers restores
+the weights or the optimizer), then adopted once transformers has restored the optimizer, so a refused
+resume changes neither the planner nor the model. The hooks are transformers' ``_save_checkpoint`` /
+``_load_optimizer_and_scheduler``, which TRL's
 own GRPOTrainer extends the same way for its entropy controller.
 """
 
@@ -69,11 +72,11 @@ import numpy as np
 import torch
 from accelerate.utils import gather_object
 from datasets import Dataset
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from trl.trainer.grpo_trainer import GRPOTrainer
 
 from knapsack_rl.core.planner import Planner
-from knapsack_rl.integrations.trl.checkpoint import load_planner, save_planner
+from knapsack_rl.integrations.trl.checkpoint import check_planner, save_planner
 from knapsack_rl.integrations.trl.config import KnapsackGRPOConfig, check_supported
 from knapsack_rl.integrations.trl.plan import (
     GenerationPlan,
@@ -216,10 +219,22 @@ class KnapsackGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
             save_planner(self.planner, folder)
         super()._save_checkpoint(model, trial)  # type: ignore[no-untyped-call]
 
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """TRL's ``train``; the planner file of the checkpoint to resume from is checked first, so a refused
+        resume fails before transformers restores anything (weights, optimizer) and the planner is unchanged."""
+        folder = resume_from_checkpoint
+        if folder is True:  # transformers' own rule: the latest checkpoint folder of output_dir
+            folder = get_last_checkpoint(self.args.output_dir)  # type: ignore[no-untyped-call]
+        if isinstance(folder, str | os.PathLike):
+            check_planner(self.planner, folder)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        # the planner file is read and checked first: a refused resume changes neither the planner nor the optimizer
+        restore = check_planner(self.planner, checkpoint) if checkpoint is not None else None
         super()._load_optimizer_and_scheduler(checkpoint)  # type: ignore[no-untyped-call]
-        if checkpoint is not None:
-            path = load_planner(self.planner, checkpoint)
+        if restore is not None:
+            path = restore.apply()
             logger.info("restored the knapsack planner (%d prompts tracked) from %s", len(self.planner.tracker), path)
 
     # ------------------------------------------------------------------ phases

@@ -34,7 +34,7 @@ from numpy.typing import ArrayLike, NDArray
 from knapsack_rl.core.planner import EpochCounter, Planner
 from knapsack_rl.core.validate import check_prompt_ids, check_unique_ids
 from knapsack_rl.integrations.verl.config import KnapsackVerlConfig
-from knapsack_rl.io import atomic_write_bytes
+from knapsack_rl.io import read_state_file, write_state_file
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +43,13 @@ ROLLOUT_N_KEY = "__rollout_n__"
 """Per-prompt field that verl's V1 agent loop pops to decide how many sessions to run for the prompt."""
 STATE_DIR = "knapsack"
 """Sub-folder of a verl ``global_step_{k}`` checkpoint folder that holds the run's state."""
-TRACKER_FILE = "tracker.bin"
-RUN_FILE = "run.json"
-_FORMAT = "knapsack-rl/verl-run"
-_VERSION = 1
+STATE_FILE = "state.bin"
+"""The run's state in :data:`STATE_DIR`: one state-file envelope (:func:`knapsack_rl.io.encode_state_file`)."""
+STATE_KIND = "verl-run"
+STATE_VERSION = 2
+"""Version 1 was the pair ``run.json`` + ``tracker.bin`` of knapsack-rl 0.1.0 (refused, with a message)."""
+LEGACY_FILES = ("run.json", "tracker.bin")
+_META_KEYS = ("epoch_counter", "fingerprints", "pending", "planner")
 
 
 class VerlRun:
@@ -164,7 +167,9 @@ class VerlRun:
             :meth:`Planner.observe`'s metrics (``train/*`` grouped by prompt, ``alloc/*`` of the latest
             plan, ``tracker/prompts``) plus ``train/epoch`` and ``timing_s/plan``. The rollouts' epoch is
             the latest one their prompts were planned in (they differ only across an epoch boundary in
-            verl's async and refill modes).
+            verl's async and refill modes), and never below an earlier observation's: in the async modes
+            a batch of older prompts can finish after a newer one, and the Planner refuses an epoch that
+            goes backwards.
         """
         uid_list = [str(u) for u in rollout_uids]
         r = np.asarray(rewards, dtype=np.float64).reshape(-1)
@@ -177,7 +182,7 @@ class VerlRun:
                 f"{unknown[0]!r}; every training prompt must pass through VerlRun.plan before its rewards are observed"
             )
         planned = [self._pending[u] for u in uid_list]
-        epoch = max(e for _, e in planned) if planned else self.epoch
+        epoch = max([e for _, e in planned] + [self.planner.tracker.epoch]) if planned else self.epoch
         metrics = self.planner.observe([pid for pid, _ in planned], r, epoch=epoch, step=step)
         metrics["train/epoch"] = float(epoch)
         metrics["timing_s/plan"] = self._plan_s
@@ -191,25 +196,21 @@ class VerlRun:
 
     # --------------------------------------------------------------- persistence
     def save(self, checkpoint_dir: str | os.PathLike[str]) -> Path:
-        """Write ``{checkpoint_dir}/knapsack/{tracker.bin, run.json}`` atomically; returns the folder.
+        """Write ``{checkpoint_dir}/knapsack/state.bin`` atomically; returns the folder.
 
-        ``tracker.bin`` is :meth:`Planner.state_dict`'s tracker image (hashed); ``run.json`` holds the
-        rest as JSON (never a pickle) and the tracker's SHA-256, and is written last.
+        One state-file envelope (kind ``"verl-run"``): the planner's settings, the epoch count, the prompt
+        fingerprints and the prompts in flight as JSON meta, and the tracker's own bytes
+        (:meth:`knapsack_rl.Tracker.to_bytes`) as the part ``"tracker"``, under one SHA-256; never a pickle.
         """
         state = self.planner.state_dict()
-        tracker = bytes(state["tracker"])
         folder = Path(checkpoint_dir) / STATE_DIR
-        run = {
-            "format": _FORMAT,
-            "version": _VERSION,
+        meta = {
             "planner": {k: v for k, v in state.items() if k != "tracker"},
-            "tracker_sha256": hashlib.sha256(tracker).hexdigest(),
             "epoch_counter": self.epochs.state_dict(),
             "fingerprints": [[pid, fp] for pid, fp in self._fingerprints.items()],
             "pending": [[uid, pid, epoch] for uid, (pid, epoch) in self._pending.items()],
         }
-        atomic_write_bytes(folder / TRACKER_FILE, tracker)
-        atomic_write_bytes(folder / RUN_FILE, json.dumps(run).encode())
+        write_state_file(folder / STATE_FILE, STATE_KIND, STATE_VERSION, meta, {"tracker": state["tracker"]})
         logger.info("saved knapsack state (%d prompts, epoch %d) to %s", len(self.planner.tracker), self.epoch, folder)
         return folder
 
@@ -217,33 +218,54 @@ class VerlRun:
     def load(cls, checkpoint_dir: str | os.PathLike[str], settings: KnapsackVerlConfig) -> VerlRun:
         """Restore a run saved by :meth:`save` into ``checkpoint_dir``; the settings come from ``settings``.
 
+        Every field is checked before the run is built (types, ranges, each id an int or str, each in-flight
+        prompt's epoch within the count), so a malformed file raises one line and builds nothing.
+
         Raises:
             FileNotFoundError: no knapsack state in ``checkpoint_dir``.
-            ValueError: a corrupt or foreign state, or a tracker saved under other tracker settings
-                (:meth:`Planner.load_state_dict` refuses it, naming every setting that differs).
+            ValueError: a corrupt, foreign, malformed or old-format state, or a tracker saved under other
+                tracker settings (:meth:`Planner.check_state_dict` names every setting that differs).
         """
         folder = Path(checkpoint_dir) / STATE_DIR
-        if not (folder / TRACKER_FILE).is_file() or not (folder / RUN_FILE).is_file():
-            raise FileNotFoundError(f"no knapsack state in {checkpoint_dir} (expected {folder}/{RUN_FILE})")
-        source = str(folder / RUN_FILE)
-        try:
-            run = json.loads((folder / RUN_FILE).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{source}: not JSON ({exc})") from None
-        if not isinstance(run, dict) or run.get("format") != _FORMAT or run.get("version") != _VERSION:
-            raise ValueError(f"{source}: not a knapsack-rl verl run state of version {_VERSION}")
-        tracker = (folder / TRACKER_FILE).read_bytes()
-        if hashlib.sha256(tracker).hexdigest() != run["tracker_sha256"]:
-            raise ValueError(f"{folder / TRACKER_FILE} does not belong to {source} (SHA-256 mismatch)")
+        path = folder / STATE_FILE
+        if not path.exists():
+            if any((folder / name).exists() for name in LEGACY_FILES):
+                raise ValueError(
+                    f"{folder}: knapsack state in the layout of knapsack-rl 0.1.0 ({' + '.join(LEGACY_FILES)}), which "
+                    f"this version does not read; resume with the version that wrote it, or remove {folder} and set "
+                    "knapsack.resume_without_state=true to restart the estimates"
+                )
+            raise FileNotFoundError(f"no knapsack state in {checkpoint_dir} (expected {path})")
+        file = read_state_file(
+            path, what="knapsack verl run state", kind=STATE_KIND, version=STATE_VERSION, parts=["tracker"]
+        )
         out = cls(settings)
-        out.planner.load_state_dict({**run["planner"], "tracker": tracker}, source=str(folder / TRACKER_FILE))
-        out.epochs.load_state_dict(run["epoch_counter"])
-        out._fingerprints = {_json_id(pid, source): str(fp) for pid, fp in run["fingerprints"]}
-        out._pending = {str(uid): (_json_id(pid, source), int(e)) for uid, pid, e in run["pending"]}
+        out._restore(file.meta, file.parts["tracker"], str(path))
         logger.info(
             "restored knapsack state (%d prompts, epoch %d) from %s", len(out.planner.tracker), out.epoch, folder
         )
         return out
+
+    def _restore(self, meta: dict[str, Any], tracker: bytes, source: str) -> None:
+        """Check every field of a saved run's ``meta`` and adopt it (the run is new: nothing to keep)."""
+        if sorted(meta) != list(_META_KEYS):
+            raise ValueError(f"{source}: a verl run state holds exactly {list(_META_KEYS)}; got {sorted(meta)}")
+        planner = meta["planner"]
+        if not isinstance(planner, dict):
+            raise ValueError(f"{source}: 'planner' must be an object; got {type(planner).__name__}")
+        checked = self.planner.check_state_dict({**planner, "tracker": tracker}, source=source)
+        self.epochs.load_state_dict(meta["epoch_counter"], source=source)
+        fingerprints = _pairs(meta["fingerprints"], "fingerprints", 2, source)
+        pending = _pairs(meta["pending"], "pending", 3, source)
+        self._fingerprints = {_json_id(pid, f"fingerprints[{i}]", source): _fp(fp, i, source)
+                              for i, (pid, fp) in enumerate(fingerprints)}  # fmt: skip
+        self._pending = {
+            _uid(uid, i, source): (_json_id(pid, f"pending[{i}]", source), _epoch(e, self.epoch, i, source))
+            for i, (uid, pid, e) in enumerate(pending)
+        }
+        if len(self._fingerprints) != len(fingerprints) or len(self._pending) != len(pending):
+            raise ValueError(f"{source}: 'fingerprints' or 'pending' lists an id or uid twice")
+        self.planner.adopt_tracker(checked)
 
 
 # ---------------------------------------------------------------------- verl data
@@ -339,10 +361,46 @@ def final_session_rows(keys: Sequence[str]) -> tuple[list[int], list[str]]:
     return rows, [keys[row].rsplit("_", 2)[0] for row in rows]
 
 
-def _json_id(value: Any, source: str) -> PromptId:
+def _pairs(value: object, name: str, width: int, source: str) -> list[list[Any]]:
+    """``value`` as a list of lists of ``width`` entries (a saved run's ``fingerprints`` or ``pending``)."""
+    if not isinstance(value, list):
+        raise ValueError(f"{source}: {name!r} must be a list; got {type(value).__name__}")
+    for i, entry in enumerate(value):
+        if not isinstance(entry, list) or len(entry) != width:
+            raise ValueError(f"{source}: {name}[{i}] must be a list of {width} entries; got {entry!r:.80}")
+    return value
+
+
+def _json_id(value: Any, where: str, source: str) -> PromptId:
     """Ids come back from JSON as int or str; anything else means a corrupt file."""
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"{source}: corrupt knapsack state: prompt id {value!r} is neither int nor str")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | str)
+        or (isinstance(value, int) and not _fits_int64(value))
+    ):
+        raise ValueError(f"{source}: {where}: prompt id {value!r:.80} is not an int64 or a str")
+    return value
+
+
+def _fits_int64(value: int) -> bool:
+    return -(1 << 63) <= value < 1 << 63
+
+
+def _fp(value: Any, i: int, source: str) -> str:
+    if not isinstance(value, str) or len(value) != 16 or not all(c in "0123456789abcdef" for c in value):
+        raise ValueError(f"{source}: fingerprints[{i}]: {value!r:.80} is not a fingerprint (16 hex digits)")
+    return value
+
+
+def _uid(value: Any, i: int, source: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{source}: pending[{i}]: uid {value!r:.80} is not a str")
+    return value
+
+
+def _epoch(value: Any, latest: int, i: int, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= latest:
+        raise ValueError(f"{source}: pending[{i}]: epoch {value!r:.80} is not an integer in [0, {latest}]")
     return value
 
 

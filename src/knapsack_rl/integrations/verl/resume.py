@@ -16,6 +16,7 @@ from typing import Any
 
 from knapsack_rl.integrations.verl.config import KnapsackVerlConfig, _get
 from knapsack_rl.integrations.verl.planner import VerlRun
+from knapsack_rl.io import read_file_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +35,24 @@ def resume_folder(config: Any) -> Path | None:
     elif mode == "auto":
         root = Path(str(_get(trainer, "default_local_dir")))
         latest = root / LATEST_FILE
-        if not latest.is_file():
+        if not latest.exists():
             return None
-        folder = root / f"global_step_{int(latest.read_text().strip())}"
+        folder = root / f"global_step_{_latest_step(latest)}"
         if not folder.is_dir():
             return None
     else:
         raise ValueError(f"trainer.resume_mode must be one of ['auto', 'disable', 'resume_path']; got {mode!r}")
     return folder if folder.is_absolute() else Path(os.getcwd()) / folder
+
+
+def _latest_step(latest: Path) -> int:
+    """The step verl's ``latest_checkpointed_iteration.txt`` names (a non-negative integer, nothing else)."""
+    text = (
+        read_file_bytes(latest, what="verl's latest-checkpoint file", max_bytes=64).decode("ascii", "replace").strip()
+    )
+    if not text.isdigit() or not text.isascii():
+        raise ValueError(f"{latest}: expected the step of verl's latest checkpoint (an integer >= 0); got {text!r}")
+    return int(text)
 
 
 def restore_or_create(config: Any, settings: KnapsackVerlConfig | None = None) -> VerlRun:
