@@ -71,7 +71,7 @@ def test_load_task_scores_through_the_contained_scorer():
         responses = [task.train.answers[0], "nonsense", task.train.answers[1], task.train.answers[2]]
         rewards = task.score(task.train, idx, responses)
         assert rewards[0] == 1.0 and rewards[2] == 1.0 and rewards[3] == 1.0 and rewards[1] < 1.0
-        assert task.reward_counts() == {"reward/failures": 0, "reward/timeouts": 0}
+        assert task.reward_counts() == {"reward/failures": 0, "reward/timeouts": 0, "reward/killed": 0}
     finally:
         task.close()
 
