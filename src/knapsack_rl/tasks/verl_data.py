@@ -20,30 +20,40 @@ from typing import Any
 
 import numpy as np
 
-from knapsack_rl.io import atomic_write_bytes
+from knapsack_rl.io import atomic_write_bytes, read_file_bytes
 from knapsack_rl.tasks.base import Extra, PromptSet
 
 ChatFormatter = Callable[[list[dict[str, str]]], str]
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        raise ValueError(f"data file {path} does not exist")
-    if path.suffix == ".jsonl":
-        rows = []
-        for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-        return rows
+def _read_rows(path: Path) -> list[Any]:
+    """The rows of a ``.jsonl`` / ``.parquet`` file, read through :func:`knapsack_rl.io.read_file_bytes`."""
+    if path.suffix not in (".jsonl", ".parquet"):
+        raise ValueError(f"data file must end in .jsonl or .parquet; got {path}")
+    data = read_file_bytes(path, what="data file")
     if path.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return list(pq.read_table(path).to_pylist())
-    raise ValueError(f"data file must end in .jsonl or .parquet; got {path}")
+        try:
+            return list(pq.read_table(pa.BufferReader(data)).to_pylist())
+        except (pa.ArrowException, OSError) as exc:
+            raise ValueError(f"data file {path} is not a readable parquet file ({str(exc).splitlines()[0]})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"data file {path} is not UTF-8 text (byte {exc.start})") from None
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise ValueError(f"{path}:{lineno}: not valid JSON (nested too deeply)") from None
+    return rows
 
 
 def _prompt_text(prompt: Any, where: str, chat_format: ChatFormatter | None) -> str:
@@ -75,6 +85,8 @@ def load_verl_dataset(path: str | Path, *, chat_format: ChatFormatter | None = N
     first_row: dict[int, int] = {}
     for i, row in enumerate(rows, start=1):
         where = f"{path} row {i}"
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: a row must be a JSON object; got {type(row).__name__} {row!r:.60}")
         extra = row.get("extra_info") or {}
         if not isinstance(extra, dict) or extra.get("index") is None:
             raise ValueError(f"{where}: missing extra_info.index (a unique integer id per prompt is required)")
