@@ -4,10 +4,14 @@ Each row needs ``prompt`` (a string, or a chat list of ``{"role", "content"}`` m
 ``reward_model.ground_truth`` (the reference answer) and ``extra_info.index`` (the stable prompt id,
 an integer, unique). A difficulty label is read from ``extra_info.difficulty`` or ``extra_info.level``
 when present, else ``data_source``, else ``"all"``. ``extra_info.extras``, when present, is a JSON
-object text: the prompt's extras record (what its scorer needs, e.g. a reasoning-gym entry).
+object text: the prompt's extras record (what its scorer needs). A reasoning-gym prompt's record is a
+reference ``{"reasoning_gym": {"dataset", "config", "split", "index"}}``: the entry it names is
+regenerated from the run's config (:func:`knapsack_rl.tasks.gym.resolve_references`), never read from
+the file; a file whose record embeds the entry (``"entry"``, the old layout) is refused.
 
 :func:`write_verl` writes a :class:`PromptSet` in this layout (atomically) so that
-``load_verl_dataset(write_verl(ps, path)) == ps``.
+``load_verl_dataset(write_verl(ps, path)) == ps``, except that reasoning-gym records lose their entry
+(they keep the reference).
 """
 
 from __future__ import annotations
@@ -125,7 +129,22 @@ def _extras(text: Any, where: str) -> Extra | None:
         raise ValueError(f"{where}: extra_info.extras is not valid JSON ({exc.msg})") from exc
     if not isinstance(value, dict):
         raise ValueError(f"{where}: extra_info.extras must be the JSON text of an object; got {text!r:.80}")
+    gym = value.get("reasoning_gym")
+    if isinstance(gym, dict) and "entry" in gym:
+        raise ValueError(
+            f"{where}: extra_info.extras embeds the reasoning-gym entry to score against (the old layout, which "
+            "let a file choose what is scored); regenerate the file with knapsack_rl.tasks.write_task from the "
+            "run's task config"
+        )
     return value
+
+
+def _file_extras(extra: Extra) -> Extra:
+    """``extra`` as written to a file: a reasoning-gym record keeps its reference, not its entry."""
+    gym = extra.get("reasoning_gym")
+    if not isinstance(gym, dict) or "entry" not in gym:
+        return extra
+    return {**extra, "reasoning_gym": {k: v for k, v in gym.items() if k != "entry"}}
 
 
 def write_verl(prompts: PromptSet, path: str | Path, *, data_source: str = "knapsack_rl", chat: bool = True) -> Path:
@@ -133,8 +152,9 @@ def write_verl(prompts: PromptSet, path: str | Path, *, data_source: str = "knap
 
     Row j: ``data_source``; ``prompt`` (``[{"role": "user", "content": text}]`` when ``chat``, else the
     text); ``reward_model = {"style": "rule", "ground_truth": answer}``; ``extra_info = {"index": id,
-    "level": level, "extras": JSON text of the extras record}`` (``extras`` only when the set has them).
-    Use :func:`knapsack_rl.tasks.gym.compute_score` as verl's reward function for reasoning-gym rows.
+    "level": level, "extras": JSON text of the extras record}`` (``extras`` only when the set has them;
+    a reasoning-gym record is written as its reference, without the entry). Use
+    :func:`knapsack_rl.tasks.gym.compute_score` as verl's reward function for reasoning-gym rows.
     """
     path = Path(path)
     if path.suffix not in (".jsonl", ".parquet"):
@@ -143,7 +163,7 @@ def write_verl(prompts: PromptSet, path: str | Path, *, data_source: str = "knap
     for j in range(len(prompts)):
         info: dict[str, Any] = {"index": int(prompts.ids[j]), "level": prompts.levels[j]}
         if prompts.extras is not None:
-            info["extras"] = json.dumps(prompts.extras[j], sort_keys=True)
+            info["extras"] = json.dumps(_file_extras(prompts.extras[j]), sort_keys=True)
         text = prompts.prompts[j]
         rows.append(
             {
