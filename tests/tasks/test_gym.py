@@ -19,14 +19,7 @@ from knapsack_rl.tasks import (
     write_verl,
 )
 from knapsack_rl.tasks.arithmetic import split_of
-from knapsack_rl.tasks.gym import (
-    TEMPLATES,
-    build_gym_split,
-    gym_binary_reward,
-    gym_reward,
-    resolve_references,
-    split_counts,
-)
+from knapsack_rl.tasks.gym import TEMPLATES, build_gym_split, gym_binary_reward, gym_reward, split_counts
 
 MIX = (
     GymDataset(
@@ -96,6 +89,8 @@ def test_load_task_scores_through_the_contained_scorer():
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
 def test_verl_round_trip_and_compute_score(tmp_path, suffix):
+    from knapsack_rl.tasks.gym import resolve_references
+
     cfg = _cfg()
     train = build_gym_split(cfg, "train")
     path = write_verl(train, tmp_path / f"train{suffix}", data_source="reasoning_gym")

@@ -180,10 +180,10 @@ import tests.tasks.rewards_for_tests
 from knapsack_rl.tasks.scoring import Scorer, ScoringConfig
 
 if __name__ == "__main__":
-    s = Scorer("test_sleepy", ScoringConfig(timeout_s=30.0))
+    s = Scorer("test_sleepy", ScoringConfig(timeout_s=60.0))
     s(["a"], ["a"], [1])
     print(s._workers[0].process.pid, flush=True)
-    time.sleep(600)
+    s(["sleep"], ["a"], [2])  # the worker sleeps 30 s in the reward when its parent is killed
 """
 
 
@@ -197,14 +197,15 @@ def test_workers_die_with_the_process_that_started_them(tmp_path):
     root = str(Path(__file__).resolve().parents[2])
     script = tmp_path / "parent.py"
     script.write_text(_PARENT.format(root=root))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(root) / "src"), root])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, env=env, text=True)
     try:
         worker = int(parent.stdout.readline())
+        time.sleep(1.0)  # let the worker enter the 30 s sleep
         assert not _gone(worker)
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=10)
-        assert _wait_gone(worker), f"worker {worker} outlived its parent"
+        assert _wait_gone(worker, seconds=10.0), f"worker {worker} outlived its parent"
     finally:
         parent.kill()
         parent.wait()
