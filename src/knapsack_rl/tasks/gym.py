@@ -318,11 +318,9 @@ def entry_of(reference: Any, config: GymConfig) -> Extra:
         ValueError: one line: the reference embeds an entry (the old layout) or has other keys, names a
             data set / config not in ``config.datasets``, an unknown split, or an index out of range.
     """
-    if not isinstance(reference, Mapping) or "entry" in reference or set(reference) != set(REFERENCE_KEYS):
-        if isinstance(reference, Mapping) and "entry" in reference:
-            raise ValueError(
-                f"its reasoning_gym record embeds the entry to score against (the old layout); {_REGENERATE}"
-            )
+    if isinstance(reference, Mapping) and "entry" in reference:
+        raise ValueError(f"its reasoning_gym record embeds the entry to score against (the old layout); {_REGENERATE}")
+    if not isinstance(reference, Mapping) or set(reference) != set(REFERENCE_KEYS):
         shown = sorted(reference) if isinstance(reference, Mapping) else reference
         raise ValueError(
             f"its reasoning_gym reference must have exactly the keys {list(REFERENCE_KEYS)}; got {shown!r:.120}"
@@ -405,7 +403,8 @@ def score_entry(response: str, record: Mapping[str, Any]) -> float:
 
 @register_reward("reasoning_gym", uses_extras=True)
 def gym_reward(responses: Sequence[str], answers: Sequence[str], extras: Sequence[Extra | None]) -> NDArray[np.float64]:
-    """The data set's own ``score_answer`` for each response; ``extras[j]["reasoning_gym"]`` names it."""
+    """Each response's score for its prompt's reasoning-gym entry (``extras[j]["reasoning_gym"]``): the data
+    set's own ``score_answer`` or its comparator (:mod:`knapsack_rl.tasks.gym_scoring`)."""
     out = np.zeros(len(responses))
     for j, (response, extra) in enumerate(zip(responses, extras, strict=True)):
         if extra is None or "reasoning_gym" not in extra:
@@ -448,8 +447,10 @@ def compute_score(
 
     tagged = re.findall(r"<answer>\s?(.*?)\s?</answer>", solution_str, flags=re.DOTALL)
     answer = tagged[-1] if tagged else solution_str
-    extras = (extra_info or {}).get("extras")
-    record = json.loads(extras).get("reasoning_gym") if isinstance(extras, str) else None
+    extras = json.loads(text) if isinstance(text := (extra_info or {}).get("extras"), str) else {}
+    if not isinstance(extras, dict):
+        raise ValueError(f"extra_info.extras must be the JSON text of an object; got {text!r:.80}")
+    record = extras.get("reasoning_gym")
     if record is None:
         return float(answer.strip() == str(ground_truth).strip())
     if reasoning_gym is None:
@@ -485,7 +486,10 @@ def _gym_config(config_json: str) -> GymConfig:
     if not isinstance(values, dict):
         raise ValueError(f"reasoning_gym must be a mapping of GymConfig fields; got {values!r:.80}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return GymConfig(**values)
+    try:
+        return GymConfig(**values)
+    except TypeError as exc:  # an unknown key
+        raise ValueError(f"reasoning_gym: {exc}") from None
 
 
 __all__ = [

@@ -15,14 +15,16 @@ calls, looking for eval, exec, compile, sympify / parse_expr / parse_latex, pick
   scores the data set's own scorer gives. Where they differ (a non-literal answer such as ``[1]*3``,
   an arithmetic answer using ``**``; puzzle24's numbers must be the puzzle's and the value exactly 24)
   the comparator's docstring says so.
-* :data:`REFUSED`: every other data set, with the reason; so is any name not in these tables (a data set
-  added by a later reasoning-gym release is refused until audited). :func:`check_admitted` is called when
-  a config names a data set.
+* :data:`REFUSED`: the data sets refused, with the reason. Any name in none of the three tables is
+  refused as well (a data set added by a later reasoning-gym release is refused until audited).
+  :func:`check_admitted` is called when a config names a data set.
 
 Defence in depth: every score (comparator or own scorer) runs inside :func:`code_blocked`, a Python audit
 hook that, while active, refuses to compile or execute text (``eval``, ``exec``, ``compile`` of a string,
-which is what ``sympy.parse_expr`` does) and to start processes; a scorer that tries is a failure
-(:class:`UntrustedCodeError`), so a mistake in the tables still cannot run an answer.
+which is what ``sympy.parse_expr`` does), to start processes and to unpickle; a scorer that tries is a
+failure (:class:`UntrustedCodeError`), so a mistake in the tables still cannot run an answer. The guard
+holds only for the thread that scores and does not confine code that is already running (it is not a
+sandbox); the worker processes of :mod:`knapsack_rl.tasks.scoring` add the resource limits.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import contextlib
 import copy
 import functools
 import json
+import math
 import operator
 import re
 import sys
@@ -285,8 +288,8 @@ def evaluate_arithmetic(text: str) -> Fraction:
     """The exact value of ``text``: int / float literals, ``+ - * /``, unary signs and parentheses only.
 
     Raises:
-        ValueError: any other node (names, calls, ``**``, ``%``, ``^``), or longer than
-            :data:`MAX_EXPRESSION_CHARS`.
+        ValueError: any other node (names, calls, ``**``, ``%``, ``^``), a literal too large for a float
+            (``1e999``), or longer than :data:`MAX_EXPRESSION_CHARS`.
         ZeroDivisionError: a division by zero.
     """
     return _arith(_parse(text, MAX_EXPRESSION_CHARS))
@@ -294,6 +297,8 @@ def evaluate_arithmetic(text: str) -> Fraction:
 
 def _arith(node: ast.expr) -> Fraction:
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        if not math.isfinite(node.value):
+            raise ValueError(f"not a finite number: {node.value!r}")
         return Fraction(node.value)
     if isinstance(node, ast.BinOp) and type(node.op) in _ARITH:
         return _ARITH[type(node.op)](_arith(node.left), _arith(node.right))

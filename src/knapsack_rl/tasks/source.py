@@ -120,7 +120,7 @@ class Task:
         return self.scorer(responses, answers, prompts.ids[idx], extras)
 
     def reward_counts(self) -> dict[str, int]:
-        """Cumulative ``reward/failures`` and ``reward/timeouts``."""
+        """Cumulative ``reward/failures``, ``reward/timeouts`` and ``reward/killed`` (see :meth:`Scorer.counts`)."""
         return self.scorer.counts()
 
     def close(self) -> None:
