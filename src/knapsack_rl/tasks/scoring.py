@@ -10,11 +10,12 @@ training run:
   in ``workers`` worker processes (``spawn`` start method, each in its own main thread, so math_verify's
   alarm works). Responses go to a worker in chunks of ``chunk_size``; the worker scores them one at a time
   and streams each result back, so a slow response costs one timeout, not a chunk.
-* **Confinement** (Linux). Each worker leads its own process group, so that a process it starts can be
+* **Confinement.** Each worker leads its own process group, so that a process it starts can be
   killed with it; it dies with the process that started it (``PR_SET_PDEATHSIG``); its address space may
   grow by at most ``memory_mb`` after the reward is loaded (``RLIMIT_AS``), and each response may use
   ``cpu_s`` CPU seconds (``RLIMIT_CPU``, the kernel kills the worker past it); it writes no core files.
-  A process the reward starts in a new session (``setsid``) leaves the group and is not followed.
+  The death signal and the memory cap need Linux (elsewhere a warning says they are not applied). A
+  process the reward starts in a new session (``setsid``) leaves the group and is not followed.
 * **Timeout.** Each response has ``timeout_s`` seconds (measured in the parent from the previous result
   of that worker). A worker that overruns is killed with its whole process group and restarted; the
   response counts as a timeout and the rest of its chunk is re-sent. A reward that raises
@@ -29,8 +30,9 @@ training run:
   :class:`RewardError` naming the reward, the prompt id, the response's position and the reason.
 
 Scripts that score with worker processes need Python's usual ``if __name__ == "__main__":`` guard
-(the spawn start method imports the main module in every worker). A Scorer must be used from the thread
-that created it: its workers die when that thread ends (``PR_SET_PDEATHSIG`` follows the creating thread).
+(the spawn start method imports the main module in every worker). A worker dies when the thread that
+started it ends (``PR_SET_PDEATHSIG`` follows the thread, not the process): call a Scorer from one
+long-lived thread, such as the main thread.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ logger = logging.getLogger(__name__)
 FailurePolicy = Literal["zero", "raise"]
 _STARTUP_TIMEOUT_S = 120.0
 _PR_SET_PDEATHSIG = 1
+_LINUX = sys.platform.startswith("linux")
 
 
 class RewardError(RuntimeError):
@@ -122,19 +125,21 @@ def _one(reward: Reward, response: str, answer: str, extra: Extra | None) -> Out
 
 
 def _confine(parent: int, memory_mb: int | None) -> None:
-    """In a worker: lead a new process group, die with ``parent``, no core files, cap the address space."""
+    """In a worker: lead a new process group, die with ``parent``, no core files, cap the address space
+    (the last two and the death signal on Linux only: see :meth:`Scorer.__init__`)."""
     os.setpgid(0, 0)
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent:  # the parent died before the line above
-        os._exit(1)
     import resource
 
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if not _LINUX:
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
     if memory_mb is not None:
         with open(f"/proc/{os.getpid()}/statm") as f:
             size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
@@ -242,6 +247,12 @@ class Scorer:
         self.timeouts = 0
         self.killed = 0
         self._workers: list[_Worker] = []
+        if not _LINUX and not self.reward.in_process:
+            logger.warning(
+                "reward workers die with their parent and obey memory_mb only on Linux; on %s they run without "
+                "the death signal and the address-space cap (process groups and cpu_s still apply)",
+                sys.platform,
+            )
 
     # ----------------------------------------------------------------- public
     def __call__(
