@@ -1,12 +1,23 @@
 """reasoning-gym source: real data sets (CI installs the gym extra), splits, scoring, verl layout."""
 
 import json
+from dataclasses import asdict
+from types import MappingProxyType
 
 import numpy as np
 import pytest
 import reasoning_gym
 
-from knapsack_rl.tasks import GymConfig, GymDataset, TaskConfig, compute_score, load_task, load_verl_dataset, write_verl
+from knapsack_rl.tasks import (
+    GymConfig,
+    GymDataset,
+    TaskConfig,
+    compute_score,
+    load_task,
+    load_verl_dataset,
+    write_task,
+    write_verl,
+)
 from knapsack_rl.tasks.arithmetic import split_of
 from knapsack_rl.tasks.gym import TEMPLATES, build_gym_split, gym_binary_reward, gym_reward, split_counts
 
@@ -71,27 +82,36 @@ def test_load_task_scores_through_the_contained_scorer():
         responses = [task.train.answers[0], "nonsense", task.train.answers[1], task.train.answers[2]]
         rewards = task.score(task.train, idx, responses)
         assert rewards[0] == 1.0 and rewards[2] == 1.0 and rewards[3] == 1.0 and rewards[1] < 1.0
-        assert task.reward_counts() == {"reward/failures": 0, "reward/timeouts": 0}
+        assert task.reward_counts() == {"reward/failures": 0, "reward/timeouts": 0, "reward/killed": 0}
     finally:
         task.close()
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
 def test_verl_round_trip_and_compute_score(tmp_path, suffix):
-    train = build_gym_split(_cfg(), "train")
+    from knapsack_rl.tasks.gym import resolve_references
+
+    cfg = _cfg()
+    train = build_gym_split(cfg, "train")
     path = write_verl(train, tmp_path / f"train{suffix}", data_source="reasoning_gym")
     back = load_verl_dataset(path)
     assert back.prompts == train.prompts and back.answers == train.answers and back.levels == train.levels
-    assert np.array_equal(back.ids, train.ids) and back.extras == train.extras
+    assert np.array_equal(back.ids, train.ids)
+    refs = [{"reasoning_gym": {k: v for k, v in e["reasoning_gym"].items() if k != "entry"}} for e in train.extras]
+    assert back.extras == refs  # the file carries references only
+    assert resolve_references(back, cfg, str(path)).extras == train.extras  # the config regenerates the entries
     if suffix == ".jsonl":
         row = json.loads(path.read_text().splitlines()[0])
         info = row["extra_info"]
-        assert compute_score("reasoning_gym", train.answers[0], row["reward_model"]["ground_truth"], info) == 1.0
+        mix = asdict(cfg)
+        assert compute_score("reasoning_gym", train.answers[0], row["reward_model"]["ground_truth"], info, mix) == 1.0
         tagged = f"thinking... <answer>{train.answers[0]}</answer>"
-        assert compute_score("reasoning_gym", tagged, train.answers[0], info) == 1.0
+        assert compute_score("reasoning_gym", tagged, train.answers[0], info, reasoning_gym=mix) == 1.0
         expected = gym_reward(["zz"], [train.answers[0]], [train.extras[0]])[0]
-        assert compute_score("reasoning_gym", "zz", train.answers[0], info) == expected
+        assert compute_score("reasoning_gym", "zz", train.answers[0], info, reasoning_gym=mix) == expected
         assert compute_score("x", "4", "4", {"index": 1}) == 1.0  # no gym record: exact match
+        with pytest.raises(ValueError, match=r"pass the run's task\.reasoning_gym config as reward\.custom_reward"):
+            compute_score("reasoning_gym", train.answers[0], train.answers[0], info)
 
 
 def test_split_counts_largest_remainder():
@@ -139,6 +159,7 @@ def test_gym_task_written_as_files_loads_the_same_sets_and_scores(tmp_path):
             eval_data=str(paths["eval"]),
             warmstart_data=str(paths["warmstart"]),
             reward="reasoning_gym",
+            reasoning_gym=_cfg(),  # the mix the files were written from: it regenerates their entries
         )
     )
     try:
@@ -152,3 +173,136 @@ def test_gym_task_written_as_files_loads_the_same_sets_and_scores(tmp_path):
     finally:
         gym.close()
         files.close()
+
+
+# ------------------------------------------------- files carry references only
+def _touch(marker):
+    return f"__import__('os').system('touch {marker}')"
+
+
+def _old_layout_rows(marker):
+    """Rows in the old layout: the file embeds the entry that is scored against, with evaluated payloads."""
+    entries = [
+        ("number_sorting", {"answer": _touch(marker), "metadata": {"direction": "ascending"}}),
+        ("simple_integration", {"answer": "x", "metadata": {"variable": "x", "integrand": _touch(marker)}}),
+        ("polynomial_multiplication", {"answer": _touch(marker), "metadata": {}}),
+    ]
+    rows = []
+    for i, (name, entry) in enumerate(entries):
+        record = {"dataset": name, "config": {}, "entry": {"question": "q", **entry}}
+        info = {"index": i, "extras": json.dumps({"reasoning_gym": record})}
+        rows.append({"prompt": "sort=", "reward_model": {"ground_truth": "[1]"}, "extra_info": info})
+    return rows
+
+
+def test_a_file_in_the_old_layout_is_refused_and_its_payloads_never_run(tmp_path):
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "old.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _old_layout_rows(marker)))
+    mix = GymConfig(datasets=(GymDataset("number_sorting"),))
+    cfg = TaskConfig(source="file", data=str(path), reward="reasoning_gym", reasoning_gym=mix)
+    with pytest.raises(ValueError, match=r"old\.jsonl row 1: extra_info\.extras embeds the reasoning-gym entry") as err:
+        load_task(cfg)
+    assert "regenerate the file with knapsack_rl.tasks.write_task" in str(err.value) and "\n" not in str(err.value)
+    for row in _old_layout_rows(marker):  # verl's reward function refuses them too
+        for response in ("[1]", "x", _touch(marker)):
+            with pytest.raises(ValueError, match="old layout"):
+                compute_score("reasoning_gym", response, "[1]", row["extra_info"], reasoning_gym=asdict(mix))
+    assert not marker.exists()
+
+
+def _written(tmp_path, mix):
+    task = load_task(TaskConfig(source="reasoning_gym", reasoning_gym=mix))
+    try:
+        return task, write_task(task, tmp_path / "data", suffix=".jsonl")
+    finally:
+        task.close()
+
+
+SORT_MIX = GymConfig(
+    datasets=(GymDataset("number_sorting", {"min_numbers": 3, "max_numbers": 4}), GymDataset("gcd", prompt="compact")),
+    seed=4,
+    train_size=12,
+    eval_size=4,
+    warmstart_size=4,
+)
+
+
+def _rewrite_first_row(path, change):
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    change(rows[0])
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _set_reference(**values):
+    def change(row):
+        extras = json.loads(row["extra_info"]["extras"])
+        extras["reasoning_gym"].update(values)
+        row["extra_info"]["extras"] = json.dumps(extras)
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_set_reference(dataset="spell_backward"), "names data set 'spell_backward' with config .* not in the run"),
+        (_set_reference(dataset="simple_integration"), "names data set 'simple_integration' .* not in the run"),
+        (_set_reference(config={"min_numbers": 3, "max_numbers": 9}), "with config .* which is not in the run"),
+        (_set_reference(split="test"), r"names split 'test'; valid: \['train', 'eval', 'warmstart'\]"),
+        (_set_reference(index=-1), r"index must be an integer in \[0, \d+\) for the train split; got -1"),
+        (_set_reference(index=10**9), r"index must be an integer in \[0, \d+\) for the train split"),
+        (_set_reference(index="3"), r"index must be an integer .* got '3'"),
+        (_set_reference(index=True), r"index must be an integer .* got True"),
+        (_set_reference(note="x"), r"must have exactly the keys \['dataset', 'config', 'split', 'index'\]"),
+        (lambda row: row["reward_model"].update(ground_truth="['1']"), r"ground_truth \"\['1'\]\" is not the answer"),
+        (lambda row: row["extra_info"].pop("extras"), "no reasoning_gym reference in extra_info.extras"),
+    ],
+)
+def test_a_bad_reference_is_one_line_naming_file_and_row(tmp_path, change, message):
+    _, paths = _written(tmp_path, SORT_MIX)
+    _rewrite_first_row(paths["train"], change)
+    cfg = TaskConfig(
+        source="file",
+        data=str(paths["train"]),
+        eval_data=str(paths["eval"]),
+        reward="reasoning_gym",
+        reasoning_gym=SORT_MIX,
+    )
+    with pytest.raises(ValueError, match=rf"train\.jsonl row 1 \(id -?\d+\): .*{message}") as err:
+        load_task(cfg)
+    assert "\n" not in str(err.value)
+
+
+def test_files_and_verl_rows_score_against_the_entries_the_config_regenerates(tmp_path):
+    gym, paths = _written(tmp_path, SORT_MIX)
+    cfg = TaskConfig(source="file", data=str(paths["train"]), reward="reasoning_gym_binary", reasoning_gym=SORT_MIX)
+    files = load_task(cfg)
+    try:
+        assert files.train.extras == gym.train.extras
+        idx = np.arange(len(files.train), dtype=np.int64)
+        assert files.score(files.train, idx, files.train.answers).tolist() == [1.0] * len(idx)
+    finally:
+        files.close()
+    rows = [json.loads(line) for line in paths["train"].read_text().splitlines()]
+    mix = MappingProxyType(
+        {**asdict(SORT_MIX), "datasets": tuple(MappingProxyType(d) for d in asdict(SORT_MIX)["datasets"])}
+    )
+    for row in rows:  # verl's reward function, with the mix from reward_kwargs (any mappings, e.g. OmegaConf's)
+        truth = row["reward_model"]["ground_truth"]
+        assert compute_score("reasoning_gym", f"<answer>{truth}</answer>", truth, row["extra_info"], mix) == 1.0
+    with pytest.raises(ValueError, match=r"ground_truth '1' is not the answer of the entry the reference regenerates"):
+        compute_score("reasoning_gym", "1", "1", rows[0]["extra_info"], reasoning_gym=mix)
+    other = asdict(GymConfig(datasets=(GymDataset("gcd", prompt="compact"),)))
+    with pytest.raises(ValueError, match=r"extra_info\.index=-?\d+: its reference names data set .* not in the run"):
+        compute_score("reasoning_gym", "1", rows[0]["reward_model"]["ground_truth"], rows[0]["extra_info"], other)
+    with pytest.raises(ValueError, match="holds a reference but no entry: load files through load_task"):
+        gym_reward(["1"], ["1"], load_verl_dataset(paths["train"]).extras[:1])
+
+
+def test_a_mix_may_not_repeat_a_data_set_with_the_same_config():
+    with pytest.raises(
+        ValueError, match="datasets must not repeat a data set with the same config; 'gcd' appears twice"
+    ):
+        GymConfig(datasets=(GymDataset("gcd", weight=1.0), GymDataset("gcd", weight=2.0, difficulty="x")))
+    GymConfig(datasets=(GymDataset("gcd"), GymDataset("gcd", {"max_value": 50})))  # another config is fine

@@ -49,3 +49,42 @@ def test_missing_and_duplicate_index_are_loud(tmp_path):
         load_verl_dataset(_write_jsonl(tmp_path / "c.jsonl", [no_answer]))
     with pytest.raises(ValueError, match=r"must end in \.jsonl or \.parquet"):
         load_verl_dataset(_write_jsonl(tmp_path / "c.csv", [_row(1)]))
+
+
+@pytest.mark.parametrize("bad", [[1, 2], None, 3, "text"])
+def test_a_row_that_is_not_an_object_is_one_line_naming_file_and_row(tmp_path, bad):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(_row(1)) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(ValueError, match=rf"d\.jsonl row 2: a row must be a JSON object; got {type(bad).__name__}"):
+        load_verl_dataset(path)
+
+
+def test_a_fifo_or_folder_named_like_a_data_file_is_refused_without_hanging(tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "d.jsonl"
+    os.mkfifo(fifo)
+
+    def writer():  # a writer that closes at once: a plain read would see an empty file
+        with open(fifo, "w"):
+            pass
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ValueError, match=r"data file .*d\.jsonl is not a regular file"):
+            load_verl_dataset(fifo)
+    finally:
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # releases the writer if it still waits
+        thread.join(5)
+        os.close(fd)
+    (tmp_path / "dir.parquet").mkdir()
+    with pytest.raises(ValueError, match=r"data file .*dir\.parquet is a folder"):
+        load_verl_dataset(tmp_path / "dir.parquet")
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ValueError, match=r"data file .*bad\.parquet is not a readable parquet file"):
+        load_verl_dataset(tmp_path / "bad.parquet")
+    (tmp_path / "bad.jsonl").write_bytes(b"\xff\xfe{}")
+    with pytest.raises(ValueError, match=r"data file .*bad\.jsonl is not UTF-8 text"):
+        load_verl_dataset(tmp_path / "bad.jsonl")

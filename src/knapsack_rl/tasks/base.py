@@ -7,7 +7,10 @@ A reward function scores a batch of responses against their reference answers::
 
 ``extras[j]`` is the JSON-able per-prompt record of response j's prompt (for example a reasoning-gym
 entry that its data set's ``score_answer`` needs). Rewards live in :data:`REWARDS`, a
-:class:`knapsack_rl.core.registry.Registry`; :func:`register_reward` adds one. How rewards are run
+:class:`knapsack_rl.core.registry.Registry`; :func:`register_reward` adds one. A reward function must
+return numbers (a float array, a list of floats): a string such as ``"1.0"`` is refused, not converted
+(:class:`RewardValueError`). A reward with its own time limit raises :class:`RewardTimeoutError` when it
+runs out, so the response counts as a timeout rather than as an ordinary 0. How rewards are run
 (in worker processes with a timeout, or in-process for cheap trusted ones) is
 :mod:`knapsack_rl.tasks.scoring`'s business; this module only declares them.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -117,6 +121,34 @@ def concat(sets: Sequence[PromptSet]) -> PromptSet:
     )
 
 
+class RewardTimeoutError(Exception):
+    """Raised by a reward function whose own time limit ran out (e.g. math_verify's): counted as a timeout."""
+
+
+class RewardValueError(ValueError):
+    """A reward function returned something that is not one number per response."""
+
+
+def check_rewards(raw: object, n: int) -> NDArray[np.float64]:
+    """``raw`` (a reward function's return value) as (n,) float64; it must hold n real numbers.
+
+    Raises:
+        RewardValueError: naming the first value that is not a number (``returned '1.0' (str), not a
+            number``), or the shape.
+    """
+    values = np.asarray(raw)
+    if values.dtype.kind not in "fiub":
+        flat = values.reshape(-1)
+        bad = [v for v in flat if not isinstance(v, numbers.Real)][:1]
+        if values.dtype.kind != "O" or bad or flat.size == 0:
+            shown = bad[0] if bad else (flat[0] if flat.size else raw)
+            shown = shown.item() if isinstance(shown, np.generic) else shown
+            raise RewardValueError(f"returned {shown!r:.80} ({type(shown).__name__}), not a number")
+    if values.shape != (n,) and not (values.shape == () and n == 1):
+        raise RewardValueError(f"returned shape {values.shape} for {n} responses (expected ({n},))")
+    return values.astype(np.float64).reshape(n)
+
+
 @dataclass(frozen=True)
 class Reward:
     """A registered reward function and how it may be run.
@@ -135,12 +167,12 @@ class Reward:
     def __call__(
         self, responses: Sequence[str], answers: Sequence[str], extras: Sequence[Extra | None] | None = None
     ) -> NDArray[np.float64]:
-        """The raw rewards (no containment: see :mod:`knapsack_rl.tasks.scoring`)."""
+        """The rewards, checked by :func:`check_rewards` (no containment: see :mod:`knapsack_rl.tasks.scoring`)."""
         if self.uses_extras:
             if extras is None:
                 raise ValueError("this reward needs extras (one record per response); got extras=None")
-            return np.asarray(self.fn(responses, answers, extras), dtype=np.float64)
-        return np.asarray(self.fn(responses, answers), dtype=np.float64)
+            return check_rewards(self.fn(responses, answers, extras), len(responses))
+        return check_rewards(self.fn(responses, answers), len(responses))
 
 
 REWARDS: Registry[Reward] = Registry("reward", "reward function")
@@ -185,23 +217,65 @@ def exact_match(responses: Sequence[str], answers: Sequence[str]) -> NDArray[np.
     return np.array([float(r.strip() == a.strip()) for r, a in zip(responses, answers, strict=True)])
 
 
+MATH_VERIFY_TIMEOUT_S = 5
+"""Seconds each of math_verify's own steps may take in the ``math_verify`` reward (its default)."""
+
+
 @register_reward("math_verify")
 def math_verify_reward(responses: Sequence[str], answers: Sequence[str]) -> NDArray[np.float64]:
+    """:func:`math_verify_scores` with math_verify's own limit of :data:`MATH_VERIFY_TIMEOUT_S` per step."""
+    return math_verify_scores(responses, answers, timeout_s=MATH_VERIFY_TIMEOUT_S)
+
+
+def math_verify_scores(responses: Sequence[str], answers: Sequence[str], *, timeout_s: int) -> NDArray[np.float64]:
     """1.0 where ``math_verify.verify(parse(answer), parse(response))``, else 0.0; shape (N,).
 
-    math_verify times itself out with ``signal.alarm``, which works only in a process's main thread:
-    run it through :class:`knapsack_rl.tasks.scoring.Scorer` (worker processes), never from a thread.
+    Each of math_verify's steps (parsing the answer, parsing the response, each comparison of a parsed
+    pair) has ``timeout_s`` seconds, math_verify's own ``signal.alarm`` limit. A step that runs out
+    raises :class:`RewardTimeoutError` (the response counts as a timeout), unless another pair compares
+    equal; an answer math_verify cannot parse scores 0 and is no failure. math_verify's alarm works
+    only in a process's main thread: run it through :class:`knapsack_rl.tasks.scoring.Scorer` (worker
+    processes), never from a thread.
 
     Raises:
-        ValueError: if the ``math-verify`` package is not installed.
+        ValueError: if the ``math-verify`` package is not installed, or if called outside the main thread.
     """
     try:
-        from math_verify import parse, verify
+        import math_verify  # noqa: F401
     except ImportError as exc:
         raise ValueError("reward='math_verify' needs the math-verify package: pip install 'knapsack-rl[math]'") from exc
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        raise ValueError("math_verify times itself out with signal.alarm: call it from a process's main thread")
     _check_lengths(responses, answers)
-    out = np.zeros(len(responses))
-    for i, (resp, ans) in enumerate(zip(responses, answers, strict=True)):
-        gold = parse(ans if "$" in ans or "\\boxed" in ans else f"${ans}$")
-        out[i] = float(bool(verify(gold, parse(resp))))
-    return out
+    return np.array([_math_verify_one(r, a, timeout_s) for r, a in zip(responses, answers, strict=True)])
+
+
+def _math_verify_one(response: str, answer: str, timeout_s: int) -> float:
+    """One response's math_verify score; its pairs are compared as ``verify`` does (any pair equal)."""
+    from itertools import product
+
+    from math_verify import parse, verify
+    from math_verify.errors import TimeoutException
+
+    try:
+        gold = parse(answer if "$" in answer or "\\boxed" in answer else f"${answer}$", parsing_timeout=timeout_s,
+                     raise_on_error=True)  # fmt: skip
+        pred = parse(response, parsing_timeout=timeout_s, raise_on_error=True)
+    except TimeoutException:
+        raise RewardTimeoutError(f"math_verify's parse ran past its {timeout_s} s limit") from None
+    except Exception:  # what math_verify itself maps to "nothing parsed" (raise_on_error=False)
+        return 0.0
+    timed_out = False
+    for g, t in product(gold, pred):
+        try:
+            if verify(g, t, timeout_seconds=timeout_s, raise_on_error=True):
+                return 1.0
+        except TimeoutException:
+            timed_out = True
+        except Exception:  # what math_verify itself maps to "not equal" (raise_on_error=False)
+            continue
+    if timed_out:
+        raise RewardTimeoutError(f"math_verify's comparison ran past its {timeout_s} s limit")
+    return 0.0

@@ -5,10 +5,20 @@ reasoning-gym (``pip install 'knapsack-rl[gym]'``) generates procedural reasonin
 a data set with seed ``s`` is a pure function of (config, s, i) and carries its own ``question``,
 ``answer`` and ``metadata``. This module turns a mix of data sets into :class:`PromptSet` splits:
 
+* **Admission.** Only the data sets of :mod:`knapsack_rl.tasks.gym_scoring`'s table may be named: those
+  whose ``score_answer`` was audited not to evaluate the answer, and those scored by an exact comparator
+  of that module instead; any other name is refused when the config is read.
 * **Prompt.** ``prompt="question"`` uses the entry's question text. ``prompt="compact"`` uses a short
   template built from the entry's metadata (:data:`TEMPLATES`, e.g. ``chain_sum``: ``"4-1-7="``), for the
-  embedded character-level model with its 64 positions. The entry (question, answer, metadata) is kept
-  in the prompt's ``extras``, so the score is always the data set's own ``score_answer(response, entry)``.
+  embedded character-level model with its 64 positions. The prompt's ``extras`` hold a reference
+  ``{"reasoning_gym": {"dataset", "config", "split", "index"}}`` and, in memory, the entry it names
+  (question, answer, metadata), so the score is the data set's ``score_answer(response, entry)`` (or its
+  comparator's).
+* **Files.** A file written by :func:`knapsack_rl.tasks.verl_data.write_verl` carries only the reference:
+  the entry is regenerated from the run's config (:func:`entry_of`; entry ``index`` of a data set with
+  seed ``s`` is a pure function of (config, s, index)), never read from the file. A reference must name a
+  data set and config of the run's mix, a split and an index in range, and regenerate the row's ground
+  truth; a file that embeds entries (the old layout) is refused.
 * **Ids and splits.** A prompt's id is ``problem_id(prompt text)``. Every prompt text belongs to one
   split by a hash of the text against ``split_weights`` (:func:`knapsack_rl.tasks.arithmetic.split_of`),
   so the splits are disjoint by construction. Each (split, data set) pair has its own generator seed,
@@ -36,6 +46,7 @@ from knapsack_rl.core.registry import Registry
 from knapsack_rl.core.validate import check_choice, check_int, check_real
 from knapsack_rl.tasks.arithmetic import SPLITS, Split, problem_id, split_of
 from knapsack_rl.tasks.base import Extra, PromptSet, register_reward
+from knapsack_rl.tasks.gym_scoring import check_admitted, score_answer
 
 TEMPLATES: Registry[Callable[[Mapping[str, Any]], str]] = Registry("template", "compact prompt template")
 """Compact prompt templates by data set name: ``template(entry) -> prompt text``."""
@@ -114,6 +125,7 @@ class GymDataset:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"name must be a reasoning-gym data set name; got name={self.name!r}")
+        check_admitted(self.name)
         if not isinstance(self.config, Mapping) or {"seed", "size"} & set(self.config):
             raise ValueError(f"config must be a mapping without seed / size; got config={self.config!r}")
         check_real("weight", self.weight, low=0.0, open_low=True)
@@ -158,6 +170,10 @@ class GymConfig:
         if not items:
             raise ValueError("datasets must name at least one reasoning-gym data set")
         object.__setattr__(self, "datasets", items)
+        keys = [d.key() for d in items]
+        if len(set(keys)) != len(keys):
+            twice = next(d.name for d, k in zip(items, keys, strict=True) if keys.count(k) > 1)
+            raise ValueError(f"datasets must not repeat a data set with the same config; {twice!r} appears twice")
         check_int("seed", self.seed, low=0)
         for key in ("train_size", "eval_size", "warmstart_size"):
             check_int(key, getattr(self, key), low=0)
@@ -213,6 +229,29 @@ def _level(spec: GymDataset, entry: Mapping[str, Any]) -> str:
     return label
 
 
+def _seed(spec: GymDataset, split: Split, config: GymConfig) -> int:
+    """The generator seed of (data set, split) under ``config``."""
+    return int(np.random.SeedSequence([config.seed, SPLITS.index(split), spec.key()]).generate_state(1)[0]) >> 1
+
+
+def _limit(count: int) -> int:
+    """Entries ``draw`` looks through for ``count`` distinct prompts."""
+    return 50 * (count + 100)
+
+
+def _generator(spec: GymDataset, split: Split, config: GymConfig, size: int) -> Any:
+    """The reasoning-gym data set that generates ``spec``'s entries of ``split``."""
+    try:
+        return _import_gym().create_dataset(spec.name, **spec.config, seed=_seed(spec, split, config), size=size)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise ValueError(f"reasoning-gym data set {spec.name!r} rejected config {spec.config!r}: {exc}") from exc
+
+
+def _record(entry: Mapping[str, Any]) -> Extra:
+    """The JSON-able (question, answer, metadata) of a generated entry."""
+    return dict(_jsonable({"question": entry["question"], "answer": entry["answer"], "metadata": entry["metadata"]}))
+
+
 def draw(spec: GymDataset, count: int, split: Split, config: GymConfig) -> list[tuple[str, str, str, Extra]]:
     """The first ``count`` distinct (prompt, answer, level, extra) of ``spec`` that belong to ``split``.
 
@@ -220,13 +259,8 @@ def draw(spec: GymDataset, count: int, split: Split, config: GymConfig) -> list[
         ValueError: naming the data set and split when fewer distinct prompts turn up after
             ``50 * (count + 100)`` entries (a small problem space, or a small split weight).
     """
-    gym = _import_gym()
-    seed = int(np.random.SeedSequence([config.seed, SPLITS.index(split), spec.key()]).generate_state(1)[0]) >> 1
-    limit = 50 * (count + 100)
-    try:
-        dataset = gym.create_dataset(spec.name, **spec.config, seed=seed, size=limit)
-    except (TypeError, ValueError, AssertionError) as exc:
-        raise ValueError(f"reasoning-gym data set {spec.name!r} rejected config {spec.config!r}: {exc}") from exc
+    limit = _limit(count)
+    dataset = _generator(spec, split, config, limit)
     template = TEMPLATES.get(spec.name) if spec.prompt == "compact" else None
     out: list[tuple[str, str, str, Extra]] = []
     seen: set[str] = set()
@@ -238,9 +272,10 @@ def draw(spec: GymDataset, count: int, split: Split, config: GymConfig) -> list[
         if prompt in seen or split_of(prompt, config.split_weights) != split:
             continue
         seen.add(prompt)
-        record = {"question": entry["question"], "answer": entry["answer"], "metadata": entry["metadata"]}
-        extra = {"reasoning_gym": {"dataset": spec.name, "config": _jsonable(spec.config), "entry": _jsonable(record)}}
-        out.append((prompt, str(entry["answer"]), _level(spec, entry), extra))
+        ref = {"dataset": spec.name, "config": _jsonable(spec.config), "split": split, "index": index}
+        out.append(
+            (prompt, str(entry["answer"]), _level(spec, entry), {"reasoning_gym": {**ref, "entry": _record(entry)}})
+        )
     if len(out) < count:
         raise ValueError(
             f"reasoning-gym data set {spec.name!r} gave {len(out)} distinct prompts in the {split} split after "
@@ -269,21 +304,107 @@ def build_gym_split(config: GymConfig, split: Split) -> PromptSet:
     )
 
 
+REFERENCE_KEYS = ("dataset", "config", "split", "index")
+"""The keys of a reasoning-gym reference in a file's ``extra_info.extras`` (``{"reasoning_gym": {...}}``)."""
+
+_REGENERATE = "regenerate the file with knapsack_rl.tasks.write_task from the run's task config"
+
+
+def entry_of(reference: Any, config: GymConfig) -> Extra:
+    """The entry (question, answer, metadata) that a file's reasoning-gym ``reference`` names, regenerated
+    from ``config``: the reference only selects one of the config's data sets, a split and an index.
+
+    Raises:
+        ValueError: one line: the reference embeds an entry (the old layout) or has other keys, names a
+            data set / config not in ``config.datasets``, an unknown split, or an index out of range.
+    """
+    if isinstance(reference, Mapping) and "entry" in reference:
+        raise ValueError(f"its reasoning_gym record embeds the entry to score against (the old layout); {_REGENERATE}")
+    if not isinstance(reference, Mapping) or set(reference) != set(REFERENCE_KEYS):
+        shown = sorted(reference) if isinstance(reference, Mapping) else reference
+        raise ValueError(
+            f"its reasoning_gym reference must have exactly the keys {list(REFERENCE_KEYS)}; got {shown!r:.120}"
+        )
+    name, spec_config, split, index = (reference[k] for k in REFERENCE_KEYS)
+    spec = next((d for d in config.datasets if d.name == name and _jsonable(d.config) == spec_config), None)
+    if spec is None:
+        mix = [(d.name, _jsonable(d.config)) for d in config.datasets]
+        raise ValueError(
+            f"its reference names data set {name!r:.60} with config {spec_config!r:.120}, which is not in the run "
+            f"config's reasoning_gym mix {mix!r:.300} (set task.reasoning_gym to the config the file was written from)"
+        )
+    if split not in SPLITS:
+        raise ValueError(f"its reference names split {split!r:.60}; valid: {list(SPLITS)}")
+    count = split_counts(config.size(split), [d.weight for d in config.datasets])[config.datasets.index(spec)]
+    size = _limit(count)  # the generator size draw() used (some data sets, e.g. acre, depend on it)
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < size:
+        raise ValueError(
+            f"its reference index must be an integer in [0, {size}) for the {split} split; got {index!r:.60}"
+        )
+    return _entry(spec, split, config, size, index)
+
+
+def _entry(spec: GymDataset, split: Split, config: GymConfig, size: int, index: int) -> Extra:
+    return _cached_entry(json.dumps([spec.name, spec.config, _seed(spec, split, config)], sort_keys=True), size, index)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_entry(key: str, size: int, index: int) -> Extra:
+    """Entry ``index`` of the generator ``key`` (name, config, seed); callers must not change it."""
+    name, spec_config, seed = json.loads(key)
+    dataset = _cached_generator(name, json.dumps(spec_config, sort_keys=True), seed, size)
+    return _record(dataset[index])
+
+
 @functools.lru_cache(maxsize=64)
-def _scorer_dataset(name: str, config_json: str) -> Any:
-    """A data set instance whose ``score_answer`` scores entries of (name, config); cached per process."""
-    return _import_gym().create_dataset(name, **json.loads(config_json), seed=0, size=1)
+def _cached_generator(name: str, config_json: str, seed: int, size: int) -> Any:
+    return _import_gym().create_dataset(name, **json.loads(config_json), seed=seed, size=size)
+
+
+def resolve_references(prompts: PromptSet, config: GymConfig, where: str) -> PromptSet:
+    """``prompts`` (read from file ``where``) with each reasoning-gym reference completed by its entry,
+    regenerated from ``config`` (see :func:`entry_of`); the entry's answer must be the row's answer.
+
+    Raises:
+        ValueError: naming the file and row of a missing or invalid reference, or of an answer that the
+            regenerated entry does not have (the file was written under another config).
+    """
+    extras: list[Extra] = []
+    for j in range(len(prompts)):
+        at = f"{where} row {j + 1} (id {int(prompts.ids[j])})"
+        extra = prompts.extras[j] if prompts.extras is not None else None
+        if not extra or "reasoning_gym" not in extra:
+            raise ValueError(
+                f"{at}: no reasoning_gym reference in extra_info.extras (a reasoning-gym reward needs one)"
+            )
+        try:
+            entry = entry_of(extra["reasoning_gym"], config)
+        except ValueError as exc:
+            raise ValueError(f"{at}: {exc}") from None
+        if str(entry["answer"]) != prompts.answers[j]:
+            raise ValueError(
+                f"{at}: reward_model.ground_truth {prompts.answers[j]!r:.80} is not the answer of the entry its "
+                f"reference regenerates ({str(entry['answer'])!r:.80}); {_REGENERATE}"
+            )
+        extras.append({**extra, "reasoning_gym": {**extra["reasoning_gym"], "entry": entry}})
+    return PromptSet(prompts.ids, prompts.prompts, prompts.answers, prompts.levels, extras)
 
 
 def score_entry(response: str, record: Mapping[str, Any]) -> float:
-    """``score_answer(response.strip(), entry)`` of the data set named in ``record`` (an extras' record)."""
-    dataset = _scorer_dataset(record["dataset"], json.dumps(record["config"], sort_keys=True))
-    return float(dataset.score_answer(response.strip(), dict(record["entry"])))
+    """The score of ``response.strip()`` for the entry of an in-memory reasoning-gym record (reference and
+    entry): by :func:`knapsack_rl.tasks.gym_scoring.score_answer` (admitted data sets only, no text run)."""
+    if "entry" not in record:
+        raise ValueError(
+            "this reasoning_gym record holds a reference but no entry: load files through load_task, which "
+            "regenerates the entries from the run's config"
+        )
+    return score_answer(str(record["dataset"]), record["config"], response.strip(), record["entry"])
 
 
 @register_reward("reasoning_gym", uses_extras=True)
 def gym_reward(responses: Sequence[str], answers: Sequence[str], extras: Sequence[Extra | None]) -> NDArray[np.float64]:
-    """The data set's own ``score_answer`` for each response; ``extras[j]["reasoning_gym"]`` names it."""
+    """Each response's score for its prompt's reasoning-gym entry (``extras[j]["reasoning_gym"]``): the data
+    set's own ``score_answer`` or its comparator (:mod:`knapsack_rl.tasks.gym_scoring`)."""
     out = np.zeros(len(responses))
     for j, (response, extra) in enumerate(zip(responses, extras, strict=True)):
         if extra is None or "reasoning_gym" not in extra:
@@ -302,24 +423,73 @@ def gym_binary_reward(
 
 
 def compute_score(
-    data_source: str, solution_str: str, ground_truth: str, extra_info: Mapping[str, Any] | None = None, **_: Any
+    data_source: str,
+    solution_str: str,
+    ground_truth: str,
+    extra_info: Mapping[str, Any] | None = None,
+    reasoning_gym: Mapping[str, Any] | None = None,
+    **_: Any,
 ) -> float:
     """verl's ``custom_reward_function``: score a row written by :func:`knapsack_rl.tasks.verl_data.write_verl`.
 
     The answer is the text inside the last ``<answer>...</answer>`` when the response has one, else the
-    whole response (stripped); it is scored by the row's data set's ``score_answer``. Rows without a
-    reasoning_gym record fall back to exact match against ``ground_truth``. verl runs its reward
-    functions in its own workers: no timeout is applied here.
+    whole response (stripped). A row with a reasoning-gym reference is scored against the entry that
+    the reference names, regenerated from ``reasoning_gym`` (the run's :class:`GymConfig` fields, given
+    in verl's config as ``reward.custom_reward_function.reward_kwargs.reasoning_gym``); rows without a
+    reference fall back to exact match against ``ground_truth``. verl runs its reward functions in its
+    own workers: no timeout is applied here (answers still never run as code).
+
+    Raises:
+        ValueError: one line: a reference without ``reasoning_gym``, an invalid reference (see
+            :func:`entry_of`), or a ground truth the regenerated entry does not have.
     """
     import re
 
     tagged = re.findall(r"<answer>\s?(.*?)\s?</answer>", solution_str, flags=re.DOTALL)
     answer = tagged[-1] if tagged else solution_str
-    extras = (extra_info or {}).get("extras")
-    record = json.loads(extras).get("reasoning_gym") if isinstance(extras, str) else None
+    extras = json.loads(text) if isinstance(text := (extra_info or {}).get("extras"), str) else {}
+    if not isinstance(extras, dict):
+        raise ValueError(f"extra_info.extras must be the JSON text of an object; got {text!r:.80}")
+    record = extras.get("reasoning_gym")
     if record is None:
         return float(answer.strip() == str(ground_truth).strip())
-    return score_entry(answer, record)
+    if reasoning_gym is None:
+        raise ValueError(
+            "this row holds a reasoning_gym reference: pass the run's task.reasoning_gym config as "
+            "reward.custom_reward_function.reward_kwargs.reasoning_gym"
+        )
+    config = _gym_config(json.dumps(_plain(reasoning_gym), sort_keys=True))
+    try:
+        entry = entry_of(record, config)
+    except ValueError as exc:
+        raise ValueError(f"row with extra_info.index={(extra_info or {}).get('index')!r}: {exc}") from None
+    if str(entry["answer"]) != str(ground_truth):
+        raise ValueError(
+            f"ground_truth {str(ground_truth)!r:.80} is not the answer of the entry the reference regenerates "
+            f"({str(entry['answer'])!r:.80}); {_REGENERATE}"
+        )
+    return score_entry(answer, {**record, "entry": entry})
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every mapping a dict and every non-string sequence a list (e.g. from OmegaConf)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [_plain(v) for v in value]
+    return value
+
+
+@functools.lru_cache(maxsize=16)
+def _gym_config(config_json: str) -> GymConfig:
+    values = json.loads(config_json)
+    if not isinstance(values, dict):
+        raise ValueError(f"reasoning_gym must be a mapping of GymConfig fields; got {values!r:.80}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return GymConfig(**values)
+    except TypeError as exc:  # an unknown key
+        raise ValueError(f"reasoning_gym: {exc}") from None
 
 
 __all__ = [
@@ -329,8 +499,10 @@ __all__ = [
     "build_gym_split",
     "compute_score",
     "draw",
+    "entry_of",
     "gym_binary_reward",
     "gym_reward",
+    "resolve_references",
     "score_entry",
     "split_counts",
 ]

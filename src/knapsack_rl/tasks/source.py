@@ -8,7 +8,9 @@ into three prompt sets: ``train`` (RL prompts), ``eval`` (held-out prompts) and 
 * ``reasoning_gym``: a reasoning-gym mix (:mod:`knapsack_rl.tasks.gym`); reward ``reasoning_gym``
   (the data set's own ``score_answer``), or ``reasoning_gym_binary`` with ``reasoning_gym.binary``.
 * ``file``: verl-layout ``.jsonl`` / ``.parquet`` files ``data``, ``eval_data`` and ``warmstart_data``;
-  reward ``reward``. Their ids must not overlap (checked: the three sets must be disjoint).
+  reward ``reward``. Their ids must not overlap (checked: the three sets must be disjoint). With a
+  reasoning-gym reward, each row's reference is completed with the entry it names, regenerated from
+  ``reasoning_gym`` (the mix the files were written from), never read from the file.
 
 The :class:`Task` also carries the characters a character tokenizer needs and a contained scorer
 (:class:`knapsack_rl.tasks.scoring.Scorer`) for :meth:`Task.score`.
@@ -27,7 +29,7 @@ from numpy.typing import NDArray
 from knapsack_rl.core.registry import Registry
 from knapsack_rl.tasks.arithmetic import ArithmeticConfig, build_split
 from knapsack_rl.tasks.base import PromptSet, get_reward
-from knapsack_rl.tasks.gym import GymConfig, build_gym_split
+from knapsack_rl.tasks.gym import GymConfig, build_gym_split, resolve_references
 from knapsack_rl.tasks.scoring import Scorer, ScoringConfig
 from knapsack_rl.tasks.verl_data import ChatFormatter, load_verl_dataset, write_verl
 
@@ -44,7 +46,8 @@ class TaskConfig:
     arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig)
     """The embedded arithmetic suite (``source="arithmetic"``)."""
     reasoning_gym: GymConfig = field(default_factory=GymConfig)
-    """The reasoning-gym mix (``source="reasoning_gym"``; needs the ``gym`` extra)."""
+    """The reasoning-gym mix (``source="reasoning_gym"``, or ``source="file"`` with a reasoning-gym reward:
+    the mix the files were written from, whose entries their references name; needs the ``gym`` extra)."""
     data: str | None = None
     """Training prompts, a verl-layout .jsonl / .parquet file (``source="file"``)."""
     eval_data: str | None = None
@@ -117,7 +120,7 @@ class Task:
         return self.scorer(responses, answers, prompts.ids[idx], extras)
 
     def reward_counts(self) -> dict[str, int]:
-        """Cumulative ``reward/failures`` and ``reward/timeouts``."""
+        """Cumulative ``reward/failures``, ``reward/timeouts`` and ``reward/killed`` (see :meth:`Scorer.counts`)."""
         return self.scorer.counts()
 
     def close(self) -> None:
@@ -144,14 +147,20 @@ def _reasoning_gym(config: TaskConfig, chat_format: ChatFormatter | None) -> Spl
     return build_gym_split(cfg, "train"), held, warm
 
 
+_GYM_REWARDS = ("reasoning_gym", "reasoning_gym_binary")
+
+
 @SOURCES.register("file")
 def _file(config: TaskConfig, chat_format: ChatFormatter | None) -> Splits:
     assert config.data is not None  # checked by TaskConfig
-    train = load_verl_dataset(config.data, chat_format=chat_format)
-    held = load_verl_dataset(config.eval_data, chat_format=chat_format) if config.eval_data else None
-    warm = load_verl_dataset(config.warmstart_data, chat_format=chat_format) if config.warmstart_data else None
-    names = {"data": train, "eval_data": held, "warmstart_data": warm}
-    present = [(k, v) for k, v in names.items() if v is not None]
+    names = {"data": config.data, "eval_data": config.eval_data, "warmstart_data": config.warmstart_data}
+    sets: dict[str, PromptSet | None] = {}
+    for key, path in names.items():
+        loaded = load_verl_dataset(path, chat_format=chat_format) if path else None
+        if loaded is not None and config.reward in _GYM_REWARDS:
+            loaded = resolve_references(loaded, config.reasoning_gym, str(path))
+        sets[key] = loaded
+    present = [(k, v) for k, v in sets.items() if v is not None]
     for i, (name_a, a) in enumerate(present):
         for name_b, b in present[i + 1 :]:
             shared = np.intersect1d(a.ids, b.ids)
@@ -160,7 +169,9 @@ def _file(config: TaskConfig, chat_format: ChatFormatter | None) -> Splits:
                     f"{name_a} and {name_b} must be disjoint; {shared.size} extra_info.index values appear in both "
                     f"(first: {int(shared[0])})"
                 )
-    return train, held, warm
+    train = sets["data"]
+    assert train is not None
+    return train, sets["eval_data"], sets["warmstart_data"]
 
 
 def load_task(config: TaskConfig, *, chat_format: ChatFormatter | None = None) -> Task:
