@@ -15,6 +15,10 @@ checks, in order, naming the first real cause in one line:
 6. the data files: every local ``data.train_files`` / ``data.val_files`` exists and its rows carry a unique
    ``extra_info.<id_key>`` (int or str), and a ``reward.custom_reward_function`` loads.
 
+It also warns (it cannot know whether verl will join a running Ray cluster) when a local Ray would have
+fewer logical CPUs than verl's TaskRunner and TransferQueue's actors take: Ray then waits for them forever,
+with no error (seen on a 2-core machine; ``ray_kwargs.ray_init.num_cpus=16`` gives Ray logical CPUs).
+
 Usage (the example scripts run it before launching verl)::
 
     python -m knapsack_rl.integrations.verl.check [--config-dir DIR] [--config-name NAME] [OVERRIDE ...]
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -190,6 +195,23 @@ def check_data(cfg: Any, id_key: str) -> dict[str, int]:
     return counts
 
 
+def warn_ray_cpus(cfg: Any) -> int:
+    """Log a warning when a local Ray would lack the CPUs TransferQueue's actors need; returns the CPUs needed."""
+    units = _select(cfg, "transfer_queue.backend.SimpleStorage.num_data_storage_units") or 1
+    simple = _select(cfg, "transfer_queue.backend.storage_backend") == "SimpleStorage"
+    needed = 2 + (int(units) if simple else 0)  # verl's TaskRunner, TransferQueue's controller, its storage units
+    configured = _select(cfg, "ray_kwargs.ray_init.num_cpus")
+    cpus = int(configured) if configured is not None else (os.cpu_count() or 1)
+    if cpus < needed and not os.environ.get("RAY_ADDRESS"):
+        logger.warning(
+            "a local Ray gets %d logical CPUs (ray_kwargs.ray_init.num_cpus=%s) but verl's TaskRunner and "
+            "TransferQueue's controller and %s storage units take 1 each (%d): Ray would wait for them forever; "
+            "set ray_kwargs.ray_init.num_cpus=%d (logical CPUs) unless verl joins a running Ray cluster",
+            cpus, configured, units, needed, max(needed, 16),
+        )  # fmt: skip
+    return needed
+
+
 def check_config(cfg: Any, *, check_files: bool = True) -> str:
     """Run every check on a composed config (module docstring); returns the one-line summary."""
     version = check_verl_version()
@@ -198,6 +220,7 @@ def check_config(cfg: Any, *, check_files: bool = True) -> str:
     estimator = check_estimator(cfg)
     check_verl_validation(cfg)
     counts = check_data(cfg, settings.adapter.id_key) if check_files else {}
+    warn_ray_cpus(cfg)
     alloc = settings.knapsack.allocation
     rows = ", ".join(f"{k.split('.')[1]}: {v} rows" for k, v in counts.items())
     return (
