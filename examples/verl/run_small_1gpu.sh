@@ -5,7 +5,8 @@
 # plans the first pass uniformly and allocates from the second (prompts must come back).
 # Data (DATA=gym, the default, needs no download; DATA=dapo needs the downloaded DAPO-Math-17K and AIME 2024):
 #   gym:  python -m knapsack_rl.integrations.verl.data --out-dir ~/data/knapsack_gym
-#         (reasoning-gym problems: train.parquet and a held-out test.parquet, scored by knapsack_rl.tasks.gym)
+#         (reasoning-gym problems: train.parquet and a held-out test.parquet, scored by knapsack_rl.tasks.gym;
+#         other --train-size / --val-size / --seed: give the same as GYM_TRAIN_SIZE / GYM_VAL_SIZE / GYM_SEED)
 #   dapo: python examples/verl/prepare_dapo_math.py --input dapo-math-17k.parquet --output ~/data/dapo17k_dedup/train.parquet
 #         python examples/verl/prepare_dapo_math.py --input aime-2024.parquet --output ~/data/aime24/test.parquet --split test
 # Loss: every prompt weighs the same whatever its count (algorithm.adv_estimator=knapsack_grpo_group_mean with
@@ -30,8 +31,11 @@ case "$DATA" in
     gym)
         TRAIN_FILES=${TRAIN_FILES:-$HOME/data/knapsack_gym/train.parquet}
         VAL_FILES=${VAL_FILES:-$HOME/data/knapsack_gym/test.parquet}
-        # the rows' data_source is knapsack-rl's: score them with reasoning-gym's own score_answer
-        REWARD=(reward.custom_reward_function.path=pkg://knapsack_rl.tasks.gym reward.custom_reward_function.name=compute_score)
+        # the rows' data_source is knapsack-rl's: score them with reasoning-gym's own score_answer, under the
+        # GymConfig that wrote them (reward.custom_reward_function.{path,name} and reward_kwargs.reasoning_gym)
+        REWARD_TEXT=$("$PYTHON" -m knapsack_rl.integrations.verl.data --reward-overrides \
+            --train-size "${GYM_TRAIN_SIZE:-1024}" --val-size "${GYM_VAL_SIZE:-128}" --seed "${GYM_SEED:-0}")
+        mapfile -t REWARD <<< "$REWARD_TEXT"
         ;;
     dapo)
         TRAIN_FILES=${TRAIN_FILES:-$HOME/data/dapo17k_dedup/train.parquet}

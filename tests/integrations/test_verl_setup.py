@@ -41,9 +41,9 @@ def test_verl_0_9_0_is_refused_in_one_line_naming_the_installed_version_and_the_
     with pytest.raises(ValueError) as info:
         check_verl_version("0.9.0")  # lacks trainer.checkpoint_callback_class: the hooks would not import
     message = str(info.value)
-    assert "\n" not in message and "verl 0.9.0 is installed" in message and "verl>=0.9.1,<0.10" in message
+    assert "\n" not in message and message.startswith("verl 0.9.0 is not supported") and "verl>=0.9.1,<0.10" in message
     for bad in ("0.8.5", "0.10.0", "1.0.0"):
-        with pytest.raises(ValueError, match=re.escape(f"verl {bad} is installed")):
+        with pytest.raises(ValueError, match=re.escape(f"verl {bad} is not supported")):
             check_verl_version(bad)
     with pytest.raises(ValueError, match=re.escape("verl version 'nightly' is not a version number")):
         check_verl_version("nightly")
@@ -261,8 +261,8 @@ def test_prepared_gym_files_pass_the_check_of_the_small_example_and_score_with_i
 ) -> None:
     import pandas as pd
 
-    from knapsack_rl.integrations.verl.check import main
-    from knapsack_rl.integrations.verl.data import INSTRUCTION, write_gym_files
+    from knapsack_rl.integrations.verl.check import compose, main
+    from knapsack_rl.integrations.verl.data import INSTRUCTION, config_fields, gym_config, write_gym_files
     from knapsack_rl.tasks.gym import compute_score
 
     paths = write_gym_files(tmp_path / "gym", train_size=48, val_size=12)
@@ -270,8 +270,10 @@ def test_prepared_gym_files_pass_the_check_of_the_small_example_and_score_with_i
     train_ids, val_ids = ({e["index"] for e in f["extra_info"]} for f in (train, val))
     assert (len(train_ids), len(val_ids)) == (48, 12) and not train_ids & val_ids  # a held-out validation set
     assert all(p[0]["content"].endswith(INSTRUCTION) for p in train["prompt"])
-    argv = script_argv("run_small_1gpu.sh", {"TRAIN_FILES": str(paths["train"]), "VAL_FILES": str(paths["eval"])})
-    assert main(["--config-dir", argv[3].removeprefix("--config-path="), *argv[5:]]) == 0
+    files = {"TRAIN_FILES": str(paths["train"]), "VAL_FILES": str(paths["eval"])}
+    argv = script_argv("run_small_1gpu.sh", {**files, "GYM_TRAIN_SIZE": "48", "GYM_VAL_SIZE": "12"})
+    config_dir = argv[3].removeprefix("--config-path=")
+    assert main(["--config-dir", config_dir, *argv[5:]]) == 0
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert summary.startswith(
         "ok: verl 0.9.1; rollout.n=8, train_batch_size=32, knapsack rule=knapsack counts in [2, 32]"
@@ -280,15 +282,19 @@ def test_prepared_gym_files_pass_the_check_of_the_small_example_and_score_with_i
         "adv_estimator=knapsack_grpo_group_mean, loss_agg_mode=token-mean; train_files: 48 rows, val_files: 12 rows"
         in summary
     )
-    reward = dict(a.split("=", 1) for a in argv if a.startswith("reward.custom_reward_function."))
-    assert reward == {
-        "reward.custom_reward_function.path": "pkg://knapsack_rl.tasks.gym",
-        "reward.custom_reward_function.name": "compute_score",
-    }
-    for row in val.itertuples():  # what verl's reward loop calls for each response
+    cfg = compose(argv[5:], config_dir)  # the reward config exactly as verl will read it
+    reward = cfg.reward.custom_reward_function
+    assert (reward.path, reward.name) == ("pkg://knapsack_rl.tasks.gym", "compute_score")
+    kwargs = {"reasoning_gym": config_fields(gym_config(train_size=48, val_size=12))}
+    assert OmegaConf.to_container(reward.reward_kwargs) == kwargs
+    for row in val.itertuples():  # what verl's reward loop calls for each response (reward_kwargs merged in)
         truth = row.reward_model["ground_truth"]
-        assert compute_score(row.data_source, f"thinking... <answer>{truth}</answer>", truth, row.extra_info) == 1.0
-        assert compute_score(row.data_source, "<answer>no idea</answer>", truth, row.extra_info) < 1.0
+        right = f"thinking... <answer>{truth}</answer>"
+        assert compute_score(row.data_source, right, truth, row.extra_info, **kwargs) == 1.0
+        assert compute_score(row.data_source, "<answer>no idea</answer>", truth, row.extra_info, **kwargs) < 1.0
+    default_sizes = script_argv("run_small_1gpu.sh", files)  # reward config of 1024 / 128 prompts, files of 48 / 12
+    assert main(["--config-dir", config_dir, *default_sizes[5:]]) == 1
+    assert "reward_kwargs.reasoning_gym differs from" in capsys.readouterr().err
 
 
 def test_check_refuses_missing_or_unkeyed_data_files_naming_file_and_row(tmp_path: Path) -> None:

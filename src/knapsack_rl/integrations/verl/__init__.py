@@ -73,9 +73,9 @@ def check_verl_version(version: str | None = None) -> str:
         raise ValueError(f"verl version {version!r} is not a version number (supported: verl{supported})") from None
     if v not in SpecifierSet(supported):
         raise ValueError(
-            f"verl {version} is installed but knapsack_rl.integrations.verl needs verl{supported}: the adapter "
-            f"relies on the V1 trainer's __rollout_n__, agent_loop_manager_class, custom_sampler and "
-            f"checkpoint_callback_class hooks (pip install 'verl{supported}')"
+            f"verl {version} is not supported by knapsack_rl.integrations.verl, which needs verl{supported}: the "
+            f"adapter relies on the V1 trainer's __rollout_n__, agent_loop_manager_class, custom_sampler and "
+            f"checkpoint_callback_class hooks (verl 0.9.0 lacks the last); pip install 'verl{supported}'"
         )
     return version
 

@@ -147,14 +147,21 @@ def _files(value: Any) -> list[str]:
 
 def check_data_file(path: str, key: str, id_key: str) -> int:
     """Rows of one local verl parquet file: each has a unique int or str ``extra_info[id_key]``; returns the count."""
+    import io
+
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ValueError(f"{key}: {path} does not exist (see examples/verl/README.md for the command that writes it)")
-    if "extra_info" not in pq.read_schema(file).names:
-        raise ValueError(f"{path}: no extra_info column; every row needs extra_info.{id_key} (a stable prompt id)")
-    infos = pq.read_table(file, columns=["extra_info"]).column("extra_info").to_pylist()
+    from knapsack_rl.io import read_file_bytes
+
+    data = read_file_bytes(Path(path).expanduser(), what=f"{key}:")  # missing, a FIFO or a folder: one line
+    try:
+        parquet = pq.ParquetFile(io.BytesIO(data))
+        if "extra_info" not in parquet.schema_arrow.names:
+            raise ValueError(f"{path}: no extra_info column; every row needs extra_info.{id_key} (a stable prompt id)")
+        infos = parquet.read(columns=["extra_info"]).column("extra_info").to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{key}: {path} is not a parquet file ({_one_line(exc)})") from None
     seen: set[Any] = set()
     for row, info in enumerate(infos):
         pid = info.get(id_key) if isinstance(info, dict) else None
@@ -166,6 +173,30 @@ def check_data_file(path: str, key: str, id_key: str) -> int:
             )
         seen.add(pid)
     return len(infos)
+
+
+def check_gym_reward(cfg: Any) -> None:
+    """The reward's GymConfig (``reward_kwargs.reasoning_gym``) is the one that wrote the training files."""
+    from omegaconf import OmegaConf
+
+    from knapsack_rl.integrations.verl.data import CONFIG_FILE, read_config_file
+
+    given = _select(cfg, "reward.custom_reward_function.reward_kwargs.reasoning_gym")
+    local = [p for p in _files(_select(cfg, "data.train_files")) if "://" not in p]
+    if given is None or not local:
+        return
+    folder = Path(local[0]).expanduser().parent
+    if not (folder / CONFIG_FILE).is_file():
+        logger.warning(
+            "%s has no %s: the reward's reasoning_gym config cannot be compared with it", folder, CONFIG_FILE
+        )
+        return
+    wrote = read_config_file(folder)
+    if OmegaConf.to_container(given, resolve=True) != wrote:
+        raise ValueError(
+            f"reward.custom_reward_function.reward_kwargs.reasoning_gym differs from {folder / CONFIG_FILE}, the "
+            f"GymConfig that wrote the training files: pass the same sizes and seed to --reward-overrides"
+        )
 
 
 def check_data(cfg: Any, id_key: str) -> dict[str, int]:
@@ -180,6 +211,7 @@ def check_data(cfg: Any, id_key: str) -> dict[str, int]:
                 logger.warning("%s: %s is not a local file; not checked", key, path)
                 continue
             counts[key] = counts.get(key, 0) + check_data_file(path, key, id_key)
+    check_gym_reward(cfg)
     reward = _select(cfg, "reward.custom_reward_function")
     if reward is not None and reward.get("path"):
         from verl.utils.import_utils import load_extern_object
