@@ -79,7 +79,7 @@ def write_gym_files(
     config = gym_config(train_size=train_size, val_size=val_size, seed=seed)
     out = Path(out_dir).expanduser()
     files: tuple[tuple[Split, str], ...] = (("train", TRAIN_FILE), ("eval", VAL_FILE))
-    paths = {
+    paths: dict[str, Path] = {
         split: write_verl(with_instruction(build_gym_split(config, split)), out / name, data_source=DATA_SOURCE)
         for split, name in files
     }
@@ -133,8 +133,9 @@ def read_config_file(data_dir: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not JSON ({exc})") from None
     if not isinstance(values, dict):
         raise ValueError(f"{path}: must hold a JSON object of GymConfig fields; got {type(values).__name__}")
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     try:
-        GymConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        GymConfig(**fields)
     except TypeError as exc:
         raise ValueError(f"{path}: not GymConfig fields ({exc})") from None
     return values
