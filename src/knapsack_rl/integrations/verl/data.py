@@ -71,7 +71,9 @@ def with_instruction(prompts: PromptSet) -> PromptSet:
 def write_gym_files(
     out_dir: str | Path, *, train_size: int = 1024, val_size: int = 128, seed: int = 0
 ) -> dict[str, Path]:
-    """Write :data:`TRAIN_FILE` and :data:`VAL_FILE` into ``out_dir`` (atomically); returns them by split.
+    """Write :data:`TRAIN_FILE`, :data:`VAL_FILE` and :data:`CONFIG_FILE` into ``out_dir`` (each atomically).
+
+    Returns their paths by name: ``train``, ``eval`` (the validation file) and ``config``.
 
     The two splits are disjoint (reasoning-gym's split partition by prompt text), so the validation
     prompts are held out; the same arguments write the same files.
