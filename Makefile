@@ -4,6 +4,8 @@
 #   make demo   .venv with [train,plot] (1.1 GB), then the two-arm demo (DEMO_ARGS=--quick: the smoke version)
 #   make test   adds [parquet,math,gym,trl,verl,dev] to .venv (about 2 GB), then lint, types and every test
 #   make docs   .venv-docs with [docs] (no torch), then `mkdocs build --strict` into site/
+#   make test-verl-pins  .venv-verl: the verl tests on verl[vllm]'s own transformers / tensordict pins
+#               (requirements/constraints-gpu.txt) with torch 2.13.0 CPU; `make lock-gpu` regenerates that file
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -24,9 +26,23 @@ DEMO_ARGS ?=
 DOCS_VENV := .venv-docs
 DOCS_PY := $(DOCS_VENV)/bin/python
 
+# The GPU side (requirements/constraints-gpu.txt): knapsack-rl's verl extras beside verl[vllm], which pins
+# torch 2.11.0, vLLM 0.24.0 and transformers 5.9.0. Its CUDA wheels are not installed here: the lane keeps
+# torch 2.13.0 CPU (torch 2.11.0's PyPI wheel is a CUDA build of several GB) and takes from the GPU set only
+# what the verl adapter's tests exercise against verl: transformers and tensordict.
+GPU_CONSTRAINTS := requirements/constraints-gpu.txt
+GPU_EXTRAS := verl,gym,parquet
+VERL_GPU := verl[vllm]==0.9.1
+VERL_VENV := .venv-verl
+VERL_PY := $(VERL_VENV)/bin/python
+VERL_CONSTRAINTS := $(VERL_VENV)/constraints.txt
+VERL_GPU_PINNED := transformers|tensordict
+VERL_TEST_EXTRAS := verl,parquet,gym,dev
+VERL_TESTS := $(wildcard tests/integrations/test_verl*.py)
+
 LINT_PATHS := $(wildcard src tests benchmarks examples)
 
-.PHONY: demo test lint docs bench lock clean
+.PHONY: demo test lint docs bench lock lock-gpu test-verl-pins clean
 
 # A venv with pip and torch, nothing else: every later install resolves against this torch.
 $(VENV)/.torch: $(CONSTRAINTS)
@@ -65,6 +81,28 @@ $(DOCS_VENV)/.docs: pyproject.toml $(CONSTRAINTS)
 docs: $(DOCS_VENV)/.docs
 	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict --site-dir site
 
+# constraints.txt with transformers and tensordict at the GPU set's versions (transformers 5.9.0, not 5.10.4).
+$(VERL_CONSTRAINTS): $(CONSTRAINTS) $(GPU_CONSTRAINTS)
+	mkdir -p $(VERL_VENV)
+	{ grep -v -i -E '^($(VERL_GPU_PINNED))==' $(CONSTRAINTS); grep -i -E '^($(VERL_GPU_PINNED))==' $(GPU_CONSTRAINTS); } > $@.tmp
+	mv $@.tmp $@
+
+$(VERL_VENV)/.torch: $(VERL_CONSTRAINTS)
+	test -x $(VERL_PY) || $(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_PY) -m pip install -qq -c $(VERL_CONSTRAINTS) $(LEAN) $(PIP_PIN)
+	$(VERL_PY) -m pip install -qq -c $(VERL_CONSTRAINTS) $(LEAN) $(TORCH_PIN)
+	touch $@
+
+$(VERL_VENV)/.test: $(VERL_VENV)/.torch pyproject.toml $(VERL_CONSTRAINTS)
+	$(VERL_PY) -m pip install -qq -c $(VERL_CONSTRAINTS) -e ".[$(VERL_TEST_EXTRAS)]"
+	$(VERL_PY) -m pip check
+	touch $@
+
+# The verl adapter's tests on verl's own GPU-side pins: fails if the venv is not on those versions.
+test-verl-pins: $(VERL_VENV)/.test
+	$(VERL_PY) -c "import importlib.metadata as m, sys; want = {l.split('==')[0].lower(): l.split('==')[1].strip() for l in open('$(VERL_CONSTRAINTS)') if l.split('==')[0].lower() in ('torch', 'transformers', 'tensordict')}; have = {k: m.version(k).split('+')[0] for k in want}; print('test-verl-pins:', have); sys.exit(have != want)"
+	$(VERL_PY) -m pytest $(VERL_TESTS)
+
 bench: $(VENV)/.test
 	$(PY) benchmarks/bench_allocate.py
 	$(PY) benchmarks/bench_sim.py
@@ -86,5 +124,18 @@ lock:
 	} > $(CONSTRAINTS)
 	rm -rf .venv-lock
 
+# Re-resolve the GPU side with pip's resolver, no install: a dry run in a throwaway venv whose report is checked
+# (every Requires-Dist met, as pip check) and pinned. fast-deps reads wheel metadata by HTTP range requests, so
+# the CUDA wheels (torch, vLLM, nvidia-*: several GB) are not downloaded; wheels it cannot read that way are
+# (about 0.5 GB). Review the diff of requirements/constraints-gpu.txt like code.
+lock-gpu:
+	rm -rf .venv-lock-gpu
+	$(PYTHON) -m venv .venv-lock-gpu
+	.venv-lock-gpu/bin/python -m pip install -qq $(PIP_PIN) packaging
+	.venv-lock-gpu/bin/python -m pip install -q --dry-run --ignore-installed --use-feature=fast-deps \
+	  --report .venv-lock-gpu/report.json "$(VERL_GPU)" ".[$(GPU_EXTRAS)]"
+	.venv-lock-gpu/bin/python requirements/lock_gpu.py .venv-lock-gpu/report.json $(GPU_CONSTRAINTS)
+	rm -rf .venv-lock-gpu
+
 clean:
-	rm -rf $(VENV) $(DOCS_VENV) site .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) $(DOCS_VENV) $(VERL_VENV) site .pytest_cache .ruff_cache .mypy_cache .hypothesis

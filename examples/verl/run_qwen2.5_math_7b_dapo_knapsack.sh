@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
-# Knapsack RL recipe on verl 0.9.x with the knapsack-rl adapter (no fork of verl):
+# Knapsack RL recipe on verl 0.9.x (>= 0.9.1) with the knapsack-rl adapter (no fork of verl):
 #   Qwen2.5-Math-7B, de-duplicated DAPO-Math-17K, 256 prompts x 8 rollouts = 2048 rollouts per step,
 #   per-prompt counts in [2, 128], PPO mini-batch 32 prompts, 1 PPO epoch, lr 1e-6, grad clip 1.0,
 #   clip 0.2 / 0.28, dual clip 10, no KL, no entropy bonus, temperature 1.0, 2048 / 4096 tokens,
 #   1000 steps, validation every 10 steps (avg@16 at temperature 0.6). 8 GPUs per node; NNODES nodes.
+#   Advantage: the recipe's (GRPO by uid, clipped to +-5: algorithm.adv_estimator=knapsack_recipe_grpo) under
+#   the recipe's token-mean loss; ADV_ESTIMATOR=knapsack_grpo_group_mean weighs every prompt the same instead.
 #
 # Multi-node through Ray (knapsack-rl must be installed on every node: verl's TaskRunner, which runs
 # the adapter, may be scheduled on any of them):
 #   head:     ray start --head --port=6379 --dashboard-host=0.0.0.0
 #   others:   ray start --address=<head-ip>:6379
 #   head:     NNODES=2 bash examples/verl/run_qwen2.5_math_7b_dapo_knapsack.sh
-# verl's ray.init() joins the running cluster. Data: examples/verl/prepare_dapo_math.py.
-# DRY_RUN=1 prints the command (one argument per line) instead of running it; PYTHON picks the interpreter.
+# verl's ray.init() joins the running cluster. Data (download both files first):
+#   python examples/verl/prepare_dapo_math.py --input dapo-math-17k.parquet --output ~/data/dapo17k_dedup/train.parquet
+#   python examples/verl/prepare_dapo_math.py --input aime-2024.parquet --output ~/data/aime24/test.parquet --split test
+# Before launching verl, `python -m knapsack_rl.integrations.verl.check` checks the composed config and the
+# data files (no Ray, no GPU). DRY_RUN=1 prints the verl command (one argument per line) instead of running
+# anything; PYTHON picks the interpreter (default: the repository's .venv/bin/python when it exists).
 set -euo pipefail
 
-PYTHON=${PYTHON:-python3}
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x "$REPO/.venv/bin/python" ]]; then PYTHON=$REPO/.venv/bin/python; else PYTHON=python3; fi
+fi
 # the Hydra YAML shipped with knapsack-rl (verl's ppo_trainer + the three knapsack hooks)
 CONFIG_DIR=${CONFIG_DIR:-$("$PYTHON" -m knapsack_rl.integrations.verl.config --dir)}
 MODEL=${MODEL:-Qwen/Qwen2.5-Math-7B}
@@ -23,6 +32,7 @@ VAL_FILES=${VAL_FILES:-$HOME/data/aime24/test.parquet}
 NNODES=${NNODES:-1}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 MAX_N=${MAX_N:-128}
+ADV_ESTIMATOR=${ADV_ESTIMATOR:-knapsack_recipe_grpo}
 EXPERIMENT=${EXPERIMENT:-qwen2.5-math-7b-dapo17k-knapsack-maxn${MAX_N}}
 CKPT_DIR=${CKPT_DIR:-$HOME/checkpoints/knapsack-rl/$EXPERIMENT}
 
@@ -70,7 +80,7 @@ cmd=(
     actor_rollout_ref.rollout.val_kwargs.temperature=0.6
     actor_rollout_ref.rollout.val_kwargs.top_p=1.0
     actor_rollout_ref.rollout.val_kwargs.do_sample=true
-    algorithm.adv_estimator=grpo
+    algorithm.adv_estimator="$ADV_ESTIMATOR"
     algorithm.norm_adv_by_std_in_grpo=true
     algorithm.use_kl_in_reward=false
     knapsack.preset=recipe
@@ -93,4 +103,6 @@ if [[ "${DRY_RUN:-0}" == 1 ]]; then
     printf '%s\n' "${cmd[@]}"
     exit 0
 fi
+# the config as main_ppo will compose it, checked as the knapsack hooks read it, before Ray starts
+"$PYTHON" -m knapsack_rl.integrations.verl.check --config-dir "$CONFIG_DIR" "${cmd[@]:5}"
 exec "${cmd[@]}"

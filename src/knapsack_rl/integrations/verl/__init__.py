@@ -18,8 +18,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-SUPPORTED_VERL = (">=0.9.0", "<0.10")
-"""verl versions the adapter is written and tested against (see the README's verl section)."""
+SUPPORTED_VERL = (">=0.9.1", "<0.10")
+"""verl versions the adapter is written and tested against (see the README's verl section). 0.9.0 is
+refused: it lacks ``trainer.checkpoint_callback_class``, so the hooks module would not even import."""
 
 _NAMES = {
     "config": (
@@ -57,19 +58,24 @@ __all__ = ["SUPPORTED_VERL", "check_verl_version", *sorted(_MODULE_OF)]
 
 
 def check_verl_version(version: str | None = None) -> str:
-    """Raise a ValueError unless verl ``version`` (default: the installed one) is in :data:`SUPPORTED_VERL`."""
-    from packaging.version import Version
+    """Raise a one-line ValueError unless verl ``version`` (default: the installed one) is in :data:`SUPPORTED_VERL`."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
 
     if version is None:
         import verl
 
         version = str(verl.__version__)
-    v = Version(version)
-    if not (Version("0.9.0") <= v < Version("0.10")):
+    supported = ",".join(SUPPORTED_VERL)
+    try:
+        v = Version(version)
+    except InvalidVersion:
+        raise ValueError(f"verl version {version!r} is not a version number (supported: verl{supported})") from None
+    if v not in SpecifierSet(supported):
         raise ValueError(
-            f"verl {version} is not supported by knapsack_rl.integrations.verl (supported: verl>=0.9.0,<0.10): "
-            f"the adapter relies on the V1 trainer's __rollout_n__, agent_loop_manager_class, custom_sampler "
-            f"and checkpoint_callback_class hooks"
+            f"verl {version} is not supported by knapsack_rl.integrations.verl, which needs verl{supported}: the "
+            f"adapter relies on the V1 trainer's __rollout_n__, agent_loop_manager_class, custom_sampler and "
+            f"checkpoint_callback_class hooks (verl 0.9.0 lacks the last); pip install 'verl{supported}'"
         )
     return version
 

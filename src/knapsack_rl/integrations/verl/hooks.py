@@ -35,10 +35,12 @@ from verl.trainer.ppo.checkpoint_callback import CheckpointCallback
 from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync
 
+from knapsack_rl.integrations.verl.algos import register_algorithms
 from knapsack_rl.integrations.verl.planner import is_validation_batch, plan_tensordict
 from knapsack_rl.integrations.verl.runs import RUNS, observe_sampled
 
 logger = logging.getLogger(__name__)
+register_algorithms()  # verl loads this module in its driver: algorithm.adv_estimator can name the knapsack estimators
 
 
 class KnapsackCheckpointCallback(CheckpointCallback):
