@@ -12,7 +12,7 @@ the knapsack places 6 extra per prompt on average; every prompt is "effective", 
 - ``posterior``: the posterior form of "paper", p ~ Beta(a, b) with a = 1 + u s, b = 1 + u f,
   (s, f) from 16 rewards and a forgetting factor u ~ U(0.5, 1) (continuous a, b).
 
-For each row the new solver (``solve_greedy``, which picks its path) and the landed one (loaded from
+For each row the new solver (``solve``, which picks its path) and the landed one (loaded from
 git, ``--old-ref``) run on the same instance in the same process; the landed one only where its
 dense table fits (``--old-max-cells``). Times are medians of ``--repeats`` runs after one warm-up
 (wall clock, ``time.perf_counter``). Memory is the peak of Python's ``tracemalloc`` (NumPy reports
@@ -46,6 +46,7 @@ def _pin_threads(argv: list[str]) -> str:
 
 _pin_threads(sys.argv)
 
+import importlib  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -61,9 +62,10 @@ from types import ModuleType  # noqa: E402
 import numpy as np  # noqa: E402
 
 from knapsack_rl import allocate  # noqa: E402
-from knapsack_rl.core.solve import Solution, register_solver, solve_greedy  # noqa: E402
+from knapsack_rl.core.solve import Solution, solve  # noqa: E402
 from knapsack_rl.core.value import get_posterior_value, get_value  # noqa: E402
 
+ALLOCATE_MODULE = importlib.import_module("knapsack_rl.core.allocate")  # the module (the package exports the function)
 ROOT = Path(__file__).resolve().parents[1]
 LANDED_REF = "add1d29"  # main before the O(E)-memory solver
 
@@ -128,13 +130,27 @@ def make_case(kind: str, m: int, max_n: int, costs: bool, seed: int) -> Case:
 
 def solve_new(case: Case) -> Solution:
     fn = get_posterior_value("paper") if case.posterior else get_value("paper")
-    return solve_greedy(fn, case.params, case.lower, case.upper, case.budget, costs=case.costs)
+    return solve(fn, case.params, case.lower, case.upper, case.budget, costs=case.costs)
 
 
 def solve_old(landed: ModuleType, case: Case) -> Solution:
     return landed.solve_greedy(  # type: ignore[no-any-return]
         get_value("paper"), case.params[0], case.lower, case.upper, case.budget, costs=case.costs
     )
+
+
+def allocate_landed(landed: ModuleType, p: np.ndarray, kw: dict[str, object]) -> object:
+    """allocate() with the landed solver in place of ``solve`` (same settings)."""
+    new = ALLOCATE_MODULE.solve
+
+    def landed_solve(*args: object, method: str, **kwargs: object) -> Solution:
+        return landed.solve_greedy(*args, **kwargs)  # type: ignore[no-any-return]
+
+    ALLOCATE_MODULE.solve = landed_solve  # type: ignore[assignment]
+    try:
+        return allocate(p, **kw)  # type: ignore[arg-type]
+    finally:
+        ALLOCATE_MODULE.solve = new
 
 
 def time_median(fn: Callable[[], object], repeats: int) -> float:
@@ -233,8 +249,6 @@ def print_row(row: dict[str, object]) -> None:
 
 def run_allocate_rows(args: argparse.Namespace, landed: ModuleType | None) -> list[dict[str, object]]:
     """allocate() end to end on grid estimates (many p = 0 / 1): new solver, landed solver, recipe DP."""
-    if landed is not None:
-        register_solver("landed")(landed.solve_greedy)
     rows = []
     print(f"\n{'M':>7} {'objective':>9} {'new ms':>9} {'landed ms':>10} {'dp ms':>10} {'|obj diff|':>11}")
     for m in args.allocate_sizes:
@@ -247,8 +261,7 @@ def run_allocate_rows(args: argparse.Namespace, landed: ModuleType | None) -> li
             row["new_s"] = time_median(lambda kw=kw, p=p: allocate(p, **kw), args.repeats)  # type: ignore[arg-type]
             cells = [f"{m:>7}", f"{objective:>9}", f"{float(row['new_s']) * 1e3:>9.3f}"]  # type: ignore[arg-type]
             if landed is not None:
-                kw_l = {**kw, "solver": "landed"}
-                row["landed_s"] = time_median(lambda kw=kw_l, p=p: allocate(p, **kw), args.repeats)  # type: ignore[arg-type]
+                row["landed_s"] = time_median(lambda kw=kw, p=p: allocate_landed(landed, p, kw), args.repeats)
                 cells.append(f"{float(row['landed_s']) * 1e3:>10.3f}")  # type: ignore[arg-type]
             else:
                 cells.append(f"{'-':>10}")
