@@ -209,6 +209,8 @@ def run_before_after(args: argparse.Namespace, old: ModuleType | None) -> list[d
     for m in args.big_n_sizes:
         plan += [("continuous", m, 10**6, False), ("grid", m, 10**6, False), ("continuous", m, 10**6, True)]
     plan += [("posterior", m, 128, False) for m in args.posterior_sizes]
+    if not plan:
+        return []
     print_table(BEFORE_AFTER)
     rows = []
     for kind, m, max_n, costs in plan:
@@ -245,6 +247,8 @@ CROSSOVER = [("workload", 17), ("M", 8), ("dense ms", 9), ("thresh ms", 10), ("d
 
 def run_crossover(args: argparse.Namespace) -> list[dict[str, object]]:
     """method="dense" against method="threshold": the size from which the threshold search pays."""
+    if not args.crossover_sizes:
+        return []
     print_table(CROSSOVER)
     rows: list[dict[str, object]] = []
     first: dict[str, int] = {}  # workload -> smallest M of the threshold search's run of wins
@@ -289,6 +293,8 @@ ALLOCATE = [("M", 7), ("objective", 9), ("new ms", 8), ("old ms", 8), ("new cpu"
 
 def run_allocate_rows(args: argparse.Namespace, old: ModuleType | None) -> list[dict[str, object]]:
     """allocate() end to end on grid estimates (many p = 0 / 1): after, before, and the recipe's DP."""
+    if not args.allocate_sizes:
+        return []
     print_table(ALLOCATE)
     rows = []
     for m in args.allocate_sizes:

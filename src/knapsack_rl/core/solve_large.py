@@ -1,11 +1,14 @@
-"""Large-scale machinery for :func:`knapsack_rl.core.solve.solve`: the same answer in O(E) memory.
+"""Large-scale machinery for :func:`knapsack_rl.core.solve.solve`: the same answer, faster at scale, in O(E) memory.
 
 :mod:`knapsack_rl.core.solve` states the method and solves it by listing each prompt's best units
-(``method="dense"``). That listing holds a few units per prompt; from a few thousand prompts per
-step (``benchmarks/bench_allocate.py`` prints the crossover) the two paths here are faster, and at
-10^5 to 10^7 prompts, or with ``max_n`` of 10^5 and more, they are what keeps a step in milliseconds
-to seconds and in O(E) memory. Both return exactly the top-R selection that ``solve`` defines (the
-tests compare them unit for unit).
+(``method="dense"``, about 16 gains per prompt at the recipe's settings). The threshold search here
+evaluates a few gains per prompt and is faster from about 2,000 prompts per step (500 with per-prompt
+costs, 4,000 with posterior values; measured by ``benchmarks/bench_allocate.py``: at 8,192 prompts
+1.8 ms against 5.8 ms CPU time, at 10^5 prompts 13 ms against 108 ms); at 10^5 to 10^7 prompts, or
+with ``max_n`` of 10^5 and more, it keeps a step in milliseconds to seconds (``allocate`` of 10^7
+prompts: 1.5 s CPU time). ``method="greedy"`` uses it from 2^14 listed units (2^12 with costs), and
+the grouped table below from 64 prompts whenever prompts share few distinct rows. Both return exactly
+the top-R selection that ``solve`` defines (the tests compare them unit for unit).
 
 - **threshold** (:func:`unit_counts`, :func:`cost_counts`; ``method="threshold"``): time O(E) plus
   a log factor in max_n. The number of units of prompt i with gain > t is found by a vectorised
