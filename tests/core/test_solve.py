@@ -223,6 +223,36 @@ def test_count_gt_is_exact_and_certified() -> None:
                 assert head[i] == scores[i][got[i]] and tail[i] == scores[i][got[i] - 1]
 
 
+def test_threshold_search_records_edge_scores_exactly() -> None:
+    # with the recipe's scoring unit 0 of a prompt is V(lower + 1), ten times its next gain here: a blend
+    # s(0) + 1 * (s(1) - s(0)) of the two is an ulp off s(1), and a bracket at that tie split it wrongly
+    fn = get_posterior_value("paper")
+    units = solve_large._Units(fn, (np.array([6.0]), np.array([1.0])), np.array([3]), None, np.array([True]))
+    scores = units.scores(np.zeros(4, dtype=np.int64), np.arange(4))
+    head, tail = np.full(1, -np.inf), np.full(1, np.inf)
+    got = solve_large._count_gt(
+        units, None, float(scores[2]), np.array([0]), np.array([10]), np.array([1]), (head, tail)
+    )
+    assert got.tolist() == [2] and tail[0] == scores[1] and head[0] == scores[2]
+
+
+def test_ties_at_the_threshold_search_bracket_go_to_the_lower_index() -> None:
+    # equal gains at different j (lower 1, 2 and 3, the recipe's scoring): found by a search, cut in two
+    fn = get_posterior_value("paper")
+    a = np.array([6.0, 6.0, 6.0, 6.0, 6.0, 2.0, 2.0, 2.0, 6.0, 3.0, 6.0])
+    b = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    lower = np.array([2, 1, 3, 1, 3, 2, 3, 1, 1, 1, 1])
+    upper = lower + 20
+    ref = _literal_top_r(fn, (a, b), lower, upper, 32, True)
+    assert ref == [2, 3, 1, 3, 1, 5, 3, 5, 3, 4, 2]
+    for f in [*PATHS.values(), _method("threshold", sample_size=1, band_max=0, dense_units=0)]:
+        assert f(fn, (a, b), lower, upper, 32, zero_at_lower=True).extra.tolist() == ref
+    costs = np.where(a == 6.0, 2.5, 1.0)
+    scan, _ = _scan(fn, (a, b), lower, upper, 50.0, costs, zero=True)
+    for f in [*PATHS.values(), _method("threshold", sample_size=1, band_max=0, dense_units=0)]:
+        assert f(fn, (a, b), lower, upper, 50.0, costs=costs, zero_at_lower=True).extra.tolist() == scan
+
+
 def test_hand_solved_ties_go_to_the_lower_index() -> None:
     fn = get_value("paper")
     p = np.array([0.5, 0.5])
@@ -273,16 +303,20 @@ def test_budget_beyond_capacity_fills_every_prompt_and_zero_budget_places_nothin
 
 
 def _scan(
-    fn: ValueFunction, params: Params, lower: np.ndarray, upper: np.ndarray, budget: float, costs: np.ndarray
+    fn: ValueFunction,
+    params: Params,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    budget: float,
+    costs: np.ndarray,
+    zero: bool = False,
 ) -> tuple[list[int], float | None]:
     """Literal reference: every unit in order (-gain / cost, prompt, j); a unit is taken if it fits,
     otherwise its prompt is dropped. Returns the counts and the gain of the first unit that did not fit."""
     tol = COST_RTOL * budget
     units = []
     for i in range(lower.size):
-        n = lower[i] + np.arange(upper[i] - lower[i], dtype=float)
-        one = tuple(x[[i]] for x in params)
-        gains = fn.gain(n, *(fn.prepare(*one) if fn.prepare else one))  # type: ignore[misc]
+        gains = _gains_of(fn, params, lower, upper, i, zero)
         units += [(-g / costs[i], i, j, g) for j, g in enumerate(gains) if (j + 1) * costs[i] <= budget + tol]
     extra, spent, dropped, gap = [0] * lower.size, 0.0, set(), None
     for _, i, _, g in sorted(units, key=lambda u: (u[0], u[1], u[2])):

@@ -332,9 +332,9 @@ def _first_step(
     high_bad = (g < hi_a) & (at > t)  # c >= g + 1 (never both: s(g - 1) >= s(g))
     where = sl if whole else pos
     if edges is not None:  # best unit left out / worst taken; invalid ones (c at a bound) fixed by the caller
-        edges[0][where] = at + low_bad * (before - at)
-        edges[1][where] = before + high_bad * (at - before)
-    # blends by arithmetic: np.where with a random mask is ~4x slower here
+        edges[0][where] = np.where(low_bad, before, at)  # exact copies: an arithmetic blend x + m (y - x) is
+        edges[1][where] = np.where(high_bad, at, before)  # off by an ulp, and brackets then split ties wrongly
+    # integer blends by arithmetic (exact): np.where with a random mask is ~4x slower here
     lo_a = g + high_bad + low_bad * (lo_a - g)
     hi_a = g - low_bad + high_bad * (hi_a - g)
     out[where] = lo_a
