@@ -128,7 +128,8 @@ def solve(
         zero_at_lower: score ``k = 0`` as 0 rather than ``V(lower)`` (the recipe's quirk; concavity
             needs ``V(lower) >= 0``).
         method: one of :data:`METHODS`: ``"greedy"`` (picks the fastest exact path), ``"dense"`` (always
-            the dense listing), ``"threshold"`` (always the O(E)-memory threshold search of
+            the dense listing: memory for about ``2 R / E + 4`` units per prompt, tens of bytes each),
+            ``"threshold"`` (always the O(E)-memory threshold search of
             :mod:`~knapsack_rl.core.solve_large`) or ``"dp"`` (the recipe's dynamic programme; integer
             costs only). ``greedy``, ``dense`` and ``threshold`` return identical counts.
         options: tuning of ``method="threshold"`` only (:class:`~knapsack_rl.core.solve_large.Settings`:
