@@ -242,6 +242,13 @@ def _first_depth(start: IntArray, stop: IntArray, room: float, w: FloatArray | N
     return depth
 
 
+def _listed(cmax: IntArray, room: float, total_w: float) -> int:
+    """At most how many units the first listing of the whole problem holds (one pass: cheap at any size)."""
+    if cmax.size == 0:
+        return 0
+    return min(int(cmax.sum()), cmax.size * int(min(2.0 * room / total_w + 4.0, float(cmax.max()))))
+
+
 def _listing(start: IntArray, stop: IntArray) -> tuple[IntArray, IntArray]:
     """Every unit ``start_k <= j < stop_k``, k ascending then j: (k, j) arrays."""
     width = stop - start
@@ -288,17 +295,16 @@ def _unit_counts(prob: _Problem, budget: int, method: str, settings: solve_large
         return prob.caps.copy()
     cmax = np.minimum(prob.caps, budget)  # a prompt never takes more than the budget
     args = (prob.value, prob.params, prob.lower, cmax, budget, prob.zero_at_lower)
-    zero = np.zeros(e, dtype=np.int64)
     if method == "greedy" and e >= _GROUP_MIN_PROMPTS:
         extra = solve_large.grouped_counts(*args)
         if extra is not None:
             logger.debug("solve: E=%d budget=%d: grouped table", e, budget)
             return extra
-    if method == "threshold" or (method == "greedy" and _first_depth(zero, cmax, budget, None).sum() > _DENSE_UNITS):
+    if method == "threshold" or (method == "greedy" and _listed(cmax, budget, e) > _DENSE_UNITS):
         logger.debug("solve: E=%d budget=%d: threshold search", e, budget)
         return solve_large.unit_counts(*args, settings)
     gain = _Gains(prob.value, prob.params, prob.lower, prob.zero_at_lower)
-    return _prefix(gain, np.arange(e, dtype=np.int64), zero, cmax, None, budget)[0]
+    return _prefix(gain, np.arange(e, dtype=np.int64), np.zeros(e, dtype=np.int64), cmax, None, budget)[0]
 
 
 def _cost_counts(
@@ -307,15 +313,15 @@ def _cost_counts(
     """Per-prompt costs: the gain-per-cost scan (module docstring); counts and the first gain that did not fit."""
     e = prob.caps.size
     tol = COST_RTOL * prob.budget
-    cmax = _fitting(prob.caps, prob.budget + tol, w)  # more units than this never fit
-    zero = np.zeros(e, dtype=np.int64)
-    large = _first_depth(zero, cmax, prob.budget + tol, w).sum() > _DENSE_COST_UNITS
-    if method == "threshold" or (method == "greedy" and large):
+    if method == "threshold" or (
+        method == "greedy" and _listed(prob.caps, prob.budget + tol, float(np.sum(w))) > _DENSE_COST_UNITS
+    ):
         logger.debug("solve: E=%d budget=%s with costs: threshold search", e, prob.budget)
         large_args = (prob.value, prob.params, prob.lower, prob.caps, w, prob.budget, tol, prob.zero_at_lower)
         return solve_large.cost_counts(*large_args, settings)
     gain = _Gains(prob.value, prob.params, prob.lower, prob.zero_at_lower)
-    extra, gap = _prefix(gain, np.arange(e, dtype=np.int64), zero, cmax, w, prob.budget + tol)
+    cmax = _fitting(prob.caps, prob.budget + tol, w)  # more units than this never fit
+    extra, gap = _prefix(gain, np.arange(e, dtype=np.int64), np.zeros(e, dtype=np.int64), cmax, w, prob.budget + tol)
     if gap is None:
         return extra, None
     left = prob.budget - float(np.sum(w * extra))
