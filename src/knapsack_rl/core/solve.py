@@ -43,7 +43,7 @@ many prompts share it (estimates on a 1/16 grid); otherwise it lists units dense
 listing holds at most 2^14 units (2^12 with costs: the order then needs a sort), about 1,000 prompts
 at the recipe's settings, and beyond that runs the threshold search of
 :mod:`knapsack_rl.core.solve_large` (``method="threshold"``): O(E) memory, a few gains per prompt,
-faster from about 2,000 prompts (``benchmarks/bench_allocate.py``), 10^7 prompts in seconds.
+faster from 2,000 to 4,000 prompts (``benchmarks/bench_allocate.py``), 10^7 prompts in seconds.
 
 Values are called as ``value(n, *params)`` with ``params = (p,)`` or a tuple of (E,) arrays such as
 ``(a, b)``. A :class:`~knapsack_rl.core.value.ValueFunction` may carry a closed-form ``gain`` (with

@@ -2,9 +2,9 @@
 
 :mod:`knapsack_rl.core.solve` states the method and solves it by listing each prompt's best units
 (``method="dense"``, about 16 gains per prompt at the recipe's settings). The threshold search here
-evaluates a few gains per prompt and is faster from about 2,000 prompts per step (500 with per-prompt
-costs, 4,000 with posterior values; measured by ``benchmarks/bench_allocate.py``: at 8,192 prompts
-1.8 ms against 5.8 ms CPU time, at 10^5 prompts 13 ms against 108 ms); at 10^5 to 10^7 prompts, or
+evaluates a few gains per prompt and is faster from 2,000 to 4,000 prompts per step (500 with
+per-prompt costs; ``benchmarks/bench_allocate.py``, point values at 8,192 prompts: 2.8 ms against 7.8 ms
+CPU time, at 10^5 prompts 21 ms against 149 ms); at 10^5 to 10^7 prompts, or
 with ``max_n`` of 10^5 and more, it keeps a step in milliseconds to seconds (``allocate`` of 10^7
 prompts: 1.5 s CPU time). ``method="greedy"`` uses it from 2^14 listed units (2^12 with costs), and
 the grouped table below from 64 prompts whenever prompts share few distinct rows. Both return exactly
