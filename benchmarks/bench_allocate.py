@@ -1,4 +1,4 @@
-"""Allocation speed and memory: the knapsack solvers at scale, the landed solver beside the new one.
+"""Allocation speed and memory: the solver before and after a change, and where its large-scale paths pay.
 
 Workloads (recipe settings: n = 8, min_n = 2, max_n = 128, so each prompt takes 2..128 rollouts and
 the knapsack places 6 extra per prompt on average; every prompt is "effective", 0 < p < 1):
@@ -12,17 +12,25 @@ the knapsack places 6 extra per prompt on average; every prompt is "effective", 
 - ``posterior``: the posterior form of "paper", p ~ Beta(a, b) with a = 1 + u s, b = 1 + u f,
   (s, f) from 16 rewards and a forgetting factor u ~ U(0.5, 1) (continuous a, b).
 
-For each row the new solver (``solve_greedy``, which picks its path) and the landed one (loaded from
-git, ``--old-ref``) run on the same instance in the same process; the landed one only where its
-dense table fits (``--old-max-cells``). Times are medians of ``--repeats`` runs after one warm-up
-(wall clock, ``time.perf_counter``). Memory is the peak of Python's ``tracemalloc`` (NumPy reports
-its buffers to it) above the level before the call, in a separate run, per prompt. A second table
-times :func:`knapsack_rl.allocate` end to end on grid estimates (the landed solver registered as
-``"landed"``) and the recipe's dynamic programme where it finishes.
+Three tables:
 
-    python benchmarks/bench_allocate.py [--quick] [--repeats 7] [--sizes 100000,1000000] [--json out.json]
+1. **before / after**: ``solve`` (``method="greedy"``, which picks its path) against the solver of
+   ``--old-ref`` (default: the commit before the one-entry solver), loaded from git and run on the
+   same instance in the same process, the two interleaved run by run. Wall-clock medians
+   (``time.perf_counter``) and CPU-time medians (``time.process_time``, less sensitive to other
+   processes), the peak of Python's ``tracemalloc`` per prompt (NumPy reports its buffers to it), and
+   whether the counts are identical. ``--old-ref add1d29`` compares with 0.1.0 instead (its dense
+   table only where it fits, ``--old-max-cells``; it has no posterior values).
+2. **where the large-scale machinery pays**: ``method="dense"`` (the dense top-R listing of
+   :mod:`knapsack_rl.core.solve`) against ``method="threshold"`` (:mod:`knapsack_rl.core.solve_large`)
+   over ``--crossover-sizes``, and the smallest M from which the threshold search is faster.
+3. :func:`knapsack_rl.allocate` end to end on grid estimates, after and before (the old solver swapped
+   in), and the recipe's dynamic programme where it finishes.
 
-BLAS/OpenMP threads are pinned to 1 (``--threads``) through the environment before NumPy loads.
+    python benchmarks/bench_allocate.py [--quick] [--repeats 7] [--sizes 256,1024,8192] [--json out.json]
+
+BLAS/OpenMP threads are pinned to 1 (``--threads``) through the environment before NumPy loads. The
+load average is printed before and after: on a shared machine, trust the CPU-time columns.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ def _pin_threads(argv: list[str]) -> str:
 
 _pin_threads(sys.argv)
 
+import importlib  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -54,18 +63,19 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
 from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import ModuleType  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from knapsack_rl import allocate  # noqa: E402
-from knapsack_rl.core.solve import Solution, register_solver, solve_greedy  # noqa: E402
-from knapsack_rl.core.value import get_posterior_value, get_value  # noqa: E402
+from knapsack_rl.core.solve import Solution, solve  # noqa: E402
+from knapsack_rl.core.value import ValueFunction, get_posterior_value, get_value  # noqa: E402
 
+ALLOCATE_MODULE = importlib.import_module("knapsack_rl.core.allocate")  # the module (the package exports the function)
 ROOT = Path(__file__).resolve().parents[1]
-LANDED_REF = "add1d29"  # main before the O(E)-memory solver
+OLD_REF = "c91230a"  # main before the one-entry solver (solve_greedy + the threshold search)
 
 
 @dataclass
@@ -79,24 +89,27 @@ class Case:
     budget: float
     costs: np.ndarray | None = None
     posterior: bool = False
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def m(self) -> int:
         return int(self.lower.size)
 
+    @property
+    def value(self) -> ValueFunction:
+        return get_posterior_value("paper") if self.posterior else get_value("paper")
 
-def load_landed(ref: str) -> ModuleType | None:
+
+def load_old(ref: str) -> ModuleType | None:
     """The solver module as committed at ``ref`` (None when git or the ref is unavailable)."""
     try:
         cmd = ["git", "show", f"{ref}:src/knapsack_rl/core/solve.py"]
         src = subprocess.run(cmd, cwd=ROOT, capture_output=True, check=True, text=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
-    spec = importlib.util.spec_from_loader("landed_solve", loader=None)
+    spec = importlib.util.spec_from_loader("old_solve", loader=None)
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["landed_solve"] = module  # dataclasses look their module up
+    sys.modules["old_solve"] = module  # dataclasses look their module up
     exec(compile(src, f"{ref}:solve.py", "exec"), module.__dict__)  # our own repository's code at ref
     return module
 
@@ -126,25 +139,30 @@ def make_case(kind: str, m: int, max_n: int, costs: bool, seed: int) -> Case:
     return Case(name, params, lower, upper, budget if c is not None else int(budget), c, posterior)
 
 
-def solve_new(case: Case) -> Solution:
-    fn = get_posterior_value("paper") if case.posterior else get_value("paper")
-    return solve_greedy(fn, case.params, case.lower, case.upper, case.budget, costs=case.costs)
+def solve_new(case: Case, method: str = "greedy") -> Solution:
+    return solve(case.value, case.params, case.lower, case.upper, case.budget, costs=case.costs, method=method)
 
 
-def solve_old(landed: ModuleType, case: Case) -> Solution:
-    return landed.solve_greedy(  # type: ignore[no-any-return]
-        get_value("paper"), case.params[0], case.lower, case.upper, case.budget, costs=case.costs
+def solve_old(old: ModuleType, case: Case) -> Solution:
+    params = case.params if hasattr(old, "solve_threshold") else case.params[0]  # 0.1.0: one p array
+    return old.solve_greedy(  # type: ignore[no-any-return]
+        case.value, params, case.lower, case.upper, case.budget, costs=case.costs
     )
 
 
-def time_median(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def time_pair(fns: list[Callable[[], object]], repeats: int) -> list[tuple[float, float]]:
+    """(wall, CPU) medians of each function, run interleaved (one of each per round) after a warm-up."""
+    walls: list[list[float]] = [[] for _ in fns]
+    cpus: list[list[float]] = [[] for _ in fns]
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn()
+            cpus[k].append(time.process_time() - cpu)
+            walls[k].append(time.perf_counter() - wall)
+    return [(statistics.median(w), statistics.median(c)) for w, c in zip(walls, cpus, strict=True)]
 
 
 def peak_bytes(fn: Callable[[], object]) -> int:
@@ -158,85 +176,127 @@ def peak_bytes(fn: Callable[[], object]) -> int:
     return peak
 
 
-def old_fits(case: Case, max_cells: float) -> bool:
-    """The landed solver builds an (E, min(max cap, budget)) table (no merging of rows with costs)."""
+def old_runs(old: ModuleType, case: Case, max_cells: float) -> bool:
+    """Whether the old solver takes this case: 0.1.0 builds an (E, min(max cap, budget)) table and has
+    no posterior values; later ones take everything."""
+    if hasattr(old, "solve_threshold"):
+        return True
     if case.posterior:
-        return False  # it has no posterior values
+        return False
     width = min(int((case.upper - case.lower).max()), int(case.budget) + 1)
     rows = case.m if (case.costs is not None or "grid" not in case.name) else 64
     return rows * width <= max_cells
 
 
-def run_solver_rows(args: argparse.Namespace, landed: ModuleType | None) -> list[dict[str, object]]:
+def print_table(header: list[tuple[str, int]], cells: list[str] | None = None) -> None:
+    """Print the header (``cells`` None) or one row, right-aligned to the header's widths."""
+    if cells is None:
+        line = " ".join(f"{name:>{width}}" for name, width in header)
+        print(line + "\n" + "-" * len(line), flush=True)
+    else:
+        print(" ".join(f"{c:>{w}}" for c, (_, w) in zip(cells, header, strict=True)), flush=True)
+
+
+BEFORE_AFTER = [("workload", 17), ("M", 8), ("max_n", 8), ("new ms", 9), ("old ms", 9), ("new cpu", 9),
+                ("old cpu", 9), ("old/new", 8), ("new B/p", 8), ("old B/p", 8), ("same", 5)]  # fmt: skip
+
+
+def run_before_after(args: argparse.Namespace, old: ModuleType | None) -> list[dict[str, object]]:
     plan: list[tuple[str, int, int, bool]] = []
     for m in args.sizes:
         for kind in ("continuous", "grid"):
             plan += [(kind, m, 128, False), (kind, m, 128, True)]
     for m in args.big_n_sizes:
         plan += [("continuous", m, 10**6, False), ("grid", m, 10**6, False), ("continuous", m, 10**6, True)]
-    for m in args.posterior_sizes:
-        plan.append(("posterior", m, 128, False))
+    plan += [("posterior", m, 128, False) for m in args.posterior_sizes]
+    if not plan:
+        return []
+    print_table(BEFORE_AFTER)
     rows = []
     for kind, m, max_n, costs in plan:
         case = make_case(kind, m, max_n, costs, seed=m + max_n)
         row: dict[str, object] = {"workload": case.name, "M": case.m, "max_n": max_n}
         new = solve_new(case)
-        row["new_s"] = time_median(lambda case=case: solve_new(case), args.repeats)
-        row["new_peak_bytes_per_prompt"] = peak_bytes(lambda case=case: solve_new(case)) / case.m
+        fns: list[Callable[[], object]] = [lambda case=case: solve_new(case)]
+        ran_old = old is not None and old_runs(old, case, args.old_max_cells)
+        if ran_old:
+            fns.append(lambda case=case: solve_old(old, case))  # type: ignore[arg-type]
+        times = time_pair(fns, args.repeats)
+        row["new_s"], row["new_cpu_s"] = times[0]
+        row["new_peak_bytes_per_prompt"] = peak_bytes(fns[0]) / case.m
         row["placed"] = new.placed
-        if landed is not None and old_fits(case, args.old_max_cells):
-            old = solve_old(landed, case)
-            row["old_s"] = time_median(lambda case=case: solve_old(landed, case), args.old_repeats)
-            row["old_peak_bytes_per_prompt"] = peak_bytes(lambda case=case: solve_old(landed, case)) / case.m
-            row["objective_diff"] = new.objective - old.objective  # > 0: the new one is better
-            row["old_placed"] = old.placed
+        cells = [case.name, str(case.m), str(max_n), f"{times[0][0] * 1e3:.2f}", "-", f"{times[0][1] * 1e3:.2f}"]
+        cells += ["-", "-", f"{row['new_peak_bytes_per_prompt']:.0f}", "-", "-"]
+        if ran_old:
+            before = solve_old(old, case)  # type: ignore[arg-type]
+            row["old_s"], row["old_cpu_s"] = times[1]
+            row["old_peak_bytes_per_prompt"] = peak_bytes(fns[1]) / case.m
+            row["same_counts"] = bool(np.array_equal(new.extra, before.extra))
+            row["objective_diff"] = new.objective - before.objective  # > 0: the new one is better
+            cells[4], cells[6] = f"{times[1][0] * 1e3:.2f}", f"{times[1][1] * 1e3:.2f}"
+            cells[7], cells[9] = f"{times[1][1] / times[0][1]:.2f}x", f"{row['old_peak_bytes_per_prompt']:.0f}"
+            cells[10] = "yes" if row["same_counts"] else "NO"
+        print_table(BEFORE_AFTER, cells)
         rows.append(row)
-        print_row(row)
     return rows
 
 
-COLUMNS = (
-    ("workload", 17, "{}"),
-    ("M", 8, "{}"),
-    ("max_n", 8, "{}"),
-    ("new ms", 10, "{:.2f}"),
-    ("old ms", 10, "{:.1f}"),
-    ("speed-up", 9, "{:.1f}x"),
-    ("new B/prompt", 13, "{:.0f}"),
-    ("old B/prompt", 13, "{:.0f}"),
-    ("obj new-old", 12, "{:.1e}"),
-)
+CROSSOVER = [("workload", 17), ("M", 8), ("dense ms", 9), ("thresh ms", 10), ("dense cpu", 10),
+             ("thresh cpu", 11), ("faster", 10)]  # fmt: skip
 
 
-def print_header() -> None:
-    header = " ".join(f"{name:>{width}}" for name, width, _ in COLUMNS)
-    print(header)
-    print("-" * len(header))
+def run_crossover(args: argparse.Namespace) -> list[dict[str, object]]:
+    """method="dense" against method="threshold": the size from which the threshold search pays."""
+    if not args.crossover_sizes:
+        return []
+    print_table(CROSSOVER)
+    rows: list[dict[str, object]] = []
+    first: dict[str, int] = {}  # workload -> smallest M of the threshold search's run of wins
+    for kind, costs in (("continuous", False), ("grid", False), ("posterior", False), ("continuous", True)):
+        name = f"{kind}{'+costs' if costs else ''}"
+        for m in args.crossover_sizes:
+            case = make_case(kind, m, 128, costs, seed=m)
+            fns: list[Callable[[], object]] = [lambda c=case, k=k: solve_new(c, k) for k in ("dense", "threshold")]
+            (dw, dc), (tw, tc) = time_pair(fns, args.repeats)
+            faster = "threshold" if tc < dc else "dense"
+            if faster == "threshold":
+                first.setdefault(name, m)
+            else:
+                first.pop(name, None)  # "from M on": only a run of wins up to the largest size counts
+            cells = [name, str(m), f"{dw * 1e3:.2f}", f"{tw * 1e3:.2f}", f"{dc * 1e3:.2f}", f"{tc * 1e3:.2f}", faster]
+            print_table(CROSSOVER, cells)
+            rows.append({"workload": name, "M": m, "dense_s": dw, "threshold_s": tw, "dense_cpu_s": dc,
+                         "threshold_cpu_s": tc})  # fmt: skip
+    for name in ("continuous", "grid", "posterior", "continuous+costs"):
+        where = f"from M = {first[name]}" if name in first else "not within these sizes"
+        print(f"  {name}: the threshold search is faster (CPU time) {where}")
+    return rows
 
 
-def print_row(row: dict[str, object]) -> None:
-    new_s, old_s = row["new_s"], row.get("old_s")
-    values = (
-        row["workload"],
-        row["M"],
-        row["max_n"],
-        float(new_s) * 1e3,  # type: ignore[arg-type]
-        None if old_s is None else float(old_s) * 1e3,  # type: ignore[arg-type]
-        None if old_s is None else float(old_s) / float(new_s),  # type: ignore[arg-type]
-        row["new_peak_bytes_per_prompt"],
-        row.get("old_peak_bytes_per_prompt"),
-        row.get("objective_diff"),
-    )
-    cells = [("-" if v is None else fmt.format(v)) for v, (_, _, fmt) in zip(values, COLUMNS, strict=True)]
-    print(" ".join(f"{c:>{w}}" for c, (_, w, _) in zip(cells, COLUMNS, strict=True)), flush=True)
+def allocate_old(old: ModuleType, p: np.ndarray, kw: dict[str, object]) -> object:
+    """allocate() with the old solver in place of ``solve`` (same settings)."""
+    new = ALLOCATE_MODULE.solve
+
+    def old_solve(*args: object, method: str, **kwargs: object) -> Solution:
+        return old.solve_greedy(*args, **kwargs)  # type: ignore[no-any-return]
+
+    ALLOCATE_MODULE.solve = old_solve
+    try:
+        return allocate(p, **kw)  # type: ignore[arg-type]
+    finally:
+        ALLOCATE_MODULE.solve = new
 
 
-def run_allocate_rows(args: argparse.Namespace, landed: ModuleType | None) -> list[dict[str, object]]:
-    """allocate() end to end on grid estimates (many p = 0 / 1): new solver, landed solver, recipe DP."""
-    if landed is not None:
-        register_solver("landed")(landed.solve_greedy)
+ALLOCATE = [("M", 7), ("objective", 9), ("new ms", 8), ("old ms", 8), ("new cpu", 8), ("old cpu", 8),
+            ("dp ms", 9), ("|obj diff|", 10)]  # fmt: skip
+
+
+def run_allocate_rows(args: argparse.Namespace, old: ModuleType | None) -> list[dict[str, object]]:
+    """allocate() end to end on grid estimates (many p = 0 / 1): after, before, and the recipe's DP."""
+    if not args.allocate_sizes:
+        return []
+    print_table(ALLOCATE)
     rows = []
-    print(f"\n{'M':>7} {'objective':>9} {'new ms':>9} {'landed ms':>10} {'dp ms':>10} {'|obj diff|':>11}")
     for m in args.allocate_sizes:
         rng = np.random.default_rng(m)
         p = rng.binomial(16, rng.beta(0.35, 0.35, m)) / 16
@@ -244,23 +304,22 @@ def run_allocate_rows(args: argparse.Namespace, landed: ModuleType | None) -> li
             kw: dict[str, object] = {"objective": objective}
             row: dict[str, object] = {"M": m, "objective": objective}
             new = allocate(p, **kw)  # type: ignore[arg-type]
-            row["new_s"] = time_median(lambda kw=kw, p=p: allocate(p, **kw), args.repeats)  # type: ignore[arg-type]
-            cells = [f"{m:>7}", f"{objective:>9}", f"{float(row['new_s']) * 1e3:>9.3f}"]  # type: ignore[arg-type]
-            if landed is not None:
-                kw_l = {**kw, "solver": "landed"}
-                row["landed_s"] = time_median(lambda kw=kw_l, p=p: allocate(p, **kw), args.repeats)  # type: ignore[arg-type]
-                cells.append(f"{float(row['landed_s']) * 1e3:>10.3f}")  # type: ignore[arg-type]
-            else:
-                cells.append(f"{'-':>10}")
+            fns: list[Callable[[], object]] = [lambda kw=kw, p=p: allocate(p, **kw)]  # type: ignore[arg-type]
+            if old is not None:
+                fns.append(lambda kw=kw, p=p: allocate_old(old, p, kw))  # type: ignore[arg-type]
+            times = time_pair(fns, args.repeats)
+            row["new_s"], row["new_cpu_s"] = times[0]
+            cells = [str(m), objective, f"{times[0][0] * 1e3:.3f}", "-", f"{times[0][1] * 1e3:.3f}", "-", "-", "-"]
+            if old is not None:
+                row["old_s"], row["old_cpu_s"] = times[1]
+                cells[3], cells[5] = f"{times[1][0] * 1e3:.3f}", f"{times[1][1] * 1e3:.3f}"
             if m <= args.dp_max:
                 kw_d = {**kw, "solver": "dp"}
                 dp = allocate(p, **kw_d)  # type: ignore[arg-type]
-                row["dp_s"] = time_median(lambda kw=kw_d, p=p: allocate(p, **kw), args.dp_repeats)  # type: ignore[arg-type]
+                row["dp_s"] = time_pair([lambda kw=kw_d, p=p: allocate(p, **kw)], args.dp_repeats)[0][0]  # type: ignore[arg-type]
                 row["obj_diff"] = abs(dp.objective - new.objective)
-                cells += [f"{float(row['dp_s']) * 1e3:>10.1f}", f"{float(row['obj_diff']):>11.1e}"]  # type: ignore[arg-type]
-            else:
-                cells += [f"{'-':>10}", f"{'-':>11}"]
-            print(" ".join(cells), flush=True)
+                cells[6], cells[7] = f"{float(row['dp_s']) * 1e3:.1f}", f"{float(row['obj_diff']):.1e}"  # type: ignore[arg-type]
+            print_table(ALLOCATE, cells)
             rows.append(row)
     return rows
 
@@ -268,45 +327,50 @@ def run_allocate_rows(args: argparse.Namespace, landed: ModuleType | None) -> li
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, 3 repeats: a few seconds")
-    parser.add_argument("--repeats", type=int, default=7, help="runs per new-solver measurement (median)")
-    parser.add_argument("--old-repeats", type=int, default=3, help="runs per landed-solver measurement (median)")
+    parser.add_argument("--repeats", type=int, default=7, help="runs per measurement (median)")
     parser.add_argument("--dp-repeats", type=int, default=3, help="runs per DP measurement (median)")
     parser.add_argument("--dp-max", type=int, default=1024, help="largest M for the recipe's DP")
-    parser.add_argument("--old-ref", default=LANDED_REF, help="git ref of the landed solver ('' to skip it)")
-    parser.add_argument("--old-max-cells", type=float, default=2e7, help="largest dense table the landed one gets")
+    parser.add_argument("--old-ref", default=OLD_REF, help="git ref of the solver to compare with ('' to skip it)")
+    parser.add_argument("--old-max-cells", type=float, default=2e7, help="largest dense table 0.1.0 gets")
     parser.add_argument("--threads", default="1", help="BLAS/OpenMP threads (set before NumPy loads)")
     parser.add_argument("--json", default=None, help="also write all rows as JSON here")
     sizes = "comma-separated prompt counts M ('' for none)"
-    parser.add_argument("--sizes", default="1000,10000,100000,1000000", help=f"max_n = 128 rows: {sizes}")
-    parser.add_argument("--big-n-sizes", default="10000", help=f"max_n = 10**6 rows: {sizes}")
-    parser.add_argument("--posterior-sizes", default="10000,100000", help=f"posterior rows: {sizes}")
+    parser.add_argument("--sizes", default="256,1024,2048,8192,100000,1000000", help=f"max_n = 128 rows: {sizes}")
+    parser.add_argument("--big-n-sizes", default="1024,10000", help=f"max_n = 10**6 rows: {sizes}")
+    parser.add_argument("--posterior-sizes", default="256,1024,8192,100000", help=f"posterior rows: {sizes}")
+    crossover = "256,512,1024,2048,4096,8192,32768,100000"
+    parser.add_argument("--crossover-sizes", default=crossover, help=f"dense vs threshold: {sizes}")
     parser.add_argument("--allocate-sizes", default="256,1024,8192", help=f"allocate() rows: {sizes}")
     args = parser.parse_args(argv)
-    for name in ("sizes", "big_n_sizes", "posterior_sizes", "allocate_sizes"):
+    for name in ("sizes", "big_n_sizes", "posterior_sizes", "crossover_sizes", "allocate_sizes"):
         setattr(args, name, [int(v) for v in getattr(args, name).split(",") if v])
     if args.quick:
-        args.repeats, args.old_repeats, args.dp_repeats, args.dp_max, args.old_max_cells = 3, 1, 1, 256, 1e6
-        args.sizes, args.big_n_sizes, args.posterior_sizes, args.allocate_sizes = [1000, 10_000], [1000], [1000], [256]
+        args.repeats, args.dp_repeats, args.dp_max, args.old_max_cells = 3, 1, 256, 1e6
+        args.sizes, args.big_n_sizes, args.posterior_sizes = [256, 2048], [1000], [1000]
+        args.crossover_sizes, args.allocate_sizes = [256, 4096], [256]
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv)
-    landed = load_landed(args.old_ref) if args.old_ref else None
+    old = load_old(args.old_ref) if args.old_ref else None
     threads = ", ".join(f"{v}={os.environ.get(v)}" for v in _THREAD_VARS)
     print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}, {os.cpu_count()} CPUs")
-    print(f"threads: {threads}; load average before: {os.getloadavg()}")
-    print(f"landed solver: {args.old_ref if landed is not None else 'not available'}; medians of {args.repeats} runs")
-    print("memory: tracemalloc peak above the level at the call (NumPy buffers), per prompt\n")
-    print_header()
-    solver_rows = run_solver_rows(args, landed)
-    allocate_rows = run_allocate_rows(args, landed)
-    print(f"\nload average after: {os.getloadavg()}")
+    print(f"threads: {threads}; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"old solver: {args.old_ref if old is not None else 'not available'}; medians of {args.repeats} runs")
+    print("memory: tracemalloc peak above the level at the call (NumPy buffers), bytes per prompt\n")
+    before_after = run_before_after(args, old)
+    print()
+    crossover = run_crossover(args)
+    print()
+    allocate_rows = run_allocate_rows(args, old)
+    print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json:
-        meta = {"threads": threads, "numpy": np.__version__, "landed_ref": args.old_ref, "repeats": args.repeats}
+        meta = {"threads": threads, "numpy": np.__version__, "old_ref": args.old_ref, "repeats": args.repeats}
         out = Path(args.json)
         tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps({"meta": meta, "solver": solver_rows, "allocate": allocate_rows}, indent=1))
+        payload = {"meta": meta, "before_after": before_after, "crossover": crossover, "allocate": allocate_rows}
+        tmp.write_text(json.dumps(payload, indent=1))
         os.replace(tmp, out)  # atomic: a reader sees the old file or the new one
 
 

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from knapsack_rl.core.solve import solve_dp
+from knapsack_rl.core.solve import solve
 from knapsack_rl.core.value import get_value
 
 
@@ -62,13 +62,14 @@ def recipe_allocate(
             _split(budgets, zero if zero else others, remaining - c)
             knap = c
     p_eff = np.array([rate[i] for i in eff])
-    sol = solve_dp(
+    sol = solve(
         get_value("paper"),
         p_eff,
         np.full(len(eff), min_n),
         np.full(len(eff), max_n),
         knap,
         zero_at_lower=True,
+        method="dp",
     )
     for i, k in zip(eff, sol.extra, strict=True):
         budgets[i] += int(k)

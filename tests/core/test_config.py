@@ -64,7 +64,7 @@ def test_round_trip_through_json() -> None:
         ({"uniform_epochs": -1}, r"uniform_epochs must be >= 0; got uniform_epochs=-1"),
         ({"probe_n": 200}, r"probe_n must be <= max_n with strict_max_n=True; got probe_n=200, max_n=128"),
         ({"value": "nope"}, r"value='nope' is not a registered value function"),
-        ({"solver": "magic"}, r"solver='magic' is not a registered solver"),
+        ({"solver": "magic"}, r"solver must be one of \['greedy', 'dense', 'threshold', 'dp'\]; got solver='magic'"),
         ({"n": 2**70}, r"n must be <= 9223372036854775807"),
     ],
 )

@@ -13,16 +13,7 @@ from knapsack_rl.core.allocate import (
 from knapsack_rl.core.config import AllocationConfig, KnapsackConfig, preset_names
 from knapsack_rl.core.planner import EpochCounter, Planner
 from knapsack_rl.core.registry import Registry
-from knapsack_rl.core.solve import (
-    Solution,
-    get_solver,
-    register_solver,
-    solve_dense,
-    solve_dp,
-    solve_greedy,
-    solve_threshold,
-    solver_names,
-)
+from knapsack_rl.core.solve import Solution  # the solver, solve.solve, is not re-exported: it would hide its module
 from knapsack_rl.core.tracker import Tracker, TrackerConfig, estimator_names, register_estimator, to_success
 from knapsack_rl.core.value import (
     ValueFunction,
@@ -53,19 +44,12 @@ __all__ = [
     "allocate",
     "estimator_names",
     "get_posterior_value",
-    "get_solver",
     "get_value",
     "posterior_value_names",
     "preset_names",
     "register_estimator",
     "register_posterior_value",
-    "register_solver",
     "register_value",
-    "solve_dense",
-    "solve_dp",
-    "solve_greedy",
-    "solve_threshold",
-    "solver_names",
     "to_success",
     "uniform_allocation",
     "value_names",

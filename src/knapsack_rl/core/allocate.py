@@ -22,7 +22,7 @@ The remaining budget ``R = B - sum(starting counts)`` is then placed:
    prompts when the zero pool is empty) and only C goes into the knapsack. With no non-effective
    prompt at all the fallback cannot fire.
 3. The knapsack places its share over the effective prompts, between ``min_n`` and ``max_n``,
-   maximising ``sum V(N_i, p_i)`` exactly (:func:`knapsack_rl.core.solve.solve_greedy`).
+   maximising ``sum V(N_i, p_i)`` exactly (:func:`knapsack_rl.core.solve.solve`).
 4. Overflow (every effective prompt at ``max_n``): the recipe spreads the rest evenly over the
    effective prompts, exceeding ``max_n`` (``overflow="recipe"``). The default (``overflow="pool"``)
    gives it to the zero pool, then to every non-effective prompt.
@@ -70,7 +70,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from knapsack_rl.core.config import AllocationConfig
 from knapsack_rl.core.population import GridPosterior, grid_value
-from knapsack_rl.core.solve import get_solver
+from knapsack_rl.core.solve import Solution, solve
 from knapsack_rl.core.validate import INT64_MAX, check_int, check_prob_array, check_real, check_real_array
 from knapsack_rl.core.value import ValueFn, get_posterior_value, get_value, rollouts_for_confidence
 
@@ -304,7 +304,7 @@ def _solve(
     knap_budget: float,
     remaining: float,
     cfg: AllocationConfig,
-) -> Any:
+) -> Solution:
     """The knapsack over the effective prompts, from their starting counts up to max_n."""
     value: ValueFn
     params: Any
@@ -316,14 +316,15 @@ def _solve(
     else:
         value, params = get_value(cfg.value), step.p[eff]
     upper = np.maximum(np.full(eff.size, cfg.max_n, dtype=np.int64), lower)
-    return get_solver(cfg.solver)(
+    return solve(
         value,
         params,
         lower,
         upper,
-        int(knap_budget) if step.unit else min(knap_budget, remaining),  # type: ignore[arg-type]
+        int(knap_budget) if step.unit else min(knap_budget, remaining),
         costs=None if step.unit else step.cost[eff],
         zero_at_lower=cfg.objective == "recipe",
+        method=cfg.solver,
     )
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
 from knapsack_rl.core.registry import Registry
-from knapsack_rl.core.solve import get_solver
+from knapsack_rl.core.solve import METHODS
 from knapsack_rl.core.tracker import TrackerConfig
 from knapsack_rl.core.validate import check_bool, check_choice, check_int, check_real
 from knapsack_rl.core.value import get_posterior_value, get_value
@@ -70,8 +70,9 @@ class AllocationConfig:
     """``max_n`` bounds every prompt, also the p = 0 pool that takes the fallback's surplus (the recipe
     bounds only the knapsack's prompts)."""
     solver: str = "greedy"
-    """Registered knapsack solver: ``greedy`` (exact for unit costs; picks the dense or the threshold path),
-    ``dense``, ``threshold``, or ``dp`` (the reference dynamic programme)."""
+    """Knapsack method of :func:`knapsack_rl.core.solve.solve`: ``greedy`` (exact for unit costs; picks the
+    fastest path), ``dense``, ``threshold`` (the same answer by other paths), or ``dp`` (the recipe's
+    dynamic programme, the slow reference)."""
 
     def __post_init__(self) -> None:
         check_allocation(self)
@@ -89,7 +90,7 @@ def check_allocation(cfg: AllocationConfig) -> None:
     check_choice("objective", cfg.objective, ("paper", "recipe"))
     check_choice("overflow", cfg.overflow, ("pool", "recipe"))
     get_value(cfg.value)
-    get_solver(cfg.solver)
+    check_choice("solver", cfg.solver, METHODS)
     if cfg.max_n < cfg.min_n:
         raise ValueError(f"max_n must be >= min_n; got max_n={cfg.max_n}, min_n={cfg.min_n}")
     if cfg.strict_max_n:

@@ -1,72 +1,67 @@
-"""Solvers for the separable concave knapsack behind Knapsack RL.
+"""The knapsack of Knapsack RL: how many extra rollouts each prompt gets, solved exactly.
 
-Problem (unit cost)::
+**The problem.** Prompt i starts from ``lower_i`` rollouts and may take ``k_i`` more, up to
+``cap_i = upper_i - lower_i``. With ``f_i(k) = V(lower_i + k, *params_i)`` the value of its count
+(:mod:`knapsack_rl.core.value`; ``params_i`` is a success rate p, or Beta parameters (a, b))::
 
     maximise   sum_i f_i(k_i)
-    subject to sum_i k_i = R,  0 <= k_i <= cap_i,  k_i integer,
+    subject to sum_i k_i = R,  0 <= k_i <= cap_i,  k_i integer.
 
-where ``f_i(k) = V(lower_i + k, *params_i)`` is the value of giving prompt i ``k`` rollouts above its
-lower bound (``cap_i = upper_i - lower_i``), and every ``f_i`` is concave: its marginal gains
-``d_i(j) = f_i(j + 1) - f_i(j)`` ("unit j of prompt i") are non-increasing in j. Then the R largest
-gains over all prompts form an optimal solution (exchange argument), so the optimum is a *top-R
-selection*: with ``t`` the R-th largest gain, every prompt takes its units with gain > t, and the
-units with gain == t go to the lowest prompt indices first (each prompt's tied units are consecutive).
-That rule defines the answer; every path below returns exactly it (tested).
+**Why a greedy is exact.** Call ``d_i(j) = f_i(j + 1) - f_i(j)`` the gain of *unit* j of prompt i.
+Giving prompt i ``k_i`` units is worth ``f_i(0) + d_i(0) + ... + d_i(k_i - 1)``: an allocation is a
+choice of R units, a prefix of each prompt's, valued at the sum of their gains. V is concave in n, so
+a prompt's gains are non-increasing in j. Then the R largest gains over all prompts are an allocation
+(each prompt's share of them is a prefix of its units), and no choice of R units sums to more: the
+optimum is a *top-R selection* (equivalently: hand out the budget one unit at a time to the largest
+marginal gain, water-filling). With ``t`` the R-th largest gain, every prompt takes its units with
+gain > t, and the units with gain == t go to the lowest prompt indices first (a prompt's tied units
+are consecutive). That rule defines *the* answer; every method returns it (tested unit for unit), and
+the recipe's dynamic programme reaches the same objective.
 
-Paths (registered as solvers; ``"greedy"`` picks one automatically):
+**Dense top-R** (``method="dense"``). List units, evaluate their gains in closed form, select the R
+largest (``np.partition``). Only each prompt's best units are listed: ``2 R / E + 4`` at first (twice
+an average share), then twice as many for each prompt whose next unlisted unit scores at or above the
+selection's threshold. Since a prompt's gains are non-increasing, once every unlisted unit scores
+below the threshold the listing holds every unit the full selection would take: the answer is exact.
 
-- **enumeration** (tiny problems, ``sum_i cap_i`` up to 2^12 units): list every unit's gain, one
-  ``np.partition``.
-- **dense** (``solve_dense``): prompts with equal (params, lower, cap) share one row of gains
-  (grouped without sorting when a sample shows few distinct values, as for estimates on a 1/16
-  grid); one weighted selection over the (rows x min(max cap, R)) table.
-- **threshold** (``solve_threshold``): O(E) memory; time O(E) plus a log factor in max_n. The
-  number of units of prompt i with gain > t is found by a vectorised search over j (a prompt's
-  gains are sorted): both units around the value's ``crossing`` hint (a closed-form inverse of the
-  gain, e.g. ``w v u^x (1 + rho^(x - 1)) = t`` for the paper's family) are evaluated, which certifies
-  most counts at once; the rest gallop away from the hint and bisect (plain callables: bisection).
-  A strided sample of ``4 sqrt(E)`` prompts estimates the critical gain t; one counting pass at t
-  records, per prompt, the best unit left out ("head") and the worst unit taken ("tail"); a partial
-  selection over heads (too few taken) or tails (too many) gives the other end of a bracket that is
-  exact by construction, and only the prompts whose head or tail crosses it are counted again. The
-  band between the two ends is then listed and selected exactly (``np.partition``); a band that is
-  still large is first shrunk by sampling its units (rarely needed). Prompts are processed in chunks
-  of 2^14, so temporaries stay in cache; peak memory is a few (E,) arrays.
+**Per-prompt costs** c_i (for example expected tokens per rollout) make the constraint
+``sum_i c_i k_i <= B`` a true integer knapsack (NP-hard in general). The solver scans units in order
+of gain per cost (ties: lower prompt index, then lower j) and takes each unit that still fits,
+dropping a prompt whose next unit does not; the first such unit bounds the gap to the optimum,
+``OPT - objective <= its gain`` (the fractional relaxation's bound, reported as ``gap_bound``).
+Computed as a prefix of that order (the dense listing, ordered by gain per cost), then prefix rounds
+over the prompts that still fit. "Fits" means ``spent <= B + tol`` with ``tol = COST_RTOL * B``, so
+sums of non-integer costs (0.8, 1/3, 0.1) never lose a unit to rounding; ``placed`` may exceed B by at
+most ``tol``. Equal costs are solved exactly as unit costs with ``R = floor((B + tol) / c)``.
 
-Per-prompt costs c_i (for example expected tokens per rollout) make the constraint
-``sum_i c_i k_i <= B`` a true integer knapsack (NP-hard in general). The solver then scans units in
-order of gain per cost (ties: lower prompt index, then lower j) and takes each unit that still fits,
-dropping a prompt whose next unit does not (the first such unit bounds the gap to the optimum:
-``OPT - objective <= its gain``, the fractional-relaxation bound, reported as ``gap_bound``).
-Implemented as a prefix of that order (found by the threshold machinery with weights c_i), then a
-fill over the prompts that still fit (one unit at a time while at most 64 can fit, else prefix
-rounds on those prompts); memory O(E). "Fits" means ``spent <= B + tol`` with
-``tol = COST_RTOL * B``, so sums of non-integer costs (0.8, 1/3, 0.1) never lose a unit to rounding;
-``placed`` may therefore exceed B by at most ``tol``. Equal costs are solved exactly as unit costs
-with ``R = floor((B + tol) / c)``.
+**The recipe's dynamic programme** (``method="dp"``): exact, O(E x R x max cap); the reference in the
+tests and what the authors' recipe runs at every step.
 
-:func:`solve_dp` is the exact dynamic programme (O(E x R x K)), the reference in tests; it is what
-the authors' recipe runs at every step.
+**Methods** of :func:`solve`: ``"greedy"`` (the default) picks the fastest path to that answer.
+From 64 prompts it first tries a table of each *distinct* (params, lower, cap) row, weighted by how
+many prompts share it (estimates on a 1/16 grid); otherwise it lists units densely while the first
+listing holds at most 2^14 units (2^12 with costs: the order then needs a sort), about 1,000 prompts
+at the recipe's settings, and beyond that runs the threshold search of
+:mod:`knapsack_rl.core.solve_large` (``method="threshold"``): O(E) memory, a few gains per prompt,
+faster from 2,000 to 4,000 prompts (``benchmarks/bench_allocate.py``), 10^7 prompts in seconds.
 
-Values are called as ``value(n, *params)`` where ``p`` is one (E,) array (``params = (p,)``) or a
-tuple of (E,) arrays (``(a, b)`` for a posterior value). A :class:`~knapsack_rl.core.value.ValueFunction`
-may carry a closed-form ``gain``, a ``crossing`` hint and a ``prepare`` step; plain callables work
-through differences ``V(n + 1) - V(n)`` and bisection. Exactness needs the computed gains of each
-prompt to be non-increasing in j (concavity, also in floating point).
+Values are called as ``value(n, *params)`` with ``params = (p,)`` or a tuple of (E,) arrays such as
+``(a, b)``. A :class:`~knapsack_rl.core.value.ValueFunction` may carry a closed-form ``gain`` (with
+per-prompt constants from ``prepare``); plain callables work through differences ``V(n + 1) - V(n)``.
+Exactness needs the computed gains of each prompt to be non-increasing in j (also in floating point).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from knapsack_rl.core.registry import Registry
+from knapsack_rl.core import solve_large
 from knapsack_rl.core.value import ValueFn, ValueFunction
 
 logger = logging.getLogger(__name__)
@@ -75,25 +70,20 @@ IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
 Params = tuple[FloatArray, ...]
 
+METHODS = ("greedy", "dense", "threshold", "dp")
+"""Valid ``method`` arguments of :func:`solve` (and values of ``AllocationConfig.solver``)."""
 COST_RTOL = 1e-9
 """Relative tolerance of "a unit fits" with per-prompt costs: spent <= budget * (1 + COST_RTOL)."""
 
-_CHUNK = 1 << 14  # prompts per counting chunk (temporaries stay in cache)
-_DENSE_UNITS = 1 << 12  # list every unit when the problem has at most this many
-_SAMPLE = 8192  # at most this many prompts in the bracketing sample (4 sqrt(E) by default)
-_SAMPLE_UNITS = 1 << 20  # cap on the units listed for the sample
-_BAND_SAMPLE = 1024  # units sampled per band-shrinking round
-_Z = 4.0  # bracket margin, in standard deviations
-_MAX_ROUNDS = 64
-_FILL_STEPS = 64  # fill unit by unit when at most this many more units can fit
-_GROUP_SAMPLE = 1024  # values inspected to decide whether prompts share few distinct rows
-_GROUP_MAX = 64  # distinct values per key for the dense path
-_GROUP_MIN_PROMPTS = 64  # below this, the threshold search is cheaper than grouping
+_DENSE_UNITS = 1 << 14  # "greedy" lists units itself while its first listing has at most this many
+_DENSE_COST_UNITS = 1 << 12  # the same with per-prompt costs (the gain-per-cost order needs a sort)
+_CHUNK = 1 << 14  # prompts per chunk when scoring the objective (the value's temporaries stay small)
+_GROUP_MIN_PROMPTS = 64  # "greedy" tries the grouped table first from this many prompts
 
 
 @dataclass(frozen=True)
 class Solution:
-    """Extra rollouts per prompt from a solver.
+    """Extra rollouts per prompt from :func:`solve`.
 
     Attributes:
         extra: int64 array (E,), rollouts above each prompt's lower bound.
@@ -110,842 +100,7 @@ class Solution:
     gap_bound: float
 
 
-# --------------------------------------------------------------------------------------------
-# validation
-
-
-@dataclass(frozen=True)
-class _Problem:
-    """Validated solver inputs: (E,) params, lower and caps; ``weights`` None for unit costs."""
-
-    value: ValueFn
-    params: Params
-    lower: IntArray
-    caps: IntArray
-    budget: float
-    weights: FloatArray | None
-    zero_at_lower: bool
-
-
-def _check_params(p: object) -> Params:
-    raw = p if isinstance(p, tuple) else (p,)
-    if not raw:
-        raise ValueError("p must be an (E,) array or a non-empty tuple of (E,) arrays; got an empty tuple")
-    out: list[FloatArray] = []
-    for k, x in enumerate(raw):
-        name = f"p[{k}]" if isinstance(p, tuple) else "p"
-        arr = np.asarray(x)
-        if arr.dtype.kind not in "fiu" or arr.ndim != 1:
-            raise ValueError(f"{name} must be a 1-D array of real numbers; got dtype {arr.dtype}, shape {arr.shape}")
-        arr = np.ascontiguousarray(arr, dtype=np.float64)
-        bad = np.flatnonzero(~np.isfinite(arr))
-        if bad.size:
-            raise ValueError(f"{name} must be finite; {name}[{bad[0]}]={float(arr[bad[0]])!r}")
-        if arr.shape != np.shape(out[0] if out else arr):
-            raise ValueError(f"{name} must have the shape of p[0], {out[0].shape}; got {arr.shape}")
-        out.append(arr)
-    return tuple(out)
-
-
-def _check_int_array(name: str, x: object, e: int) -> IntArray:
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "iu":
-        raise ValueError(f"{name} must be an integer array; got dtype {arr.dtype}")
-    if arr.shape != (e,):
-        raise ValueError(f"{name} must have shape ({e},) like p; got shape {arr.shape}")
-    return np.ascontiguousarray(arr, dtype=np.int64)
-
-
-def _check_problem(
-    value: ValueFn, p: object, lower: object, upper: object, budget: object, costs: object, zero_at_lower: bool
-) -> _Problem:
-    """Validate every argument once; the error names the argument and the offending value."""
-    if not callable(value):
-        raise ValueError(f"value must be callable as value(n, *params); got {value!r:.80}")
-    params = _check_params(p)
-    e = params[0].size
-    lo = _check_int_array("lower", lower, e)
-    up = _check_int_array("upper", upper, e)
-    bad = np.flatnonzero(lo < 0)
-    if bad.size:
-        raise ValueError(f"lower must be >= 0; lower[{bad[0]}]={lo[bad[0]]}")
-    bad = np.flatnonzero(up < lo)
-    if bad.size:
-        i = bad[0]
-        raise ValueError(f"upper must be >= lower; upper[{i}]={up[i]} < lower[{i}]={lo[i]}")
-    weights = None if costs is None else _check_costs(costs, e)
-    if isinstance(budget, bool) or not isinstance(budget, int | float | np.integer | np.floating):
-        raise ValueError(f"budget must be a real number; got {budget!r}")
-    b = float(budget)
-    if not math.isfinite(b) or b < 0:
-        raise ValueError(f"budget must be finite and >= 0; got budget={budget!r}")
-    if weights is None and not b.is_integer():
-        raise ValueError(f"budget must be a whole number of rollouts with unit costs; got budget={budget!r}")
-    return _Problem(value, params, lo, up - lo, b, weights, bool(zero_at_lower))
-
-
-def _check_costs(costs: object, e: int) -> FloatArray:
-    c = np.asarray(costs)
-    if c.dtype.kind not in "fiu":
-        raise ValueError(f"costs must be an array of real numbers; got dtype {c.dtype}")
-    if c.shape != (e,):
-        raise ValueError(f"costs must have shape ({e},) like p; got shape {c.shape}")
-    c = np.ascontiguousarray(c, dtype=np.float64)
-    bad = np.flatnonzero(~np.isfinite(c) | (c <= 0))
-    if bad.size:
-        raise ValueError(f"costs must be finite and > 0; costs[{bad[0]}]={float(c[bad[0]])!r}")
-    return c
-
-
-# --------------------------------------------------------------------------------------------
-# the units of a problem: gains, scores (gain per cost), crossing hints
-
-
-class _Units:
-    """Unit j of prompt i: gain ``d_i(j) = f_i(j + 1) - f_i(j)``, score ``d_i(j) / w_i``.
-
-    ``rows`` arguments are int64 index arrays into the (E,) arrays; ``j`` has the same length.
-    """
-
-    def __init__(
-        self,
-        value: ValueFn,
-        params: Params,
-        lower: IntArray,
-        weights: FloatArray | None,
-        zero_first: NDArray[np.bool_] | None,
-    ) -> None:
-        self.value = value
-        self.params = params
-        self.lower = lower
-        self.weights = weights
-        self.zero_first = zero_first  # prompts whose unit 0 is scored V(lower + 1) - 0 (the recipe's quirk)
-        vf = value if isinstance(value, ValueFunction) else None
-        self.gain_fn = vf.gain if vf is not None else None
-        self.crossing_fn = vf.crossing if vf is not None else None
-        self.prepare_fn = vf.prepare if vf is not None and vf.gain is not None else None
-
-    def sub(self, rows: IntArray, shift: IntArray) -> _Units:
-        """The units of prompts ``rows`` after their first ``shift`` units (lower bound moved up)."""
-        zero = None if self.zero_first is None else self.zero_first[rows] & (shift == 0)
-        w = None if self.weights is None else self.weights[rows]
-        return _Units(self.value, tuple(x[rows] for x in self.params), self.lower[rows] + shift, w, zero)
-
-    def view(self, rows: IntArray | slice) -> _View:
-        """The inputs of prompts ``rows`` (indices, or a slice: no copy) gathered and prepared once."""
-        args = tuple(x[rows] for x in self.params)
-        if self.prepare_fn is not None:
-            args = tuple(np.asarray(x, dtype=np.float64) for x in self.prepare_fn(*args))
-        w = None if self.weights is None else self.weights[rows]
-        ids = np.arange(rows.start, rows.stop, dtype=np.int64) if isinstance(rows, slice) else rows
-        return _View(self, ids, self.lower[rows].astype(np.float64), args, w)
-
-    def gains(self, rows: IntArray, j: IntArray) -> FloatArray:
-        return self.view(rows).gains(j)
-
-    def scores(self, rows: IntArray, j: IntArray) -> FloatArray:
-        return self.view(rows).scores(j)
-
-
-@dataclass
-class _View:
-    """Gathered inputs of some prompts: ``n0`` = lower as float, ``args`` = prepared params (or params).
-
-    ``args`` is what the value's ``gain`` and ``crossing`` take (``prepare(*params)``), or the params
-    themselves for a value without a closed-form gain.
-    """
-
-    units: _Units
-    rows: IntArray
-    n0: FloatArray
-    args: Params
-    weights: FloatArray | None
-
-    def take(self, idx: IntArray) -> _View:
-        w = None if self.weights is None else self.weights[idx]
-        return _View(self.units, self.rows[idx], self.n0[idx], tuple(x[idx] for x in self.args), w)
-
-    @staticmethod
-    def join(views: list[_View]) -> _View:
-        """One view of the prompts of several (the galloping of stragglers from many chunks)."""
-        if len(views) == 1:
-            return views[0]
-        first = views[0]
-        w = None if first.weights is None else np.concatenate([v.weights for v in views])  # type: ignore[misc]
-        args = tuple(np.concatenate([v.args[k] for v in views]) for k in range(len(first.args)))
-        return _View(
-            first.units, np.concatenate([v.rows for v in views]), np.concatenate([v.n0 for v in views]), args, w
-        )
-
-    def gains(self, j: IntArray) -> FloatArray:
-        u = self.units
-        n = self.n0 + j
-        if u.gain_fn is not None:
-            d = np.asarray(u.gain_fn(n, *self.args), dtype=np.float64)
-        else:
-            d = np.asarray(u.value(n + 1.0, *self.args) - u.value(n, *self.args), dtype=np.float64)
-        if u.zero_first is not None:
-            first = np.flatnonzero((j == 0) & u.zero_first[self.rows])
-            if first.size:
-                d = d.copy()
-                d[first] = u.value(n[first] + 1.0, *(x[self.rows[first]] for x in u.params))  # f(1) - f(0), f(0) = 0
-        return d
-
-    def scores(self, j: IntArray) -> FloatArray:
-        d = self.gains(j)
-        return d if self.weights is None else d / self.weights
-
-    def guess(self, t: float, lo: IntArray, hi: IntArray) -> IntArray | None:
-        """Counts predicted by the value's crossing hint, clipped to [lo, hi]; None without a hint."""
-        u = self.units
-        if u.crossing_fn is None:
-            return None
-        lam = t if self.weights is None else t * self.weights  # crossing hints broadcast a scalar
-        with np.errstate(all="ignore"):
-            x = np.asarray(u.crossing_fn(lam, *self.args), dtype=np.float64)
-            g = np.ceil(x) - self.n0
-        return np.fmin(np.fmax(g, lo), hi).astype(np.int64)  # NaN (no estimate) becomes lo
-
-
-def _wsum(w: FloatArray | None, c: IntArray) -> float:
-    """``sum_i w_i c_i`` (plain reduction, no BLAS); ``sum c`` for unit weights."""
-    return float(c.sum()) if w is None else float(np.sum(w * c))
-
-
-# --------------------------------------------------------------------------------------------
-# counting units above a threshold
-
-
-def _count_gt(
-    units: _Units,
-    rows: IntArray | None,
-    t: float,
-    lo: IntArray,
-    hi: IntArray,
-    guess: IntArray | None,
-    edges: tuple[FloatArray, FloatArray] | None = None,
-) -> IntArray:
-    """``c_i = #{j : s_i(j) > t}`` for prompts ``rows`` (None: all), given ``lo_i <= c_i <= hi_i``.
-
-    Scores of a prompt are non-increasing in j, so c_i is certified by ``s_i(c_i - 1) > t >= s_i(c_i)``
-    (or a bound). First both units around ``guess`` (or the value's crossing hint) are evaluated, which
-    settles most prompts; the rest gallop away from it and bisect (bisection alone without a guess).
-    With ``edges = (head, tail)`` (pre-filled with -inf / +inf) the certifying scores are stored:
-    ``head_i = s_i(c_i)``, the best unit left out, and ``tail_i = s_i(c_i - 1)``, the worst unit
-    taken (where they were evaluated). Prompts go through the first step in chunks of 2^14 (in cache);
-    the unsettled ones of several chunks gallop together (fewer Python-level iterations).
-    """
-    out = lo.copy()
-    if t == math.inf:
-        return out
-    pending: list[_Pending] = []
-    waiting = 0
-    for start in range(0, lo.size, _CHUNK):
-        stop = min(start + _CHUNK, lo.size)
-        part = _first_step(units, rows, slice(start, stop), t, lo, hi, guess, out, edges)
-        if part is not None:
-            pending.append(part)
-            waiting += part.lo.size
-        if waiting >= _CHUNK or (stop == lo.size and pending):
-            _gallop(_Pending.join(pending), t, out, edges)
-            pending, waiting = [], 0
-    return out
-
-
-@dataclass
-class _Pending:
-    """Prompts still counting: positions in the output, their view, bounds and galloping state."""
-
-    pos: IntArray
-    view: _View
-    lo: IntArray
-    hi: IntArray
-    probe: IntArray
-    state: NDArray[np.int8]
-    step: IntArray
-
-    @staticmethod
-    def join(parts: list[_Pending]) -> _Pending:
-        if len(parts) == 1:
-            return parts[0]
-        cat = np.concatenate
-        return _Pending(
-            cat([p.pos for p in parts]),
-            _View.join([p.view for p in parts]),
-            cat([p.lo for p in parts]),
-            cat([p.hi for p in parts]),
-            cat([p.probe for p in parts]),
-            cat([p.state for p in parts]),
-            cat([p.step for p in parts]),
-        )
-
-
-def _first_step(
-    units: _Units,
-    rows: IntArray | None,
-    sl: slice,
-    t: float,
-    lo_all: IntArray,
-    hi_all: IntArray,
-    guess: IntArray | None,
-    out: IntArray,
-    edges: tuple[FloatArray, FloatArray] | None,
-) -> _Pending | None:
-    """Certify the guess (or hint) of one chunk; write the settled counts, return the others."""
-    lo, hi = lo_all[sl], hi_all[sl]
-    act = np.flatnonzero(lo < hi)
-    if act.size == 0:
-        return None
-    whole = act.size == lo.size  # every prompt of the chunk: slices instead of gathers
-    if whole:
-        view = units.view(sl if rows is None else rows[sl])
-    else:
-        view = units.view(sl.start + act if rows is None else rows[sl][act])
-    pos = np.arange(sl.start, sl.stop, dtype=np.int64) if whole else sl.start + act
-    lo_a, hi_a = (lo, hi) if whole else (lo[act], hi[act])
-    g = None if guess is None else np.minimum(np.maximum(guess[pos], lo_a), hi_a)
-    g = view.guess(t, lo_a, hi_a) if g is None else g
-    if g is None:  # no guess: every prompt bisects
-        probe = (lo_a + hi_a - 1) // 2
-        zeros = np.zeros(act.size, dtype=np.int8)
-        return _Pending(pos, view, lo_a, hi_a, probe, zeros, np.ones(act.size, dtype=np.int64))
-    before = view.scores(np.maximum(g - 1, 0))  # s(g - 1) > t certifies c >= g
-    at = view.scores(np.minimum(g, hi_a - 1))  # s(g) <= t certifies c <= g
-    low_bad = (g > lo_a) & (before <= t)  # c <= g - 1
-    high_bad = (g < hi_a) & (at > t)  # c >= g + 1 (never both: s(g - 1) >= s(g))
-    where = sl if whole else pos
-    if edges is not None:  # best unit left out / worst taken; invalid ones (c at a bound) fixed by the caller
-        edges[0][where] = at + low_bad * (before - at)
-        edges[1][where] = before + high_bad * (at - before)
-    # blends by arithmetic: np.where with a random mask is ~4x slower here
-    lo_a = g + high_bad + low_bad * (lo_a - g)
-    hi_a = g - low_bad + high_bad * (hi_a - g)
-    out[where] = lo_a
-    open_ = np.flatnonzero(lo_a < hi_a)
-    if open_.size == 0:
-        return None
-    state = (high_bad[open_].view(np.int8) - low_bad[open_].view(np.int8)).astype(np.int8)  # gallop away from g
-    lo_o, hi_o = lo_a[open_], hi_a[open_]
-    probe = lo_o + low_bad[open_] * (hi_o - 1 - lo_o)
-    return _Pending(pos[open_], view.take(open_), lo_o, hi_o, probe, state, np.full(open_.size, 2, dtype=np.int64))
-
-
-def _gallop(pend: _Pending, t: float, out: IntArray, edges: tuple[FloatArray, FloatArray] | None) -> None:
-    """Galloping (state +1 up / -1 down, doubling the step) then bisection (state 0) until lo == hi.
-
-    Writes the counts to ``out[pos]``; ``edges`` get the last score at or below t seen (the best left
-    out) and the last above t (the worst taken), starting from what the first step recorded.
-    """
-    act, view, lo_a, hi_a, probe, state, steps = (
-        pend.pos, pend.view, pend.lo, pend.hi, pend.probe, pend.state, pend.step
-    )  # fmt: skip
-    head = tail = np.empty(0)
-    if edges is not None:
-        head = np.where(state == -1, edges[0][act], -np.inf)  # a score left out is known going down
-        tail = np.where(state == 1, edges[1][act], np.inf)  # a score taken is known going up
-    while act.size:
-        probe = np.minimum(np.maximum(probe, lo_a), hi_a - 1)
-        sc = view.scores(probe)
-        up = sc > t  # unit `probe` is above t: c >= probe + 1
-        if edges is not None:
-            tail = np.where(up, sc, tail)
-            head = np.where(up, head, sc)
-        lo_a = lo_a + up * (probe + 1 - lo_a)
-        hi_a = probe + up * (hi_a - probe)
-        move = 2 * up.view(np.int8) - 1  # +1 up, -1 down
-        keep_dir = state == move
-        state = keep_dir * move  # galloping stops at the first turn, then bisection
-        gallop = hi_a - steps + up * (lo_a - hi_a + 2 * steps - 1)  # up: lo + step - 1, down: hi - step
-        probe = gallop + (state == 0) * ((lo_a + hi_a - 1) // 2 - gallop)
-        steps = steps << keep_dir
-        done = lo_a >= hi_a
-        if done.any():  # compact with index arrays (boolean masks cost ~10x more per array)
-            fin = np.flatnonzero(done)
-            out[act[fin]] = lo_a[fin]
-            if edges is not None:
-                edges[0][act[fin]] = head[fin]
-                edges[1][act[fin]] = tail[fin]
-            keep = np.flatnonzero(~done)
-            act, lo_a, hi_a, probe, steps = act[keep], lo_a[keep], hi_a[keep], probe[keep], steps[keep]
-            state = state[keep]
-            view = view.take(keep)
-            if edges is not None:
-                head, tail = head[keep], tail[keep]
-
-
-# --------------------------------------------------------------------------------------------
-# selecting among listed units
-
-
-@dataclass
-class _Pick:
-    """Units taken per prompt and the first unit that did not fit (its gain; None if none)."""
-
-    extra: IntArray
-    critical_gain: float | None
-
-
-def _positions(rows: IntArray, start: IntArray, stop: IntArray) -> tuple[IntArray, IntArray]:
-    """Every unit ``j in [start_i, stop_i)`` of ``rows``, row-major, j ascending: (row, j) arrays."""
-    width = stop - start
-    rid = np.repeat(rows, width)
-    offset = np.repeat(start - (np.cumsum(width) - width), width)
-    return rid, offset + np.arange(rid.size, dtype=np.int64)
-
-
-def _select(
-    units: _Units, rows: IntArray, start: IntArray, stop: IntArray, base: float, budget: float, tol: float
-) -> tuple[IntArray, float | None]:
-    """List units ``start_i <= j < stop_i`` of ``rows`` and take them in order (-score, row, j) while
-    ``base + spent <= budget + tol``. Returns the units taken per row of ``rows`` and the gain of the
-    first unit that did not fit (None if all fit).
-
-    ``rows`` must be ascending (ties then fall in (row, j) order, the listing order) and the listing
-    must contain every unit that the order puts before the first unit that does not fit.
-    """
-    width = stop - start
-    local = np.repeat(np.arange(rows.size, dtype=np.int64), width)  # listed unit -> position in rows
-    j = np.repeat(start - (np.cumsum(width) - width), width) + np.arange(local.size, dtype=np.int64)
-    gains = units.gains(rows[local], j)
-    w = units.weights
-    if w is None:  # unit weights: the K best by one partition, ties in listing order
-        k = int(budget + tol - base)
-        if k >= gains.size:
-            return width.copy(), None
-        if k <= 0:
-            return np.zeros(rows.size, dtype=np.int64), None
-        kth = float(np.partition(gains, gains.size - k)[gains.size - k])
-        above = gains > kth
-        ties = gains == kth
-        take = above | (ties & (np.cumsum(ties) <= k - int(above.sum())))  # ties in (row, j) order
-        return np.bincount(local[take], minlength=rows.size).astype(np.int64), None
-    order = np.argsort(-(gains / w[rows[local]]), kind="stable")
-    spent = base + np.cumsum(w[rows[local[order]]])
-    n_take = int(np.searchsorted(spent, budget + tol, side="right"))
-    taken = np.bincount(local[order[:n_take]], minlength=rows.size).astype(np.int64)
-    return taken, (float(gains[order[n_take]]) if n_take < order.size else None)
-
-
-# --------------------------------------------------------------------------------------------
-# the threshold engine: a prefix of the units ordered by (-score, row, j) under a weight budget
-
-
-@dataclass
-class _Bracket:
-    """Counts at two thresholds: ``c_hi = count(> t_hi)`` fits the budget, ``c_lo = count(> t_lo)`` does not."""
-
-    t_hi: float
-    c_hi: IntArray
-    w_hi: float
-    t_lo: float
-    c_lo: IntArray
-    w_lo: float
-
-
-@dataclass(frozen=True)
-class _Settings:
-    sample_size: int = _SAMPLE
-    band_max: int | None = None  # None: max(2^16, E // 2)
-    dense_units: int = _DENSE_UNITS
-
-
-def _prefix(units: _Units, cmax: IntArray, budget: float, tol: float, st: _Settings) -> _Pick:
-    """The longest prefix of units (j < cmax_i) in order (-score, row, j) whose weight fits ``budget``.
-
-    One counting pass at the sample's estimate t of the critical score; the other end of the bracket
-    comes from the heads (best units left out) or tails (worst units taken) of that pass, and only the
-    prompts whose head or tail crosses it are counted again.
-    """
-    e = cmax.size
-    w = units.weights
-    if e == 0 or _wsum(w, cmax) <= budget + tol:
-        return _Pick(cmax.copy(), None)
-    if int(cmax.sum()) <= st.dense_units:
-        taken, crit = _select(units, np.arange(e, dtype=np.int64), np.zeros(e, dtype=np.int64), cmax, 0.0, budget, tol)
-        return _Pick(taken, crit)
-    t = _sample_estimate(units, cmax, budget, tol, st.sample_size)
-    edges = (np.full(e, -np.inf), np.full(e, np.inf))
-    c = _count_gt(units, None, t, np.zeros(e, dtype=np.int64), cmax, None, edges)
-    placed = _wsum(w, c)
-    head, tail = edges
-    if placed <= budget + tol:
-        head[c >= cmax] = -np.inf  # a prompt at its cap has no unit left out
-        br = _bracket_below(units, cmax, budget + tol, t, c, placed, head)
-    else:
-        tail[c <= 0] = np.inf  # a prompt with no unit taken has none to drop
-        br = _bracket_above(units, cmax, budget + tol, t, c, placed, tail)
-    del edges, head, tail
-    band_max = st.band_max if st.band_max is not None else max(1 << 16, e // 2)
-    _shrink(units, br, budget, tol, band_max)
-    return _finish(units, br, budget, tol)
-
-
-def _edge_value(vals: FloatArray, w: FloatArray | None, level: float, largest: bool, side: str) -> float | None:
-    """Walk ``vals`` from the most extreme (largest or smallest; infinite entries never) accumulating
-    weight (1 each without ``w``); return the value at which the total first exceeds ``level``
-    (``side="right"``) or reaches it (``"left"``), or None if it never does.
-
-    Partial selection: one ``np.partition`` finds the k-th most extreme value; only the values beyond
-    it are sorted (k doubles until their weight suffices).
-    """
-    n_fin = int(np.count_nonzero(np.isfinite(vals)))
-    if n_fin == 0:
-        return None
-    if w is None:  # unit weights: the k-th most extreme value itself
-        k = int(level) + 1 if side == "right" else math.ceil(level)
-        if k > n_fin or k <= 0:
-            return None
-        return float(np.partition(vals, vals.size - k)[vals.size - k] if largest else np.partition(vals, k - 1)[k - 1])
-    k = int(1.25 * level / float(np.mean(w))) + 16
-    while True:
-        k = min(k, n_fin)
-        if k == 0:
-            return None
-        kth = np.partition(vals, vals.size - k)[vals.size - k] if largest else np.partition(vals, k - 1)[k - 1]
-        idx = np.flatnonzero(vals >= kth) if largest else np.flatnonzero(vals <= kth)
-        idx = idx[np.argsort(-vals[idx] if largest else vals[idx], kind="stable")]
-        pos = int(np.searchsorted(np.cumsum(w[idx]), level, side=side))  # type: ignore[call-overload]
-        if pos < idx.size:
-            return float(vals[idx[pos]])
-        if k == n_fin:
-            return None
-        k *= 2
-
-
-def _bracket_below(
-    units: _Units, cmax: IntArray, cap: float, t: float, c: IntArray, placed: float, head: FloatArray
-) -> _Bracket:
-    """Units above t fit (``placed <= cap``): the lower end sits just below the heads needed to overflow."""
-    w = units.weights
-    h = _edge_value(head, w, cap - placed, largest=True, side="right")
-    if h is None:  # one unit per prompt is not enough: start from every unit
-        return _Bracket(t, c, placed, -math.inf, cmax.copy(), _wsum(w, cmax))
-    t_lo = float(np.nextafter(h, -math.inf))
-    rows = np.flatnonzero(head > t_lo)  # prompts with at least one more unit above t_lo
-    c_lo = c.copy()
-    c_lo[rows] = _count_gt(units, rows, t_lo, c[rows] + 1, cmax[rows], c[rows] + 1)
-    more = _wsum(None if w is None else w[rows], c_lo[rows] - c[rows])
-    return _Bracket(t, c, placed, t_lo, c_lo, placed + more)
-
-
-def _bracket_above(
-    units: _Units, cmax: IntArray, cap: float, t: float, c: IntArray, placed: float, tail: FloatArray
-) -> _Bracket:
-    """Units above t overflow (``placed > cap``): the upper end is the tail at which enough are dropped."""
-    w = units.weights
-    t_hi = _edge_value(tail, w, placed - cap, largest=False, side="left")
-    if t_hi is None:  # dropping one unit per prompt is not enough: start from none
-        return _Bracket(math.inf, np.zeros_like(c), 0.0, t, c, placed)
-    rows = np.flatnonzero(tail <= t_hi)  # prompts whose last taken unit drops out
-    c_hi = c.copy()
-    c_hi[rows] = _count_gt(units, rows, t_hi, np.zeros(rows.size, dtype=np.int64), c[rows] - 1, c[rows] - 1)
-    less = _wsum(None if w is None else w[rows], c[rows] - c_hi[rows])
-    return _Bracket(t_hi, c_hi, placed - less, t, c, placed)
-
-
-def _quantile(scores: FloatArray, weights: FloatArray | None, level: float) -> float:
-    """Score of the unit at which the cumulative weight (best first) exceeds ``level``.
-
-    ``+inf`` when ``level < 0`` (no unit); ``-inf`` when the listed units do not reach it.
-    """
-    if level < 0:
-        return math.inf
-    v = _edge_value(scores, weights, level, largest=True, side="right")
-    return -math.inf if v is None else v
-
-
-def _sample_estimate(units: _Units, cmax: IntArray, budget: float, tol: float, size: int) -> float:
-    """Estimate of the critical score from a strided sample of prompts (the caller verifies it).
-
-    ``min(size, 4 sqrt(E))`` prompts (at least 256); their units are listed down to a depth that
-    doubles for prompts whose next unlisted unit still scores at or above the estimate; the budget is
-    scaled by the sample's share of prompts.
-    """
-    e = cmax.size
-    w = units.weights
-    mean_units = (budget + tol) / (e if w is None else float(np.sum(w)))
-    s = int(min(e, size, max(256.0, 4.0 * math.sqrt(e)), max(1.0, _SAMPLE_UNITS / (mean_units + 4.0))))
-    rows = (np.arange(s, dtype=np.int64) * e) // s
-    cm = cmax[rows]
-    depth = np.minimum(cm, int(mean_units) + 4)
-    target = (budget + tol) * s / e
-    rid, j = _positions(rows, np.zeros(s, dtype=np.int64), depth)
-    scores = units.scores(rid, j)
-    weights = None if w is None else w[rid]
-    t = -math.inf
-    for _ in range(_MAX_ROUNDS):
-        t = _quantile(scores, weights, target)
-        cut = np.flatnonzero(depth < cm)
-        short = cut[units.scores(rows[cut], depth[cut]) >= t] if cut.size else cut  # listed too shallow for t
-        if short.size == 0:
-            return t
-        deeper = np.minimum(cm[short], 2 * depth[short] + 4)
-        rid, j = _positions(rows[short], depth[short], deeper)  # list only the new units
-        scores = np.concatenate([scores, units.scores(rid, j)])
-        weights = None if w is None or weights is None else np.concatenate([weights, w[rid]])
-        depth[short] = deeper
-    return t
-
-
-def _apply(units: _Units, br: _Bracket, act: IntArray, t: float, budget: float, tol: float) -> None:
-    """Count at ``t`` (strictly inside the bracket) on the band's prompts and move one end to it."""
-    if not br.t_lo < t < br.t_hi:
-        return
-    w = units.weights
-    c = _count_gt(units, act, t, br.c_hi[act], br.c_lo[act], None)
-    diff = c - br.c_hi[act]
-    placed = br.w_hi + _wsum(None if w is None else w[act], diff)
-    if placed <= budget + tol:
-        br.t_hi, br.w_hi = t, placed
-        br.c_hi[act] = c
-    else:
-        br.t_lo, br.w_lo = t, placed
-        br.c_lo[act] = c
-
-
-def _shrink(units: _Units, br: _Bracket, budget: float, tol: float, band_max: int) -> None:
-    """Sample units of the band (c_hi <= j < c_lo) to move both ends until the band is small or all ties."""
-    for _ in range(_MAX_ROUNDS):
-        if br.t_lo == np.nextafter(br.t_hi, -math.inf):
-            return  # the band holds only units scoring exactly t_hi
-        act = np.flatnonzero(br.c_lo > br.c_hi)
-        width = br.c_lo[act] - br.c_hi[act]
-        n_band = int(width.sum())
-        if n_band <= band_max:
-            return
-        pos = ((np.arange(_BAND_SAMPLE) + 0.5) * (n_band / _BAND_SAMPLE)).astype(np.int64)
-        cum = np.cumsum(width)
-        k = np.searchsorted(cum, pos, side="right")
-        sc = units.scores(act[k], br.c_hi[act[k]] + pos - (cum[k] - width[k]))
-        wt = np.ones(sc.size) if units.weights is None else units.weights[act[k]]
-        order = np.argsort(-sc, kind="stable")
-        sc, wt = sc[order], wt[order]
-        est = np.cumsum(wt) * ((br.w_lo - br.w_hi) / float(wt.sum()))  # band weight above each sample
-        k0 = min(int(np.searchsorted(est, budget + tol - br.w_hi, side="right")), sc.size - 1)
-        m = int(_Z * math.sqrt(k0 + 1.0)) + 1
-        before = (br.t_hi, br.t_lo)
-        if k0 - m >= 0:
-            _apply(units, br, act, float(sc[k0 - m]), budget, tol)
-        if k0 + m < sc.size:
-            _apply(units, br, act, float(np.nextafter(sc[k0 + m], -math.inf)), budget, tol)
-        if (br.t_hi, br.t_lo) == before:  # margins gave nothing (few distinct scores): isolate the estimate
-            _apply(units, br, act, float(sc[k0]), budget, tol)
-            _apply(units, br, act, float(np.nextafter(sc[k0], -math.inf)), budget, tol)
-
-
-def _finish(units: _Units, br: _Bracket, budget: float, tol: float) -> _Pick:
-    """Select inside the band: exact tie split when it holds one score, else list its units."""
-    act = np.flatnonzero(br.c_lo > br.c_hi)
-    if br.t_lo == np.nextafter(br.t_hi, -math.inf) and act.size:
-        return _split_ties(units, br, act, budget, tol)
-    taken, crit = _select(units, act, br.c_hi[act], br.c_lo[act], br.w_hi, budget, tol)
-    extra = br.c_hi  # the bracket is done with: reuse its array
-    extra[act] += taken
-    return _Pick(extra, crit)
-
-
-def _split_ties(units: _Units, br: _Bracket, act: IntArray, budget: float, tol: float) -> _Pick:
-    """All band units score ``t_hi``: take whole tie blocks in prompt order while they fit."""
-    w = np.ones(act.size) if units.weights is None else units.weights[act]
-    width = br.c_lo[act] - br.c_hi[act]
-    cum = br.w_hi + np.cumsum(w * width)
-    first = int(np.searchsorted(cum, budget + tol, side="right"))  # first block that does not fit whole
-    extra = br.c_hi.copy()
-    extra[act[:first]] = br.c_lo[act[:first]]
-    if first == act.size:
-        return _Pick(extra, None)
-    i = act[first]
-    room = budget + tol - (float(cum[first - 1]) if first else br.w_hi)
-    k = int(min(max(math.floor(room / w[first]), 0), width[first] - 1))
-    while k > 0 and k * w[first] > room:
-        k -= 1
-    extra[i] += k
-    crit = units.gains(np.array([i]), np.array([extra[i]]))
-    return _Pick(extra, float(crit[0]))
-
-
-# --------------------------------------------------------------------------------------------
-# per-prompt costs: prefix, then fill rounds
-
-
-def _cost_solve(prob: _Problem, units: _Units, st: _Settings) -> tuple[IntArray, float | None]:
-    """Ratio-greedy prefix, then fill: add the best next units that still fit (module docstring)."""
-    w = prob.weights
-    assert w is not None
-    tol = COST_RTOL * prob.budget
-    cmax = _fitting(prob.caps, prob.budget + tol, w)  # more units than this never fit
-    main = _prefix(units, cmax, prob.budget, tol, st)
-    extra = main.extra
-    if main.critical_gain is None:
-        return extra, None
-    left = prob.budget - _wsum(w, extra)
-    while True:  # each round adds at least one unit: the best candidate fits on its own
-        cand = np.flatnonzero((extra < cmax) & (w <= left + tol))
-        if cand.size == 0:
-            break
-        if (left + tol) / float(w[cand].min()) <= _FILL_STEPS:
-            _fill_by_steps(units, w, cmax, extra, cand, left, tol)
-            break
-        sub = units.sub(cand, extra[cand])
-        room = _fitting(cmax[cand] - extra[cand], left + tol, w[cand])
-        add = _prefix(sub, room, left, tol, st).extra
-        extra[cand] += add
-        left -= _wsum(w[cand], add)
-    return extra, main.critical_gain
-
-
-def _fitting(caps: IntArray, room: float, w: FloatArray) -> IntArray:
-    """``min(caps, floor(room / w))`` without overflowing int64 for huge budgets."""
-    return np.minimum(caps.astype(np.float64), np.floor(room / w)).astype(np.int64)
-
-
-def _fill_by_steps(
-    units: _Units, w: FloatArray, cmax: IntArray, extra: IntArray, cand: IntArray, left: float, tol: float
-) -> None:
-    """At most ``_FILL_STEPS`` units still fit: repeatedly take the best next unit among the prompts
-    whose next unit fits (ties: lower index), dropping those that no longer fit. Updates ``extra``."""
-    w_c = w[cand]
-    nxt = units.scores(cand, extra[cand])  # score of each candidate's next unit
-    while cand.size:
-        i = int(np.argmax(nxt))  # best score, first (lowest) index on ties
-        if nxt[i] == -np.inf:
-            return
-        row = int(cand[i])
-        extra[row] += 1
-        left -= float(w_c[i])
-        more = extra[row] < cmax[row]
-        nxt[i] = units.scores(np.array([row]), np.array([extra[row]]))[0] if more else -np.inf
-        fit = w_c <= left + tol  # left only decreases: a prompt that no longer fits never will
-        if not fit.all():
-            keep = np.flatnonzero(fit)
-            cand, w_c, nxt = cand[keep], w_c[keep], nxt[keep]
-
-
-# --------------------------------------------------------------------------------------------
-# the dense path: prompts grouped into distinct rows
-
-
-def _group_rows(keys: list[NDArray[np.float64] | IntArray]) -> tuple[list[NDArray[np.generic]], IntArray] | None:
-    """Distinct rows of the (E,) key arrays and each prompt's row, or None when they are many.
-
-    Without sorting: each key's distinct values are read from a strided sample of
-    ``_GROUP_SAMPLE`` prompts, every prompt is located among them by ``searchsorted`` and checked
-    equal; row codes are then compacted with ``bincount``. Returns None when a key has more than
-    ``_GROUP_MAX`` distinct values or one value is missing from the sample.
-    """
-    e = keys[0].size
-    code = np.zeros(e, dtype=np.int64)
-    uniques: list[NDArray[np.generic]] = []
-    size = 1
-    for x in keys:
-        if x[0] == x.min() == x.max():
-            uniques.append(x[:1])
-            continue
-        uniq = np.unique(x[(np.arange(min(e, _GROUP_SAMPLE)) * e) // min(e, _GROUP_SAMPLE)])
-        if uniq.size > _GROUP_MAX:
-            return None
-        ids = np.minimum(np.searchsorted(uniq, x), uniq.size - 1)
-        if not np.array_equal(uniq[ids], x):
-            return None
-        code = code * uniq.size + ids
-        size *= uniq.size
-        uniques.append(uniq)
-    present = np.flatnonzero(np.bincount(code, minlength=size))
-    lut = np.zeros(size, dtype=np.int64)
-    lut[present] = np.arange(present.size)
-    rows: list[NDArray[np.generic]] = []
-    rest = present.copy()
-    for uniq in reversed(uniques):
-        rows.append(uniq[rest % uniq.size])
-        rest //= uniq.size
-    return rows[::-1], lut[code]
-
-
-def _dense_grouped(prob: _Problem, cmax: IntArray, budget: int) -> IntArray | None:
-    """Unit costs: top-``budget`` selection over the table of distinct rows (None if not grouped)."""
-    zero = np.full(cmax.size, prob.zero_at_lower)
-    grouped = _group_rows([*prob.params, prob.lower, cmax, zero.astype(np.int64)])
-    if grouped is None:
-        return None
-    rows, inverse = grouped
-    n_rows = rows[0].size
-    width = int(rows[-2].max())
-    if n_rows * width > max(cmax.size, 1 << 16):
-        return None
-    row_params = tuple(np.asarray(r, dtype=np.float64) for r in rows[:-3])
-    row_units = _Units(prob.value, row_params, np.asarray(rows[-3], dtype=np.int64), None, rows[-1].astype(bool))
-    rid = np.repeat(np.arange(n_rows, dtype=np.int64), width)
-    j = np.tile(np.arange(width, dtype=np.int64), n_rows)
-    table = row_units.gains(rid, j).reshape(n_rows, width)
-    table[j.reshape(n_rows, width) >= np.asarray(rows[-2])[:, None]] = -np.inf  # beyond each row's cap
-    weight = np.repeat(np.bincount(inverse, minlength=n_rows), width)
-    order = np.argsort(-table.ravel(), kind="stable")
-    kth = float(table.ravel()[order[int(np.searchsorted(np.cumsum(weight[order]), budget, side="left"))]])
-    above = (table > kth).sum(axis=1)[inverse]  # (E,) units strictly above t: a prefix per prompt
-    ties = (table == kth).sum(axis=1)[inverse]  # (E,) units exactly at t
-    before = np.cumsum(ties) - ties  # tie units available to earlier prompts
-    extra: IntArray = above + np.clip(budget - int(above.sum()) - before, 0, ties)
-    return extra
-
-
-# --------------------------------------------------------------------------------------------
-# public solvers
-
-
-def _objective(prob: _Problem, extra: IntArray) -> float:
-    """Sum of ``f_i(extra_i)`` under the chosen scoring."""
-    total = 0.0
-    for start in range(0, extra.size, _CHUNK):  # chunks: the value's temporaries stay small
-        sl = slice(start, start + _CHUNK)
-        n = (prob.lower[sl] + extra[sl]).astype(np.float64)
-        vals = np.asarray(prob.value(n, *(x[sl] for x in prob.params)), dtype=np.float64)
-        if prob.zero_at_lower:
-            vals = vals * (extra[sl] > 0)
-        total += float(np.sum(vals))
-    return total
-
-
-def _solve(prob: _Problem, path: str, st: _Settings) -> Solution:
-    """Dispatch on costs (unit, equal, per-prompt) and on the path ("auto", "dense", "threshold")."""
-    e = prob.caps.size
-    zero_first = np.full(e, True) if prob.zero_at_lower else None
-    w = prob.weights
-    equal = w is not None and e > 0 and bool(np.all(w == w[0]))
-    units = _Units(prob.value, prob.params, prob.lower, None if equal else w, zero_first)
-    if w is not None and equal:  # equal costs: exactly the unit-cost problem
-        tol = COST_RTOL * prob.budget
-        units_budget = math.floor((prob.budget + tol) / float(w[0]))
-        extra = _unit_solve(prob, units, units_budget, path, st)
-        return Solution(extra, _objective(prob, extra), _wsum(w, extra), True, 0.0)
-    if w is not None:
-        extra, crit = _cost_solve(prob, units, _dense_settings(st, path))
-        gap = 0.0 if crit is None else crit
-        return Solution(extra, _objective(prob, extra), _wsum(w, extra), gap == 0.0, max(gap, 0.0))
-    extra = _unit_solve(prob, units, int(prob.budget), path, st)
-    return Solution(extra, _objective(prob, extra), float(extra.sum()), True, 0.0)
-
-
-def _dense_settings(st: _Settings, path: str) -> _Settings:
-    return _Settings(st.sample_size, st.band_max, np.iinfo(np.int64).max) if path == "dense" else st
-
-
-def _unit_solve(prob: _Problem, units: _Units, budget: int, path: str, st: _Settings) -> IntArray:
-    if budget <= 0:
-        return np.zeros(prob.caps.size, dtype=np.int64)
-    if int(prob.caps.sum()) <= budget:  # Python ints: any budget, however large
-        return prob.caps.copy()
-    cmax = np.minimum(prob.caps, budget)  # a prompt never takes more than the budget
-    small = int(cmax.sum()) <= st.dense_units
-    if path == "dense" or (path == "auto" and not small and cmax.size >= _GROUP_MIN_PROMPTS):
-        extra = _dense_grouped(prob, cmax, budget)
-        if extra is not None:
-            logger.debug("solve: E=%d budget=%d: grouped dense table", cmax.size, budget)
-            return extra
-    logger.debug("solve: E=%d budget=%d: %s", cmax.size, budget, "listing" if small else "threshold")
-    return _prefix(units, cmax, float(budget), 0.0, _dense_settings(st, path)).extra
-
-
-def solve_greedy(
+def solve(
     value: ValueFn,
     p: FloatArray | tuple[FloatArray, ...],
     lower: IntArray,
@@ -954,12 +109,14 @@ def solve_greedy(
     *,
     costs: FloatArray | None = None,
     zero_at_lower: bool = False,
+    method: str = "greedy",
+    options: Mapping[str, object] | None = None,
 ) -> Solution:
-    """Place ``budget`` extra rollouts over prompts; exact for unit (and equal) costs.
+    """Place ``budget`` extra rollouts over prompts, maximising ``sum_i V(lower_i + extra_i, *params_i)``.
 
-    Picks the path automatically (see the module docstring): listing every unit for small problems,
-    the grouped dense table when prompts share few distinct (params, lower, cap) rows, the threshold
-    search otherwise. All paths return the same answer.
+    Exact for unit (and equal) costs; with per-prompt ``costs``, the gain-per-cost scan with its gap
+    bound (module docstring). If the budget exceeds the capacity, every prompt gets ``upper`` and
+    ``placed`` says how much was used; the caller decides where the rest goes.
 
     Args:
         value: a concave value ``V(n, *params)`` (a registered :class:`ValueFunction` or a callable).
@@ -970,81 +127,244 @@ def solve_greedy(
         costs: optional (E,) positive cost of one rollout of each prompt.
         zero_at_lower: score ``k = 0`` as 0 rather than ``V(lower)`` (the recipe's quirk; concavity
             needs ``V(lower) >= 0``).
-
-    If the budget exceeds the capacity, every prompt gets ``upper`` and ``placed`` says how much
-    was used; the caller decides where the rest goes.
+        method: one of :data:`METHODS`: ``"greedy"`` (picks the fastest exact path), ``"dense"`` (always
+            the dense listing: memory for about ``2 R / E + 4`` units per prompt, tens of bytes each),
+            ``"threshold"`` (always the O(E)-memory threshold search of
+            :mod:`~knapsack_rl.core.solve_large`) or ``"dp"`` (the recipe's dynamic programme; integer
+            costs only). ``greedy``, ``dense`` and ``threshold`` return identical counts.
+        options: tuning of ``method="threshold"`` only (:class:`~knapsack_rl.core.solve_large.Settings`:
+            ``sample_size``, ``band_max``, ``dense_units``).
 
     Raises:
         ValueError: naming the argument and the value, for invalid input.
     """
-    return _solve(_check_problem(value, p, lower, upper, budget, costs, zero_at_lower), "auto", _Settings())
-
-
-def solve_threshold(
-    value: ValueFn,
-    p: FloatArray | tuple[FloatArray, ...],
-    lower: IntArray,
-    upper: IntArray,
-    budget: float,
-    *,
-    costs: FloatArray | None = None,
-    zero_at_lower: bool = False,
-    sample_size: int = _SAMPLE,
-    band_max: int | None = None,
-    dense_units: int = _DENSE_UNITS,
-) -> Solution:
-    """:func:`solve_greedy` forced onto the threshold search (O(E) memory), never the grouped table.
-
-    ``sample_size`` (prompts in the bracketing sample), ``band_max`` (largest band listed; default
-    ``max(2^16, E // 2)``) and ``dense_units`` (problems with at most this many units are listed
-    whole) tune it; small values force every stage on small instances (tests do).
-    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}; got method={method!r}")
+    if options is not None and not isinstance(options, Mapping):
+        raise ValueError(f"options must be a mapping or None; got {type(options).__name__}")
+    if options is not None and method != "threshold":
+        raise ValueError(f"options tune method='threshold' only; got method={method!r}, options={dict(options)!r}")
+    settings = solve_large.Settings.of(options)
     prob = _check_problem(value, p, lower, upper, budget, costs, zero_at_lower)
-    for name, v in (("sample_size", sample_size), ("dense_units", dense_units)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "sample_size" else 0):
-            raise ValueError(f"{name} must be an integer >= {1 if name == 'sample_size' else 0}; got {v!r}")
-    if band_max is not None and (isinstance(band_max, bool) or not isinstance(band_max, int) or band_max < 0):
-        raise ValueError(f"band_max must be None or an integer >= 0; got {band_max!r}")
-    return _solve(prob, "threshold", _Settings(sample_size, band_max, dense_units))
+    if method == "dp":
+        return _dp(prob)
+    w = prob.weights
+    if w is not None and w.size and bool(np.all(w == w[0])):  # equal costs: exactly the unit-cost problem
+        units = math.floor((prob.budget + COST_RTOL * prob.budget) / float(w[0]))
+        extra = _unit_counts(prob, units, method, settings)
+        return Solution(extra, _objective(prob, extra), float(np.sum(w * extra)), True, 0.0)
+    if w is not None:
+        extra, gap = _cost_counts(prob, w, method, settings)
+        bound = 0.0 if gap is None else gap
+        return Solution(extra, _objective(prob, extra), float(np.sum(w * extra)), bound == 0.0, max(bound, 0.0))
+    extra = _unit_counts(prob, int(prob.budget), method, settings)
+    return Solution(extra, _objective(prob, extra), float(extra.sum()), True, 0.0)
 
 
-def solve_dense(
-    value: ValueFn,
-    p: FloatArray | tuple[FloatArray, ...],
-    lower: IntArray,
-    upper: IntArray,
-    budget: float,
-    *,
-    costs: FloatArray | None = None,
-    zero_at_lower: bool = False,
-) -> Solution:
-    """:func:`solve_greedy` forced onto the dense paths: the grouped table (unit costs, few distinct
-    rows) or the listing of every unit. Memory grows with the number of units: for grid estimates
-    and small problems."""
-    return _solve(_check_problem(value, p, lower, upper, budget, costs, zero_at_lower), "dense", _Settings())
+# --------------------------------------------------------------------------------------------
+# the gains
 
 
-def solve_dp(
-    value: ValueFn,
-    p: FloatArray | tuple[FloatArray, ...],
-    lower: IntArray,
-    upper: IntArray,
-    budget: int,
-    *,
-    costs: NDArray[np.int64] | None = None,
-    zero_at_lower: bool = False,
-) -> Solution:
-    """Exact dynamic programme, the reference for tests: O(E x budget x max cap).
+class _Gains:
+    """``d_i(j) = f_i(j + 1) - f_i(j)``, the gain of unit j of prompt i, at ``n = lower_i + j``.
 
-    Maximises ``sum_i f_i(k_i)`` subject to ``sum_i c_i k_i <= budget`` (c_i = 1 without costs;
-    integer costs otherwise). With unit costs and positive gains the budget is filled up to the
-    capacity, as by :func:`solve_greedy`.
+    The value's closed-form ``gain`` when it has one (its per-prompt constants ``prepare``d once), else
+    ``V(n + 1) - V(n)``. With ``zero_at_lower`` (the recipe's scoring, ``f_i(0) = 0``) unit 0 is worth
+    ``V(lower_i + 1)``.
     """
-    prob = _check_problem(value, p, lower, upper, budget, costs, zero_at_lower)
+
+    def __init__(self, value: ValueFn, params: Params, lower: IntArray, zero_at_lower: bool) -> None:
+        vf = value if isinstance(value, ValueFunction) else None
+        self.closed = None if vf is None else vf.gain
+        self.value, self.params, self.lower, self.zero_at_lower = value, params, lower, zero_at_lower
+        self.args = params  # what `closed` takes, per prompt
+        if vf is not None and vf.gain is not None and vf.prepare is not None:
+            self.args = tuple(np.asarray(x, dtype=np.float64) for x in vf.prepare(*params))
+
+    def __call__(self, rows: IntArray, j: IntArray) -> FloatArray:
+        """Gains of units ``j`` of prompts ``rows`` (equal-length index arrays)."""
+        n = (self.lower[rows] + j).astype(np.float64)
+        args = tuple(x[rows] for x in self.args)
+        if self.closed is not None:
+            d = np.asarray(self.closed(n, *args), dtype=np.float64)
+        else:
+            d = np.asarray(self.value(n + 1.0, *args) - self.value(n, *args), dtype=np.float64)
+        first = np.flatnonzero(j == 0) if self.zero_at_lower else np.zeros(0, dtype=np.int64)
+        if first.size:
+            d = d.copy()
+            d[first] = self.value(n[first] + 1.0, *(x[rows[first]] for x in self.params))  # f(1) - f(0), f(0) = 0
+        return d
+
+
+# --------------------------------------------------------------------------------------------
+# the dense top-R selection (and the prefix of the gain-per-cost order)
+
+
+def _prefix(
+    gain: _Gains, rows: IntArray, start: IntArray, stop: IntArray, w: FloatArray | None, room: float
+) -> tuple[IntArray, float | None]:
+    """Units ``start_i <= j < stop_i`` of prompts ``rows`` (ascending) in the order (-gain / w, prompt, j):
+    the longest prefix whose weight is at most ``room`` (``w``: each prompt's cost per unit, None: 1).
+
+    Returns the units taken per entry of ``rows`` and the gain of the first unit that does not fit
+    (None with unit weights, or when all fit). The listing is deepened (module docstring) until no
+    unlisted unit scores at or above the first unit left out; with unit weights the R-th largest gain
+    is the bar, so the selection is one ``np.partition``.
+    """
+    ww = None if w is None else w[rows]
+    depth = _first_depth(start, stop, room, ww)
+    pos, j = _listing(start, depth)
+    gains = gain(rows[pos], j)
+    while True:
+        taken, cut, bar = _take(pos, gains, rows.size, ww, room)
+        more = np.flatnonzero(depth < stop)
+        nxt = gain(rows[more], depth[more])
+        short = more[(nxt if ww is None else nxt / ww[more]) >= bar]  # listed too shallow for this bar
+        if short.size == 0:
+            return taken, cut
+        deeper = np.minimum(stop[short], 2 * depth[short] - start[short] + 4)  # twice as many, plus 4
+        more_pos, more_j = _listing(depth[short], deeper)
+        pos, j = np.concatenate([pos, short[more_pos]]), np.concatenate([j, more_j])
+        gains = np.concatenate([gains, gain(rows[short[more_pos]], more_j)])
+        if ww is not None:  # back to (prompt, j) order: the order's ties follow the listing
+            order = np.argsort(pos, kind="stable")
+            pos, j, gains = pos[order], j[order], gains[order]
+        depth[short] = deeper
+
+
+def _first_depth(start: IntArray, stop: IntArray, room: float, w: FloatArray | None) -> IntArray:
+    """Where the first listing stops: ``2 room / sum(w) + 4`` units past ``start`` (twice an average share)."""
+    width = stop - start
+    if width.size == 0:
+        return stop.copy()
+    share = room / (width.size if w is None else float(np.sum(w)))
+    depth: IntArray = start + np.minimum(width, int(min(2.0 * share, float(width.max()))) + 4)
+    return depth
+
+
+def _listed(cmax: IntArray, room: float, total_w: float) -> int:
+    """At most how many units the first listing of the whole problem holds (one pass: cheap at any size)."""
+    if cmax.size == 0:
+        return 0
+    return min(int(cmax.sum()), cmax.size * int(min(2.0 * room / total_w + 4.0, float(cmax.max()))))
+
+
+def _listing(start: IntArray, stop: IntArray) -> tuple[IntArray, IntArray]:
+    """Every unit ``start_k <= j < stop_k``, k ascending then j: (k, j) arrays."""
+    width = stop - start
+    pos = np.repeat(np.arange(width.size, dtype=np.int64), width)
+    offset = np.repeat(start - (np.cumsum(width) - width), width)
+    return pos, offset + np.arange(pos.size, dtype=np.int64)
+
+
+def _take(
+    pos: IntArray, gains: FloatArray, n_rows: int, w: FloatArray | None, room: float
+) -> tuple[IntArray, float | None, float]:
+    """Select among listed units: (units taken per row, gain of the first left out, the bar for unlisted ones).
+
+    Unit weights: the ``room`` largest gains, ties to the lowest rows (each row's tied units
+    are consecutive, so a row takes a prefix of them). Otherwise the prefix of the order
+    (-gain / w, row, j) that fits ``room``; the listing must be in (row, j) order.
+    """
+    if w is None:
+        k = int(room)
+        if k >= gains.size:
+            return np.bincount(pos, minlength=n_rows), None, -math.inf
+        t = float(np.partition(gains, gains.size - k)[gains.size - k]) if k > 0 else math.inf  # R-th largest
+        above = np.bincount(pos[gains > t], minlength=n_rows)
+        ties = np.bincount(pos[gains == t], minlength=n_rows)
+        before = np.cumsum(ties) - ties  # tied units of lower rows
+        return above + np.clip(k - int(above.sum()) - before, 0, ties), None, t
+    unit_w = w[pos]
+    scores = gains / unit_w
+    order = np.argsort(-scores, kind="stable")
+    n_take = int(np.searchsorted(np.cumsum(unit_w[order]), room, side="right"))
+    taken = np.bincount(pos[order[:n_take]], minlength=n_rows)
+    if n_take == order.size:
+        return taken, None, -math.inf
+    first = order[n_take]
+    return taken, float(gains[first]), float(scores[first])
+
+
+def _unit_counts(prob: _Problem, budget: int, method: str, settings: solve_large.Settings) -> IntArray:
+    """Unit costs: the top-``budget`` selection (module docstring), by ``method``."""
+    e = prob.caps.size
+    if budget <= 0:
+        return np.zeros(e, dtype=np.int64)
+    if int(prob.caps.sum()) <= budget:  # Python ints: any budget, however large
+        return prob.caps.copy()
+    cmax = np.minimum(prob.caps, budget)  # a prompt never takes more than the budget
+    args = (prob.value, prob.params, prob.lower, cmax, budget, prob.zero_at_lower)
+    if method == "greedy" and e >= _GROUP_MIN_PROMPTS:
+        extra = solve_large.grouped_counts(*args)
+        if extra is not None:
+            logger.debug("solve: E=%d budget=%d: grouped table", e, budget)
+            return extra
+    if method == "threshold" or (method == "greedy" and _listed(cmax, budget, e) > _DENSE_UNITS):
+        logger.debug("solve: E=%d budget=%d: threshold search", e, budget)
+        return solve_large.unit_counts(*args, settings)
+    gain = _Gains(prob.value, prob.params, prob.lower, prob.zero_at_lower)
+    return _prefix(gain, np.arange(e, dtype=np.int64), np.zeros(e, dtype=np.int64), cmax, None, budget)[0]
+
+
+def _cost_counts(
+    prob: _Problem, w: FloatArray, method: str, settings: solve_large.Settings
+) -> tuple[IntArray, float | None]:
+    """Per-prompt costs: the gain-per-cost scan (module docstring); counts and the first gain that did not fit."""
+    e = prob.caps.size
+    tol = COST_RTOL * prob.budget
+    if method == "threshold" or (
+        method == "greedy" and _listed(prob.caps, prob.budget + tol, float(np.sum(w))) > _DENSE_COST_UNITS
+    ):
+        logger.debug("solve: E=%d budget=%s with costs: threshold search", e, prob.budget)
+        large_args = (prob.value, prob.params, prob.lower, prob.caps, w, prob.budget, tol, prob.zero_at_lower)
+        return solve_large.cost_counts(*large_args, settings)
+    gain = _Gains(prob.value, prob.params, prob.lower, prob.zero_at_lower)
+    cmax = _fitting(prob.caps, prob.budget + tol, w)  # more units than this never fit
+    extra, gap = _prefix(gain, np.arange(e, dtype=np.int64), np.zeros(e, dtype=np.int64), cmax, w, prob.budget + tol)
+    if gap is None:
+        return extra, None
+    left = prob.budget - float(np.sum(w * extra))
+    while True:  # each round takes at least one unit: the best candidate fits on its own
+        cand = np.flatnonzero((extra < cmax) & (w <= left + tol))
+        if cand.size == 0:
+            return extra, gap
+        stop = extra[cand] + _fitting(cmax[cand] - extra[cand], left + tol, w[cand])
+        add = _prefix(gain, cand, extra[cand], stop, w, left + tol)[0]
+        extra[cand] += add
+        left -= float(np.sum(w[cand] * add))
+
+
+def _fitting(caps: IntArray, room: float, w: FloatArray) -> IntArray:
+    """``min(caps, floor(room / w))`` without overflowing int64 for huge budgets."""
+    return np.minimum(caps.astype(np.float64), np.floor(room / w)).astype(np.int64)
+
+
+def _objective(prob: _Problem, extra: IntArray) -> float:
+    """Sum of ``f_i(extra_i)`` under the chosen scoring."""
+    total = 0.0
+    for start in range(0, extra.size, _CHUNK):
+        sl = slice(start, start + _CHUNK)
+        n = (prob.lower[sl] + extra[sl]).astype(np.float64)
+        vals = np.asarray(prob.value(n, *(x[sl] for x in prob.params)), dtype=np.float64)
+        if prob.zero_at_lower:
+            vals = vals * (extra[sl] > 0)
+        total += float(np.sum(vals))
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# the recipe's dynamic programme
+
+
+def _dp(prob: _Problem) -> Solution:
+    """Exact dynamic programme, O(E x budget x max cap): maximise ``sum_i f_i(k_i)`` subject to
+    ``sum_i c_i k_i <= budget`` (c_i = 1 without costs; integer costs otherwise). With unit costs and
+    positive gains the budget is filled up to the capacity, as by the greedy."""
     if prob.weights is not None and not np.all(prob.weights == np.round(prob.weights)):
         raise ValueError(f"costs must be integers for the dynamic programme; got {prob.weights[:5]!r}...")
     if not float(prob.budget).is_integer():
-        raise ValueError(f"budget must be a whole number for the dynamic programme; got budget={budget!r}")
+        raise ValueError(f"budget must be a whole number for the dynamic programme; got budget={prob.budget!r}")
     unit = np.ones(prob.caps.size, dtype=np.int64) if prob.weights is None else prob.weights.astype(np.int64)
     best, choice = _dp_table(prob, unit, int(prob.budget))
     reach = np.flatnonzero(np.isfinite(best))
@@ -1083,41 +403,88 @@ def _dp_table(prob: _Problem, unit: IntArray, budget: int) -> tuple[FloatArray, 
     return best, choice
 
 
-class Solver(Protocol):
-    """Signature shared by the registered solvers (see :func:`solve_greedy`)."""
-
-    def __call__(
-        self,
-        value: ValueFn,
-        p: FloatArray | tuple[FloatArray, ...],
-        lower: IntArray,
-        upper: IntArray,
-        budget: int,
-        *,
-        costs: FloatArray | None = None,
-        zero_at_lower: bool = False,
-    ) -> Solution: ...
+# --------------------------------------------------------------------------------------------
+# validation
 
 
-_SOLVERS: Registry[Solver] = Registry("solver", "solver")
+@dataclass(frozen=True)
+class _Problem:
+    """Validated inputs: (E,) params, lower and caps; ``weights`` None for unit costs."""
+
+    value: ValueFn
+    params: Params
+    lower: IntArray
+    caps: IntArray
+    budget: float
+    weights: FloatArray | None
+    zero_at_lower: bool
 
 
-def register_solver(name: str) -> Callable[[Solver], Solver]:
-    """Register a solver under ``name``; registering a name twice raises ``ValueError``."""
-    return _SOLVERS.register(name)
+def _check_problem(
+    value: ValueFn, p: object, lower: object, upper: object, budget: object, costs: object, zero_at_lower: bool
+) -> _Problem:
+    """Validate every argument once; the error names the argument and the offending value."""
+    if not callable(value):
+        raise ValueError(f"value must be callable as value(n, *params); got {value!r:.80}")
+    params = _check_params(p)
+    e = params[0].size
+    lo = _check_int_array("lower", lower, e)
+    up = _check_int_array("upper", upper, e)
+    bad = np.flatnonzero(lo < 0)
+    if bad.size:
+        raise ValueError(f"lower must be >= 0; lower[{bad[0]}]={lo[bad[0]]}")
+    bad = np.flatnonzero(up < lo)
+    if bad.size:
+        i = bad[0]
+        raise ValueError(f"upper must be >= lower; upper[{i}]={up[i]} < lower[{i}]={lo[i]}")
+    weights = None if costs is None else _check_costs(costs, e)
+    if isinstance(budget, bool) or not isinstance(budget, int | float | np.integer | np.floating):
+        raise ValueError(f"budget must be a real number; got {budget!r}")
+    b = float(budget)
+    if not math.isfinite(b) or b < 0:
+        raise ValueError(f"budget must be finite and >= 0; got budget={budget!r}")
+    if weights is None and not b.is_integer():
+        raise ValueError(f"budget must be a whole number of rollouts with unit costs; got budget={budget!r}")
+    return _Problem(value, params, lo, up - lo, b, weights, bool(zero_at_lower))
 
 
-def get_solver(name: str) -> Solver:
-    """The solver registered as ``name``; an unknown name lists the valid ones."""
-    return _SOLVERS.get(name)
+def _check_params(p: object) -> Params:
+    raw = p if isinstance(p, tuple) else (p,)
+    if not raw:
+        raise ValueError("p must be an (E,) array or a non-empty tuple of (E,) arrays; got an empty tuple")
+    out: list[FloatArray] = []
+    for k, x in enumerate(raw):
+        name = f"p[{k}]" if isinstance(p, tuple) else "p"
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "fiu" or arr.ndim != 1:
+            raise ValueError(f"{name} must be a 1-D array of real numbers; got dtype {arr.dtype}, shape {arr.shape}")
+        arr = np.ascontiguousarray(arr, dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(arr))
+        if bad.size:
+            raise ValueError(f"{name} must be finite; {name}[{bad[0]}]={float(arr[bad[0]])!r}")
+        if arr.shape != np.shape(out[0] if out else arr):
+            raise ValueError(f"{name} must have the shape of p[0], {out[0].shape}; got {arr.shape}")
+        out.append(arr)
+    return tuple(out)
 
 
-def solver_names() -> list[str]:
-    """Names of the registered solvers, sorted."""
-    return _SOLVERS.names()
+def _check_int_array(name: str, x: object, e: int) -> IntArray:
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be an integer array; got dtype {arr.dtype}")
+    if arr.shape != (e,):
+        raise ValueError(f"{name} must have shape ({e},) like p; got shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
 
 
-register_solver("greedy")(solve_greedy)  # type: ignore[arg-type]
-register_solver("threshold")(solve_threshold)  # type: ignore[arg-type]
-register_solver("dense")(solve_dense)  # type: ignore[arg-type]
-register_solver("dp")(solve_dp)  # type: ignore[arg-type]
+def _check_costs(costs: object, e: int) -> FloatArray:
+    c = np.asarray(costs)
+    if c.dtype.kind not in "fiu":
+        raise ValueError(f"costs must be an array of real numbers; got dtype {c.dtype}")
+    if c.shape != (e,):
+        raise ValueError(f"costs must have shape ({e},) like p; got shape {c.shape}")
+    c = np.ascontiguousarray(c, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(c) | (c <= 0))
+    if bad.size:
+        raise ValueError(f"costs must be finite and > 0; costs[{bad[0]}]={float(c[bad[0]])!r}")
+    return c
