@@ -3,9 +3,11 @@
 import json
 import re
 
+import pytest
 import torch
 
 from knapsack_rl.cli import build_parser, main
+from knapsack_rl.train.cli import build_config
 
 torch.set_num_threads(1)
 
@@ -105,3 +107,43 @@ def test_preflight_of_a_checkpoint_samples_that_policy(tmp_path, capsys):
     other = _config(tmp_path, task={"arithmetic": {"train_per_level": [3] * 5, "eval_per_level": 1}})
     assert main(["preflight", "--config", str(other), "--checkpoint", str(run / "checkpoint.pt")]) == 2
     assert "written for another policy or task (task differ)" in capsys.readouterr().err
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("knapsack-rl: error: "), err  # one line, no traceback
+    return err.removeprefix("knapsack-rl: error: ").rstrip("\n")
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "demo", "preflight"])
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("seed.x=1", "--set 'seed.x=1': seed is a setting (seed=0), not a section with keys"),
+        ("task.arithmetic.levels.x=1", "--set 'task.arithmetic.levels.x=1': task.arithmetic.levels is a setting"),
+        ("lr=[1", "--set 'lr=[1': at column 3: while parsing a flow sequence"),
+        ("a..b=1", "--set 'a..b=1': the key 'a..b' has an empty part"),
+        ("knapsack.max_n=1e-4", "max_n must be an integer; got max_n=0.0001"),
+    ],
+)
+def test_bad_set_items_are_one_line_errors_for_every_command(tmp_path, capsys, command, assignment, message):
+    out = tmp_path / "out"
+    assert main([command, "--config", str(_config(tmp_path)), "--out-dir", str(out), "--set", assignment]) == 2
+    assert message in _one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_set_reads_exponent_numbers_as_floats(tmp_path):
+    args = build_parser().parse_args(["train", "--set", "lr=1e-4", "--set", "knapsack.beta_prior=[5e-1, 2]"])
+    cfg = build_config(args)
+    assert cfg.lr == 1e-4 and cfg.knapsack.tracker.beta_prior == (0.5, 2.0)
+
+
+def test_arm_changes_read_exponent_numbers_as_floats():
+    from knapsack_rl.train import TrainConfig
+    from knapsack_rl.train.compare import resolve_arm
+
+    arm = resolve_arm(TrainConfig(), "project+beta_prior=[5e-1, 2]+alpha=5e-1")
+    assert arm.knapsack.tracker.beta_prior == (0.5, 2.0) and arm.knapsack.allocation.alpha == 0.5
+    with pytest.raises(ValueError, match=r"arm 'project\+alpha=0.5\+alpha=0.6': 'alpha' is set twice"):
+        resolve_arm(TrainConfig(), "project+alpha=0.5+alpha=0.6")
