@@ -7,10 +7,12 @@ import logging
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,9 +20,11 @@ import pytest
 
 import knapsack_rl
 from knapsack_rl.io import (
+    LOCK_NAME,
     append_jsonl,
     atomic_write_bytes,
     atomic_write_text,
+    lock_folder,
     read_file_bytes,
     remove_stale_temp_files,
     truncate_jsonl,
@@ -257,3 +261,69 @@ def test_read_file_bytes_refuses_fifos_folders_devices_and_oversized_files_witho
     with pytest.raises(ValueError, match=r"is 11 bytes, over the limit of 10$"):
         read_file_bytes(big, what="tracker file", max_bytes=10)
     assert read_file_bytes(big, what="tracker file", max_bytes=11) == b"x" * 11
+
+
+# ------------------------------------------------------------------------------ folder locks
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from knapsack_rl.io import lock_folder
+
+    lock = lock_folder(sys.argv[1], what="out_dir", wait=sys.argv[2] == "wait")
+    print("LOCKED", flush=True)
+    time.sleep(float(sys.argv[3]))
+    """
+)
+
+
+def _holder(folder: Path, *, wait: bool = False, hold_s: float = 120) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-c", HOLDER, str(folder), "wait" if wait else "now", str(hold_s)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_a_locked_folder_is_refused_naming_the_holder_until_the_holder_is_killed(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    proc = _holder(folder)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "LOCKED"
+        host = re.escape(socket.gethostname())
+        expected = (
+            rf"^out_dir {re.escape(str(folder))} is in use by pid {proc.pid} on host {host} "
+            rf"\(started \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00\): -c {re.escape(str(folder))} now 120; "
+            r"wait for it to finish or use another folder$"
+        )
+        with pytest.raises(ValueError, match=expected):
+            lock_folder(folder, what="out_dir")
+    finally:
+        proc.send_signal(signal.SIGKILL)  # the kernel drops a dead process's flock
+        proc.wait()
+    with lock_folder(folder, what="out_dir") as lock:
+        assert lock.held and json.loads((folder / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert not lock.held and (folder / LOCK_NAME).read_bytes() == b""  # released: details cleared
+
+
+def test_a_waiting_locker_gets_the_lock_when_the_holder_releases_it(tmp_path: Path) -> None:
+    folder = tmp_path / "cache"
+    first = lock_folder(folder, what="warmstart_dir")
+    waiter = _holder(folder, wait=True, hold_s=0)
+    try:
+        time.sleep(1.0)
+        assert waiter.poll() is None  # blocked while this process holds the lock
+        first.release()
+        out, err = waiter.communicate(timeout=60)
+    finally:
+        waiter.kill()
+        waiter.wait()
+    assert out.strip() == "LOCKED" and waiter.returncode == 0
+    assert f"in use by pid {os.getpid()} on host" in err and "waiting for it to finish" in err
+
+
+def test_a_second_lock_in_the_same_process_is_refused_and_an_unwritable_folder_is_one_line(tmp_path: Path) -> None:
+    mine = r"is in use by pid \d+ on host .* \(this very process: release its other lock first\); wait"
+    with lock_folder(tmp_path, what="out_dir"), pytest.raises(ValueError, match=mine):
+        lock_folder(tmp_path, what="out_dir")
+    for folder in (Path("/proc/knapsack-rl-run"), Path("/proc")):  # not writable, even by root
+        with pytest.raises(ValueError, match=rf"^out_dir {folder} is not writable \(.+\)$"):
+            lock_folder(folder, what="out_dir")
+
