@@ -327,3 +327,53 @@ def test_a_second_lock_in_the_same_process_is_refused_and_an_unwritable_folder_i
         with pytest.raises(ValueError, match=rf"^out_dir {folder} is not writable \(.+\)$"):
             lock_folder(folder, what="out_dir")
 
+
+# ------------------------------------------------------------------------------ the write audit
+# The only places in src/ that write files other than through atomic_write_*: each writes into memory or a
+# temporary folder first, or is a documented exception (append-only JSONL logs, TensorBoard's event writer).
+WRITE_METHODS = {"write_text", "write_bytes", "savefig", "save_pretrained", "write_table", "to_csv", "to_parquet",
+                 "to_json", "save_to_disk", "SummaryWriter"}  # fmt: skip
+WRITE_FUNCTIONS = {"torch.save", "json.dump", "pickle.dump", "np.save", "np.savez", "shutil.copy", "shutil.copy2",
+                   "shutil.copyfile", "shutil.copytree", "shutil.move"}  # fmt: skip
+ALLOWED = {
+    ("report/plots.py", "save_figure", "savefig"),  # into a BytesIO, then atomic_write_bytes
+    ("models/warmstart.py", "_publish", "save_pretrained"),  # into a temporary folder, fsynced, then renamed
+    ("train/trainer.py", "save_checkpoint", "torch.save"),  # into a BytesIO
+    ("tasks/verl_data.py", "write_verl", "write_table"),  # into a BytesIO
+    ("train/logging_utils.py", "__init__", "SummaryWriter"),  # TensorBoard's own append-only event files
+}
+
+
+def _write_calls(path: Path) -> Iterator[tuple[str, str, int]]:
+    """(function, call name, line) of every call in ``path`` that writes a file or may write one."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    for func in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]:
+        for node in ast.walk(func):
+            if not isinstance(node, ast.Call):
+                continue
+            target = node.func
+            name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+            if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name):
+                qualified = f"{target.value.id}.{name}"
+            else:
+                qualified = name
+            positional = node.args[1] if len(node.args) > 1 else None
+            mode = next((k.value for k in node.keywords if k.arg == "mode"), positional)
+            writing_open = name == "open" and isinstance(mode, ast.Constant) and set(str(mode.value)) & set("wax+")
+            if name in WRITE_METHODS or qualified in WRITE_FUNCTIONS or writing_open:
+                name = qualified if qualified in WRITE_FUNCTIONS else name
+                yield func.name, name, node.lineno
+
+
+def test_every_file_write_in_src_goes_through_the_atomic_writers() -> None:
+    package = Path(knapsack_rl.__file__).resolve().parent
+    found = {
+        (str(path.relative_to(package)), func, name, line)
+        for path in package.rglob("*.py")
+        if path.name != "io.py" or path.parent != package
+        for func, name, line in _write_calls(path)
+    }
+    unexpected = [f"{p}:{n} {func}() calls {name}" for p, func, name, n in found if (p, func, name) not in ALLOWED]
+    assert sorted(unexpected) == []

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from knapsack_rl.cli_args import add_flags, given, parse_assignment, parse_seeds, set_path
+from knapsack_rl.io import atomic_write_text
 
 DEMO_HELP = (
     "uniform vs knapsack allocation on the embedded task, several paired seeds from the same warm start, "
@@ -152,7 +153,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     ]
     text = "\n".join(lines)
     print(text)
-    (out_dir / "table.txt").write_text(text + "\n")
+    atomic_write_text(out_dir / "table.txt", text + "\n")
     return 0
 
 
