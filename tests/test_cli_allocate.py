@@ -113,6 +113,7 @@ def test_a_negative_min_count_is_refused(tmp_path: Path, capsys: pytest.CaptureF
         ),
         (lambda d: os.mkfifo(d / "s.jsonl") or d / "s.jsonl", r"stats file .*s.jsonl is not a regular file"),
     ],
+    ids=["folder", "id-over-int64", "cell-over-field-limit", "fifo"],
 )
 def test_hostile_stats_files_are_one_line_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], make: object, message: str

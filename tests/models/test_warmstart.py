@@ -86,10 +86,10 @@ STALLED_BUILDER = textwrap.dedent(
 
     def stalled(*args, **kwargs):
         print("TRAINING", flush=True)
-        inode = next(pathlib.Path(sys.argv[1]).glob(".*.lock")).stat().st_ino
         deadline = time.monotonic() + float(sys.argv[2])
         while time.monotonic() < deadline:
-            if any("->" in line and f":{inode} " in line for line in open("/proc/locks")):
+            inodes = {p.stat().st_ino for p in pathlib.Path(sys.argv[1]).glob(".*.lock")}
+            if any("->" in line and int(line.split()[-3].split(":")[-1]) in inodes for line in open("/proc/locks")):
                 break
             time.sleep(0.05)
         return real(*args, **kwargs)
@@ -104,9 +104,9 @@ STALLED_BUILDER = textwrap.dedent(
 def test_two_processes_building_one_fresh_cache_build_it_once(tmp_path, monkeypatch, caplog):
     import knapsack_rl.models.warmstart as ws
 
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)]), "OMP_NUM_THREADS": "1"}
-    other = subprocess.Popen([sys.executable, "-c", STALLED_BUILDER, str(tmp_path), "60"], stdout=subprocess.PIPE,
+    root, src = Path(__file__).resolve().parents[2], Path(ws.__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(root)]), "OMP_NUM_THREADS": "1"}
+    other = subprocess.Popen([sys.executable, "-c", STALLED_BUILDER, str(tmp_path), "30"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=env, cwd=root)  # fmt: skip
     try:
         assert other.stdout is not None and other.stdout.readline().strip() == "TRAINING"
