@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import errno
 import json
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +43,10 @@ def test_csv_with_successes_and_counts_to_csv(tmp_path: Path) -> None:
     stats.write_text("id,successes,count\na,3,8\nb,0,8\nc,8,8\nd,1,2\n")
     out = tmp_path / "b.csv"
     assert main(["allocate", str(stats), "--out", str(out), "--min-count", "8"]) == 0
-    lines = out.read_text().splitlines()
-    assert lines[0] == "id,p_hat,budget,bucket"
-    assert lines[4].startswith("d,,") and lines[4].endswith(",unestimated")  # count 2 < 8: no estimate
-    assert sum(int(line.split(",")[2]) for line in lines[1:]) == 32
+    rows = list(csv.reader(out.read_text().splitlines()))
+    assert rows[0] == ["id", "p_hat", "budget", "bucket"]
+    assert rows[4][:2] == ["d", ""] and rows[4][3] == "unestimated"  # count 2 < 8: no estimate
+    assert sum(int(row[2]) for row in rows[1:]) == 32
 
 
 def test_parquet(tmp_path: Path) -> None:
@@ -80,3 +84,54 @@ def test_malformed_stats_name_file_and_line(
         read_stats(stats)
     assert main(["allocate", str(stats)]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("knapsack-rl: error: "), err  # one line, no traceback
+    return err.removeprefix("knapsack-rl: error: ").rstrip("\n")
+
+
+def test_a_negative_min_count_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stats = _write_jsonl(tmp_path / "s.jsonl", [{"id": 1, "successes": 1, "count": 2}])
+    assert main(["allocate", str(stats), "--min-count", "-1"]) == 2
+    assert _one_error_line(capsys) == "--min-count must be >= 0; got --min-count=-1"
+    assert main(["allocate", str(stats), "--min-count", "0"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: (d / "s.csv").mkdir() or d / "s.csv", r"stats file .*s.csv is a folder"),
+        (
+            lambda d: _write_jsonl(d / "s.jsonl", [{"id": 2**64, "p_hat": 0.5}]),
+            r".*s.jsonl:1: id 18446744073709551616 does not fit in 64 bits",
+        ),
+        (
+            lambda d: (d / "s.csv").write_text("id,p_hat\n" + "x" * 200_000 + ",0.5\n") and d / "s.csv",
+            r".*s.csv:2: malformed CSV \(field larger than field limit \(131072\)\)",
+        ),
+        (lambda d: os.mkfifo(d / "s.jsonl") or d / "s.jsonl", r"stats file .*s.jsonl is not a regular file"),
+    ],
+    ids=["folder", "id-over-int64", "cell-over-field-limit", "fifo"],
+)
+def test_hostile_stats_files_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: object, message: str
+) -> None:
+    stats = make(tmp_path)  # type: ignore[operator]
+    assert main(["allocate", str(stats), "--out", str(tmp_path / "b.csv")]) == 2
+    assert re.match(message, _one_error_line(capsys))
+    assert not (tmp_path / "b.csv").exists()
+
+
+def test_a_full_disk_is_a_one_line_error_naming_the_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stats = _write_jsonl(tmp_path / "s.jsonl", [{"id": 1, "p_hat": 0.5}])
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert main(["allocate", str(stats), "--out", str(tmp_path / "b.json")]) == 2
+    assert _one_error_line(capsys) == f"cannot write {tmp_path / 'b.json'}: No space left on device"

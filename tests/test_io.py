@@ -8,10 +8,12 @@ import logging
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,12 +21,14 @@ import pytest
 
 import knapsack_rl
 from knapsack_rl.io import (
+    LOCK_NAME,
     STATE_MAGIC,
     append_jsonl,
     atomic_write_bytes,
     atomic_write_text,
     decode_state_file,
     encode_state_file,
+    lock_folder,
     read_file_bytes,
     read_state_file,
     remove_stale_temp_files,
@@ -353,3 +357,119 @@ def test_encode_state_file_refuses_what_it_could_not_read_back() -> None:
         encode_state_file("demo", True, {}, {})
     with pytest.raises(ValueError, match=r"^parts must map names \(str\) to bytes; got 'a': str"):
         encode_state_file("demo", 1, {}, {"a": "text"})  # type: ignore[dict-item]
+
+
+# ------------------------------------------------------------------------------ folder locks
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from knapsack_rl.io import lock_folder
+
+    lock = lock_folder(sys.argv[1], what="out_dir", wait=sys.argv[2] == "wait")
+    print("LOCKED", flush=True)
+    time.sleep(float(sys.argv[3]))
+    """
+)
+
+
+def _holder(folder: Path, *, wait: bool = False, hold_s: float = 120) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-c", HOLDER, str(folder), "wait" if wait else "now", str(hold_s)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_a_locked_folder_is_refused_naming_the_holder_until_the_holder_is_killed(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    proc = _holder(folder)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "LOCKED"
+        host = re.escape(socket.gethostname())
+        expected = (
+            rf"^out_dir {re.escape(str(folder))} is in use by pid {proc.pid} on host {host} "
+            rf"\(started \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00\): -c {re.escape(str(folder))} now 120; "
+            r"wait for it to finish or use another folder$"
+        )
+        with pytest.raises(ValueError, match=expected):
+            lock_folder(folder, what="out_dir")
+    finally:
+        proc.send_signal(signal.SIGKILL)  # the kernel drops a dead process's flock
+        proc.wait()
+    with lock_folder(folder, what="out_dir") as lock:
+        assert lock.held and json.loads((folder / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert not lock.held and (folder / LOCK_NAME).read_bytes() == b""  # released: details cleared
+
+
+def test_a_waiting_locker_gets_the_lock_when_the_holder_releases_it(tmp_path: Path) -> None:
+    folder = tmp_path / "cache"
+    first = lock_folder(folder, what="warmstart_dir")
+    waiter = _holder(folder, wait=True, hold_s=0)
+    try:
+        time.sleep(1.0)
+        assert waiter.poll() is None  # blocked while this process holds the lock
+        first.release()
+        out, err = waiter.communicate(timeout=60)
+    finally:
+        waiter.kill()
+        waiter.wait()
+    assert out.strip() == "LOCKED" and waiter.returncode == 0
+    assert f"in use by pid {os.getpid()} on host" in err and "waiting for it to finish" in err
+
+
+def test_a_second_lock_in_the_same_process_is_refused_and_an_unwritable_folder_is_one_line(tmp_path: Path) -> None:
+    mine = r"is in use by pid \d+ on host .* \(this very process: release its other lock first\); wait"
+    with lock_folder(tmp_path, what="out_dir"), pytest.raises(ValueError, match=mine):
+        lock_folder(tmp_path, what="out_dir")
+    for folder in (Path("/proc/knapsack-rl-run"), Path("/proc")):  # not writable, even by root
+        with pytest.raises(ValueError, match=rf"^out_dir {folder} is not writable \(.+\)$"):
+            lock_folder(folder, what="out_dir")
+
+
+# ------------------------------------------------------------------------------ the write audit
+# The only places in src/ that write files other than through atomic_write_*: each writes into memory or a
+# temporary folder first, or is a documented exception (append-only JSONL logs, TensorBoard's event writer).
+WRITE_METHODS = {"write_text", "write_bytes", "savefig", "save_pretrained", "write_table", "to_csv", "to_parquet",
+                 "to_json", "save_to_disk", "SummaryWriter"}  # fmt: skip
+WRITE_FUNCTIONS = {"torch.save", "json.dump", "pickle.dump", "np.save", "np.savez", "shutil.copy", "shutil.copy2",
+                   "shutil.copyfile", "shutil.copytree", "shutil.move"}  # fmt: skip
+ALLOWED = {
+    ("report/plots.py", "save_figure", "savefig"),  # into a BytesIO, then atomic_write_bytes
+    ("models/warmstart.py", "_publish", "save_pretrained"),  # into a temporary folder, fsynced, then renamed
+    ("train/trainer.py", "encode_checkpoint", "torch.save"),  # into a BytesIO
+    ("tasks/verl_data.py", "write_verl", "write_table"),  # into a BytesIO
+    ("train/logging_utils.py", "__init__", "SummaryWriter"),  # TensorBoard's own append-only event files
+}
+
+
+def _write_calls(path: Path) -> Iterator[tuple[str, str, int]]:
+    """(function, call name, line) of every call in ``path`` that writes a file or may write one."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    for func in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]:
+        for node in ast.walk(func):
+            if not isinstance(node, ast.Call):
+                continue
+            target = node.func
+            name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+            if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name):
+                qualified = f"{target.value.id}.{name}"
+            else:
+                qualified = name
+            positional = node.args[1] if len(node.args) > 1 else None
+            mode = next((k.value for k in node.keywords if k.arg == "mode"), positional)
+            writing_open = name == "open" and isinstance(mode, ast.Constant) and set(str(mode.value)) & set("wax+")
+            if name in WRITE_METHODS or qualified in WRITE_FUNCTIONS or writing_open:
+                name = qualified if qualified in WRITE_FUNCTIONS else name
+                yield func.name, name, node.lineno
+
+
+def test_every_file_write_in_src_goes_through_the_atomic_writers() -> None:
+    package = Path(knapsack_rl.__file__).resolve().parent
+    found = {
+        (str(path.relative_to(package)), func, name, line)
+        for path in package.rglob("*.py")
+        if path.name != "io.py" or path.parent != package
+        for func, name, line in _write_calls(path)
+    }
+    unexpected = [f"{p}:{n} {func}() calls {name}" for p, func, name, n in found if (p, func, name) not in ALLOWED]
+    assert sorted(unexpected) == []

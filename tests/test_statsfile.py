@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -113,13 +115,115 @@ def test_csv_budgets_are_quoted_and_formulas_neutralised(tmp_path: Path) -> None
     rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8"), newline="")))
     assert rows[0] == ["id", "p_hat", "budget", "bucket"]
     assert [r[0] for r in rows[1:]] == [
-        "'=HYPERLINK(\"http://x\")", "'+1", "'-2", "'@SUM(A1)", "'\tx", "a,b", 'q"uote', "line\nbreak", "-5", "7",
+        "'=HYPERLINK(\"http://x\")", "'+1", "'-2", "'@SUM(A1)", "\\tx", "a,b", 'q"uote', "line\\nbreak", "-5", "7",
     ]  # fmt: skip
     assert all(len(r) == 4 for r in rows)  # commas, quotes and newlines did not shift columns
     assert rows[2][1] == "" and rows[1][1] == "0.0" and rows[-1][1] == "1.0"
     assert [int(r[2]) for r in rows[1:]] == budgets.tolist()
     assert [r[3] for r in rows[1:]] == [BUCKET_NAMES[k] for k in buckets]
-    assert out.read_text(encoding="utf-8").startswith('id,p_hat,budget,bucket\n"\'=HYPERLINK(""http://x"")",0.0,2,')
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith('"id","p_hat","budget","bucket"\n"\'=HYPERLINK(""http://x"")","0.0","2",')
+
+
+# Ids an attacker controls: a bare CR that splits a row for some readers, formulas behind whitespace,
+# control and invisible characters, line and paragraph separators, a NUL, a DEL, C1 controls.
+ATTACKS: list[tuple[str, str]] = [
+    ("a\rb", "a\\rb"),
+    ("x\r=2+2", "x\\r=2+2"),
+    ("\r=2+2", "'\\r=2+2"),
+    ("=2+2", "'=2+2"),
+    (" =2+2", "' =2+2"),
+    ("\u3000\u00a0 +cmd|' /C calc'!A0", "'\u3000\u00a0 +cmd|' /C calc'!A0"),
+    ("\t=1", "'\\t=1"),
+    ("\n@SUM(A1)", "'\\n@SUM(A1)"),
+    ("\u200b=1", "'\u200b=1"),
+    ("\u2028-1", "'\\u2028-1"),
+    ("a\u2029b\x85c", "a\\u2029b\\x85c"),
+    ("\x00\x01\x7f", "\\x00\\x01\\x7f"),
+    ("back\\slash", "back\\\\slash"),
+    ("a\\rb", "a\\\\rb"),  # a literal backslash-r stays distinct from an escaped CR
+    ("plain id", "plain id"),
+    ("\u05e9\u05dc\u05d5\u05dd\u200cx", "\u05e9\u05dc\u05d5\u05dd\u200cx"),  # format characters inside are kept
+]
+
+
+def test_csv_attack_ids_stay_one_row_each_and_never_start_a_formula(tmp_path: Path) -> None:
+    out = tmp_path / "b.csv"
+    ids = [a for a, _ in ATTACKS]
+    p, budgets, buckets = _budget_columns(len(ids))
+    write_budgets(out, ids, p, budgets, buckets)
+    text = out.read_text(encoding="utf-8")
+    lines = text.splitlines()  # splits at \r, \n, \x85, U+2028, U+2029 ... as the laxest reader would
+    assert len(lines) == len(ids) + 1
+    assert all(line.startswith('"') and line.endswith('"') for line in lines)  # every cell quoted
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert [r[0] for r in rows[1:]] == [cell for _, cell in ATTACKS]
+    for (pid, _), row in zip(ATTACKS, rows[1:], strict=True):
+        shown = row[0].lstrip("".join(c for c in row[0] if c.isspace() or c in "\u200b"))
+        assert not shown.startswith(("=", "+", "-", "@")), (pid, row[0])
+    assert len({r[0] for r in rows[1:]}) == len(ids)  # escaping kept distinct ids distinct
+
+
+# ------------------------------------------------------------------------------------- hostile files
+def test_a_csv_cell_over_the_field_size_limit_is_a_one_line_error(tmp_path: Path) -> None:
+    stats = _file(tmp_path, "s.csv", "id,p_hat\na,0.5\n" + "b" * (csv.field_size_limit() + 1) + ",0.5\n")
+    with pytest.raises(ValueError, match=r"^.*s.csv:3: malformed CSV \(field larger than field limit \(131072\)\)$"):
+        read_stats(stats)
+
+
+@pytest.mark.parametrize("name", ["s.csv", "s.jsonl", "s.parquet"])
+def test_a_stats_path_that_is_a_folder_is_refused(tmp_path: Path, name: str) -> None:
+    folder = tmp_path / name
+    folder.mkdir()
+    if name == "s.parquet":  # pyarrow would read a folder of parquet files as one data set
+        pq.write_table(pa.table({"id": [1], "p_hat": [0.5]}), folder / "part-0.parquet")
+    with pytest.raises(ValueError, match=rf"^stats file .*{name} is a folder$"):
+        read_stats(folder)
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "message"),
+    [
+        ("s.jsonl", lambda p: p.write_text('{"id": 1, "p_hat": 0.5}\n{"id": 9223372036854775808, "p_hat": 0.5}\n'),
+         r"s.jsonl:2: id 9223372036854775808 does not fit in 64 bits"),
+        ("s.jsonl", lambda p: p.write_text('{"id": -9223372036854775809, "p_hat": 0.5}\n'),
+         r"s.jsonl:1: id -9223372036854775809 does not fit in 64 bits"),
+        ("s.parquet", lambda p: pq.write_table(pa.table({"id": pa.array([1, 2**63 + 5], pa.uint64()),
+                                                          "p_hat": [0.5, 0.5]}), p),
+         r"s.parquet:2: id 9223372036854775813 does not fit in 64 bits"),
+    ],
+)  # fmt: skip
+def test_integer_ids_outside_int64_are_refused_naming_the_line(tmp_path: Path, name: str, write, message: str) -> None:
+    path = tmp_path / name
+    write(path)
+    with pytest.raises(ValueError, match=message):
+        read_stats(path)
+    assert read_stats(_file(tmp_path, "ok.jsonl", '{"id": 9223372036854775807, "p_hat": 0.5}\n'))[0] == [2**63 - 1]
+
+
+def test_min_count_must_be_a_non_negative_integer(tmp_path: Path) -> None:
+    stats = _file(tmp_path, "s.csv", "id,successes,count\na,0,0\nb,1,2\n")
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=r"min_count must be"):
+            read_stats(stats, min_count=bad)  # type: ignore[arg-type]
+    ids, p = read_stats(stats, min_count=0)
+    assert ids == ["a", "b"] and np.isnan(p[0]) and p[1] == 0.5
+
+
+def test_a_full_disk_while_writing_budgets_is_a_one_line_error_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "b.csv"
+    out.write_text("old\n")
+    p, budgets, buckets = _budget_columns(3)
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(ValueError, match=rf"^cannot write {re.escape(str(out))}: No space left on device$"):
+        write_budgets(out, ["a", "b", "c"], p, budgets, buckets)
+    assert out.read_text() == "old\n" and sorted(tmp_path.iterdir()) == [out]  # old file kept, no temp left
 
 
 def test_json_budgets_keep_ids_exactly(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 from knapsack_rl.cli_args import add_flags, given
 from knapsack_rl.core.allocate import allocate
 from knapsack_rl.core.config import AllocationConfig, KnapsackConfig, preset_names
+from knapsack_rl.core.validate import check_int
 from knapsack_rl.statsfile import check_output_path, read_stats, write_budgets
 
 _COMMAND_MODULES = ("knapsack_rl.train.cli", "knapsack_rl.sim.cli")
@@ -37,12 +38,15 @@ def _add_allocate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--out", type=Path, default=None, help="write budgets here (.json or .csv)")
     p.add_argument("--preset", choices=preset_names(), default=None, help="start from a preset's allocation settings")
     p.add_argument("--total-budget", type=int, default=None, help="rollouts for the step (default n x prompts)")
-    p.add_argument("--min-count", type=int, default=1, help="rows with count below this have no estimate (default: 1)")
+    p.add_argument(
+        "--min-count", type=int, default=1, help="rows with count below this (>= 0) have no estimate (default: 1)"
+    )
     names = add_flags(p.add_argument_group("allocation settings (AllocationConfig)"), AllocationConfig)
     p.set_defaults(func=_run_allocate, flag_names=names)
 
 
 def _run_allocate(args: argparse.Namespace) -> int:
+    check_int("--min-count", args.min_count, low=0)
     base = KnapsackConfig.preset(args.preset).allocation if args.preset else AllocationConfig()
     config = dataclasses.replace(base, **given(args, args.flag_names))
     if args.out is not None:
@@ -102,16 +106,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``knapsack-rl``."""
+    """Entry point of ``knapsack-rl``.
+
+    Bad input (a ``ValueError``) and a failed file operation (an ``OSError``: a full disk, a read-only
+    folder) end every subcommand with one line, ``knapsack-rl: error: ...``, on stderr and exit
+    status 2; ``-v`` also logs the traceback.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
         return int(args.func(args) or 0)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:
+        logging.getLogger(__name__).debug("%s failed", args.command, exc_info=True)
+        print(f"knapsack-rl: error: {error_line(exc)}", file=sys.stderr)
         return 2
+
+
+def error_line(exc: BaseException) -> str:
+    """``exc`` as one line: an ``OSError`` as ``file: reason``, line breaks of a message joined by spaces."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        files = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        text = f"{files}: {exc.strerror or exc}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 if __name__ == "__main__":

@@ -108,13 +108,38 @@ def given(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
 
 
 def parse_assignment(text: str) -> tuple[list[str], Any]:
-    """``a.b.c=value`` -> (["a", "b", "c"], value parsed as YAML: numbers, true/false, null, lists)."""
-    import yaml
+    """``a.b.c=value`` -> (["a", "b", "c"], value read as YAML 1.2: numbers such as ``1e-4``, true/false,
+    null, lists; :func:`knapsack_rl.safe_yaml.parse_yaml_text`). A missing ``=`` or an empty key part
+    (``a..b``, ``.a``) raises ``ValueError`` naming the option."""
+    from knapsack_rl.safe_yaml import parse_yaml_text
 
     if "=" not in text:
         raise ValueError(f"--set takes key=value (dotted keys for nested settings); got {text!r}")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw)
+    path = key.strip().split(".")
+    if not all(part.strip() for part in path):
+        raise ValueError(f"--set {text!r}: the key {key.strip()!r} has an empty part; use a.b.c=value")
+    return [part.strip() for part in path], parse_yaml_text(raw, source=f"--set {text!r}")
+
+
+def set_path(values: dict[str, Any], path: list[str], value: Any, *, text: str) -> None:
+    """Set ``values[path[0]]...[path[-1]] = value`` in a nested dict, creating missing sections.
+
+    Raises:
+        ValueError: naming ``text`` (the ``--set`` item) when a section on the way is a setting, not a
+            section (``--set seed.x=1``: ``seed`` is 0). ``values`` is unchanged then.
+    """
+    node = values
+    for depth, part in enumerate(path[:-1]):
+        child = node.get(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(path[: depth + 1])
+            raise ValueError(f"--set {text!r}: {where} is a setting ({where}={child!r}), not a section with keys")
+        node = child
+    created = values
+    for part in path[:-1]:  # every section on the way is a dict or missing: create the missing ones now
+        created = created.setdefault(part, {})
+    created[path[-1]] = value
 
 
 def parse_seeds(text: str) -> list[int]:

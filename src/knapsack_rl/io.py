@@ -464,3 +464,128 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# ------------------------------------------------------------------------------ folder locks
+LOCK_NAME = ".knapsack-rl.lock"
+"""Name of the lock file :func:`lock_folder` keeps in a folder (a run directory, a cache)."""
+_HOLDER_BYTES = 4096
+
+
+class FolderLock:
+    """An exclusive :func:`fcntl.flock` on a lock file, held until :meth:`release` or the process's death.
+
+    The kernel drops the lock when the process ends in any way (exit, exception, SIGKILL, OOM), so a
+    killed holder never blocks the next run; the lock file itself stays (removing it would let two
+    processes lock two different files of the same name). Also a context manager.
+    """
+
+    def __init__(self, path: Path, fd: int | None) -> None:
+        self.path = path
+        self._fd = fd
+
+    @property
+    def held(self) -> bool:
+        """True until :meth:`release`."""
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Clear the holder's details and drop the lock (idempotent)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, 0)
+        except OSError:  # pragma: no cover - the details are advisory; the lock goes with the descriptor
+            logger.debug("could not clear %s", self.path)
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> FolderLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        self.release()
+
+
+def lock_folder(folder: str | os.PathLike[str], *, what: str, wait: bool = False, name: str = LOCK_NAME) -> FolderLock:
+    """Lock ``folder`` (created if missing) for this process: an exclusive ``flock`` on ``folder/name``.
+
+    The holder writes its pid, host, start time and command line into the lock file; a process that
+    finds the folder locked reads them. With ``wait=False`` it is refused at once, with ``wait=True`` it
+    logs who holds the lock and blocks until the holder releases it or dies.
+
+    Raises:
+        ValueError: one line naming ``what`` and the folder: held by another process (its pid, host,
+            start time and command), or the folder cannot be created or written.
+    """
+    target = Path(folder)
+    lock_path = target / name
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise ValueError(f"{what} {target} is not writable ({exc.strerror or exc})") from None
+    if fcntl is None:  # pragma: no cover - Windows
+        logger.warning("no fcntl on this platform: %s %s is not locked against other processes", what, target)
+        return FolderLock(lock_path, fd)
+    try:
+        _acquire(fd, lock_path, what=what, target=target, wait=wait)
+        _write_holder(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return FolderLock(lock_path, fd)
+
+
+def _acquire(fd: int, lock_path: Path, *, what: str, target: Path, wait: bool) -> None:
+    assert fcntl is not None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        holder = describe_lock_holder(fd)
+    if not wait:
+        raise ValueError(f"{what} {target} is in use by {holder}; wait for it to finish or use another folder")
+    logger.warning("%s %s is in use by %s; waiting for it to finish", what, target, holder)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    logger.info("%s %s: lock acquired after waiting", what, target)
+
+
+def describe_lock_holder(fd: int) -> str:
+    """Who holds the lock file open as ``fd``: ``pid 123 on host h (started ...): command``."""
+    try:
+        info = json.loads(os.pread(fd, _HOLDER_BYTES, 0))
+        pid, host, started, command = (info[k] for k in ("pid", "host", "started", "command"))
+    except (OSError, ValueError, TypeError, KeyError):
+        return "another process (it has not written its details yet)"
+    mine = " (this very process: release its other lock first)" if pid == os.getpid() and host == _host() else ""
+    return f"pid {pid} on host {host} (started {started}): {command}{mine}"
+
+
+def _write_holder(fd: int) -> None:
+    """Write this process's details into the (locked) lock file: rewritten in place, never replaced,
+    since the lock belongs to the file's inode; readers see the details or an empty file."""
+    import datetime
+    import shlex
+    import sys
+
+    command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]])
+    info = {
+        "pid": os.getpid(),
+        "host": _host(),
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": command[:1000],
+    }
+    data = json.dumps(info).encode("utf-8")[:_HOLDER_BYTES]
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()

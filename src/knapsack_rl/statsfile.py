@@ -4,12 +4,16 @@ A stats file has one row per prompt with an ``id`` and either ``p_hat`` (a float
 null means "no estimate") or ``successes`` and ``count``. Formats, by suffix: ``.jsonl`` (one JSON
 object per line, UTF-8), ``.csv`` (header row, UTF-8, an optional byte-order mark is skipped),
 ``.parquet`` (needs pyarrow). Every error names the file and the line (1-based; the CSV header is
-line 1 and a row is numbered by the line it starts on; parquet rows are numbered from 1).
+line 1 and a row is numbered by the line it starts on; parquet rows are numbered from 1). The file is
+read with :func:`knapsack_rl.io.read_file_bytes`: a folder, FIFO or device is refused without blocking,
+and so is a file over :data:`MAX_STATS_BYTES`. A CSV cell over :data:`csv.field_size_limit` (131,072
+characters) is refused naming its line.
 
 Ids keep the type the file gives them: a JSON number is an int and a JSON string a str; a parquet
 int column gives ints and a string column strs; a CSV cell is always a str, exactly as written
 (``"007"`` stays ``"007"``, ``"١٢"`` is not 12). Float and bool ids are refused, as everywhere in the
-package, so ``1``, ``"1"`` and ``1.0`` are never taken for one another.
+package, so ``1``, ``"1"`` and ``1.0`` are never taken for one another, and so are integer ids outside
+the signed 64-bit range (the trackers keep ids in int64 arrays).
 
 Budgets are written by :func:`write_budgets` (``.json`` or ``.csv``, atomically); check the output
 path with :func:`check_output_path` before spending time on the solve.
@@ -23,6 +27,7 @@ import json
 import math
 import os
 import tempfile
+import unicodedata
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,32 +36,36 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from knapsack_rl.core.allocate import BUCKET_NAMES
-from knapsack_rl.core.validate import check_prompt_ids
-from knapsack_rl.io import atomic_write_text
+from knapsack_rl.core.validate import INT64_MAX, check_int, check_prompt_ids
+from knapsack_rl.io import atomic_write_text, read_file_bytes
 
 PromptId = int | str
 OUTPUT_SUFFIXES = (".json", ".csv")
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-"""A CSV cell starting with one of these is read as a formula by spreadsheet programs (OWASP, "CSV
-Injection"); :func:`write_budgets` prefixes such id cells with an apostrophe."""
+FORMULA_PREFIXES = ("=", "+", "-", "@")
+"""A CSV cell starting with one of these, after any leading whitespace or control characters (a tab and a
+carriage return among them), is read as a formula by spreadsheet programs (OWASP, "CSV Injection");
+:func:`csv_id` prefixes such id cells with an apostrophe."""
+MAX_STATS_BYTES = 1 << 32
+"""Largest stats file read (4 GiB: tens of millions of prompts)."""
+_INT64_MIN = -INT64_MAX - 1
 
 
 def read_stats(path: str | Path, *, min_count: int = 1) -> tuple[list[PromptId], NDArray[np.float64]]:
     """Prompt ids and ``p_hat`` (NaN = no estimate) from a stats file.
 
     Rows given as ``successes`` / ``count`` yield ``successes / count``, or NaN when
-    ``count < min_count``.
+    ``count < min_count`` (an integer >= 0).
     """
     path = Path(path)
-    if not path.exists():
-        raise ValueError(f"stats file {path} does not exist")
+    check_int("min_count", min_count, low=0)
     rows = {".jsonl": _jsonl_rows, ".csv": _csv_rows, ".parquet": _parquet_rows}.get(path.suffix)
     if rows is None:
         raise ValueError(f"stats file {path}: unknown format {path.suffix!r}; use .jsonl, .csv or .parquet")
+    data = read_file_bytes(path, what="stats file", max_bytes=MAX_STATS_BYTES)
     ids: list[PromptId] = []
     p_hat: list[float] = []
     seen: dict[PromptId, int] = {}
-    for line, row in rows(path):
+    for line, row in rows(path, data):
         where = f"{path}:{line}"
         pid = _parse_id(row, where)
         if pid in seen:
@@ -69,42 +78,40 @@ def read_stats(path: str | Path, *, min_count: int = 1) -> tuple[list[PromptId],
     return ids, np.asarray(p_hat, dtype=np.float64)
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open("rb") as f:
-        for line, raw in enumerate(f, start=1):
-            try:
-                text = raw.decode("utf-8-sig" if line == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise ValueError(f"{path}:{line}: not valid UTF-8 ({exc.reason})") from None
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{line}: malformed JSON ({exc.msg})") from None
-            except RecursionError:
-                raise ValueError(f"{path}:{line}: malformed JSON (nested too deeply)") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{line}: expected a JSON object, got {type(row).__name__}")
-            yield line, row
+def _jsonl_rows(path: Path, data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
+    for line, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            text = raw.decode("utf-8-sig" if line == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}:{line}: not valid UTF-8 ({exc.reason})") from None
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{line}: malformed JSON ({exc.msg})") from None
+        except RecursionError:
+            raise ValueError(f"{path}:{line}: malformed JSON (nested too deeply)") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{line}: expected a JSON object, got {type(row).__name__}")
+        yield line, row
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    data = path.read_bytes()
+def _csv_rows(path: Path, data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ValueError(f"{path}:{line}: not valid UTF-8 ({exc.reason})") from None
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
+    header = _next_csv_row(reader, path)
     if header is None or "id" not in header:
         raise ValueError(f"{path}:1: CSV header must contain 'id'; got {header}")
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise ValueError(f"{path}:1: CSV header repeats {repeated}")
     start = reader.line_num + 1
-    for values in reader:
+    while (values := _next_csv_row(reader, path)) is not None:
         line, start = start, reader.line_num + 1  # a quoted cell can span lines: number rows by their first
         if not values:
             continue  # a blank line
@@ -114,13 +121,23 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield line, {k: (v if v != "" else None) for k, v in zip(header, values, strict=True)}
 
 
-def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _next_csv_row(reader: Any, path: Path) -> list[str] | None:
+    """The next row of ``reader`` (None at the end); a cell over the field size limit, a NUL byte or
+    another CSV error raises ``ValueError`` naming the file and the line."""
     try:
+        return next(reader, None)  # type: ignore[no-any-return]
+    except csv.Error as exc:
+        raise ValueError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+
+
+def _parquet_rows(path: Path, data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:  # pragma: no cover - pyarrow is in the train extra
         raise ValueError(f"reading {path} needs pyarrow (pip install 'knapsack-rl[train]')") from exc
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(pa.BufferReader(data))
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise ValueError(f"{path}: not a readable parquet file ({exc})") from exc
     yield from enumerate(table.to_pylist(), start=1)
@@ -133,6 +150,8 @@ def _parse_id(row: dict[str, Any], where: str) -> PromptId:
         raise ValueError(f"{where}: missing 'id'")
     if isinstance(pid, bool) or not isinstance(pid, int | str):
         raise ValueError(f"{where}: id must be an integer or a string; got {pid!r} ({type(pid).__name__})")
+    if isinstance(pid, int) and not _INT64_MIN <= pid <= INT64_MAX:
+        raise ValueError(f"{where}: id {pid} does not fit in 64 bits (integer ids must be in [-2**63, 2**63 - 1])")
     return pid
 
 
@@ -212,11 +231,11 @@ def write_budgets(
     - ``.json``: a list of objects; ids keep their type, ``p_hat`` is null where there is no
       estimate, ``bucket`` is the bucket's name (:data:`knapsack_rl.core.allocate.BUCKET_NAMES`).
       This is the lossless format.
-    - ``.csv``: the same columns through the :mod:`csv` module (cells with commas, quotes or newlines
-      are quoted), ``p_hat`` empty where there is no estimate. An id cell that starts with
-      ``= + - @``, a tab or a carriage return gets a leading apostrophe (``'=HYPERLINK(...)``), so a
-      spreadsheet shows it as text instead of running it as a formula; such ids therefore differ
-      from the input in the CSV (use ``.json`` to get them back exactly).
+    - ``.csv``: the same columns through the :mod:`csv` module, every cell quoted
+      (:data:`csv.QUOTE_ALL`), ``p_hat`` empty where there is no estimate. A str id is written as
+      :func:`csv_id` gives it: control characters (line breaks and tabs included) escaped, so every
+      row is one line, and a leading apostrophe where a spreadsheet would run the cell as a formula.
+      Such ids therefore differ from the input in the CSV (use ``.json`` to get them back exactly).
 
     Args:
         ids: (M,) prompt ids (int or str).
@@ -242,16 +261,46 @@ def write_budgets(
     ]
     if target.suffix == ".json":
         keys = ("id", "p_hat", "budget", "bucket")
-        atomic_write_text(target, json.dumps([dict(zip(keys, r, strict=True)) for r in rows], indent=1))
-        return
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(("id", "p_hat", "budget", "bucket"))
-    writer.writerows((_csv_cell(pid), "" if pv is None else pv, bv, name) for pid, pv, bv, name in rows)
-    atomic_write_text(target, out.getvalue())
+        text = json.dumps([dict(zip(keys, r, strict=True)) for r in rows], indent=1)
+    else:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        writer.writerow(("id", "p_hat", "budget", "bucket"))
+        writer.writerows((csv_id(pid), "" if pv is None else pv, bv, name) for pid, pv, bv, name in rows)
+        text = out.getvalue()
+    try:
+        atomic_write_text(target, text)
+    except OSError as exc:  # a full disk, a read-only folder: one line naming the file
+        raise ValueError(f"cannot write {target}: {exc.strerror or exc}") from None
 
 
-def _csv_cell(pid: object) -> str:
-    """The CSV text of an id; text a spreadsheet would run as a formula gets a leading apostrophe."""
-    text = str(pid)
-    return "'" + text if isinstance(pid, str) and text.startswith(FORMULA_PREFIXES) else text
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_INVISIBLE = ("Cc", "Cf", "Zl", "Zp")
+
+
+def csv_id(pid: PromptId) -> str:
+    r"""The CSV text of a prompt id: an int as its digits; a str made safe for spreadsheets.
+
+    1. Escaping: a backslash becomes two backslashes (``\\``); a line feed, carriage return and tab
+       become ``\n``, ``\r`` and ``\t`` (a backslash and a letter); every other control character
+       (Unicode categories Cc, Zl and Zp: C0 and C1 controls, DEL, U+2028, U+2029) becomes ``\xNN``
+       or ``\uNNNN``. The escaped text has no line break, so a row is one line in every reader, and
+       it maps back to the id unambiguously.
+    2. Formula guard: if the id, after any leading whitespace, control or invisible format characters
+       (``str.isspace`` or Unicode categories Cc, Cf, Zl, Zp: ``" =2+2"``, ``"\r=2+2"``,
+       ``"\u200b=2+2"``), starts with ``=``, ``+``, ``-`` or ``@``, the escaped text gets a leading
+       apostrophe (``' =2+2``), so a spreadsheet shows the cell as text.
+    """
+    if not isinstance(pid, str):
+        return str(pid)
+    text = "".join(_ESCAPES.get(ch) or _escape_control(ch) for ch in pid)
+    start = 0
+    while start < len(pid) and (pid[start].isspace() or unicodedata.category(pid[start]) in _INVISIBLE):
+        start += 1
+    return "'" + text if pid.startswith(FORMULA_PREFIXES, start) else text
+
+
+def _escape_control(ch: str) -> str:
+    if unicodedata.category(ch) not in ("Cc", "Zl", "Zp"):
+        return ch
+    return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"

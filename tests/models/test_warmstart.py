@@ -1,4 +1,11 @@
+import errno
 import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,9 +64,79 @@ def test_interrupted_build_leaves_no_cache(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ws, "train_supervised", crash)
+    task = _arith()
     with pytest.raises(KeyboardInterrupt):
+        warm_start(tmp_path, task, warm=WARM, model=MODEL)
+    key = weights_key(WARM, MODEL, task.chars, task.warmstart)
+    assert [p.name for p in tmp_path.iterdir()] == [f".{key}.lock"]  # the (released) build lock, no cache
+    assert (tmp_path / f".{key}.lock").read_bytes() == b""
+
+
+# A builder that holds the build lock, stalled inside its training until another process waits for the lock
+# (a blocked flock request shows in /proc/locks as "->" on the lock file's inode).
+STALLED_BUILDER = textwrap.dedent(
+    """
+    import os, pathlib, sys, time
+    import torch
+    import knapsack_rl.models.warmstart as ws
+    from tests.models.test_warmstart import MODEL, WARM, _arith
+
+    torch.set_num_threads(1)
+    real = ws.train_supervised
+
+    def stalled(*args, **kwargs):
+        print("TRAINING", flush=True)
+        deadline = time.monotonic() + float(sys.argv[2])
+        while time.monotonic() < deadline:
+            inodes = {p.stat().st_ino for p in pathlib.Path(sys.argv[1]).glob(".*.lock")}
+            if any("->" in line and int(line.split()[-3].split(":")[-1]) in inodes for line in open("/proc/locks")):
+                break
+            time.sleep(0.05)
+        return real(*args, **kwargs)
+
+    ws.train_supervised = stalled
+    print(ws.warm_start(sys.argv[1], _arith(), warm=WARM, model=MODEL), flush=True)
+    """
+)
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="the stalled builder watches Linux /proc/locks")
+def test_two_processes_building_one_fresh_cache_build_it_once(tmp_path, monkeypatch, caplog):
+    import knapsack_rl.models.warmstart as ws
+
+    root, src = Path(__file__).resolve().parents[2], Path(ws.__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(root)]), "OMP_NUM_THREADS": "1"}
+    other = subprocess.Popen([sys.executable, "-c", STALLED_BUILDER, str(tmp_path), "30"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env, cwd=root)  # fmt: skip
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip() == "TRAINING"
+        trained_here = []
+        monkeypatch.setattr(ws, "train_supervised", lambda *a, **k: trained_here.append(1) or [])
+        with caplog.at_level(logging.INFO, logger="knapsack_rl"):
+            path = warm_start(tmp_path, _arith(), warm=WARM, model=MODEL)  # waits for the other build
+        out, err = other.communicate(timeout=120)
+    finally:
+        other.kill()
+        other.wait()
+    assert other.returncode == 0, err[-2000:]
+    assert out.strip() == str(path) and trained_here == []  # built once, by the other process; reused here
+    assert f"is in use by pid {other.pid} on host" in caplog.text and "built by another process" in caplog.text
+    assert json.loads((path / "warmstart.json").read_text())["warmstart_data"]["size"] == 32
+    load_causal_lm(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, f".{path.name}.lock"])
+
+
+def test_an_unwritable_or_full_cache_folder_is_a_one_line_error(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"^warmstart_dir /proc/knapsack-rl-ws is not writable \(.+\)$"):
+        warm_start("/proc/knapsack-rl-ws", _arith(), warm=WARM, model=MODEL)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(ValueError, match=r"^cannot write the warm start to .*/[0-9a-f]{12} \(No space left on dev"):
         warm_start(tmp_path, _arith(), warm=WARM, model=MODEL)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []  # no cache, no temp folder
 
 
 def test_training_profile_is_cached_per_training_set(tmp_path):

@@ -1,11 +1,18 @@
 """knapsack-rl train / compare / demo / preflight: flags generated from the configs, paired output."""
 
 import json
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
 
+import pytest
 import torch
 
 from knapsack_rl.cli import build_parser, main
+from knapsack_rl.train.cli import build_config
 
 torch.set_num_threads(1)
 
@@ -105,3 +112,101 @@ def test_preflight_of_a_checkpoint_samples_that_policy(tmp_path, capsys):
     other = _config(tmp_path, task={"arithmetic": {"train_per_level": [3] * 5, "eval_per_level": 1}})
     assert main(["preflight", "--config", str(other), "--checkpoint", str(run / "checkpoint.pt")]) == 2
     assert "written for another policy or task (task differ)" in capsys.readouterr().err
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("knapsack-rl: error: "), err  # one line, no traceback
+    return err.removeprefix("knapsack-rl: error: ").rstrip("\n")
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "demo", "preflight"])
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("seed.x=1", "--set 'seed.x=1': seed is a setting (seed=0), not a section with keys"),
+        ("task.arithmetic.levels.x=1", "--set 'task.arithmetic.levels.x=1': task.arithmetic.levels is a setting"),
+        ("lr=[1", "--set 'lr=[1': at column 3: while parsing a flow sequence"),
+        ("a..b=1", "--set 'a..b=1': the key 'a..b' has an empty part"),
+        ("knapsack.max_n=1e-4", "max_n must be an integer; got max_n=0.0001"),
+    ],
+)
+def test_bad_set_items_are_one_line_errors_for_every_command(tmp_path, capsys, command, assignment, message):
+    out = tmp_path / "out"
+    assert main([command, "--config", str(_config(tmp_path)), "--out-dir", str(out), "--set", assignment]) == 2
+    assert message in _one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_set_reads_exponent_numbers_as_floats(tmp_path):
+    args = build_parser().parse_args(["train", "--set", "lr=1e-4", "--set", "knapsack.beta_prior=[5e-1, 2]"])
+    cfg = build_config(args)
+    assert cfg.lr == 1e-4 and cfg.knapsack.tracker.beta_prior == (0.5, 2.0)
+
+
+def test_arm_changes_read_exponent_numbers_as_floats():
+    from knapsack_rl.train import TrainConfig
+    from knapsack_rl.train.compare import resolve_arm
+
+    arm = resolve_arm(TrainConfig(), "project+beta_prior=[5e-1, 2]+alpha=5e-1")
+    assert arm.knapsack.tracker.beta_prior == (0.5, 2.0) and arm.knapsack.allocation.alpha == 0.5
+    with pytest.raises(ValueError, match=r"arm 'project\+alpha=0.5\+alpha=0.6': 'alpha' is set twice"):
+        resolve_arm(TrainConfig(), "project+alpha=0.5+alpha=0.6")
+
+
+# `knapsack-rl train` whose training stalls once its Trainer is built (and holds out_dir's lock).
+STALLED_TRAIN = """
+import sys, time
+from knapsack_rl.train.trainer import Trainer
+from knapsack_rl.cli import main
+
+def stalled(self, **kwargs):
+    print("TRAINING", flush=True)
+    time.sleep(120)
+
+Trainer.train = stalled
+main(sys.argv[1:])
+"""
+
+
+def test_a_second_run_on_one_out_dir_is_refused_naming_the_holder_and_a_killed_run_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--config", str(_config(tmp_path)), "--out-dir", str(out), "--max-steps", "2"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([sys.executable, "-c", STALLED_TRAIN, *argv], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert first.stdout is not None and first.stdout.readline().strip() == "TRAINING"
+        assert main(argv) == 2
+        message = _one_error_line(capsys)
+        host = socket.gethostname()
+        assert message.startswith(f"out_dir {out} is in use by pid {first.pid} on host {host} (started ")
+        assert message.endswith(f"): -c {' '.join(argv)}; wait for it to finish or use another folder")
+        assert not (out / "metrics.jsonl").exists()  # the refused run wrote nothing
+    finally:
+        first.send_signal(signal.SIGKILL)  # a killed run never blocks the next: the kernel drops its lock
+        first.wait()
+    assert main(argv) == 0
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 2
+
+
+def test_start_up_problems_are_one_line_errors_and_write_nothing(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    base = ["train", "--config", str(_config(tmp_path)), "--out-dir", str(out), "--max-steps", "1"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cases = [
+        (["--device", "cuda:0"], "device='cuda:0' but CUDA is not available on this machine; use device: cpu or auto"),
+        (["--tracker-init", str(tmp_path / "none.bin")], f"tracker_init file {tmp_path / 'none.bin'} does not exist"),
+        (["--tracker-init", str(tmp_path)], f"tracker_init file {tmp_path} is a folder"),
+    ]
+    for extra, message in cases:
+        assert main([*base, *extra]) == 2
+        assert _one_error_line(capsys) == message
+        assert not out.exists()
+    for extra, message in [
+        (["--out-dir", "/proc/knapsack-rl-run"], "out_dir /proc/knapsack-rl-run is not writable ("),
+        (["--warmstart-dir", "/proc/knapsack-rl-ws"], "warmstart_dir /proc/knapsack-rl-ws is not writable ("),
+    ]:
+        assert main([*base, *extra]) == 2
+        assert _one_error_line(capsys).startswith(message)
+    assert main(base) == 0  # the run the refused one would have been: its out_dir lock was released

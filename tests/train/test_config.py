@@ -51,10 +51,70 @@ def test_nonsense_is_refused_with_the_name_and_value(values, message):
 def test_config_file_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("lr: [1, 2\n")
-    with pytest.raises(ValueError, match=r"bad.yaml: cannot be parsed"):
+    with pytest.raises(ValueError, match=r"bad.yaml:2: while parsing a flow sequence: expected ',' or '\]'"):
         load_config(bad)
     (tmp_path / "wrong.yaml").write_text("knapsack:\n  fallback: 'no'\n")
     with pytest.raises(ValueError, match=r"wrong.yaml: fallback must be true or false"):
         load_config(tmp_path / "wrong.yaml")
     with pytest.raises(ValueError, match=r"config file .*missing.yaml does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_yaml_numbers_in_exponent_form_are_floats(tmp_path):
+    (tmp_path / "c.yaml").write_text("lr: 1e-4\nweight_decay: 5E-3\nknapsack:\n  beta_prior: [5e-1, 2]\n")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert cfg.lr == 1e-4 and cfg.weight_decay == 5e-3 and cfg.knapsack.tracker.beta_prior == (0.5, 2.0)
+
+
+def test_yaml_1_1_booleans_are_not_taken_for_booleans(tmp_path):
+    (tmp_path / "c.yaml").write_text("resume: no\n")  # YAML 1.1 (yaml.safe_load) reads False
+    with pytest.raises(ValueError, match=r"c.yaml: resume must be true or false \(a bool\); got resume='no'"):
+        load_config(tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("lr: 1e-3\nseed: 1\nlr: 2e-3\n", r"^.*c.yaml:3: duplicate key 'lr' \(first on line 1\)$"),
+        ("knapsack:\n  max_n: 32\n  max_n: 64\n", r"^.*c.yaml:3: duplicate key 'max_n' \(first on line 2\)$"),
+        ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: [*a, *a, *a, *a, *a, *a, *a]\n", r"^.*c.yaml:1: anchors and aliases"),
+        ("lr: [1e-3\n", r"^.*c.yaml:2: while parsing a flow sequence: expected ',' or '\]', but got '<stream end>'$"),
+    ],
+)
+def test_yaml_configs_refuse_duplicates_and_aliases_in_one_line(tmp_path, text, message):
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_billion_laughs_config_is_refused_at_once(tmp_path):
+    # ten levels of nine aliases under a real key: about 10**9 strings once expanded (yaml.safe_load, then the
+    # error message's repr of the value: over 4 GB and minutes)
+    laughs = ["lr:", '  - &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    laughs += [f"  - &a{i} [{','.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    (tmp_path / "laughs.yaml").write_text("\n".join(laughs) + "\n")
+    with pytest.raises(ValueError, match=r"laughs.yaml:2: anchors and aliases \(&name, \*name\) are not allowed$"):
+        load_config(tmp_path / "laughs.yaml")
+
+
+def test_json_configs_refuse_duplicate_keys_and_config_paths_that_are_not_files(tmp_path):
+    (tmp_path / "c.json").write_text('{"lr": 0.001, "lr": 0.002}')
+    with pytest.raises(ValueError, match=r"c.json: duplicate key 'lr' in a JSON object$"):
+        load_config(tmp_path / "c.json")
+    (tmp_path / "dir.yaml").mkdir()
+    with pytest.raises(ValueError, match=r"^config file .*dir.yaml is a folder$"):
+        load_config(tmp_path / "dir.yaml")
+    (tmp_path / "big.json").write_text(" " * (1 << 20) + "{}")
+    with pytest.raises(ValueError, match=r"big.json is 1048578 bytes, over the limit of 1048576$"):
+        load_config(tmp_path / "big.json")
+
+
+def test_values_of_the_wrong_kind_are_value_errors(tmp_path):
+    for text, message in (
+        ("task: {arithmetic: {levels: 5}}\n", r"c.yaml: a setting has a value of the wrong type"),
+        ("model: 5\n", r"c.yaml: model must be a non-empty path; got model=5"),
+        ("knapsack: {preset: [1]}\n", r"c.yaml: knapsack.preset must be a preset name; got preset=\[1\]"),
+    ):
+        (tmp_path / "c.yaml").write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_config(tmp_path / "c.yaml")

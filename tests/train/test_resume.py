@@ -57,6 +57,7 @@ def test_resume_refuses_other_settings_and_allows_safe_ones(base, tmp_path):
     resumed = Trainer(cfg.replace(epochs=3, progress=True))  # more epochs: allowed
     assert resumed.global_step == 2
     assert json.loads((tmp_path / "r" / "config.json").read_text())["epochs"] == 3
+    resumed.close()  # releases out_dir's lock: one open Trainer per run directory
     fresh = Trainer(cfg.replace(seed=1, resume=False))  # resume=false starts afresh in the same folder
     assert fresh.global_step == 0
 

@@ -12,7 +12,14 @@ Caches, under ``root``:
   ``sha256(warm-start config without profile_samples, model config, tokenizer characters,
   content hash of the warm-start set)[:12]``: exactly what determines the weights. The training and
   held-out sets do not enter it, so changing them (or their sizes) reuses the weights. The directory is
-  built under a temporary name and renamed into place: an interrupted build leaves no half-written cache.
+  built under a temporary name (``root/.<weights key>.tmp``), fsynced and renamed into place: an
+  interrupted build leaves no half-written cache.
+* ``root/.<weights key>.lock``: the build's lock (:func:`knapsack_rl.io.lock_folder`). Processes that need
+  the same missing cache at once (``compare`` arms, two ``train`` runs sharing ``warmstart_dir``) do not
+  both build it: the first builds, the others log who is building and **wait, then reuse** the finished
+  cache. Waiting rather than refusing, because the waiter wants exactly the directory being built and
+  would otherwise have to be started again by hand; a builder that dies releases the lock (the kernel
+  drops it) and the next waiter builds. The lock file stays (an empty file).
 * ``root/<weights key>/profiles/<profile key>.json``: :func:`training_profile`, the success profile of
   a prompt set (the RL training set) under the cached weights, keyed by the set's content hash and the
   sampling settings; changing the training set adds a profile, never rebuilds the weights.
@@ -23,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,7 +42,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from knapsack_rl.core.validate import check_int, check_real
-from knapsack_rl.io import atomic_write_bytes
+from knapsack_rl.io import atomic_write_bytes, lock_folder
 from knapsack_rl.models.tiny import TinyModelConfig, build_char_tokenizer, build_tiny_model
 from knapsack_rl.tasks.base import PromptSet, exact_match
 
@@ -255,28 +263,62 @@ def _build(root: Path, task: Any, warm: WarmStartConfig, model: TinyModelConfig,
     if (path / "warmstart.json").is_file():
         logger.info("warm start: using cache %s", path)
         return path
-    start = time.perf_counter()
-    tokenizer = build_char_tokenizer(task.chars)
-    policy = build_tiny_model(tokenizer, model, seed=warm.seed).to(device)
-    logger.info("warm start: training %d steps on %d problems -> %s", warm.steps, len(task.warmstart), path)
-    losses = train_supervised(policy, tokenizer, warm, task.warmstart)
-    report = {
-        "config": {"warm": asdict(warm), "model": asdict(model), "chars": task.chars},
-        "warmstart_data": {"size": len(task.warmstart), "sha256": task.warmstart.content_hash()},
-        "parameters": sum(p.numel() for p in policy.parameters()),
-        "final_loss": losses[-1] if losses else None,
-        "seconds": time.perf_counter() - start,
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    policy.to("cpu").save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "warmstart.json").write_text(json.dumps(report, indent=1))
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
+    with lock_folder(root, what="warmstart_dir", wait=True, name=f".{path.name}.lock"):
+        if (path / "warmstart.json").is_file():  # another process built it while this one waited
+            logger.info("warm start: using cache %s (built by another process)", path)
+            return path
+        start = time.perf_counter()
+        tokenizer = build_char_tokenizer(task.chars)
+        policy = build_tiny_model(tokenizer, model, seed=warm.seed).to(device)
+        logger.info("warm start: training %d steps on %d problems -> %s", warm.steps, len(task.warmstart), path)
+        losses = train_supervised(policy, tokenizer, warm, task.warmstart)
+        report = {
+            "config": {"warm": asdict(warm), "model": asdict(model), "chars": task.chars},
+            "warmstart_data": {"size": len(task.warmstart), "sha256": task.warmstart.content_hash()},
+            "parameters": sum(p.numel() for p in policy.parameters()),
+            "final_loss": losses[-1] if losses else None,
+            "seconds": time.perf_counter() - start,
+        }
+        _publish(path, policy.to("cpu"), tokenizer, report)
     logger.info("warm start: %.0f s, final loss %.3f", report["seconds"], report["final_loss"] or float("nan"))
     return path
+
+
+def _publish(path: Path, policy: Any, tokenizer: Any, report: dict[str, Any]) -> None:
+    """Write the cache folder ``path`` whole or not at all (the caller holds its build lock): build it
+    as ``.<name>.tmp`` beside it, fsync every file and the folder, rename it into place.
+
+    Raises:
+        ValueError: naming the folder, if it cannot be written (a full disk, a read-only folder).
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a builder that was killed (we hold the lock)
+        tmp.mkdir()
+        policy.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_bytes(tmp / "warmstart.json", json.dumps(report, indent=1).encode())
+        _fsync_tree(tmp)
+        shutil.rmtree(path, ignore_errors=True)  # a folder without warmstart.json: not a finished cache
+        os.replace(tmp, path)
+        _fsync_tree(path.parent, files=False)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ValueError(f"cannot write the warm start to {path} ({exc.strerror or exc})") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _fsync_tree(folder: Path, *, files: bool = True) -> None:
+    """fsync the files directly in ``folder`` (when ``files``) and the folder itself."""
+    names = sorted(p for p in folder.iterdir() if p.is_file()) if files else []
+    for name in [*names, folder]:
+        fd = os.open(name, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def training_profile(

@@ -1,5 +1,8 @@
 """PNG plots of a comparison of arms, from run logs (matplotlib is imported only here, lazily).
 
+Every figure is rendered in memory and written with :func:`knapsack_rl.io.atomic_write_bytes`
+(:func:`save_figure`): a reader sees the old plot or the new one, never half a PNG.
+
 Every plot has a title, one line per arm (mean over seeds) with a band of +- one standard deviation
 over seeds, and a dashed vertical line where allocation starts (the first step of epoch
 ``uniform_epochs``: before it every arm gives every prompt n rollouts).
@@ -7,6 +10,7 @@ over seeds, and a dashed vertical line where allocation starts (the first step o
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from knapsack_rl.io import atomic_write_bytes
 from knapsack_rl.report.summary import read_jsonl, series, smooth
 
 logger = logging.getLogger(__name__)
@@ -54,7 +59,7 @@ def plot_comparison(
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=110)
+        save_figure(fig, out_dir / name, dpi=110)
         plt.close(fig)
         written.append(out_dir / name)
     for arm, dirs in runs.items():
@@ -89,6 +94,15 @@ def _plot_budget_vs_p(dirs: Sequence[Path], path: Path, arm: str, plt: Any) -> P
     ax.set(xlabel="estimated success rate p", ylabel="rollouts given (budget)", title=f"Budget vs estimate: {arm}")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
+    return path
+
+
+def save_figure(fig: Any, path: Path, *, dpi: int) -> Path:
+    """Render the matplotlib figure ``fig`` in memory (format from the suffix, default PNG) and write it
+    to ``path`` atomically; returns ``path``."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=dpi)
+    atomic_write_bytes(path, buf.getvalue())
     return path

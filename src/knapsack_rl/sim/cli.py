@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from knapsack_rl.io import atomic_write_text
 from knapsack_rl.sim.config import SimConfig, init_names
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def _run_one(args: argparse.Namespace, config: SimConfig, rules: list[str], out:
         "config": vars(config) | {"rules": rules, "seeds": args.seeds, "target": target},
         "summary": {s.rule: {k: vars(v) for k, v in s.stats.items()} | {"spend": s.spend} for s in summaries},
     }
-    (out / "summary.json").write_text(json.dumps(record, indent=1, default=str))
+    atomic_write_text(out / "summary.json", json.dumps(record, indent=1, default=str))
     print(f"wrote {out / 'summary.json'}")
     if not args.no_plots:
         _plots(traces, out, "", f"{config.num_prompts} prompts, init={config.init}")
@@ -118,7 +119,7 @@ def _run_regimes(args: argparse.Namespace, base: SimConfig, rules: list[str], ou
         print(sections[-1])
         if not args.no_plots:
             _plots(traces, out, f"{name}_", f"{name}: {config.num_prompts} prompts, init={config.init}")
-    (out / "regimes.md").write_text("\n".join(sections))
+    atomic_write_text(out / "regimes.md", "\n".join(sections))
     print(f"wrote {out / 'regimes.md'}")
 
 

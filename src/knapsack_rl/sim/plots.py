@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from knapsack_rl.report.plots import save_figure
 from knapsack_rl.report.stats import mean_ci
 from knapsack_rl.sim.run import RunTrace
 
@@ -52,8 +53,7 @@ def plot_curves(traces: Mapping[str, list[RunTrace]], path: Path, *, title: str 
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=72)
+    save_figure(fig, path, dpi=72)  # rendered in memory, written atomically
     plt.close(fig)
     return path
 
@@ -83,7 +83,6 @@ def plot_budgets(traces: Mapping[str, list[RunTrace]], path: Path) -> Path | Non
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("rollouts given")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=72)
+    save_figure(fig, path, dpi=72)
     plt.close(fig)
     return path

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from knapsack_rl.cli_args import add_flags, given, parse_assignment, parse_seeds
+from knapsack_rl.cli_args import add_flags, given, parse_assignment, parse_seeds, set_path
+from knapsack_rl.io import atomic_write_text
 
 DEMO_HELP = (
     "uniform vs knapsack allocation on the embedded task, several paired seeds from the same warm start, "
@@ -97,10 +98,7 @@ def build_config(args: argparse.Namespace) -> Any:
         values = cfg.to_dict()
         for text in args.assignments:
             path, value = parse_assignment(text)
-            node = values
-            for part in path[:-1]:
-                node = node.setdefault(part, {})
-            node[path[-1]] = value
+            set_path(values, path, value, text=text)
         cfg = config_from_dict(values)
     quiet_third_party(cfg.progress)
     return cfg
@@ -155,7 +153,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     ]
     text = "\n".join(lines)
     print(text)
-    (out_dir / "table.txt").write_text(text + "\n")
+    atomic_write_text(out_dir / "table.txt", text + "\n")
     return 0
 
 

@@ -91,15 +91,18 @@ def resolve_arm(base: TrainConfig, arm: str) -> Arm:
 
 
 def _changes(arm: str, changes: list[str]) -> dict[str, object]:
-    """``key=value`` items of an arm name as KnapsackConfig changes (values read as YAML scalars)."""
-    import yaml
+    """``key=value`` items of an arm name as KnapsackConfig changes (values read as YAML 1.2 scalars by
+    :func:`knapsack_rl.safe_yaml.parse_yaml_text`: ``lr=1e-4`` is a float); a repeated key is refused."""
+    from knapsack_rl.safe_yaml import parse_yaml_text
 
     values: dict[str, object] = {}
     for change in changes:
         key, sep, raw = change.partition("=")
         if not sep:
             raise ValueError(f"arm {arm!r}: {change!r} must be key=value")
-        values[key] = yaml.safe_load(raw)
+        if key in values:
+            raise ValueError(f"arm {arm!r}: {key!r} is set twice")
+        values[key] = parse_yaml_text(raw, source=f"arm {arm!r}: {change!r}")
     return values
 
 

@@ -210,9 +210,10 @@ def check_train(cfg: TrainConfig) -> None:
         check_choice("allocation_rule", cfg.allocation_rule, rule_names())
     if not isinstance(cfg.task, TaskConfig):
         raise ValueError(f"task must be a TaskConfig; got {type(cfg.task).__name__}")
-    for name in ("out_dir", "warmstart_dir"):
-        if not isinstance(getattr(cfg, name), str) or not getattr(cfg, name):
-            raise ValueError(f"{name} must be a non-empty path; got {name}={getattr(cfg, name)!r}")
+    for name in ("out_dir", "warmstart_dir", "model", "tracker_init"):
+        value = getattr(cfg, name)
+        if (value is not None or name in ("out_dir", "warmstart_dir")) and (not isinstance(value, str) or not value):
+            raise ValueError(f"{name} must be a non-empty path; got {name}={value!r}")
 
 
 RESUMABLE_CHANGES = frozenset(
@@ -233,7 +234,9 @@ def knapsack_from_mapping(values: Mapping[str, Any], base: KnapsackConfig | None
         raise ValueError(f"knapsack must be a mapping; got {type(values).__name__}")
     flat = _flatten({k: v for k, v in values.items() if k != "preset"})
     if "preset" in values:
-        return KnapsackConfig.preset(str(values["preset"]), **flat)
+        if not isinstance(values["preset"], str):
+            raise ValueError(f"knapsack.preset must be a preset name; got preset={values['preset']!r}")
+        return KnapsackConfig.preset(values["preset"], **flat)
     return (base or _default_knapsack()).replace(**flat)
 
 
@@ -261,28 +264,66 @@ def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
         raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(valid)}")
     rest = {k: v for k, v in values.items() if k != "knapsack"}
     base = TrainConfig()
-    if "knapsack" in values:
-        base = dataclasses.replace(base, knapsack=knapsack_from_mapping(values["knapsack"]))
-    return overlay(base, rest, where="config")
+    try:
+        if "knapsack" in values:
+            base = dataclasses.replace(base, knapsack=knapsack_from_mapping(values["knapsack"]))
+        return overlay(base, rest, where="config")
+    except TypeError as exc:  # a value of the wrong kind (levels: 5) met a nested config's own check
+        raise ValueError(f"a setting has a value of the wrong type ({exc})") from None
+
+
+MAX_CONFIG_BYTES = 1 << 20
+"""Largest config file read (1 MiB)."""
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    """Read a YAML (.yaml / .yml) or JSON config file; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"config file {path} does not exist")
-    text = path.read_text()
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+    """Read a YAML (.yaml / .yml) or JSON config file; every error is one line naming the file.
 
-            values = yaml.safe_load(text) or {}
-        elif path.suffix == ".json":
-            values = json.loads(text)
-        else:
-            raise ValueError(f"config must end in .yaml, .yml or .json; got {path}")
-        return config_from_dict(values)
+    YAML is read by :func:`knapsack_rl.safe_yaml.load_yaml_file` (YAML 1.2 scalars: ``lr: 1e-4`` is a
+    float; anchors, aliases and duplicate keys refused, naming the line); JSON refuses duplicate keys
+    too. Both are read with :func:`knapsack_rl.io.read_file_bytes` (regular files of at most
+    :data:`MAX_CONFIG_BYTES`).
+    """
+    path = Path(path)
+    if path.suffix in (".yaml", ".yml"):
+        from knapsack_rl.safe_yaml import load_yaml_file
+
+        values = load_yaml_file(path, what="config file", max_bytes=MAX_CONFIG_BYTES)
+    elif path.suffix == ".json":
+        values = _load_json(path)
+    else:
+        raise ValueError(f"config must end in .yaml, .yml or .json; got {path}")
+    try:
+        return config_from_dict({} if values is None else values)
     except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
-    except Exception as exc:  # a YAML syntax error names its line and column
-        raise ValueError(f"{path}: cannot be parsed: {exc}") from exc
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def _load_json(path: Path) -> Any:
+    from knapsack_rl.io import read_file_bytes
+
+    data = read_file_bytes(path, what="config file", max_bytes=MAX_CONFIG_BYTES)
+    try:
+        return json.loads(data.decode("utf-8-sig"), object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not valid UTF-8 ({exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply") from None
+    except _DuplicateKeyError as exc:
+        raise ValueError(f"{path}: duplicate key {exc.args[0]!r} in a JSON object") from None
+
+
+class _DuplicateKeyError(Exception):
+    """A JSON object repeats a key (raised inside json.loads, reported with the file name)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKeyError(key)
+        out[key] = value
+    return out

@@ -50,7 +50,7 @@ from knapsack_rl.core.tracker import Tracker
 from knapsack_rl.core.validate import check_bool, check_int
 from knapsack_rl.grpo.advantages import grouped_advantages
 from knapsack_rl.grpo.metrics import eval_metrics, rollout_metrics
-from knapsack_rl.io import atomic_write_bytes, encode_state_file, read_state_file
+from knapsack_rl.io import atomic_write_bytes, encode_state_file, lock_folder, read_file_bytes, read_state_file
 from knapsack_rl.progress import Progress
 from knapsack_rl.rollout.generate import Rollouts, generate
 from knapsack_rl.rules import KnapsackRule, Selection, StepLog, StepSpec, run_step, step_log_metrics
@@ -92,11 +92,28 @@ _UPDATE_KEYS = ("actor/loss", "actor/grad_norm", "actor/grad_clipped", "actor/cl
 """The keys :func:`~knapsack_rl.train.update.update_policy` returns (logged as NaN for a step with nothing to train)."""
 
 
+MAX_TRACKER_BYTES = 1 << 34
+"""Largest ``tracker_init`` file read (16 GiB)."""
+
+
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
+    """``auto`` -> CUDA when available, else CPU; a named CUDA or MPS device must exist on this machine.
+
+    Raises:
+        ValueError: one line, for ``cuda`` / ``cuda:<i>`` without CUDA or with fewer than ``i + 1``
+            devices, and for ``mps`` without MPS.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but CUDA is not available on this machine; use device: cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(f"device={name!r} but this machine has {count} CUDA device(s): cuda:0..cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={name!r} but MPS is not available on this machine; use device: cpu or auto")
+    return device
 
 
 class Trainer:
@@ -109,17 +126,34 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig) -> None:
+        """Check what can be checked before any work (the device exists, ``tracker_init`` is a tracker file),
+        then lock ``out_dir`` for this run (:func:`knapsack_rl.io.lock_folder`: a second run on the same
+        folder is refused at once, naming the holder; the lock goes with :meth:`close`, which :meth:`train`
+        calls at its end, or with the process), then build the run. A refused call writes nothing."""
         self.config = config
         self.out_dir = Path(config.out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(config.device)
+        tracker = None
+        if config.tracker_init is not None:
+            data = read_file_bytes(config.tracker_init, what="tracker_init file", max_bytes=MAX_TRACKER_BYTES)
+            tracker = Tracker.from_bytes(data, source=config.tracker_init)
+        self._lock = lock_folder(self.out_dir, what="out_dir")
+        try:
+            self._build(config, tracker)
+        except BaseException:
+            if hasattr(self, "task"):  # the scorer's worker processes go with a refused start
+                self.task.close()
+            self._lock.release()
+            raise
+
+    def _build(self, config: TrainConfig, tracker: Tracker | None) -> None:
+        """The rest of :meth:`__init__`, under ``out_dir``'s lock."""
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.device = resolve_device(config.device)
         self.task, self.model, self.tokenizer = load_task_and_policy(config, self.device)
         self.train_set, self.eval_set = self.task.train, self.task.eval
         self._reward_counts = self.task.reward_counts()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        tracker = Tracker.load(config.tracker_init) if config.tracker_init is not None else None
         self.rule_name = config.allocation_rule
         self.rule = build_rule(config.allocation_rule, config, tracker=tracker)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
@@ -141,6 +175,12 @@ class Trainer:
             self.load_checkpoint(checkpoint)
         self._save_config()
         self.metrics = MetricsLogger(self.out_dir, tensorboard=config.tensorboard, start_step=self.global_step)
+
+    def close(self) -> None:
+        """End the run: close the logs and the task's scorer, release ``out_dir``'s lock (idempotent)."""
+        self.metrics.close()
+        self.task.close()
+        self._lock.release()
 
     # ------------------------------------------------------------------ loop
     @property
@@ -173,8 +213,7 @@ class Trainer:
                 logger.warning("%s stopped after %d steps with %d of %d rollouts", self.out_dir, self.global_step,
                                self.rollouts_total, self.rollout_budget)  # fmt: skip
             self.save_checkpoint()
-        self.metrics.close()
-        self.task.close()
+        self.close()
         return last
 
     def step(self) -> dict[str, float]:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,8 +67,35 @@ def make_parser() -> TrlParser:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[LaunchArguments, KnapsackGRPOConfig]:
-    """Parse ``--config FILE`` (YAML) and command-line overrides; unknown keys raise ``ValueError``."""
-    launch, config = make_parser().parse_args_and_config(args=None if argv is None else list(argv))
+    """Parse ``--config FILE`` (YAML) and command-line overrides; unknown keys raise ``ValueError``.
+
+    The file is read by the package's YAML reader (:func:`knapsack_rl.safe_yaml.load_yaml_file`: YAML 1.2
+    scalars, so ``learning_rate: 5e-4`` is a float; anchors, aliases and duplicate keys refused, naming
+    the line; 1 MiB at most), then applied as TRL's ``TrlParser.parse_args_and_config`` would: its
+    ``env:`` section is exported, every other key becomes a default that the command line overrides.
+    """
+    from knapsack_rl.safe_yaml import load_yaml_file
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = make_parser()
+    if "--config" in args:
+        at = args.index("--config")
+        if at + 1 >= len(args):
+            raise ValueError("--config needs a YAML file")
+        path = args[at + 1]
+        del args[at : at + 2]
+        values = load_yaml_file(path, what="config file")
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: a config must be a YAML mapping; got {type(values).__name__}")
+        env = values.pop("env", {})
+        if not isinstance(env, dict):
+            raise ValueError(f"{path}: env must be a mapping of variable names to values; got {env!r}")
+        unknown = parser.set_defaults_with_config(**values)
+        if unknown:
+            raise ValueError(f"{path}: Unknown arguments from config file: {unknown}")
+        for key, value in env.items():
+            os.environ[str(key)] = str(value)
+    launch, config = parser.parse_args_into_dataclasses(args=args)
     return launch, config
 
 
