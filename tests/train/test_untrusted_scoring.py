@@ -62,7 +62,7 @@ def _train(root: Path, task: dict) -> subprocess.CompletedProcess[str]:
 
 def _error_line(done: subprocess.CompletedProcess[str]) -> str:
     assert done.returncode == 2, done.stderr[-2000:]
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("knapsack-rl: error: ")]
     assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     return errors[0]
 
