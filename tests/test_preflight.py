@@ -11,7 +11,7 @@ from knapsack_rl.preflight import (
     unbiased_nonzero,
 )
 
-ARMS = {"uniform": KnapsackConfig.preset("uniform"), "knapsack": KnapsackConfig.preset("project")}
+ARMS = {"uniform": KnapsackConfig.preset("project", allocate=False), "knapsack": KnapsackConfig.preset("project")}
 
 
 def _samples(p: np.ndarray, k: int, seed: int = 0) -> np.ndarray:

@@ -88,12 +88,36 @@ def _summary(result: object, n: int) -> str:
     return "\n".join(lines)
 
 
+def _add_rules(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    text = "every allocation rule by the name every engine and command uses, what it needs, and where it runs"
+    p = sub.add_parser("rules", help=text, description=text.capitalize() + ".")
+    p.set_defaults(func=_run_rules)
+
+
+def _run_rules(args: argparse.Namespace) -> int:
+    from knapsack_rl.rules import ENGINES, RuleSetup, engines_for, make_rule, rule_names
+    from knapsack_rl.rules.engines import NEEDS_TEXT
+
+    rows = [("rule", "needs of an engine", "runs in")]
+    for name in rule_names():
+        rule = make_rule(name, RuleSetup())
+        needs = [key for key in NEEDS_TEXT if getattr(rule.needs(), key)]
+        rows.append((name, ", ".join(needs) or "-", ", ".join(engines_for(rule))))
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    for row in rows:
+        print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}")
+    print(f"\nengines: {', '.join(ENGINES.names())}; needs: " + "; ".join(f"{k}: {v}" for k, v in NEEDS_TEXT.items()))
+    print("a knapsack rule's needs follow its settings (e.g. negative_n=1 gives single rollouts, which verl refuses)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every registered subcommand."""
     parser = argparse.ArgumentParser(prog="knapsack-rl", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_allocate(sub)
+    _add_rules(sub)
     for name in _COMMAND_MODULES:
         try:
             module = importlib.import_module(name)

@@ -189,8 +189,10 @@ def decode_state_file(
     version: int,
     parts: Iterable[str],
     max_header_bytes: int = MAX_STATE_HEADER_BYTES,
+    more_parts: str | None = None,
 ) -> StateFile:
-    """Check and decode :func:`encode_state_file` bytes of ``kind`` and ``version`` with exactly ``parts``.
+    """Check and decode :func:`encode_state_file` bytes of ``kind`` and ``version`` with exactly ``parts``
+    (and any number of parts whose names start with ``more_parts``, e.g. a rule's ``"rule/"`` parts).
 
     The size, magic and digest are checked before anything is parsed; then the kind, the version, the
     header (JSON without NaN or duplicate keys, at most ``max_header_bytes``) and the part table.
@@ -226,8 +228,10 @@ def decode_state_file(
         raise ValueError(f"{source}: header must hold exactly 'meta' (an object) and 'parts'; got {sorted(header)}")
     table = _part_table(header["parts"], source)
     expected = sorted(parts)
-    if sorted(table) != expected:
-        raise ValueError(f"{source}: {kind} state must have the parts {expected}; got {sorted(table)}")
+    named = sorted(k for k in table if more_parts is None or not k.startswith(more_parts))
+    if named != expected:
+        also = f" (and parts named {more_parts}*)" if more_parts else ""
+        raise ValueError(f"{source}: {kind} state must have the parts {expected}{also}; got {sorted(table)}")
     payload = body[_PREAMBLE + size :]
     if sum(table.values()) != len(payload):
         raise ValueError(f"{source}: the parts take {sum(table.values())} bytes but {len(payload)} follow the header")
@@ -253,6 +257,7 @@ def read_state_file(
     parts: Iterable[str],
     max_bytes: int = MAX_FILE_BYTES,
     legacy: Mapping[bytes, str] | None = None,
+    more_parts: str | None = None,
 ) -> StateFile:
     """Read (:func:`read_file_bytes`) and decode (:func:`decode_state_file`) the state file ``path``.
 
@@ -263,7 +268,7 @@ def read_state_file(
     for prefix, advice in (legacy or {}).items():
         if data.startswith(prefix):
             raise ValueError(f"{path}: {advice}")
-    return decode_state_file(data, source=str(path), kind=kind, version=version, parts=parts)
+    return decode_state_file(data, source=str(path), kind=kind, version=version, parts=parts, more_parts=more_parts)
 
 
 def parse_json_object(data: bytes, source: str) -> dict[str, Any]:

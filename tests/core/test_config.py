@@ -7,11 +7,11 @@ import json
 import pytest
 
 from knapsack_rl import AllocationConfig, KnapsackConfig, TrackerConfig
-from knapsack_rl.core.config import flat_fields, preset_names
+from knapsack_rl.core.config import flat_fields, knapsack_from_mapping, preset_names
 
 
 def test_presets_are_explicit_and_complete() -> None:
-    assert preset_names() == ["project", "recipe", "signal", "two-phase", "uniform"]
+    assert preset_names() == ["project", "recipe", "signal", "two-phase"]
     recipe = KnapsackConfig.preset("recipe")
     a = recipe.allocation
     assert (a.objective, a.fallback, a.negative_n, a.positive_n) == ("recipe", True, 2, 2)
@@ -26,7 +26,17 @@ def test_presets_are_explicit_and_complete() -> None:
         KnapsackConfig.preset("signal", posterior=False)
     two = KnapsackConfig.preset("two-phase")
     assert (two.probe_n, two.uniform_epochs, two.posterior) == (4, 0, True)
-    assert KnapsackConfig.preset("uniform").rule == "uniform"
+    with pytest.raises(
+        ValueError, match=r"^knapsack.preset='uniform' is not a preset: the uniform baseline is the rule"
+    ):
+        KnapsackConfig.preset("uniform")
+    with pytest.raises(
+        ValueError, match=r"^setting 'rule' in knapsack was renamed 'allocate' \(allocate: false is the"
+    ):
+        knapsack_from_mapping({"rule": "uniform"})
+    assert knapsack_from_mapping({"allocation": {"max_n": 64}, "posterior": False}, n=4) == KnapsackConfig.preset(
+        "project", max_n=64, posterior=False, n=4
+    )
     with pytest.raises(ValueError, match=r"preset='best' is not a registered preset; valid: \['project'"):
         KnapsackConfig.preset("best")
 
@@ -34,7 +44,7 @@ def test_presets_are_explicit_and_complete() -> None:
 def test_flat_names_are_unique_and_routed() -> None:
     paths = flat_fields(KnapsackConfig)
     assert paths["max_n"] == ("allocation", "max_n") and paths["estimator"] == ("tracker", "estimator")
-    assert paths["rule"] == ("rule",)
+    assert paths["allocate"] == ("allocate",) and "rule" not in paths
     cfg = KnapsackConfig().replace(max_n=64, estimator="beta", probe_n=4)
     assert (cfg.allocation.max_n, cfg.tracker.estimator, cfg.probe_n) == (64, "beta", 4)
     with pytest.raises(ValueError, match=r"unknown setting\(s\) \['max_nn'\]; valid: \["):
@@ -46,7 +56,7 @@ def test_round_trip_through_json() -> None:
     data = json.loads(json.dumps(cfg.to_dict()))
     assert data["tracker"]["beta_prior"] == [2.0, 3.0]
     assert KnapsackConfig.from_dict(data) == cfg
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['extra'\] in knapsack.allocation"):
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['extra'\] in knapsack.allocation"):
         KnapsackConfig.from_dict({"allocation": {"extra": 1}})
 
 
@@ -60,7 +70,8 @@ def test_round_trip_through_json() -> None:
         ({"max_n": 4}, r"with strict_max_n=True, n must be <= max_n; got n=8, max_n=4"),
         ({"positive_n": 200}, r"with strict_max_n=True, positive_n must be <= max_n; got positive_n=200, max_n=128"),
         ({"overflow": "recipe"}, r"overflow='recipe' spreads .* strict_max_n=True forbids"),
-        ({"rule": "greedy"}, r"rule must be one of \['knapsack', 'uniform'\]; got rule='greedy'"),
+        ({"allocate": "no"}, r"allocate must be true or false \(a bool\); got allocate='no' \(str\)"),
+        ({"rule": "uniform"}, r"^setting 'rule' was renamed 'allocate' \(allocate: false is the uniform baseline"),
         ({"uniform_epochs": -1}, r"uniform_epochs must be >= 0; got uniform_epochs=-1"),
         ({"probe_n": 200}, r"probe_n must be <= max_n with strict_max_n=True; got probe_n=200, max_n=128"),
         ({"value": "nope"}, r"value='nope' is not a registered value function"),
@@ -76,7 +87,7 @@ def test_bad_settings_name_every_value(changes: dict[str, object], message: str)
 def test_alpha_and_counts_are_checked_even_when_never_used() -> None:
     """Issue: alpha, negative_n, positive_n were checked only at the first allocate() call (never for uniform)."""
     with pytest.raises(ValueError, match=r"alpha must be > 0.0"):
-        KnapsackConfig.preset("uniform", alpha=0.0)
+        KnapsackConfig(allocate=False).replace(alpha=0.0)
     with pytest.raises(ValueError, match=r"allocation must be an AllocationConfig; got dict"):
         KnapsackConfig(allocation={"n": 8})  # type: ignore[arg-type]
     assert AllocationConfig(min_n=1).min_n == 1  # a group of one is defined (advantage 0), not forbidden

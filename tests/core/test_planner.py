@@ -43,11 +43,12 @@ def test_plans_equal_allocate_on_the_tracker_estimates_after_the_cold_start() ->
 def test_uniform_rule_logs_the_same_keys_as_knapsack() -> None:
     rng = np.random.default_rng(1)
     keys = []
-    for preset in ("uniform", "project"):
-        planner = Planner(KnapsackConfig.preset(preset, min_count=4))
+    for allocates in (False, True):
+        config = KnapsackConfig.preset("project", min_count=4) if allocates else KnapsackConfig(allocate=False)
+        planner = Planner(config.replace(min_count=4))
         _run(planner, 2)
         alloc = planner.plan(IDS, epoch=2)
-        if preset == "uniform":
+        if not allocates:
             assert alloc.budgets.tolist() == [8] * 12
             ref = uniform_allocation(planner.tracker.estimate(IDS), planner.config.allocation)
             assert alloc.objective == pytest.approx(ref.objective)
@@ -201,8 +202,8 @@ BAD_STATES = [
     (_state(version=2), r"not a planner state of version 1; got version=2"),
     (_state(config="x"), r"the planner state's config is invalid: knapsack must be a mapping; got str"),
     (_state(config={"allocation": NESTED}), r"the planner state's config is invalid: allocation must be"),
-    (_state(config={"rule": "bogus"}), r"the planner state's config is invalid: rule must be one of"),
-    (_state(config={"typo": 1}), r"the planner state's config is invalid: unknown key\(s\) \['typo'\]"),
+    (_state(config={"allocate": "bogus"}), r"the planner state's config is invalid: allocate must be true or false"),
+    (_state(config={"typo": 1}), r"the planner state's config is invalid: unknown setting\(s\) \['typo'\]"),
     (_state(tracker="bytes?"), r"tracker data must be bytes; got str"),
     (_state(tracker=b"KNAPSACK-RL-TRACKER"), r"tracker file is truncated"),
 ]

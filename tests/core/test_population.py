@@ -101,7 +101,7 @@ def test_signal_plans_at_least_uniforms_prompts_with_signal_where_a_beta_prior_l
         cfg = {
             "signal": KnapsackConfig.preset("signal"),
             "beta": KnapsackConfig.preset("project", value="nonzero"),
-            "uniform": KnapsackConfig.preset("uniform"),
+            "uniform": KnapsackConfig.preset("project", allocate=False),
         }[arm]
         planner = Planner(cfg)
         seen = np.random.default_rng(4).random((p.size, 8)) < p[:, None]  # the same epoch-0 rewards for every arm

@@ -144,7 +144,7 @@ def test_knapsack_fields_are_generated_from_knapsack_config() -> None:
     assert set(KNAPSACK_FIELDS) == set(flat_fields(KnapsackConfig)) - {"n"}  # n is TRL's num_generations
     by_name = {f.name: f for f in dataclasses.fields(KnapsackGRPOConfig)}
     assert by_name["max_n"].metadata["help"].startswith(field_docs(AllocationConfig)["max_n"])
-    assert "project=128, recipe=128, signal=128, two-phase=128, uniform=128" in by_name["max_n"].metadata["help"]
+    assert "project=128, recipe=128, signal=128, two-phase=128" in by_name["max_n"].metadata["help"]
     assert by_name["knapsack_preset"].default == "project"
     assert "n" not in by_name and "allocation" not in by_name and "tracker_min_count" not in by_name
 
@@ -164,8 +164,8 @@ def test_config_errors_name_the_setting(tmp_path: Path) -> None:
         ValueError, match=r"with strict_max_n=True, n must be <= max_n; got n=4, max_n=3 .*num_generations=4"
     ):
         make_args(tmp_path, min_n=2, max_n=3)
-    with pytest.raises(ValueError, match=r"rule must be one of \['knapsack', 'uniform'\]; got rule='greedy'"):
-        make_args(tmp_path, rule="greedy")
+    with pytest.raises(ValueError, match=r"allocate must be true or false \(a bool\); got allocate='no'"):
+        make_args(tmp_path, allocate="no")
     with pytest.raises(ValueError, match=r"fallback must be true or false \(a bool\); got fallback='false'"):
         make_args(tmp_path, fallback="false")
     with pytest.raises(
@@ -631,8 +631,8 @@ def test_resume_under_other_allocation_settings_is_allowed_with_a_warning(
 
 def test_config_changes_lists_every_differing_leaf() -> None:
     saved = KnapsackConfig.preset("project", n=4).to_dict()
-    current = KnapsackConfig.preset("project", n=4, max_n=64, rule="uniform").to_dict()
-    assert ckpt.config_changes(saved, current) == ["allocation.max_n: 128 -> 64", 'rule: "knapsack" -> "uniform"']
+    current = KnapsackConfig.preset("project", n=4, max_n=64, allocate=False).to_dict()
+    assert ckpt.config_changes(saved, current) == ["allocate: true -> false", "allocation.max_n: 128 -> 64"]
     assert ckpt.config_changes(saved, saved) == []
 
 

@@ -263,7 +263,7 @@ def test_first_epoch_is_uniform_and_total_is_always_prompts_times_n() -> None:
 
 def test_uniform_rule_is_a_baseline_that_still_tracks_and_logs_the_same_keys() -> None:
     rng = np.random.default_rng(3)
-    knap, base = seeded_run(P_TRUE, rng), seeded_run(P_TRUE, rng, rule="uniform")
+    knap, base = seeded_run(P_TRUE, rng), seeded_run(P_TRUE, rng, allocate=False)
     uids = [f"u{i}" for i in range(M)]
     np.testing.assert_array_equal(base.plan(list(range(M)), uids), np.full(M, N))
     counts = knap.plan(list(range(M)), uids)
@@ -271,8 +271,8 @@ def test_uniform_rule_is_a_baseline_that_still_tracks_and_logs_the_same_keys() -
     m_knap = knap.observe(rollouts_of(uids, counts), np.zeros(int(counts.sum())), step=1)
     assert set(m_base) == set(m_knap) and m_base["train/all_wrong_ratio"] == 1.0
     assert int(base.planner.tracker.counts(range(M)).sum()) == M * 8 + M * N
-    preset = KnapsackVerlConfig.from_section({"preset": "uniform"}, n=N, train_batch_size=M)
-    assert preset.knapsack.rule == "uniform"
+    preset = KnapsackVerlConfig.from_section({"allocate": False}, n=N, train_batch_size=M)
+    assert not preset.knapsack.allocate
 
 
 # ---------------------------------------------------------------------------- uid grouping and advantages
@@ -309,7 +309,7 @@ def test_groups_of_one_differ_in_verl_so_the_adapter_refuses_counts_of_one() -> 
     with pytest.raises(ValueError, match=re.escape("refuses groups of one rollout (negative_n=1, positive_n=1)")):
         KnapsackVerlConfig.from_section({}, n=N, train_batch_size=M)  # the 'project' preset probes with 1
     with pytest.raises(ValueError, match=re.escape("(n=1)")):
-        KnapsackVerlConfig.from_section({"preset": "uniform"}, n=1, train_batch_size=M)
+        KnapsackVerlConfig.from_section({"allocate": False}, n=1, train_batch_size=M)
     assert make_settings(negative_n=0, positive_n=0).knapsack.allocation.negative_n == 0  # no rollout: allowed
     with pytest.raises(ValueError, match="probe_n=2: two-phase planning is not available on verl"):
         make_settings(probe_n=2)
@@ -689,8 +689,8 @@ def test_shipped_yaml_composes_with_verls_config_and_passes_its_validation() -> 
     }
     assert named <= defined, named - defined
     assert cfg.trainer.use_v1 and cfg.trainer.v1.trainer_mode == "sync" and cfg.algorithm.adv_estimator == "grpo"
-    base = KnapsackVerlConfig.from_verl(compose_shipped(["knapsack.preset=uniform", "actor_rollout_ref.rollout.n=4"]))
-    assert base.knapsack.rule == "uniform"
+    base = KnapsackVerlConfig.from_verl(compose_shipped(["+knapsack.allocate=false", "actor_rollout_ref.rollout.n=4"]))
+    assert not base.knapsack.allocate
 
 
 @pytest.mark.filterwarnings("ignore:Disabled critic:UserWarning")

@@ -276,7 +276,7 @@ def test_prepared_gym_files_pass_the_check_of_the_small_example_and_score_with_i
     assert main(["--config-dir", config_dir, *argv[5:]]) == 0
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert summary.startswith(
-        "ok: verl 0.9.1; rollout.n=8, train_batch_size=32, knapsack rule=knapsack counts in [2, 32]"
+        "ok: verl 0.9.1; rollout.n=8, train_batch_size=32, knapsack allocate=True counts in [2, 32]"
     )
     assert (
         "adv_estimator=knapsack_grpo_group_mean, loss_agg_mode=token-mean; train_files: 48 rows, val_files: 12 rows"

@@ -28,8 +28,9 @@ from knapsack_rl.rules.interface import Limits
 SETUP = RuleSetup(n=4, prompts_per_step=6, seed=3)
 MULTI_ROUND = {"knapsack:two-phase", "reinforce-ada", "reinforce-ada-pos", "pilot-commit", "dapo"}
 DRAWS = {"pilot-commit", "dapo", "greso"}
-# the project preset (and the presets built on it) gives p = 0 / p = 1 prompts a single rollout
-SINGLES = {"knapsack:project", "knapsack:signal", "knapsack:two-phase", "pilot-commit"}
+# the project preset (the default knapsack settings, and the presets built on it) gives p = 0 / p = 1 prompts a
+# single rollout
+SINGLES = {"knapsack", "knapsack:project", "knapsack:signal", "knapsack:two-phase", "pilot-commit"}
 
 
 @pytest.mark.parametrize("name", rule_names())
@@ -153,3 +154,15 @@ def test_one_round_refuses_a_plan_that_breaks_the_rules_limits_or_the_engine(
 
 def test_every_engine_is_registered_once() -> None:
     assert ENGINES.names() == ["simulator", "trainer", "trl", "verl"]
+
+
+def test_the_rules_command_prints_every_rule_with_its_needs_and_engines(capsys: pytest.CaptureFixture[str]) -> None:
+    from knapsack_rl.cli import main
+
+    assert main(["rules"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = {line.split()[0]: line for line in lines[1 : 1 + len(rule_names())]}
+    assert sorted(table) == rule_names()
+    assert table["dapo"].split(None, 1)[1].split() == ["rounds,", "draws,", "drops", "simulator,", "trainer"]
+    assert table["coba"].endswith("simulator, trainer, trl, verl")
+    assert table["knapsack"].endswith("simulator, trainer, trl")  # the project preset's single rollouts

@@ -48,7 +48,7 @@ def test_demo_quick_runs_paired_arms_and_prints_a_verdict(tmp_path, capsys):
     for name in ("effective_prompts.png", "heldout_accuracy.png", "budget_vs_p_knapsack.png"):
         assert (out / name).stat().st_size > 1000
     saved = json.loads((out / "seed1" / "uniform" / "config.json").read_text())
-    assert saved["seed"] == 1 and saved["knapsack"]["rule"] == "uniform"
+    assert saved["seed"] == 1 and saved["rule"] == "uniform"
 
 
 def test_train_flags_override_the_file(tmp_path, capsys):
@@ -57,7 +57,7 @@ def test_train_flags_override_the_file(tmp_path, capsys):
     assert main([*argv, "--max-steps", "3", "--no-progress", "--set", "task.arithmetic.eval_per_level=2"]) == 0
     assert "trained steps 1..3 of 3 (48 rollouts in all)" in capsys.readouterr().out
     saved = json.loads((out / "config.json").read_text())
-    assert saved["knapsack"]["rule"] == "uniform" and saved["knapsack"]["allocation"]["n"] == 2
+    assert saved["rule"] == "uniform" and saved["knapsack"]["allocation"]["n"] == 2
     assert saved["task"]["arithmetic"]["eval_per_level"] == 2
     assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert main(["train", "--config", str(_config(tmp_path)), "--set", "lr=-1"]) == 2
@@ -79,7 +79,15 @@ def test_every_generated_flag_shows_its_default():
 
 def test_preflight_samples_the_starting_model_and_predicts_each_arm(tmp_path, capsys):
     out = tmp_path / "pre.json"
-    argv = ["preflight", "--config", str(_config(tmp_path)), "--samples", "10", "--arms", "uniform,knapsack,recipe"]
+    argv = [
+        "preflight",
+        "--config",
+        str(_config(tmp_path)),
+        "--samples",
+        "10",
+        "--arms",
+        "uniform,knapsack,knapsack:recipe",
+    ]
     assert main([*argv, "--json", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "training prompts x 10 samples of the starting model" in text
@@ -88,7 +96,7 @@ def test_preflight_samples_the_starting_model_and_predicts_each_arm(tmp_path, ca
     assert len(saved["success_rates"]) == 16 and {p["arm"] for p in saved["predictions"]} == {
         "uniform",
         "knapsack",
-        "recipe",
+        "knapsack:recipe",
     }
 
 
@@ -148,10 +156,10 @@ def test_arm_changes_read_exponent_numbers_as_floats():
     from knapsack_rl.train import TrainConfig
     from knapsack_rl.train.compare import resolve_arm
 
-    arm = resolve_arm(TrainConfig(), "project+beta_prior=[5e-1, 2]+alpha=5e-1")
+    arm = resolve_arm(TrainConfig(), "knapsack:project+beta_prior=[5e-1, 2]+alpha=5e-1")
     assert arm.knapsack.tracker.beta_prior == (0.5, 2.0) and arm.knapsack.allocation.alpha == 0.5
-    with pytest.raises(ValueError, match=r"arm 'project\+alpha=0.5\+alpha=0.6': 'alpha' is set twice"):
-        resolve_arm(TrainConfig(), "project+alpha=0.5+alpha=0.6")
+    with pytest.raises(ValueError, match=r"arm 'knapsack:project\+alpha=0.5\+alpha=0.6': 'alpha' is set twice"):
+        resolve_arm(TrainConfig(), "knapsack:project+alpha=0.5+alpha=0.6")
 
 
 # `knapsack-rl train` whose training stalls once its Trainer is built (and holds out_dir's lock).

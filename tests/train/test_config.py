@@ -39,8 +39,10 @@ def test_knapsack_settings_are_embedded_with_an_explicit_preset(tmp_path):
         ({"knapsack": {"fallback": "false"}}, r"fallback must be true or false \(a bool\); got fallback='false'"),
         ({"knapsack": {"alpha": 2.0}}, r"alpha must be < 1.0; got alpha=2.0"),
         ({"knapsack": {"preset": "best"}}, r"preset='best' is not a registered preset"),
-        ({"knapsack": {"max_nn": 3}}, r"unknown key\(s\) \['max_nn'\] in knapsack"),
-        ({"nn": 4}, r"unknown config keys \['nn'\]"),
+        ({"knapsack": {"max_nn": 3}}, r"unknown setting\(s\) \['max_nn'\] in knapsack"),
+        ({"nn": 4}, r"unknown setting\(s\) \['nn'\] in config"),
+        ({"allocation_rule": "dapo"}, r"^setting 'allocation_rule' in config was renamed 'rule'"),
+        ({"rule": "knapsack:uniform"}, r"rule must be one of \['coba', 'dapo', 'greso', 'knapsack', "),
     ],
 )
 def test_nonsense_is_refused_with_the_name_and_value(values, message):
@@ -113,7 +115,7 @@ def test_values_of_the_wrong_kind_are_value_errors(tmp_path):
     for text, message in (
         ("task: {arithmetic: {levels: 5}}\n", r"c.yaml: a setting has a value of the wrong type"),
         ("model: 5\n", r"c.yaml: model must be a non-empty path; got model=5"),
-        ("knapsack: {preset: [1]}\n", r"c.yaml: knapsack.preset must be a preset name; got preset=\[1\]"),
+        ("knapsack: {preset: [1]}\n", r"c.yaml: preset=\[1\] is not a registered preset; valid: \['project'"),
     ):
         (tmp_path / "c.yaml").write_text(text)
         with pytest.raises(ValueError, match=message):

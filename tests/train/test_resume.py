@@ -40,8 +40,9 @@ def test_a_planted_pickle_payload_never_runs(base, tmp_path):
         Trainer(base.replace(out_dir=str(out)))
     buf = io.BytesIO()
     torch.save({"model": _Payload(marker)}, buf)  # inside a valid envelope: the tensors go through weights_only
-    meta = {"global_step": 0, "rollouts_total": 0, "exhausted": False, "config": {}, "stream": {}, "rule": None}
-    write_state_file(out / "checkpoint.pt", "trainer-checkpoint", 4, meta, {"tensors": buf.getvalue()})
+    rule = {"name": "knapsack", "state": {}}
+    meta = {"global_step": 0, "rollouts_total": 0, "exhausted": False, "config": {}, "stream": {}, "rule": rule}
+    write_state_file(out / "checkpoint.pt", "trainer-checkpoint", 5, meta, {"tensors": buf.getvalue()})
     with pytest.raises(ValueError, match=r"planted/checkpoint.pt: not a loadable knapsack-rl checkpoint \(Weights"):
         Trainer(base.replace(out_dir=str(out)))
     assert not marker.exists()
@@ -51,7 +52,7 @@ def test_resume_refuses_other_settings_and_allows_safe_ones(base, tmp_path):
     cfg = base.replace(out_dir=str(tmp_path / "r"))
     Trainer(cfg).train(stop_after=2)  # checkpoint at step 2
     for change, shown in (({"seed": 1}, "seed: 0 -> 1"), ({"lr": 1e-3}, "lr: 0.0002 -> 0.001"),
-                          ({"estimator": "beta"}, "knapsack: ")):  # fmt: skip
+                          ({"estimator": "beta"}, r"knapsack.tracker.estimator: \"recipe\" -> \"beta\"")):  # fmt: skip
         with pytest.raises(ValueError, match=rf"checkpoint.pt was written by a run with other settings \({shown}"):
             Trainer(cfg.replace(**change))
     resumed = Trainer(cfg.replace(epochs=3, progress=True))  # more epochs: allowed
@@ -66,7 +67,7 @@ def test_preflight_loads_a_checkpoints_policy_and_refuses_another_tasks(base, tm
     from knapsack_rl.tasks import ArithmeticConfig, TaskConfig
     from knapsack_rl.train.trainer import load_policy_weights, load_task_and_policy
 
-    cfg = base.replace(out_dir=str(tmp_path / "u"), knapsack=base.knapsack.replace(rule="uniform"))
+    cfg = base.replace(out_dir=str(tmp_path / "u"), rule="uniform")
     trainer = Trainer(cfg)
     trainer.train(stop_after=2)
     with torch.no_grad():
@@ -189,13 +190,20 @@ def test_an_incomplete_checkpoint_is_refused_in_one_line_and_changes_nothing(tra
     path = tmp_path / "checkpoint.pt"
     good = read_state_file(
         pathlib.Path(trainer.config.out_dir) / "checkpoint.pt",
-        what="checkpoint", kind="trainer-checkpoint", version=4, parts=["tensors"],
+        what="checkpoint", kind="trainer-checkpoint", version=5, parts=["tensors"], more_parts="rule/",
     )  # fmt: skip
+    rule_parts = {k: v for k, v in good.parts.items() if k.startswith("rule/")}
     tensors = torch.load(io.BytesIO(good.parts["tensors"]), weights_only=True)
     cases = [
         ({k: v for k, v in good.meta.items() if k != "stream"}, tensors, r"checkpoint must hold exactly \["),
         (good.meta | {"config": [1]}, tensors, r"the checkpoint has no saved config \(got list\)"),
-        (good.meta | {"rule": "dapo"}, tensors, r"holds the state of rule 'dapo', not None"),
+        (
+            good.meta | {"rule": good.meta["rule"] | {"name": "dapo"}},
+            tensors,
+            r"holds the state of rule 'dapo', not "
+            r"'knapsack'",
+        ),
+        (good.meta | {"rule": {"name": "knapsack"}}, tensors, r"a rule's state must hold exactly 'name' and 'state'"),
         (good.meta, {k: v for k, v in tensors.items() if k != "torch_rng"}, r"checkpoint tensors must hold exactly"),
         (good.meta, [tensors], r"checkpoint tensors must hold exactly .*; got list"),
     ]
@@ -203,7 +211,7 @@ def test_an_incomplete_checkpoint_is_refused_in_one_line_and_changes_nothing(tra
     for meta, part, message in cases:
         buf = io.BytesIO()
         torch.save(part, buf)
-        write_state_file(path, "trainer-checkpoint", 4, meta, {"tensors": buf.getvalue()})
+        write_state_file(path, "trainer-checkpoint", 5, meta, {"tensors": buf.getvalue(), **rule_parts})
         with pytest.raises(ValueError, match=rf"^{path}: .*{message}"):
             trainer.load_checkpoint(path)
         assert _snapshot(trainer) == before

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from knapsack_rl import Planner
+from knapsack_rl import KnapsackConfig, Planner
 from knapsack_rl.cli import main
 from knapsack_rl.rollout.generate import Rollouts
 from knapsack_rl.rules import TWO_PHASE, rule_names
@@ -50,7 +50,7 @@ def _stable(rows):
 
 
 def _recorded(cfg, rule):
-    trainer = Trainer(cfg.replace(allocation_rule=rule))
+    trainer = Trainer(cfg.replace(rule=rule))
     trainer.rule = Recorder(trainer.rule)  # records every round; the rule itself is unchanged
     trainer.train()
     return trainer, trainer.rule.steps
@@ -60,8 +60,8 @@ def _recorded(cfg, rule):
 def test_every_rule_keeps_its_limits_and_is_deterministic_in_the_trainer(base, tmp_path):
     budget = base.prompts_per_step * base.n  # B = 32
     keys = {}
-    for name in [None, *rule_names()]:
-        label = name or "knapsack"
+    for name in rule_names():
+        label = name
         trainer, steps = _recorded(base.replace(out_dir=str(tmp_path / label / "a")), name)
         check_invariants(steps, budget)  # the same checks as on the simulator (tests/rules)
         rows, allocs = _rows(tmp_path / label / "a"), _rows(tmp_path / label / "a", "allocations.jsonl")
@@ -79,12 +79,12 @@ def test_every_rule_keeps_its_limits_and_is_deterministic_in_the_trainer(base, t
         assert key in keys["uniform"]
 
 
-@pytest.mark.parametrize("rule", [None, "knapsack:two-phase"])
+@pytest.mark.parametrize("rule", ["knapsack", "knapsack:two-phase"])
 def test_knapsack_rules_in_the_trainer_plan_what_the_planner_plans(base, tmp_path, rule):
     """Issue 10: the trainer's plans equal Planner.plan on the same ids, epoch and probe rewards, step by step."""
     cfg = base.replace(out_dir=str(tmp_path / "k"), max_steps=None, epochs=3)  # epoch 0 cold start, then plans
     _, steps = _recorded(cfg, rule)
-    mirror = Planner(cfg.knapsack if rule is None else TWO_PHASE.replace(n=cfg.n))
+    mirror = Planner(cfg.knapsack if rule == "knapsack" else TWO_PHASE.replace(n=cfg.n))
     for t, rec in enumerate(steps):
         ids = rec.ids
         probe = mirror.plan_probe(ids, epoch=rec.epoch)
@@ -98,13 +98,13 @@ def test_knapsack_rules_in_the_trainer_plan_what_the_planner_plans(base, tmp_pat
         mirror.observe(ids[rec.candidate], rec.rewards, epoch=rec.epoch, step=t + 1)
     assert [s.epoch for s in steps] == [0, 0, 1, 1, 2, 2]
     assert max(int(s.counts.max()) for s in steps) > cfg.n  # allocation happened, not only uniform counts
-    assert (rule is None) == all(len(s.rounds) == 1 for s in steps)  # two-phase probes unestimated prompts
+    assert (rule == "knapsack") == all(len(s.rounds) == 1 for s in steps)  # two-phase probes unestimated prompts
 
 
 def test_dapo_ends_at_the_uniform_arms_total_rollouts(base, tmp_path):
     rare = dataclasses.replace(base.task, reward="test_rules_rare")
     cfg = base.replace(out_dir=str(tmp_path / "d"), task=rare, eval_every=2)
-    trainer = Trainer(cfg.replace(allocation_rule="dapo"))
+    trainer = Trainer(cfg.replace(rule="dapo"))
     trainer.train()
     rows = _rows(tmp_path / "d")
     spent = [r["train/rollouts_generated"] for r in rows if "train/rollouts_generated" in r]
@@ -123,7 +123,7 @@ def test_dapo_ends_at_the_uniform_arms_total_rollouts(base, tmp_path):
 def test_a_resumed_rule_run_logs_exactly_the_uninterrupted_runs_metrics(base, tmp_path, rule, reward, steps):
     # rewards under which each rule's state matters: evictions, skipped prompts, refills, estimates
     task = dataclasses.replace(base.task, reward=reward)
-    cfg = base.replace(max_steps=steps, epochs=steps, eval_every=2, task=task, allocation_rule=rule)
+    cfg = base.replace(max_steps=steps, epochs=steps, eval_every=2, task=task, rule=rule)
     Trainer(cfg.replace(out_dir=str(tmp_path / "full"))).train()
     first = Trainer(cfg.replace(out_dir=str(tmp_path / "cut")))
     first.train(stop_after=2)
@@ -134,8 +134,8 @@ def test_a_resumed_rule_run_logs_exactly_the_uninterrupted_runs_metrics(base, tm
     assert resumed.global_step > 2 and resumed.rollouts_total >= resumed.rollout_budget
     assert _stable(_rows(tmp_path / "cut")) == _stable(_rows(tmp_path / "full"))
     assert _rows(tmp_path / "cut", "allocations.jsonl") == _rows(tmp_path / "full", "allocations.jsonl")
-    with pytest.raises(ValueError, match=rf"other settings \(allocation_rule: \"{rule}\" -> \"reinforce-ada\""):
-        Trainer(cfg.replace(out_dir=str(tmp_path / "cut"), allocation_rule="reinforce-ada"))
+    with pytest.raises(ValueError, match=rf"other settings \(rule: \"{rule}\" -> \"reinforce-ada\""):
+        Trainer(cfg.replace(out_dir=str(tmp_path / "cut"), rule="reinforce-ada"))
 
 
 def test_the_stream_reads_each_epochs_order_in_batches_then_draws_across_epochs():
@@ -207,15 +207,23 @@ def test_the_engine_orders_rollouts_by_candidate_when_a_prompt_is_drawn_twice():
 
 # ----------------------------------------------------------------------------- compare
 def test_arms_resolve_to_the_planner_or_a_registered_rule(base):
-    assert resolve_arm(base, "uniform").knapsack.rule == "uniform" and resolve_arm(base, "uniform").rule is None
+    assert resolve_arm(base, "uniform").knapsack == base.knapsack and resolve_arm(base, "uniform").rule == "uniform"
     assert resolve_arm(base, "knapsack").knapsack == base.knapsack
-    assert resolve_arm(base, "recipe").knapsack.allocation.n == base.n == 4  # a preset takes the run's n
-    dapo = resolve_arm(base, "knapsack:two-phase")
-    assert dapo.rule == "knapsack:two-phase" and dapo.folder == "knapsack-two-phase"
-    with pytest.raises(ValueError, match=r"arm 'grpo' is not 'uniform', 'knapsack', a preset or a registered rule"):
+    recipe = resolve_arm(base, "knapsack:recipe")
+    assert recipe.rule == "knapsack" and recipe.knapsack == KnapsackConfig.preset("recipe", n=base.n)
+    assert recipe.knapsack.allocation.n == base.n == 4  # a preset takes the run's n
+    two = resolve_arm(base, "knapsack:two-phase+probe_n=2")
+    assert two.rule == "knapsack" and two.knapsack.probe_n == 2 and two.folder == "knapsack-two-phase+probe_n=2"
+    assert resolve_arm(base, "dapo").rule == "dapo"
+    with pytest.raises(ValueError, match=r"arm 'grpo': 'grpo' is not a rule; valid: \['coba', "):
         resolve_arm(base, "grpo")
-    with pytest.raises(ValueError, match=r"arm 'dapo' is a registered rule, not a knapsack config"):
+    with pytest.raises(ValueError, match=r"arm 'recipe': 'recipe' is not a rule \(the preset 'recipe' is the arm "):
+        resolve_arm(base, "recipe")
+    with pytest.raises(ValueError, match=r"arm 'coba\+n_low=3': \+key=value changes apply to knapsack settings"):
+        resolve_arm(base, "coba+n_low=3")
+    with pytest.raises(ValueError, match=r"arm 'dapo': rule 'dapo' does not plan with knapsack settings"):
         arm_config(base, "dapo")
+    assert not arm_config(base, "uniform").allocate and arm_config(base, "knapsack:recipe").allocate
 
 
 def test_compare_runs_the_peer_arms_at_equal_compute(base, tmp_path, capsys):

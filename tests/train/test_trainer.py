@@ -55,7 +55,7 @@ def test_knapsack_run_budgets_and_learning(base, tmp_path):
     evals = [r for r in _rows(tmp_path / "k") if "eval/mean@2" in r]
     assert [r["step"] for r in evals] == [0, 2, 4, 6] and all(f"eval/mean@2/{lv}" in evals[-1] for lv in ("L1", "L8"))
     saved = json.loads((tmp_path / "k" / "config.json").read_text())
-    assert saved["knapsack"]["allocation"]["negative_n"] == 1 and saved["knapsack"]["rule"] == "knapsack"
+    assert saved["knapsack"]["allocation"]["negative_n"] == 1 and saved["rule"] == "knapsack"
     assert list((tmp_path / "k" / "tb").iterdir())
 
 

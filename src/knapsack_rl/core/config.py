@@ -1,7 +1,7 @@
 """Every setting of the method, declared once and validated once: :class:`KnapsackConfig`.
 
     KnapsackConfig
-      rule            "knapsack" (allocate from estimates) or "uniform" (n per prompt; same tracking)
+      allocate        True: counts from allocate() on the estimates; False: n per prompt (same tracking)
       allocation      AllocationConfig: exactly the settings keywords of :func:`knapsack_rl.allocate`
       tracker         TrackerConfig: how success rates are estimated (:class:`knapsack_rl.Tracker`)
       uniform_epochs  cold start: epochs (from 0) in which every prompt gets n
@@ -13,7 +13,8 @@ Engines (the reference trainer, TRL, verl, the simulator) embed a :class:`Knapsa
 redeclares one of its fields. Named presets are resolved explicitly with
 :meth:`KnapsackConfig.preset` (``"recipe"``: the authors' settings; ``"project"``: this project's
 recommendation; ``"two-phase"``: it with a within-step probe; ``"signal"``: it scored for the count of
-prompts with signal under a prior fitted to the data set; ``"uniform"``: the baseline). Field
+prompts with signal under a prior fitted to the data set). The uniform baseline is not a preset but a
+rule (``uniform``: ``allocate=False``, the same tracking). Field
 names are unique across the three levels, so a flat mapping such as ``{"max_n": 64, "estimator":
 "beta"}`` (a command line, TRL's flat arguments) has one meaning: :meth:`KnapsackConfig.replace` and
 :func:`flat_fields` route it.
@@ -22,7 +23,8 @@ names are unique across the three levels, so a flat mapping such as ``{"max_n": 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
@@ -35,7 +37,13 @@ from knapsack_rl.core.value import get_posterior_value, get_value
 Objective = Literal["paper", "recipe"]
 Prior = Literal["beta", "population"]
 Overflow = Literal["pool", "recipe"]
-RULES = ("knapsack", "uniform")
+RENAMED = {"rule": "allocate", "allocation_rule": "rule"}
+"""Settings renamed since 0.1.0 (old -> new): an old name is refused with a pointer to the new one."""
+RENAMED_WHY = {
+    "rule": "allocate: false is the uniform baseline; the allocation rule itself is chosen by name with the "
+    "engine's `rule` setting: uniform, knapsack, coba, ...",
+    "allocation_rule": "one name per rule in every engine: knapsack, uniform, coba, dapo, ...",
+}
 
 
 @dataclass(frozen=True)
@@ -111,9 +119,9 @@ def check_allocation(cfg: AllocationConfig) -> None:
 class KnapsackConfig:
     """The whole method's settings: allocation, tracking, and the planner's schedule (see the module doc)."""
 
-    rule: str = "knapsack"
-    """``knapsack``: counts from :func:`knapsack_rl.allocate` on the tracker's estimates; ``uniform``: n per
-    prompt (the baseline; the tracker still runs, so both arms log the same metrics)."""
+    allocate: bool = True
+    """True: counts from :func:`knapsack_rl.allocate` on the tracker's estimates; False: n per prompt (the
+    uniform baseline; the tracker still runs, so both arms log the same metrics)."""
     allocation: AllocationConfig = field(default_factory=AllocationConfig)
     """Settings of :func:`knapsack_rl.allocate`."""
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
@@ -137,11 +145,12 @@ class KnapsackConfig:
 
     @classmethod
     def preset(cls, name: str, **changes: Any) -> KnapsackConfig:
-        """The named preset (:func:`preset_names`), with flat ``changes`` applied (see :meth:`replace`)."""
-        return PRESETS.get(name)().replace(**changes)
+        """The named preset (:func:`preset_names`), with flat ``changes`` applied
+        (:func:`knapsack_from_mapping` with ``{"preset": name, **changes}``)."""
+        return knapsack_from_mapping({"preset": name, **changes})
 
     def replace(self, **changes: Any) -> KnapsackConfig:
-        """A copy with fields changed by flat name (``max_n=64``, ``estimator="beta"``, ``rule="uniform"``).
+        """A copy with fields changed by flat name (``max_n=64``, ``estimator="beta"``, ``allocate=False``).
 
         Each name is routed to the level that declares it (:func:`flat_fields`); an unknown name raises
         a ValueError listing the valid ones. The copy is validated again.
@@ -160,7 +169,7 @@ class KnapsackConfig:
 
 def check_knapsack(cfg: KnapsackConfig) -> None:
     """Validate the planner-level fields and their cross-field rules."""
-    check_choice("rule", cfg.rule, RULES)
+    check_bool("allocate", cfg.allocate)
     if not isinstance(cfg.allocation, AllocationConfig):
         raise ValueError(f"allocation must be an AllocationConfig; got {type(cfg.allocation).__name__}")
     if not isinstance(cfg.tracker, TrackerConfig):
@@ -202,7 +211,7 @@ def _recipe() -> KnapsackConfig:
         strict_max_n=False,
         overflow="recipe",
     )
-    return KnapsackConfig(rule="knapsack", allocation=allocation, tracker=TrackerConfig(estimator="recipe"))
+    return KnapsackConfig(allocation=allocation, tracker=TrackerConfig(estimator="recipe"))
 
 
 @PRESETS.register("project")
@@ -211,9 +220,7 @@ def _project() -> KnapsackConfig:
     scored under each prompt's Beta posterior (``posterior=True``: 0 successes in 8 reads as hard, not
     hopeless), no fallback; allocation from the second epoch as in the recipe."""
     allocation = AllocationConfig(objective="paper", fallback=False, negative_n=1, positive_n=1)
-    return KnapsackConfig(
-        rule="knapsack", allocation=allocation, tracker=TrackerConfig(estimator="recipe"), posterior=True
-    )
+    return KnapsackConfig(allocation=allocation, tracker=TrackerConfig(estimator="recipe"), posterior=True)
 
 
 @PRESETS.register("two-phase")
@@ -233,10 +240,49 @@ def _signal() -> KnapsackConfig:
     return _project().replace(value="nonzero", prior="population")
 
 
-@PRESETS.register("uniform")
-def _uniform() -> KnapsackConfig:
-    """The baseline: n rollouts per prompt every step (the tracker still runs, for the metrics)."""
-    return KnapsackConfig(rule="uniform")
+PRESETS_MOVED = {
+    "uniform": "the uniform baseline is the rule 'uniform' (`rule: uniform` in a config, `--rule uniform`, "
+    "`rule=uniform` in TRL, `knapsack.rule=uniform` in verl)",
+}
+"""Preset names of 0.1.0 that are no longer presets, and where the user now finds them."""
+
+
+DEFAULT_PRESET = "project"
+"""The preset a KnapsackConfig starts from when a mapping names none (this project's recommendation)."""
+SECTIONS = ("allocation", "tracker")
+"""Nested sections a mapping may use instead of flat names (``allocation: {max_n: 64}``)."""
+
+
+def knapsack_from_mapping(
+    values: Mapping[str, Any] | None, *, base: KnapsackConfig | None = None, where: str = "knapsack", **fixed: Any
+) -> KnapsackConfig:
+    """The one route from a mapping to a KnapsackConfig, for every engine and command.
+
+    ``values`` holds an optional ``preset`` (:func:`preset_names`), then settings by flat name
+    (``max_n: 64``) or in nested sections (``allocation: {max_n: 64}``). Without a preset the settings
+    change ``base`` (default: the :data:`DEFAULT_PRESET` preset). ``fixed`` are settings the engine owns
+    (``n``: TRL's ``num_generations``, verl's ``rollout.n``), applied last. Unknown or renamed keys raise a
+    one-line ValueError naming them and ``where`` they are.
+    """
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{where} must be a mapping; got {type(values).__name__}")
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "preset":
+            continue
+        items = value.items() if key in SECTIONS and isinstance(value, Mapping) else [(key, value)]
+        flat.update({k: tuple(v) if isinstance(v, list) else v for k, v in items})
+    check_known(flat, flat_fields(KnapsackConfig), where=where)
+    if "preset" in values:
+        moved = PRESETS_MOVED.get(values["preset"]) if isinstance(values["preset"], str) else None
+        if moved is not None:
+            raise ValueError(f"{where}.preset={values['preset']!r} is not a preset: {moved}")
+        start = PRESETS.get(values["preset"])()  # an unknown name lists the valid ones
+    else:
+        start = base if base is not None else PRESETS.get(DEFAULT_PRESET)()
+    return start.replace(**flat, **fixed)
 
 
 # ----------------------------------------------------------------------------- nested dataclass helpers
@@ -262,9 +308,7 @@ def flat_fields(cls: type) -> dict[str, tuple[str, ...]]:
 def replace_flat(obj: T, changes: Mapping[str, Any]) -> T:
     """A copy of the nested dataclass ``obj`` with leaf fields changed by flat name (validated again)."""
     paths = flat_fields(type(obj))
-    unknown = sorted(set(changes) - set(paths))
-    if unknown:
-        raise ValueError(f"unknown setting(s) {unknown}; valid: {sorted(paths)}")
+    check_known(changes, paths, where="")
     nested: dict[str, Any] = {}
     for name, value in changes.items():
         node = nested
@@ -300,9 +344,7 @@ def from_dict(cls: type[T], values: Mapping[str, Any], *, where: str) -> T:
     if not isinstance(values, Mapping):
         raise ValueError(f"{where} must be a mapping; got {type(values).__name__}")
     valid = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(valid)}")
+    check_known(values, valid, where=where)
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         sub = _dataclass_type(cls, valid[key])
@@ -319,10 +361,7 @@ def overlay(base: T, values: Mapping[str, Any], *, where: str) -> T:
     ValueError naming them, where they are (``where``) and the valid keys; the result is validated again."""
     if not isinstance(values, Mapping):
         raise ValueError(f"{where} must be a mapping; got {type(values).__name__}")
-    valid = {f.name for f in fields(base)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - valid)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(valid)}")
+    check_known(values, {f.name for f in fields(base)}, where=where)  # type: ignore[arg-type]
     changes: dict[str, Any] = {}
     for key, value in values.items():
         current = getattr(base, key)
@@ -331,6 +370,39 @@ def overlay(base: T, values: Mapping[str, Any], *, where: str) -> T:
         else:
             changes[key] = tuple(value) if isinstance(value, list) else value
     return dataclasses.replace(base, **changes)  # type: ignore[type-var]
+
+
+def config_diff(saved: Mapping[str, Any], current: Mapping[str, Any], *, ignore: Iterable[str] = ()) -> list[str]:
+    """``"allocation.max_n: 128 -> 64"`` for every leaf of two nested config dicts that differs, sorted; the
+    one config diff of every resume check and warning. Top-level keys in ``ignore`` are left out."""
+    skip = set(ignore)
+
+    def leaves(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if not prefix and k in skip:
+                continue
+            out.update(leaves(v, f"{prefix}{k}.") if isinstance(v, Mapping) and v else {f"{prefix}{k}": v})
+        return out
+
+    a, b = leaves(saved), leaves(current)
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return [f"{k}: {json.dumps(a.get(k))} -> {json.dumps(b.get(k))}" for k in keys]
+
+
+def check_known(values: Mapping[str, Any], valid: Iterable[str], *, where: str) -> None:
+    """Raise a one-line ValueError for keys of ``values`` not in ``valid`` (naming them, ``where`` they are
+    and the valid ones); a setting renamed since 0.1.0 (:data:`RENAMED`) is named with its new name."""
+    valid = set(valid)
+    unknown = sorted(set(values) - valid)
+    renamed = [k for k in unknown if RENAMED.get(k) in valid]
+    if renamed:
+        old = renamed[0]
+        raise ValueError(
+            f"setting {old!r}{' in ' + where if where else ''} was renamed {RENAMED[old]!r} ({RENAMED_WHY[old]})"
+        )
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown}{' in ' + where if where else ''}; valid: {sorted(valid)}")
 
 
 def _dataclass_type(cls: type, f: dataclasses.Field[Any]) -> type | None:

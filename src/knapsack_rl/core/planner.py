@@ -34,7 +34,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from knapsack_rl.core.allocate import Allocation, allocate, uniform_allocation
-from knapsack_rl.core.config import KnapsackConfig
+from knapsack_rl.core.config import KnapsackConfig, config_diff
 from knapsack_rl.core.groups import group_counts, step_metrics
 from knapsack_rl.core.population import GridPosterior, PopulationPrior
 from knapsack_rl.core.tracker import Tracker, to_success
@@ -128,7 +128,7 @@ class Planner:
             a, b = posterior
             p_hat = np.where(np.isnan(p_hat), np.nan, a / (a + b))
         alloc_cfg = self.config.allocation
-        if self.config.rule == "uniform":
+        if not self.config.allocate:
             result = uniform_allocation(p_hat, alloc_cfg, total_budget=total_budget, posterior=posterior)
         else:
             result = allocate(
@@ -140,13 +140,13 @@ class Planner:
     def plan_probe(self, prompt_ids: Ids, *, epoch: int) -> NDArray[np.int64]:
         """Two-phase planning, phase 1: ``probe_n`` rollouts for each prompt without an estimate, 0 for the rest.
 
-        Outside two-phase planning (``probe_n == 0``), in cold-start epochs and for the uniform rule
+        Outside two-phase planning (``probe_n == 0``), in cold-start epochs and without allocation (``allocate=False``)
         every count is 0: call :meth:`plan` directly.
         """
         ids = check_step_ids("prompt_ids", prompt_ids)
         epoch = check_int("epoch", epoch, low=0)
         cfg = self.config
-        if cfg.probe_n == 0 or cfg.rule == "uniform" or epoch < cfg.uniform_epochs:
+        if cfg.probe_n == 0 or not cfg.allocate or epoch < cfg.uniform_epochs:
             return np.zeros(len(ids), dtype=np.int64)
         p_hat = self.tracker.estimate(ids, epoch=epoch)
         return np.where(np.isnan(p_hat), cfg.probe_n, 0).astype(np.int64)
@@ -278,7 +278,7 @@ class Planner:
             raise ValueError(f"{source}: the planner state's config is invalid: {exc}") from None
         tracker = Tracker.from_bytes(state["tracker"], source=source)
         if tracker.config != self.config.tracker:
-            diff = _diff(_plain(tracker.config), _plain(self.config.tracker))
+            diff = ", ".join(config_diff(_plain(tracker.config), _plain(self.config.tracker)))
             raise ValueError(f"{source}: the tracker was saved with other settings ({diff}); refusing to resume")
         return tracker
 
@@ -326,20 +326,6 @@ def _plain(obj: Any) -> dict[str, Any]:
     """A dataclass as a JSON-normalised dict (tuples become lists), for comparisons and messages."""
     out: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(obj)))
     return out
-
-
-def _diff(saved: dict[str, Any], current: dict[str, Any]) -> str:
-    """Flat ``key: saved -> current`` of two nested config dicts (for error messages)."""
-
-    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
-
-    a, b = flat(saved), flat(current)
-    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    return ", ".join(f"{k}: {json.dumps(a.get(k))} -> {json.dumps(b.get(k))}" for k in keys)
 
 
 __all__ = ["EpochCounter", "PlanRecord", "Planner"]

@@ -39,7 +39,7 @@ class Registry(Generic[T]):
         """The item registered as ``name``."""
         try:
             return self._items[name]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: an unhashable name (a list from a config file)
             raise ValueError(
                 f"{self.argument}={name!r} is not a registered {self.kind}; valid: {self.names()}"
             ) from None

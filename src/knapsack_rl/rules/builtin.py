@@ -13,12 +13,15 @@ A rule that keeps state between steps (a tracker, a skip list) returns it as pla
 :meth:`~knapsack_rl.rules.interface.Rule.state_dict`, so that a checkpoint can hold it. Which engines
 allow rounds within a step (TRL does not; verl's hooks do not) is in :mod:`knapsack_rl.rules.interface`.
 
-Built-in rules (B = N x M rollouts per step unless said otherwise):
+Built-in rules (B = N x M rollouts per step unless said otherwise); one name per rule in every engine
+and command:
 
 =====================  =======================================================================
-``uniform``            GRPO: N rollouts for each of the M prompts.
-``knapsack:<preset>``  Knapsack RL through the Planner with a core preset (``recipe``: the authors'
-                       settings; ``project``: this project's; ``uniform``: the baseline, tracked).
+``uniform``            GRPO: N rollouts for each of the M prompts (tracked through the Planner with
+                       ``allocate=False``, so it logs what knapsack logs).
+``knapsack``           Knapsack RL with the run's own knapsack settings (a preset and overrides).
+``knapsack:<preset>``  Knapsack RL with a core preset whatever the run's settings (``recipe``: the
+                       authors' settings; ``project``: this project's; ``signal``).
 ``knapsack:two-phase`` ``project`` with two-phase planning from the first step: 4 probe rollouts
                        per unestimated prompt, then the rest of B from what the probe saw.
 ``reinforce-ada``      Reinforce-Ada-like sequential sampling in rounds, balanced exit.
@@ -29,13 +32,12 @@ Built-in rules (B = N x M rollouts per step unless said otherwise):
                        generated rollout counts (up to ``max_rounds`` x B per step).
 ``greso``              GRESO-like pre-rollout skipping of prompts whose last group had no signal.
 ``uncertainty``        E3-like: counts proportional to the estimated reward std.
+``coba``               CoBA-RL-like capability-oriented allocation (:mod:`knapsack_rl.rules.coba`).
 =====================  =======================================================================
 
-``knapsack:two-phase``, ``reinforce-ada(-pos)``, ``pilot-commit`` and ``dapo`` plan rounds within a
-step, and ``greso``, ``pilot-commit`` and ``dapo`` draw prompts beyond the batch: they run on the
-simulator and the reference trainer, not through TRL 1.16 (one generation call per batch) nor through
-verl's hooks (one dispatch per uid and step). ``uniform``, the one-round knapsack presets and
-``uncertainty`` run everywhere.
+What each rule needs of an engine (rounds within a step, draws beyond the batch, counts of 0 or 1,
+dropped rollouts) is its :meth:`~knapsack_rl.rules.interface.Rule.needs`; which engine can run it is
+:mod:`knapsack_rl.rules.engines` (``knapsack-rl rules`` prints the table).
 
 Any :class:`~knapsack_rl.core.config.KnapsackConfig` runs as a rule with :class:`KnapsackRule`
 (``KnapsackRule(KnapsackConfig.preset("project", posterior=True))``) or is registered under a name
@@ -63,19 +65,37 @@ from knapsack_rl.rules.keyed import SKIP_STREAM, id_keys, keyed_uniform
 
 @dataclass(frozen=True)
 class RuleSetup:
-    """What a rule factory is told about the run: the step shape and the run's seed."""
+    """What a rule factory is told about the run: the step shape, the run's seed and knapsack settings."""
 
     n: int = 8
-    """Uniform rollouts per prompt N."""
+    """Uniform rollouts per prompt N (the step's budget is N x M for every built-in rule)."""
     prompts_per_step: int = 256
     """Prompts per step M."""
     seed: int = 0
     """The run's seed (rules that flip coins key them on it)."""
+    knapsack: KnapsackConfig | None = None
+    """The run's knapsack settings, for the rules that plan through the Planner (``knapsack``, ``uniform``)
+    and for how every engine maps its rewards to successes (``reward_format``, ``success_threshold``).
+    None: the ``project`` preset with this ``n``. Its ``n`` must be this ``n``."""
 
     def __post_init__(self) -> None:
         check_int("n", self.n, low=1)
         check_int("prompts_per_step", self.prompts_per_step, low=1)
         check_int("seed", self.seed, low=0)
+        if self.knapsack is None:
+            object.__setattr__(self, "knapsack", KnapsackConfig.preset("project", n=self.n))
+        elif not isinstance(self.knapsack, KnapsackConfig):
+            raise ValueError(f"knapsack must be a KnapsackConfig; got {type(self.knapsack).__name__}")
+        elif self.knapsack.allocation.n != self.n:
+            raise ValueError(
+                f"knapsack's n must be the run's n; got n={self.n}, knapsack n={self.knapsack.allocation.n}"
+            )
+
+    @property
+    def settings(self) -> KnapsackConfig:
+        """The run's knapsack settings (never None after construction)."""
+        assert self.knapsack is not None
+        return self.knapsack
 
 
 RuleFactory = Callable[[RuleSetup], Rule]
@@ -144,22 +164,23 @@ def _ids_from_state(rule: Rule, state: dict[str, Any], key: str, source: str) ->
 
 
 # --------------------------------------------------------------------------- uniform
-class UniformRule(Rule):
-    """GRPO: the step's budget split evenly over its M prompts in one round (N each when B = N x M)."""
-
-    def limits(self, spec: StepSpec) -> Limits:
-        q = spec.total_budget // spec.size
-        return Limits(spec.total_budget, True, max(q, 1), q + (spec.total_budget % spec.size > 0))
-
-    def next_round(self, log: StepLog) -> Round | None:
-        if log.rounds:
-            return None
-        return Round(_even(log.spec.total_budget, np.ones(log.size, dtype=bool)))
+def uniform_limits(spec: StepSpec) -> Limits:
+    """The limits of the step's budget split evenly over its M prompts (N each when B = N x M)."""
+    q = spec.total_budget // spec.size
+    return Limits(spec.total_budget, True, max(q, 1), q + (spec.total_budget % spec.size > 0))
 
 
 @register_rule("uniform")
 def _uniform(setup: RuleSetup) -> Rule:
-    return UniformRule()
+    """GRPO's N per prompt, through the Planner with ``allocate=False``: the run's tracker still runs, so
+    the baseline logs the same metrics and keeps the same state as knapsack."""
+    return KnapsackRule(setup.settings.replace(allocate=False))
+
+
+@register_rule("knapsack")
+def _knapsack(setup: RuleSetup) -> Rule:
+    """Knapsack RL with the run's own knapsack settings (``knapsack:`` section, ``--preset``, flags)."""
+    return KnapsackRule(setup.settings)
 
 
 # --------------------------------------------------------------------------- knapsack
@@ -175,13 +196,13 @@ class KnapsackRule(Rule):
     and the Planner for the simulator and the reference trainer.
 
     Args:
-        config: the method's settings (``rule="uniform"`` is the tracked uniform baseline).
+        config: the method's settings (``allocate=False`` is the tracked uniform baseline).
         tracker: an existing tracker for the Planner (a cold start from another run's estimates).
     """
 
     def __init__(self, config: KnapsackConfig, *, tracker: Tracker | None = None) -> None:
         self.planner = Planner(config, tracker=tracker)
-        self.name = config.rule
+        self.name = "knapsack" if config.allocate else "uniform"
         self._probe = np.zeros(0, dtype=np.int64)
         self._planned = False
 
@@ -193,14 +214,14 @@ class KnapsackRule(Rule):
     def needs(self) -> Needs:
         """Two rounds with a probe; counts of 0 or 1 where the settings give them."""
         cfg, a = self.config, self.config.allocation
-        counts = {a.n} if cfg.rule == "uniform" else {a.n, a.min_n, a.negative_n, a.positive_n, cfg.probe_n or a.n}
-        rounds = cfg.probe_n > 0 and cfg.rule != "uniform"
+        counts = {a.n, a.min_n, a.negative_n, a.positive_n, cfg.probe_n or a.n} if cfg.allocate else {a.n}
+        rounds = cfg.probe_n > 0 and cfg.allocate
         return Needs(rounds=rounds, skips=0 in counts, singles=1 in counts)
 
     def limits(self, spec: StepSpec) -> Limits:
         a = self.config.allocation
-        if self.config.rule == "uniform":
-            return UniformRule().limits(spec)
+        if not self.config.allocate:
+            return uniform_limits(spec)
         # starting counts only grow; a bucket that starts at 0 can take any share of a spread surplus
         floors = [a.min_n, a.n, max(a.negative_n, 1), max(a.positive_n, 1)]
         floors += [self.config.probe_n] if self.config.probe_n else []
@@ -255,7 +276,8 @@ TWO_PHASE = KnapsackConfig.preset("two-phase")
 """``knapsack:two-phase``: the project preset with two-phase planning from the first step (probe 4)."""
 
 for _preset in preset_names():
-    register_knapsack(f"knapsack:{_preset}", KnapsackConfig.preset(_preset))
+    if _preset != "uniform":  # the uniform baseline is the rule ``uniform``: one name per rule
+        register_knapsack(f"knapsack:{_preset}", KnapsackConfig.preset(_preset))
 
 
 # --------------------------------------------------------------------------- Reinforce-Ada-like

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from knapsack_rl.sim.run import RunTrace
 
 DEFAULT_RULES = (
-    "uniform,knapsack:recipe,knapsack:project,knapsack:two-phase,reinforce-ada,pilot-commit,dapo,greso,uncertainty"
+    "uniform,knapsack:recipe,knapsack:project,knapsack:two-phase,reinforce-ada,pilot-commit,dapo,greso,uncertainty,coba"
 )
 _DEFAULT = SimConfig()
 

@@ -34,7 +34,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         _add_settings(q)
         seeds = "0..4" if name == "demo" else "0 1 2"
         q.add_argument("--seeds", default=seeds, help=f"seeds, e.g. '0 1 2' or '0..9' (default: {seeds!r})")
-        q.add_argument("--arms", default="uniform,knapsack", help="arms: uniform, knapsack or preset names")
+        q.add_argument(
+            "--arms", default="uniform,knapsack",
+            help="arms: rule names (knapsack-rl rules), e.g. uniform,knapsack,knapsack:recipe,coba; a knapsack arm "
+            "may add settings: knapsack:project+posterior=false (default: uniform,knapsack)",
+        )  # fmt: skip
         q.add_argument("--jobs", type=int, default=2, help="runs trained in parallel processes (default: 2)")
         q.add_argument("--quick", action="store_true", help="seconds-long smoke run (tiny task): not a result")
         q.set_defaults(func=_run_compare, out_dir=f"runs/{name}")
@@ -48,8 +52,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_settings(r)
     r.add_argument("--samples", type=int, default=32, help="samples per prompt (default: 32)")
     r.add_argument(
-        "--arms", default="uniform,knapsack,recipe", help="arms to predict (default: uniform,knapsack,recipe)"
-    )
+        "--arms", default="uniform,knapsack,knapsack:recipe",
+        help="arms to predict (default: uniform,knapsack,knapsack:recipe)",
+    )  # fmt: skip
     r.add_argument("--json", type=Path, default=None, help="also write the predictions here")
     r.add_argument(
         "--checkpoint", type=Path, default=None,

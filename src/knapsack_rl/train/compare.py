@@ -1,16 +1,16 @@
 """Arms (uniform, knapsack variants and peer rules) from the same warm start, seeds, data order and compute.
 
-An *arm* is a name (:func:`resolve_arm`) for one rule of :mod:`knapsack_rl.rules`:
+An *arm* is a rule by its name in every engine and command (:func:`knapsack_rl.rules.rule_names`;
+``knapsack-rl rules`` lists them), resolved by :func:`resolve_arm`:
 
-- ``uniform``: the base config's knapsack settings with ``rule="uniform"`` (the paired baseline,
-  through the Planner, so it logs the same ``alloc/*`` as knapsack);
-- ``knapsack``: the base config's own knapsack settings;
-- a preset name (``recipe``, ``project``): that preset with the base config's ``n``;
-- any registered rule name (:func:`knapsack_rl.rules.rule_names`): ``knapsack:two-phase``,
-  ``knapsack:<preset>``, ``reinforce-ada``, ``reinforce-ada-pos``, ``pilot-commit``, ``dapo``,
-  ``greso``, ``uncertainty``, or one a study registered;
-- ``uniform``, ``knapsack`` or a preset followed by ``+key=value`` KnapsackConfig changes
-  (``project+posterior=true+value=nonzero``; values read as YAML scalars).
+- ``uniform``: the paired baseline (N per prompt, through the Planner with the base config's knapsack
+  settings and ``allocate=False``, so it logs the same ``alloc/*`` as knapsack);
+- ``knapsack``: the base config's own knapsack settings; ``knapsack:<preset>`` (``knapsack:recipe``,
+  ``knapsack:two-phase``, ...): that preset with the base config's ``n``;
+- any other registered rule: ``coba``, ``uncertainty``, ``reinforce-ada``, ``pilot-commit``, ``dapo``,
+  ``greso``, ..., or one a study registered;
+- a knapsack-family arm (``uniform``, ``knapsack``, ``knapsack:<preset>``) followed by ``+key=value``
+  KnapsackConfig changes (``knapsack:project+posterior=false``; values read as YAML 1.2 scalars).
 
 **Equal compute.** Every arm's step may generate B = ``prompts_per_step x n`` rollouts (``n`` of the
 base config; DAPO up to 10 B), and every run ends once it has *generated* the uniform arm's total
@@ -59,13 +59,13 @@ class CompareResult:
 
 @dataclass(frozen=True)
 class Arm:
-    """What an arm name resolves to: the run's knapsack settings and, for a registered rule, its name."""
+    """What an arm name resolves to: the run's rule and knapsack settings."""
 
     name: str
     knapsack: KnapsackConfig
     """The run's ``TrainConfig.knapsack`` (its ``n`` sets the step's budget for every rule)."""
-    rule: str | None
-    """A registered rule name, or None: the run's own ``knapsack`` settings through the Planner."""
+    rule: str
+    """The run's ``TrainConfig.rule`` (``knapsack:<preset>`` arms run ``knapsack`` with that preset)."""
 
     @property
     def folder(self) -> str:
@@ -76,18 +76,21 @@ class Arm:
 def resolve_arm(base: TrainConfig, arm: str) -> Arm:
     """The :class:`Arm` of a name (see the module docstring); an unknown name lists the valid ones."""
     name, *changes = arm.split("+")
-    if name not in ("uniform", "knapsack", *preset_names()) and arm in rule_names():
-        return Arm(arm, base.knapsack, arm)
-    if name == "uniform":
-        knapsack = base.knapsack.replace(rule="uniform")
-    elif name == "knapsack":
-        knapsack = base.knapsack
-    elif name in preset_names():
-        knapsack = KnapsackConfig.preset(name, n=base.n)
-    else:
-        valid = ["uniform", "knapsack", *preset_names(), *rule_names()]
-        raise ValueError(f"arm {arm!r} is not 'uniform', 'knapsack', a preset or a registered rule; valid: {valid}")
-    return Arm(arm, knapsack.replace(**_changes(arm, changes)), None)
+    if name not in rule_names():
+        hint = f" (the preset {name!r} is the arm 'knapsack:{name}')" if name in preset_names() else ""
+        raise ValueError(f"arm {arm!r}: {name!r} is not a rule{hint}; valid: {rule_names()}")
+    family = name in ("uniform", "knapsack") or name.startswith("knapsack:")
+    if changes and not family:
+        raise ValueError(
+            f"arm {arm!r}: +key=value changes apply to knapsack settings, which rule {name!r} does not use"
+        )
+    if not family:
+        return Arm(arm, base.knapsack, name)
+    knapsack = base.knapsack
+    if name.startswith("knapsack:"):
+        knapsack = KnapsackConfig.preset(name.removeprefix("knapsack:"), n=base.n)
+    rule = "uniform" if name == "uniform" else "knapsack"
+    return Arm(arm, knapsack.replace(**_changes(arm, changes)), rule)
 
 
 def _changes(arm: str, changes: list[str]) -> dict[str, object]:
@@ -107,12 +110,12 @@ def _changes(arm: str, changes: list[str]) -> dict[str, object]:
 
 
 def arm_config(base: TrainConfig, arm: str) -> KnapsackConfig:
-    """The knapsack settings of an arm that plans through the Planner (``uniform``, ``knapsack``, a preset)."""
+    """The knapsack settings an arm plans with (``uniform``: ``allocate=False``); refused for arms whose rule
+    does not plan through the Planner."""
     resolved = resolve_arm(base, arm)
-    if resolved.rule is not None:
-        valid = ["uniform", "knapsack", *preset_names()]
-        raise ValueError(f"arm {arm!r} is a registered rule, not a knapsack config; valid: {valid}")
-    return resolved.knapsack
+    if resolved.rule not in ("uniform", "knapsack"):
+        raise ValueError(f"arm {arm!r}: rule {resolved.rule!r} does not plan with knapsack settings")
+    return resolved.knapsack.replace(allocate=resolved.rule == "knapsack")
 
 
 def quick_config(base: TrainConfig) -> TrainConfig:
@@ -151,7 +154,7 @@ def run_compare(
     start = time.perf_counter()
     alloc_start, profile = prepare(base)
     jobs_list = [
-        (arm, base.replace(knapsack=resolved[arm].knapsack, allocation_rule=resolved[arm].rule, seed=seed,
+        (arm, base.replace(knapsack=resolved[arm].knapsack, rule=resolved[arm].rule, seed=seed,
                            out_dir=str(out_dir / f"seed{seed}" / resolved[arm].folder)))
         for seed in seeds
         for arm in arms

@@ -20,7 +20,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from knapsack_rl.core.config import KnapsackConfig, flat_fields, overlay, to_plain
+from knapsack_rl.core.config import (
+    DEFAULT_PRESET,
+    KnapsackConfig,
+    check_known,
+    knapsack_from_mapping,
+    overlay,
+    to_plain,
+)
 from knapsack_rl.core.validate import check_bool, check_choice, check_int, check_real
 from knapsack_rl.models.tiny import TinyModelConfig
 from knapsack_rl.models.warmstart import WarmStartConfig
@@ -29,8 +36,6 @@ from knapsack_rl.tasks.source import TaskConfig
 
 LossAgg = Literal["token-mean", "seq-mean-token-mean", "group-mean"]
 LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "group-mean")
-DEFAULT_PRESET = "project"
-"""The knapsack preset a TrainConfig starts from when none is named."""
 
 
 def _default_knapsack() -> KnapsackConfig:
@@ -78,12 +83,14 @@ class TrainConfig:
     resume: bool = True
     """Resume from ``out_dir/checkpoint.pt`` when it exists (refused if a setting that changes results differs)."""
     # --- the method
-    knapsack: KnapsackConfig = field(default_factory=_default_knapsack)
-    """Rollout allocation and tracking (:class:`knapsack_rl.KnapsackConfig`); ``rule: uniform`` is the baseline."""
-    allocation_rule: str | None = None
-    """A registered rule of :mod:`knapsack_rl.rules` by name (``reinforce-ada``, ``pilot-commit``, ``dapo``,
-    ``greso``, ``knapsack:two-phase``, ...); None runs ``knapsack`` through the Planner. Every rule's step
+    rule: str = "knapsack"
+    """The allocation rule, by its name in every engine and command (``knapsack-rl rules`` lists them):
+    ``knapsack`` (the ``knapsack`` settings below), ``uniform`` (the baseline), ``knapsack:<preset>``,
+    ``coba``, ``uncertainty``, ``reinforce-ada``, ``pilot-commit``, ``dapo``, ``greso``, ... Every rule's step
     budget is ``prompts_per_step x knapsack.n``."""
+    knapsack: KnapsackConfig = field(default_factory=_default_knapsack)
+    """Knapsack settings (:class:`knapsack_rl.KnapsackConfig`): what the ``knapsack`` and ``uniform`` rules
+    plan with, ``n`` for every rule, and how rewards map to successes."""
     tracker_init: str | None = None
     """Cold-start option: a saved Tracker file whose estimates are used from the first step."""
     # --- model and data
@@ -204,10 +211,9 @@ def check_train(cfg: TrainConfig) -> None:
     check_choice("loss_agg", cfg.loss_agg, LOSS_AGGS)
     check_real("temperature", cfg.temperature, low=0.0, open_low=True)
     check_real("eval_temperature", cfg.eval_temperature, low=0.0)
-    if cfg.allocation_rule is not None:
-        from knapsack_rl.rules import rule_names
+    from knapsack_rl.rules import rule_names
 
-        check_choice("allocation_rule", cfg.allocation_rule, rule_names())
+    check_choice("rule", cfg.rule, rule_names())
     if not isinstance(cfg.task, TaskConfig):
         raise ValueError(f"task must be a TaskConfig; got {type(cfg.task).__name__}")
     for name in ("out_dir", "warmstart_dir", "model", "tracker_init"):
@@ -224,44 +230,11 @@ step computes); any other difference refuses the resume."""
 
 
 # ----------------------------------------------------------------------------- files
-def knapsack_from_mapping(values: Mapping[str, Any], base: KnapsackConfig | None = None) -> KnapsackConfig:
-    """A KnapsackConfig from a file's ``knapsack:`` mapping: an optional ``preset`` name, then fields.
-
-    Fields may be given by flat name (``max_n``) or nested (``allocation: {max_n: ...}``); omitted ones
-    keep the preset's (or ``base``'s, default: the project preset) values.
-    """
-    if not isinstance(values, Mapping):
-        raise ValueError(f"knapsack must be a mapping; got {type(values).__name__}")
-    flat = _flatten({k: v for k, v in values.items() if k != "preset"})
-    if "preset" in values:
-        if not isinstance(values["preset"], str):
-            raise ValueError(f"knapsack.preset must be a preset name; got preset={values['preset']!r}")
-        return KnapsackConfig.preset(values["preset"], **flat)
-    return (base or _default_knapsack()).replace(**flat)
-
-
-def _flatten(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Nested ``allocation:`` / ``tracker:`` sections become flat names (names are unique)."""
-    out: dict[str, Any] = {}
-    sections = {"allocation", "tracker"}
-    for key, value in values.items():
-        items = value.items() if key in sections and isinstance(value, Mapping) else [(key, value)]
-        out.update({k: tuple(v) if isinstance(v, list) else v for k, v in items})
-    valid = flat_fields(KnapsackConfig)
-    unknown = sorted(set(out) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in knapsack; valid: ['preset', *{sorted(valid)}]")
-    return out
-
-
 def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
     """A :class:`TrainConfig` from a (nested) dict; unknown keys raise, naming them and the valid ones."""
     if not isinstance(values, Mapping):
         raise ValueError(f"a config must be a mapping; got {type(values).__name__}")
-    valid = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - valid)
-    if unknown:
-        raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(valid)}")
+    check_known(values, [f.name for f in fields(TrainConfig)], where="config")
     rest = {k: v for k, v in values.items() if k != "knapsack"}
     base = TrainConfig()
     try:

@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from knapsack_rl.core.tracker import Tracker
 from knapsack_rl.core.validate import check_int
 from knapsack_rl.rollout.generate import Rollouts, concat_rollouts
-from knapsack_rl.rules import KnapsackRule, Rule, RuleSetup, StepLog, StepSpec, make_rule
+from knapsack_rl.rules import KnapsackRule, Rule, RuleSetup, StepLog, StepSpec, check_runs_on, make_rule
 from knapsack_rl.tasks.base import PromptSet
 from knapsack_rl.train.config import TrainConfig
 
@@ -275,18 +275,20 @@ MAX_STEPS_FACTOR = 4
 its budget (a rule that spends less than B per step; logged), as the simulator does."""
 
 
-def build_rule(name: str | None, config: TrainConfig, *, tracker: Tracker | None = None) -> Rule:
-    """The rule of a run: ``name`` from the registry (:func:`knapsack_rl.rules.make_rule`, told the run's
-    n, M and seed), or, when ``name`` is None, the run's own ``config.knapsack`` through
-    :class:`~knapsack_rl.rules.KnapsackRule` (rule ``knapsack`` or ``uniform``).
+def build_rule(config: TrainConfig, *, tracker: Tracker | None = None) -> Rule:
+    """The run's rule: ``config.rule`` from the registry (:func:`knapsack_rl.rules.make_rule`), told the
+    run's n, M, seed and knapsack settings.
 
-    ``tracker`` (a cold start from saved estimates) only applies to the run's own knapsack config;
-    with a named rule it raises ValueError (that rule builds its own state).
+    ``tracker`` (a cold start from saved estimates) seeds the Planner of a rule that has one (``knapsack``,
+    ``uniform``, ``knapsack:<preset>``); any other rule builds its own state, and a tracker raises ValueError.
     """
-    if name is None:
-        return KnapsackRule(config.knapsack, tracker=tracker)
-    if tracker is not None:
-        raise ValueError(
-            f"tracker_init is a cold start of the config's own knapsack rule; rule {name!r} builds its own state"
-        )
-    return make_rule(name, RuleSetup(n=config.n, prompts_per_step=config.prompts_per_step, seed=config.seed))
+    setup = RuleSetup(config.n, config.prompts_per_step, config.seed, knapsack=config.knapsack)
+    rule = make_rule(config.rule, setup)
+    check_runs_on(rule, "trainer")
+    if tracker is None:
+        return rule
+    if not isinstance(rule, KnapsackRule):
+        raise ValueError(f"tracker_init seeds the Planner of a knapsack rule; rule {config.rule!r} has none")
+    seeded = KnapsackRule(rule.config, tracker=tracker)
+    seeded.name = rule.name
+    return seeded

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from knapsack_rl.core.config import config_diff
 from knapsack_rl.core.planner import Planner
 from knapsack_rl.core.tracker import Tracker
 from knapsack_rl.core.validate import check_bool, check_int
@@ -54,6 +55,7 @@ from knapsack_rl.io import atomic_write_bytes, encode_state_file, lock_folder, r
 from knapsack_rl.progress import Progress
 from knapsack_rl.rollout.generate import Rollouts, generate
 from knapsack_rl.rules import KnapsackRule, Selection, StepLog, StepSpec, run_step, step_log_metrics
+from knapsack_rl.rules.state import PART_PREFIX, pack_rule_state, unpack_rule_state
 from knapsack_rl.tasks.base import PromptSet
 from knapsack_rl.tasks.source import Task, load_task
 from knapsack_rl.train.config import RESUMABLE_CHANGES, TrainConfig
@@ -73,7 +75,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["PhaseTimer", "StepBatch", "Trainer", "load_task_and_policy", "resolve_device"]
 CHECKPOINT_KIND = "trainer-checkpoint"
-CHECKPOINT_FORMAT = 4
+CHECKPOINT_FORMAT = 5
 """The envelope kind and format of ``checkpoint.pt`` (format 3, a bare ``torch.save`` without checksum, is refused)."""
 LEGACY: Mapping[bytes, str] = MappingProxyType(
     {
@@ -85,7 +87,7 @@ LEGACY: Mapping[bytes, str] = MappingProxyType(
     }
 )
 _META_KEYS = ("global_step", "rollouts_total", "exhausted", "config", "stream", "rule")
-_TENSOR_KEYS = ("model", "optimizer", "generator", "torch_rng", "rule_state")
+_TENSOR_KEYS = ("model", "optimizer", "generator", "torch_rng")
 _ADAMW_STATE = ("step", "exp_avg", "exp_avg_sq")
 _UPDATE_KEYS = ("actor/loss", "actor/grad_norm", "actor/grad_clipped", "actor/clipfrac", "actor/approx_kl",
                 "actor/ratio_mean")  # fmt: skip
@@ -120,9 +122,9 @@ class Trainer:
     """GRPO training of one arm; see the module docstring for the step.
 
     Args:
-        config: the run's settings; ``config.allocation_rule`` names a registered rule
-            (:func:`knapsack_rl.rules.rule_names`), None runs ``config.knapsack`` through the Planner. The
-            step's budget is ``prompts_per_step x n`` (``n`` from ``config.knapsack``) whatever the rule.
+        config: the run's settings; ``config.rule`` names a registered rule (:func:`knapsack_rl.rules.rule_names`;
+            ``knapsack`` plans with ``config.knapsack``). The step's budget is ``prompts_per_step x n`` (``n``
+            from ``config.knapsack``) whatever the rule.
     """
 
     def __init__(self, config: TrainConfig) -> None:
@@ -154,8 +156,7 @@ class Trainer:
         self.train_set, self.eval_set = self.task.train, self.task.eval
         self._reward_counts = self.task.reward_counts()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.rule_name = config.allocation_rule
-        self.rule = build_rule(config.allocation_rule, config, tracker=tracker)
+        self.rule = build_rule(config, tracker=tracker)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.steps_per_epoch = len(self.train_set) // config.prompts_per_step
         if self.steps_per_epoch == 0:
@@ -361,7 +362,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rule": {"name": self.rule_name, "state": self.rule.state_dict()},
+            "rule": {"name": self.config.rule, "state": self.rule.state_dict()},
             "stream": self.stream.state_dict(),
             "global_step": self.global_step,
             "rollouts_total": self.rollouts_total,
@@ -394,8 +395,8 @@ class Trainer:
         state = read_checkpoint(path, self.device)
         source = str(path)
         _check_resumable(path, state["config"], self.config.to_dict())  # the rule is part of the config
-        if state["rule"]["name"] != self.rule_name:
-            raise ValueError(f"{source}: holds the state of rule {state['rule']['name']!r}, not {self.rule_name!r}")
+        if state["rule"]["name"] != self.config.rule:
+            raise ValueError(f"{source}: holds the state of rule {state['rule']['name']!r}, not {self.config.rule!r}")
         check_model_state(state["model"], self.model, source)
         check_optimizer_state(state["optimizer"], self.optimizer, source)
         _check_generator_state(state["generator"], self.device, "generator", source)
@@ -419,15 +420,17 @@ class Trainer:
 def encode_checkpoint(state: dict[str, Any]) -> bytes:
     """A :meth:`Trainer.state_dict` as checkpoint bytes: one state-file envelope (:mod:`knapsack_rl.io`).
 
-    The plain fields (steps, rollouts, ``exhausted``, the config, the rule's name, the stream's cursor)
-    are its JSON meta; the model, optimizer, RNG states and the rule's state are one ``torch.save``
-    part, ``"tensors"``, read back with ``torch.load(weights_only=True)``. One SHA-256 covers it all.
+    The plain fields (steps, rollouts, ``exhausted``, the config, the stream's cursor) are its JSON meta;
+    the rule's state is stored as in every engine's state file (:func:`knapsack_rl.rules.state.pack_rule_state`:
+    JSON in the meta, its bytes as ``rule/k`` parts); the model, optimizer and RNG states are one
+    ``torch.save`` part, ``"tensors"``, read back with ``torch.load(weights_only=True)``. One SHA-256
+    covers it all.
     """
     meta = {k: state[k] for k in ("global_step", "rollouts_total", "exhausted", "config", "stream")}
-    meta["rule"] = state["rule"]["name"]
+    meta["rule"], rule_parts = pack_rule_state(state["rule"]["name"], state["rule"]["state"])
     buf = io.BytesIO()
-    torch.save({k: state[k] for k in _TENSOR_KEYS if k != "rule_state"} | {"rule_state": state["rule"]["state"]}, buf)
-    return encode_state_file(CHECKPOINT_KIND, CHECKPOINT_FORMAT, meta, {"tensors": buf.getvalue()})
+    torch.save({k: state[k] for k in _TENSOR_KEYS}, buf)
+    return encode_state_file(CHECKPOINT_KIND, CHECKPOINT_FORMAT, meta, {"tensors": buf.getvalue(), **rule_parts})
 
 
 def read_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
@@ -443,9 +446,11 @@ def read_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     """
     source = str(path)
     file = read_state_file(
-        path, what="checkpoint", kind=CHECKPOINT_KIND, version=CHECKPOINT_FORMAT, parts=["tensors"], legacy=LEGACY
-    )
+        path, what="checkpoint", kind=CHECKPOINT_KIND, version=CHECKPOINT_FORMAT, parts=["tensors"], legacy=LEGACY,
+        more_parts=PART_PREFIX,
+    )  # fmt: skip
     meta = _check_meta(file.meta, source)
+    name, rule_state = unpack_rule_state(meta.pop("rule"), file.parts, source=source)
     try:
         tensors = torch.load(io.BytesIO(file.parts["tensors"]), map_location=device, weights_only=True)
     except Exception as exc:  # a forged pickle can fail in any way inside the restricted unpickler
@@ -454,8 +459,7 @@ def read_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     if not isinstance(tensors, dict) or sorted(map(str, tensors)) != sorted(_TENSOR_KEYS):
         got = sorted(map(str, tensors)) if isinstance(tensors, dict) else type(tensors).__name__
         raise ValueError(f"{source}: checkpoint tensors must hold exactly {sorted(_TENSOR_KEYS)}; got {got}")
-    rule = {"name": meta.pop("rule"), "state": tensors.pop("rule_state")}
-    return {**meta, **tensors, "rule": rule}
+    return {**meta, **tensors, "rule": {"name": name, "state": rule_state}}
 
 
 def _check_meta(meta: dict[str, Any], source: str) -> dict[str, Any]:
@@ -472,8 +476,6 @@ def _check_meta(meta: dict[str, Any], source: str) -> dict[str, Any]:
         raise ValueError(f"{source}: {exc}") from None
     if not isinstance(meta["config"], dict):
         raise ValueError(f"{source}: the checkpoint has no saved config (got {type(meta['config']).__name__})")
-    if meta["rule"] is not None and not isinstance(meta["rule"], str):
-        raise ValueError(f"{source}: the checkpoint's rule name must be a str or null; got {meta['rule']!r:.80}")
     return out | {"config": meta["config"], "stream": meta["stream"], "rule": meta["rule"]}
 
 
@@ -569,11 +571,9 @@ def _check_resumable(path: Path, saved: Any, current: dict[str, Any]) -> None:
     """Refuse to resume when a setting that changes what a step computes differs (names each one)."""
     if not isinstance(saved, dict):
         raise ValueError(f"{path}: the checkpoint has no saved config")
-    differ = sorted(
-        k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES
-    )
+    differ = config_diff(saved, current, ignore=RESUMABLE_CHANGES)
     if differ:
-        shown = "; ".join(f"{k}: {json.dumps(saved.get(k))} -> {json.dumps(current.get(k))}" for k in differ)
+        shown = "; ".join(differ)
         raise ValueError(
             f"{path} was written by a run with other settings ({shown}); resuming would mix two runs. "
             f"Use another out_dir, or resume=false to start afresh (only {sorted(RESUMABLE_CHANGES)} may change)"

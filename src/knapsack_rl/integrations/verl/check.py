@@ -257,7 +257,7 @@ def check_config(cfg: Any, *, check_files: bool = True) -> str:
     rows = ", ".join(f"{k.split('.')[1]}: {v} rows" for k, v in counts.items())
     return (
         f"ok: verl {version}; rollout.n={settings.n}, train_batch_size={settings.train_batch_size}, "
-        f"knapsack rule={settings.knapsack.rule} counts in [{alloc.min_n}, {alloc.max_n}]; "
+        f"knapsack allocate={settings.knapsack.allocate} counts in [{alloc.min_n}, {alloc.max_n}]; "
         f"adv_estimator={estimator}, loss_agg_mode={_select(cfg, 'actor_rollout_ref.actor.loss_agg_mode')}"
         + (f"; {rows}" if rows else "")
     )

@@ -127,7 +127,7 @@ def check_verl_groups(cfg: KnapsackConfig) -> None:
       (see the README's "Within-step rounds").
     """
     alloc = cfg.allocation
-    counts = ("n",) if cfg.rule == "uniform" else ("n", "min_n", "negative_n", "positive_n")
+    counts = ("n", "min_n", "negative_n", "positive_n") if cfg.allocate else ("n",)
     ones = [f"{k}=1" for k in counts if getattr(alloc, k) == 1]
     if ones:
         raise ValueError(
