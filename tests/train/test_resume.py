@@ -224,7 +224,7 @@ def test_a_good_checkpoint_still_restores_every_piece_of_state(trained, tmp_path
 
 
 def test_a_prompt_stream_state_is_checked_before_it_is_adopted():
-    from knapsack_rl.train.engine import PromptStream
+    from knapsack_rl.rules.stream import PromptStream
 
     stream = PromptStream(16, seed=0)
     stream.batch(8)

@@ -13,9 +13,10 @@ from knapsack_rl import KnapsackConfig, Planner
 from knapsack_rl.cli import main
 from knapsack_rl.rollout.generate import Rollouts
 from knapsack_rl.rules import TWO_PHASE, rule_names
+from knapsack_rl.rules.stream import PromptStream
 from knapsack_rl.tasks import PromptSet, register_reward
 from knapsack_rl.train.compare import arm_config, resolve_arm
-from knapsack_rl.train.engine import PhaseTimer, PromptStream, TrainerEngine, candidate_rows
+from knapsack_rl.train.engine import PhaseTimer, TrainerEngine, candidate_rows
 from knapsack_rl.train.trainer import Trainer
 from tests.rules.invariants import Recorder, check_invariants
 from tests.train.tiny_run import tiny_config

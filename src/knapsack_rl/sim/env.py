@@ -1,4 +1,4 @@
-"""The simulator's engine: the epoch-ordered prompt stream and the Bernoulli sampler.
+"""The simulator's engine: the prompt stream (shared with the trainer) and the Bernoulli sampler.
 
 :class:`StepEnv` implements :class:`~knapsack_rl.rules.interface.Engine`: rules ask it for prompts
 (``draw``) and rollouts (``generate``) through :func:`~knapsack_rl.rules.interface.run_step`. Every
@@ -13,13 +13,18 @@ from numpy.typing import ArrayLike, NDArray
 
 from knapsack_rl.rules.interface import Selection, StepLog, StepSpec
 from knapsack_rl.rules.keyed import REWARD_STREAM, keyed_uniform
+from knapsack_rl.rules.stream import PromptStream
 from knapsack_rl.sim.config import SimConfig
 from knapsack_rl.sim.world import Rollouts, World
 
+STREAM_SALT = (0xE90C,)
+"""The simulator's key in its prompt stream's permutations (``default_rng([seed, 0xE90C, epoch])``)."""
+
 
 class StepEnv:
-    """Prompt stream in epoch order (a permutation per epoch, a function of (seed, epoch) only) and a
-    Bernoulli sampler with common random numbers (:func:`~knapsack_rl.rules.keyed.keyed_uniform`).
+    """The prompt stream of the trainer (:class:`~knapsack_rl.rules.stream.PromptStream`: a permutation
+    per epoch, a function of (seed, epoch) only) and a Bernoulli sampler with common random numbers
+    (:func:`~knapsack_rl.rules.keyed.keyed_uniform`).
 
     Attributes:
         epoch: the pass over the training prompts the stream is in (0-based).
@@ -33,31 +38,21 @@ class StepEnv:
         self.world = world
         self.seed = seed
         self.step = 0
-        self.epoch = 0
-        self._order = self._permutation(0)
-        self._cursor = 0
+        self.stream = PromptStream(config.num_prompts, seed, salt=STREAM_SALT)
         self.spent = 0
         self.drawn = 0
         self._p: list[NDArray[np.float64]] = []  # true p of each rollout of the step, per generate call
 
-    def _permutation(self, epoch: int) -> NDArray[np.int64]:
-        return np.random.default_rng([self.seed, 0xE90C, epoch]).permutation(self.config.num_prompts)
+    @property
+    def epoch(self) -> int:
+        """The pass over the training prompts the stream is in (0-based)."""
+        return self.stream.epoch
 
     def draw(self, k: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """The next k prompts of the stream and their epochs (crossing into the next epoch when one ends)."""
-        prompts, epochs = [], []
-        while k > 0:
-            if self._cursor == self._order.size:
-                self.epoch += 1
-                self._order, self._cursor = self._permutation(self.epoch), 0
-            take = min(k, self._order.size - self._cursor)
-            prompts.append(self._order[self._cursor : self._cursor + take])
-            epochs.append(np.full(take, self.epoch, dtype=np.int64))
-            self._cursor += take
-            k -= take
-        p = np.concatenate(prompts) if prompts else np.zeros(0, dtype=np.int64)
-        self.drawn += p.size
-        return p, np.concatenate(epochs) if epochs else np.zeros(0, dtype=np.int64)
+        prompts, epochs = self.stream.draw(k)
+        self.drawn += prompts.size
+        return prompts, epochs
 
     def sample(
         self, prompts: NDArray[np.int64], epochs: NDArray[np.int64], counts: ArrayLike, offset: ArrayLike = 0
@@ -98,13 +93,9 @@ class StepEnv:
         """
         self.spent = 0
         self._p = []
-        if self._order.size - self._cursor < self.config.prompts_per_step:
-            self._cursor = self._order.size  # the next draw starts the next epoch
-        prompts, epochs = self.draw(self.config.prompts_per_step)
-        return StepSpec(
-            prompts, epoch=int(epochs[0]), step=self.step, n=self.config.n, total_budget=self.config.budget,
-            prompt_epochs=epochs,
-        )  # fmt: skip
+        prompts, epoch = self.stream.batch(self.config.prompts_per_step)
+        self.drawn += prompts.size
+        return StepSpec(prompts, epoch=epoch, step=self.step, n=self.config.n, total_budget=self.config.budget)
 
     def end_step(self, log: StepLog, selection: Selection) -> Rollouts:
         """Close the step: the trained batch (group = candidate index) for :meth:`World.update`."""

@@ -3,7 +3,8 @@
 A step reads top to bottom: ``begin (draw the batch) -> run_step (rounds: the rule plans, the engine
 generates) -> end (the trained batch) -> world.update (advantages, update) -> record``. A run stops
 once it has generated ``config.total_rollouts`` rollouts, so every rule gets the same compute (or
-earlier, after ``MAX_STEPS_FACTOR * steps`` steps or a step that generated nothing; both are logged).
+earlier, after ``MAX_STEPS_FACTOR * steps`` steps or a step that generated nothing; both are logged): the
+equal-rollouts budget and the prompt stream are the trainer's (:mod:`knapsack_rl.rules.stream`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from numpy.typing import NDArray
 
 from knapsack_rl.rules import RuleSetup, make_rule
 from knapsack_rl.rules.interface import Rule, StepLog, run_step
+from knapsack_rl.rules.stream import RolloutBudget
 from knapsack_rl.sim.config import SimConfig
 from knapsack_rl.sim.env import StepEnv
 from knapsack_rl.sim.world import Rollouts, World
@@ -26,8 +28,6 @@ from knapsack_rl.sim.world import Rollouts, World
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
-MAX_STEPS_FACTOR = 4
-"""A run stops after ``MAX_STEPS_FACTOR * config.steps`` steps even if it spent less (logged)."""
 
 
 @dataclass
@@ -118,24 +118,25 @@ def simulate(config: SimConfig, rule: Rule | str, seed: int, progress: Progress 
     world = World(config, seed)
     env = StepEnv(config, world, seed)
     rec = _Recorder(world)
-    total, spent, max_steps, reported = config.total_rollouts, 0, MAX_STEPS_FACTOR * config.steps, 0
-    while spent < total and env.step < max_steps:
+    budget, reported = RolloutBudget(config.total_rollouts, config.steps), 0
+    while not budget.finished:
         spec = env.begin_step()  # the batch of M prompts
         log, selection = run_step(rule_obj, spec, env)  # rounds: the rule plans, the engine generates
         rec.snapshot(log)
         batch = env.end_step(log, selection)  # the trained rollouts
         world.update(batch)  # advantages -> update
         rec.add(log, batch)
-        spent += log.spent
+        budget.add(log.spent)
         if log.spent == 0:  # nothing generated: the rule has no data left (e.g. every prompt evicted)
             logger.info("rule %s generated nothing in step %d; the run ends", rule_obj.name, spec.step)
-            break
-        done = min(spent, total) // config.budget  # progress in steps of B rollouts
+            budget.exhausted = True
+        done = min(budget.spent, budget.total) // config.budget  # progress in steps of B rollouts
         if progress is not None and done - reported >= 50:
             progress(done - reported)
             reported = done
-    if spent < total:
-        logger.warning("rule %s stopped after %d steps with %d of %d rollouts", rule_obj.name, env.step, spent, total)
+    if budget.spent < budget.total:
+        logger.warning("rule %s stopped after %d steps with %d of %d rollouts", rule_obj.name, env.step, budget.spent,
+                       budget.total)  # fmt: skip
     if progress is not None and config.steps > reported:
         progress(config.steps - reported)
     trace = rec.trace(rule_obj.name, seed)

@@ -9,7 +9,8 @@ GRESO-like, ...) runs through :func:`knapsack_rl.rules.run_step` on a :class:`Tr
     rollouts = engine.end_step(log)                           # every generated rollout, one batch
     trained = select_rollouts(rollouts, selection.train)      # what the update sees
 
-:class:`PromptStream` is the data order: a cursor over a seeded permutation per epoch, so that rules
+:class:`~knapsack_rl.rules.stream.PromptStream` (shared with the simulator) is the data order: a cursor
+over a seeded permutation per epoch, so that rules
 that draw more prompts than the batch (DAPO's refill, GRESO-like replacements, Pilot-Commit-like
 draws) read the same stream, and the cursor is checkpointed as plain data.
 """
@@ -27,9 +28,9 @@ import torch
 from numpy.typing import NDArray
 
 from knapsack_rl.core.tracker import Tracker
-from knapsack_rl.core.validate import check_int
 from knapsack_rl.rollout.generate import Rollouts, concat_rollouts
 from knapsack_rl.rules import KnapsackRule, Rule, RuleSetup, StepLog, StepSpec, check_runs_on, make_rule
+from knapsack_rl.rules.stream import PromptStream
 from knapsack_rl.tasks.base import PromptSet
 from knapsack_rl.train.config import TrainConfig
 
@@ -66,91 +67,6 @@ class PhaseTimer:
         return sum(self.seconds.get(f"timing_s/{name}", 0.0) for name in names)
 
 
-class PromptStream:
-    """The training prompts in a seeded order per epoch, read through a cursor ``(epoch, position)``.
-
-    Epoch e's order is ``default_rng([seed, e]).permutation(size)``: a function of the seed and the
-    epoch only, so every arm of a seed reads the same order. :meth:`batch` takes a step's M prompts
-    and never straddles two epochs (as a data loader with ``drop_last``: with fewer than M left the
-    next epoch begins); :meth:`draw` takes the prompts a rule asks for beyond the batch and crosses
-    into the next epoch when one ends. ``epoch`` is the pass the cursor is in (0-based).
-    """
-
-    def __init__(self, size: int, seed: int) -> None:
-        self.size = check_int("size", size, low=1)
-        self.seed = check_int("seed", seed, low=0)
-        self.epoch = 0
-        self.position = 0
-        self._cached: tuple[int, NDArray[np.int64]] | None = None
-
-    def order(self, epoch: int) -> NDArray[np.int64]:
-        """(size,) the permutation of epoch ``epoch`` (cached for the latest epoch asked)."""
-        if self._cached is None or self._cached[0] != epoch:
-            self._cached = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.size))
-        return self._cached[1]
-
-    def _batch_start(self, m: int) -> tuple[int, int]:
-        """Where a batch of m prompts starts: this epoch's position, or the next epoch's start."""
-        check_int("m", m, low=1, high=self.size)
-        if self.size - self.position < m:
-            return self.epoch + 1, 0
-        return self.epoch, self.position
-
-    def peek(self, m: int) -> tuple[NDArray[np.int64], int]:
-        """The positions (m,) and epoch of the batch :meth:`batch` would take, without moving."""
-        epoch, pos = self._batch_start(m)
-        return self.order(epoch)[pos : pos + m].copy(), epoch
-
-    def batch(self, m: int) -> tuple[NDArray[np.int64], int]:
-        """A step's batch: positions (m,) in the training set, all of one epoch, and that epoch."""
-        index, epoch = self.peek(m)
-        self.epoch, self.position = epoch, self._batch_start(m)[1] + m
-        return index, epoch
-
-    def draw(self, k: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """The next k prompts (positions (k,)) and the epoch each was drawn in (k,), crossing epochs."""
-        check_int("k", k, low=0)
-        index, epochs = [], []
-        while k > 0:
-            if self.position == self.size:
-                self.epoch, self.position = self.epoch + 1, 0
-            take = min(k, self.size - self.position)
-            index.append(self.order(self.epoch)[self.position : self.position + take])
-            epochs.append(np.full(take, self.epoch, dtype=np.int64))
-            self.position += take
-            k -= take
-        if not index:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        return np.concatenate(index), np.concatenate(epochs)
-
-    def state_dict(self) -> dict[str, int]:
-        """The cursor as plain data."""
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict[str, Any], *, source: str = "<state>") -> None:
-        """Restore :meth:`state_dict` output (:meth:`check_state`); a refused state changes nothing."""
-        self.epoch, self.position = self.check_state(state, source=source)
-
-    def check_state(self, state: object, *, source: str = "<state>") -> tuple[int, int]:
-        """The cursor ``(epoch, position)`` of a :meth:`state_dict` output, checked against this stream.
-
-        Raises:
-            ValueError: naming ``source``: other keys, a non-integer, a negative epoch, a position outside
-                ``[0, size]``, or an epoch past :data:`MAX_EPOCH`.
-        """
-        if not isinstance(state, dict) or sorted(map(str, state)) != ["epoch", "position"]:
-            got = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
-            raise ValueError(f"{source}: not a prompt stream state (keys 'epoch', 'position'); got {got}")
-        try:
-            epoch = check_int("epoch", state["epoch"], low=0, high=MAX_EPOCH)
-            position = check_int("position", state["position"], low=0, high=self.size)
-        except ValueError as exc:
-            raise ValueError(f"{source}: {exc}") from None
-        return epoch, position
-
-
-MAX_EPOCH = 1 << 40
-"""The largest epoch a saved stream may be in (a run reads at least one prompt per epoch)."""
 Generate = Callable[[StepBatch, NDArray[np.int64]], Rollouts]
 Score = Callable[[StepBatch, Rollouts], NDArray[np.float64]]
 
@@ -268,11 +184,6 @@ def select_rollouts(rollouts: Rollouts, keep: NDArray[np.bool_]) -> Rollouts:
     if keep.shape != (len(rollouts),):
         raise ValueError(f"keep must have shape ({len(rollouts)},); got {keep.shape}")
     return rollouts if keep.all() else take_rollouts(rollouts, np.flatnonzero(keep))
-
-
-MAX_STEPS_FACTOR = 4
-"""A run stops after ``MAX_STEPS_FACTOR x`` its planned steps even if it generated fewer rollouts than
-its budget (a rule that spends less than B per step; logged), as the simulator does."""
 
 
 def build_rule(config: TrainConfig, *, tracker: Tracker | None = None) -> Rule:

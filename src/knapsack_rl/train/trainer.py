@@ -13,14 +13,16 @@ to bottom (:meth:`Trainer.step`):
 Rules that plan rounds within a step (two-phase knapsack: probe, then the rest; Reinforce-Ada-like;
 Pilot-Commit-like; DAPO's refill) get them here: every round sees the rewards of the earlier ones.
 
-**Budget.** Every arm's step may generate B = ``prompts_per_step x n`` rollouts (DAPO up to 10 B). A
-run ends once it has *generated* the uniform arm's total, ``total_steps x B`` rollouts (trained on or
-not), so every arm gets the same compute: exactly ``total_steps`` steps for rules that spend B per
-step, fewer steps for DAPO, more (at most ``MAX_STEPS_FACTOR x total_steps``) for rules that spend
-less. A run also ends when a step generates nothing (the rule has no prompt left to sample).
+**Budget** (:class:`~knapsack_rl.rules.stream.RolloutBudget`, shared with the simulator). Every arm's
+step may generate B = ``prompts_per_step x n`` rollouts (DAPO up to 10 B). A run ends once it has
+*generated* the uniform arm's total, ``total_steps x B`` rollouts (trained on or not), so every arm gets
+the same compute: exactly ``total_steps`` steps for rules that spend B per step, fewer steps for DAPO,
+more (at most ``MAX_STEPS_FACTOR x total_steps``) for rules that spend less. A run also ends when a
+step generates nothing (the rule has no prompt left to sample).
 
-**Data order.** A cursor over a seeded permutation per epoch (:class:`~knapsack_rl.train.engine.PromptStream`):
-a step's batch never straddles two epochs; prompts a rule draws beyond it come from the same stream.
+**Data order** (:class:`~knapsack_rl.rules.stream.PromptStream`, shared with the simulator). A cursor
+over a seeded permutation per epoch: a step's batch never straddles two epochs; prompts a rule draws
+beyond it come from the same stream.
 The epoch of a step is its batch's pass over the training prompts (0-based).
 
 The state (model, optimizer, the rule's state, the stream's cursor, RNG states) is checkpointed
@@ -56,13 +58,12 @@ from knapsack_rl.progress import Progress
 from knapsack_rl.rollout.generate import Rollouts, generate
 from knapsack_rl.rules import KnapsackRule, Selection, StepLog, StepSpec, run_step, step_log_metrics
 from knapsack_rl.rules.state import PART_PREFIX, pack_rule_state, unpack_rule_state
+from knapsack_rl.rules.stream import PromptStream, RolloutBudget
 from knapsack_rl.tasks.base import PromptSet
 from knapsack_rl.tasks.source import Task, load_task
 from knapsack_rl.train.config import RESUMABLE_CHANGES, TrainConfig
 from knapsack_rl.train.engine import (
-    MAX_STEPS_FACTOR,
     PhaseTimer,
-    PromptStream,
     StepBatch,
     TrainerEngine,
     build_rule,
@@ -167,10 +168,7 @@ class Trainer:
         self.engine = TrainerEngine(self.train_set, self.stream, self.generate, self.score)
         epochs_steps = config.epochs * self.steps_per_epoch
         self.total_steps = epochs_steps if config.max_steps is None else min(config.max_steps, epochs_steps)
-        self.rollout_budget = self.total_steps * config.prompts_per_step * config.n
-        self.global_step = 0
-        self.rollouts_total = 0
-        self.exhausted = False
+        self.budget = RolloutBudget(self.total_steps * config.prompts_per_step * config.n, self.total_steps)
         checkpoint = self.out_dir / "checkpoint.pt"
         if config.resume and checkpoint.exists():
             self.load_checkpoint(checkpoint)
@@ -185,10 +183,29 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     @property
+    def global_step(self) -> int:
+        """Steps taken (:class:`~knapsack_rl.rules.stream.RolloutBudget`)."""
+        return self.budget.step
+
+    @property
+    def rollouts_total(self) -> int:
+        """Rollouts generated so far, trained on or not."""
+        return self.budget.spent
+
+    @property
+    def rollout_budget(self) -> int:
+        """Rollouts the run may generate: the uniform arm's ``total_steps x B``."""
+        return self.budget.total
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether a step generated nothing (the rule had no prompt left to sample)."""
+        return self.budget.exhausted
+
+    @property
     def finished(self) -> bool:
         """The run has generated its rollout budget (or hit the step cap, or its rule ran out of prompts)."""
-        capped = self.global_step >= MAX_STEPS_FACTOR * self.total_steps
-        return self.rollouts_total >= self.rollout_budget or capped or self.exhausted
+        return self.budget.finished
 
     def train(self, *, stop_after: int | None = None) -> dict[str, float]:
         """Run until :attr:`finished` (or ``stop_after`` more steps); returns the last logged metrics."""
@@ -222,17 +239,16 @@ class Trainer:
         cfg, timer = self.config, PhaseTimer()
         start = time.perf_counter()
         with timer.phase("sample"):
-            left = self.rollout_budget - self.rollouts_total
+            left = self.budget.left
             spec = self.engine.begin_step(cfg.prompts_per_step, step=self.global_step, n=cfg.n, timer=timer,
                                           budget_left=left)  # fmt: skip
         log, selection, rollouts = self.rollout(spec, timer)
         if rollouts is None:
             logger.info("rule %s generated nothing in step %d; the run ends", self.rule.name, self.global_step + 1)
-            self.exhausted = True
+            self.budget.exhausted = True
             return {}
         update_metrics = self.update(select_rollouts(rollouts, selection.train), log.rewards[selection.train], timer)
-        self.global_step += 1
-        self.rollouts_total += log.spent
+        self.budget.add(log.spent)
         step_s = time.perf_counter() - start
         metrics = {
             **step_log_metrics(log, selection),
@@ -407,8 +423,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.stream.epoch, self.stream.position = cursor
-        self.global_step, self.rollouts_total = state["global_step"], state["rollouts_total"]
-        self.exhausted = state["exhausted"]
+        self.budget.step, self.budget.spent = state["global_step"], state["rollouts_total"]
+        self.budget.exhausted = state["exhausted"]
         self.generator.set_state(state["generator"].cpu())  # generator states are CPU byte tensors
         torch.set_rng_state(state["torch_rng"].cpu())
         logger.info("resumed %s at step %d", self.out_dir, self.global_step)
