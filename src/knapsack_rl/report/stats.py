@@ -2,13 +2,18 @@
 
 - :func:`mean_ci`: mean and 95% confidence half-width (Student t) over seeds;
 - :func:`paired`: the same of paired differences ``arm - baseline`` (same seed, same data order);
-- :func:`first_crossing`, :func:`value_at`: reading curves (rollouts to a target, value at a budget).
+- :func:`first_crossing`, :func:`value_at`: reading curves (rollouts to a target, value at a budget);
+- :func:`arm_stats`: every arm's means and paired differences against a baseline, from per-seed values;
+- :func:`render_table`: one table as aligned text or Markdown.
+
+The trainer's ``compare`` and the simulator's tables are built from these two: one aggregation of
+per-seed values, one table layout.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,3 +79,44 @@ def paired(arm: Sequence[float], baseline: Sequence[float]) -> Stat:
     if a.shape != b.shape:
         raise ValueError(f"paired samples must have equal length; got {a.size} and {b.size}")
     return mean_ci(a - b)
+
+
+@dataclass(frozen=True)
+class ArmStats:
+    """One arm over paired seeds: ``means[key]`` over seeds and ``diffs[key]``, the paired differences
+    ``arm - baseline`` (empty without a baseline)."""
+
+    means: dict[str, Stat]
+    diffs: dict[str, Stat]
+
+
+def arm_stats(per_arm: Mapping[str, Sequence[Mapping[str, float]]], baseline: str | None = None) -> dict[str, ArmStats]:
+    """:class:`ArmStats` of every arm from its per-seed values (``per_arm[arm][i]``: seed i's metrics, the same
+    seed order in every arm); a key an arm lacks on a seed counts as NaN there (left out of the mean).
+
+    Raises:
+        ValueError: if ``baseline`` is not an arm, or an arm has another number of seeds than the baseline.
+    """
+    if baseline is not None and baseline not in per_arm:
+        raise ValueError(f"baseline={baseline!r} is not an arm; arms: {sorted(per_arm)}")
+    base = per_arm[baseline] if baseline is not None else None
+    out = {}
+    for arm, rows in per_arm.items():
+        keys = sorted({k for r in rows for k in r})
+        means = {k: mean_ci([r.get(k, math.nan) for r in rows]) for k in keys}
+        diffs: dict[str, Stat] = {}
+        if base is not None:
+            if len(base) != len(rows):
+                raise ValueError(f"arm {arm!r} has {len(rows)} seeds, the baseline {baseline!r} {len(base)}")
+            diffs = {k: paired([r.get(k, math.nan) for r in rows], [b.get(k, math.nan) for b in base]) for k in keys}
+        out[arm] = ArmStats(means, diffs)
+    return out
+
+
+def render_table(rows: Sequence[Sequence[str]], *, markdown: bool = False) -> str:
+    """``rows[0]`` is the header. Aligned text columns (two spaces apart), or a Markdown table."""
+    if markdown:
+        lines = ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join([lines[0], "|" + "---|" * len(rows[0]), *lines[1:]])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)

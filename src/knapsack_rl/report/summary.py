@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from knapsack_rl.report.stats import Stat, first_crossing, mean_ci, paired
+from knapsack_rl.report.stats import Stat, arm_stats, first_crossing, mean_ci, render_table
 
 SMOOTH = 3
 """Evaluations averaged (running mean) before reading a curve's final value or its crossing of a target."""
@@ -163,14 +163,11 @@ def compare_arms(
     """Summaries per arm (one per seed, same seed order in every arm) and each arm's paired comparison."""
     summaries = {arm: [summarize_run(d, eval_key=eval_key, uniform_epochs=uniform_epochs) for d in dirs]
                  for arm, dirs in runs.items()}  # fmt: skip
-    base = summaries[baseline]
+    stats = arm_stats(summaries, baseline)
     out = []
     for arm, rows in summaries.items():
-        keys = sorted({k for r in rows for k in r})
-        means = {k: mean_ci([r.get(k, math.nan) for r in rows]) for k in keys}
-        diffs = {k: paired([r.get(k, math.nan) for r in rows], [b.get(k, math.nan) for b in base]) for k in keys}
         ratios, censored = _rollout_ratios(runs[arm], runs[baseline], rows, eval_key)
-        out.append(ArmComparison(arm, means, diffs, mean_ci(ratios), censored))
+        out.append(ArmComparison(arm, stats[arm].means, stats[arm].diffs, mean_ci(ratios), censored))
     return summaries, out
 
 
@@ -216,7 +213,7 @@ def comparison_table(
     means = [["mean ± 95% CI over seeds", *(c.arm for c in comparisons)]]
     means += [[label, *(_cell(c.means.get(key), scale) for c in comparisons)] for label, key, scale in rows]
     if not others:
-        return _layout(means)
+        return render_table(means)
     diffs = [[f"paired: arm - {baseline}", *(c.arm for c in others)]]
     diffs += [[label, *(_cell(c.diffs.get(key), scale, signed=True) for c in others)] for label, key, scale in rows]
     diffs.append([f"{baseline}'s rollouts to the arm's final accuracy / the arm's",
@@ -225,7 +222,7 @@ def comparison_table(
         f"(>: a lower bound, {baseline} never reached the arm's final accuracy on some seeds; "
         f"-: undefined, the arm ended no better than it started)"
     )
-    return _layout(means) + "\n\n" + _layout(diffs) + "\n" + note
+    return render_table(means) + "\n\n" + render_table(diffs) + "\n" + note
 
 
 def _ratio_cell(c: ArmComparison) -> str:
@@ -234,11 +231,6 @@ def _ratio_cell(c: ArmComparison) -> str:
         return "-"
     text = f"{ratio.mean:.2f} ± {ratio.half:.2f}" if ratio.n > 1 else f"{ratio.mean:.2f}"
     return f">{text} ({c.ratio_censored}/{ratio.n})" if c.ratio_censored else text
-
-
-def _layout(table: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table)
 
 
 def _cell(stat: Stat | None, scale: float, *, signed: bool = False) -> str:

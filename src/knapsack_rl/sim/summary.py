@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from knapsack_rl.report.stats import Stat, first_crossing, mean_ci, paired, value_at
+from knapsack_rl.report.stats import Stat, arm_stats, first_crossing, render_table, value_at
 from knapsack_rl.sim.run import RunTrace
 
 METRICS = ("eff_ratio", "train_final", "heldout_final", "train_at_ref", "rollouts_to_target", "speedup", "budget_max")
@@ -67,7 +67,7 @@ def summarize(
     """
     levels = _levels(traces, target, target_from, baseline)
     base = {t.seed: t for t in traces.get(baseline, [])}
-    out = []
+    per_seed: dict[str, list[dict[str, float]]] = {}
     for rule, runs in traces.items():
         per: dict[str, list[float]] = {k: [] for k in METRICS}
         for tr in runs:
@@ -87,26 +87,27 @@ def summarize(
             per["rollouts_to_target"].append(hit)
             per["speedup"].append(base_hit / hit if hit > 0 else math.nan)
             per["budget_max"].append(float(tr.budget_max.max()))
-        spend = float(np.mean([tr.spend.sum() for tr in runs]))
-        out.append(RuleSummary(rule, {k: mean_ci(v) for k, v in per.items()}, spend))
+        per_seed[rule] = [dict(zip(per, values, strict=True)) for values in zip(*per.values(), strict=True)]
+    stats = arm_stats(per_seed)
+    out = [
+        RuleSummary(rule, {k: stats[rule].means[k] for k in METRICS}, float(np.mean([t.spend.sum() for t in runs])))
+        for rule, runs in traces.items()
+    ]
     return out, float(np.mean(list(levels.values())))
 
 
 def format_table(summaries: Sequence[RuleSummary], target: float, baseline: str = "uniform") -> str:
     """A Markdown table of the summaries (mean ± 95% CI over seeds)."""
-    head = (
-        "| rule | eff. grad ratio | train success (final) | held-out (final) | train @ baseline's rollouts "
-        f"| rollouts to target {target:.3f} (M) | speed-up vs {baseline} | max budget | rollouts (M) |"
-    )
-    lines = [head, "|" + "---|" * 9]
+    head = ["rule", "eff. grad ratio", "train success (final)", "held-out (final)", "train @ baseline's rollouts",
+            f"rollouts to target {target:.3f} (M)", f"speed-up vs {baseline}", "max budget",
+            "rollouts (M)"]  # fmt: skip
+    rows = [head]
     for s in summaries:
         st = s.stats
-        lines.append(
-            f"| {s.rule} | {st['eff_ratio'].fmt()} | {st['train_final'].fmt()} | {st['heldout_final'].fmt()} "
-            f"| {st['train_at_ref'].fmt()} | {st['rollouts_to_target'].fmt(3, 1e-6)} | {st['speedup'].fmt(2)} "
-            f"| {st['budget_max'].fmt(0)} | {s.spend / 1e6:.3f} |"
-        )
-    return "\n".join(lines)
+        rows.append([s.rule, st["eff_ratio"].fmt(), st["train_final"].fmt(), st["heldout_final"].fmt(),
+                     st["train_at_ref"].fmt(), st["rollouts_to_target"].fmt(3, 1e-6), st["speedup"].fmt(2),
+                     st["budget_max"].fmt(0), f"{s.spend / 1e6:.3f}"])  # fmt: skip
+    return render_table(rows, markdown=True)
 
 
 # ----------------------------------------------------------------------------- paired comparison
@@ -154,31 +155,36 @@ def compare(
     if baseline not in traces:
         raise ValueError(f"baseline={baseline!r} is not among the rules run: {sorted(traces)}")
     base = {t.seed: t for t in traces[baseline]}
+    per_seed = {rule: [_at_budget(tr, base[tr.seed], budget, step_budget, num_prompts) for tr in runs]
+                for rule, runs in traces.items()}  # fmt: skip
+    stats = arm_stats(per_seed, baseline)  # means, and the paired train / held-out differences
     out = []
     for rule, runs in traces.items():
-        per: dict[str, list[float]] = {k: [] for k in COMPARE}
-        for tr in runs:
-            ref = base[tr.seed]
-            x, x_ref = tr.cumulative_spend.astype(np.float64), ref.cumulative_spend.astype(np.float64)
-            level = _at(x_ref, ref.train_success, budget)  # the baseline's final success
-            hit = first_crossing(x, tr.train_success, level)
-            per["speedup"].append(first_crossing(x_ref, ref.train_success, level) / hit if hit > 0 else math.nan)
-            for key, attr in (("train", "train_success"), ("heldout", "heldout_success")):
-                per[key].append(_at(x, getattr(tr, attr), budget))
-                per[f"d_{key}"].append(_at(x_ref, getattr(ref, attr), budget))  # the baseline's, paired below
-            spend = float(tr.spend.sum())
-            per["eff_ratio"].append(float(tr.effective.sum()) / spend)
-            per["signal"].append(float(tr.signal_prompts.sum()) * step_budget / spend)
-            per["passes"].append(tr.prompts_drawn / num_prompts)
-            per["budget_max"].append(float(tr.budget_max.max()))
-            per["steps"].append(float(tr.spend.size))
-        stats = {k: mean_ci(v) for k, v in per.items()}
-        stats["d_train"], stats["d_heldout"] = (
-            paired(per["train"], per["d_train"]),
-            paired(per["heldout"], per["d_heldout"]),
-        )
-        out.append(Comparison(rule, stats, int(np.isfinite(per["speedup"]).sum()), len(runs)))
+        st = dict(stats[rule].means) | {
+            "d_train": stats[rule].diffs["train"],
+            "d_heldout": stats[rule].diffs["heldout"],
+        }
+        reached = sum(math.isfinite(row["speedup"]) for row in per_seed[rule])
+        out.append(Comparison(rule, st, reached, len(runs)))
     return out
+
+
+def _at_budget(tr: RunTrace, ref: RunTrace, budget: int, step_budget: int, num_prompts: int) -> dict[str, float]:
+    """One seed's values of :class:`Comparison` (but the paired differences), against the baseline's run."""
+    x, x_ref = tr.cumulative_spend.astype(np.float64), ref.cumulative_spend.astype(np.float64)
+    level = _at(x_ref, ref.train_success, budget)  # the baseline's final success
+    hit = first_crossing(x, tr.train_success, level)
+    spend = float(tr.spend.sum())
+    return {
+        "speedup": first_crossing(x_ref, ref.train_success, level) / hit if hit > 0 else math.nan,
+        "train": _at(x, tr.train_success, budget),
+        "heldout": _at(x, tr.heldout_success, budget),
+        "eff_ratio": float(tr.effective.sum()) / spend,
+        "signal": float(tr.signal_prompts.sum()) * step_budget / spend,
+        "passes": tr.prompts_drawn / num_prompts,
+        "budget_max": float(tr.budget_max.max()),
+        "steps": float(tr.spend.size),
+    }
 
 
 def _at(x: NDArray[np.float64], y: NDArray[np.float64], budget: float) -> float:
@@ -188,17 +194,14 @@ def _at(x: NDArray[np.float64], y: NDArray[np.float64], budget: float) -> float:
 
 def format_comparison(rows: Sequence[Comparison], *, baseline: str = "uniform") -> str:
     """A Markdown table of :func:`compare` rows (mean ± 95% CI over paired seeds)."""
-    head = (
-        f"| rule | speed-up vs {baseline} | reached | train success | Δ train | held-out success | Δ held-out "
-        "| eff. grad ratio | prompts with signal / B | passes over data | max budget | steps |"
-    )
-    lines = [head, "|" + "---|" * 12]
+    head = [
+        "rule", f"speed-up vs {baseline}", "reached", "train success", "Δ train", "held-out success", "Δ held-out",
+        "eff. grad ratio", "prompts with signal / B", "passes over data", "max budget", "steps",
+    ]  # fmt: skip
+    table = [head]
     for r in rows:
         st = r.stats
-        lines.append(
-            f"| {r.rule} | {st['speedup'].fmt(2)} | {r.reached}/{r.seeds} | {st['train'].fmt()} "
-            f"| {st['d_train'].fmt()} "
-            f"| {st['heldout'].fmt()} | {st['d_heldout'].fmt()} | {st['eff_ratio'].fmt()} | {st['signal'].fmt(1)} "
-            f"| {st['passes'].fmt(2)} | {st['budget_max'].fmt(0)} | {st['steps'].fmt(0)} |"
-        )
-    return "\n".join(lines)
+        table.append([r.rule, st["speedup"].fmt(2), f"{r.reached}/{r.seeds}", st["train"].fmt(), st["d_train"].fmt(),
+                      st["heldout"].fmt(), st["d_heldout"].fmt(), st["eff_ratio"].fmt(), st["signal"].fmt(1),
+                      st["passes"].fmt(2), st["budget_max"].fmt(0), st["steps"].fmt(0)])  # fmt: skip
+    return render_table(table, markdown=True)
