@@ -1,6 +1,6 @@
-"""A literal, slow re-statement of the recipe's allocation procedure (SPEC section 4), for tests only.
+"""A literal, slow re-statement of the recipe's allocation procedure (docs/method.md), for tests only.
 
-Written from the SPEC, independently of ``knapsack_rl.core.allocate``: plain loops and the
+Written from docs/method.md, independently of ``knapsack_rl.core.allocate``: plain loops and the
 dynamic programme, with the recipe's quirks (unestimated prompts count as p == 0; an effective
 prompt given no extra rollout scores 0; overflow spread over the effective prompts).
 """

@@ -157,7 +157,7 @@ def test_ema_stays_in_zero_one_under_rounding() -> None:
 
 # ------------------------------------------------------------------------ update vs a loop reference
 def _reference(config: TrackerConfig, calls: list[tuple[list[Any], list[float], int | None, int | None]]) -> dict:
-    """The tracker state after ``calls``, rollout by rollout in plain Python (the method of SPEC section 5)."""
+    """The tracker state after ``calls``, rollout by rollout in plain Python (the recipe's estimator)."""
     w, rows, order = config.window, {}, []
     epoch, step = 0, 0
     for ids, rewards, ep, stp in calls:

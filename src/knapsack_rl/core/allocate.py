@@ -1,4 +1,4 @@
-"""The per-step allocation procedure of Knapsack RL (SPEC section 4), exact and fast.
+"""The per-step allocation procedure of Knapsack RL (docs/method.md, "The recipe's procedure"), exact and fast.
 
 ``allocate(p_hat)`` turns per-prompt success-rate estimates into per-prompt rollout counts that sum
 to the step's budget. Each prompt falls in one bucket:

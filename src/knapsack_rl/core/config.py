@@ -199,7 +199,7 @@ def preset_names() -> list[str]:
 
 @PRESETS.register("recipe")
 def _recipe() -> KnapsackConfig:
-    """The authors' recipe (SPEC 4-5): recipe estimator, fallback, 2 rollouts for p = 0 / 1, the recipe's
+    """The authors' recipe (docs/method.md): recipe estimator, fallback, 2 rollouts for p = 0 / 1, the recipe's
     scoring and quirks (unestimated prompts in the zero pool, max_n bounds the knapsack only, overflow
     spread over the effective prompts), allocation from the second epoch."""
     allocation = AllocationConfig(

@@ -1,4 +1,4 @@
-"""Group-by-id reductions and GRPO advantages in NumPy, and the step metrics of SPEC section 7.
+"""Group-by-id reductions and GRPO advantages in NumPy, and the step metrics the recipe logs (docs/metrics.md).
 
 Rollouts are flat arrays plus a group id per rollout (the prompt they came from), so every prompt
 can have its own group size. Nothing here reshapes by a fixed group size.
@@ -86,7 +86,7 @@ def grpo_advantages(
 
 
 def step_metrics(rewards: ArrayLike, group_ids: ArrayLike, *, success_threshold: float = 0.5) -> dict[str, float]:
-    """Coverage metrics of one step (SPEC 7), as slash-named floats.
+    """Coverage metrics of one step (the recipe's, docs/metrics.md), as slash-named floats.
 
     - ``train/effective_grad_ratio``: rollouts in groups whose reward std > 0 / all rollouts;
     - ``train/effective_prompts``: the number of groups (prompts) with reward std > 0: the prompts that

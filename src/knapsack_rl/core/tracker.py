@@ -1,4 +1,4 @@
-"""Per-prompt success-rate state and estimators (SPEC section 5, and better ones).
+"""Per-prompt success-rate state and estimators (the recipe's, and better ones; docs/method.md).
 
 A :class:`Tracker` keeps, for every prompt id it has seen, the sufficient statistics of all its
 estimators at once (so an estimator can be switched, compared or merged without replaying data):

@@ -3,7 +3,7 @@
 A *point value* is ``V(n, p)``: broadcastable arrays ``n`` (rollout counts, integers >= 0) and ``p``
 (success rates in [0, 1]) give an array of the broadcast shape. A *posterior value* is
 ``V(n, a, b) = E_{p ~ Beta(a, b)}[V(n, p)]`` (a, b > 0): the value of N rollouts when p is only
-known through a Beta posterior (section 11 of the SPEC: point estimates from 8 rewards starve hard
+known through a Beta posterior (docs/evidence.md: point estimates from 8 rewards starve hard
 prompts). The solvers in :mod:`knapsack_rl.core.solve` call a value as ``value(n, *params)`` with
 ``params = (p,)`` or ``(a, b)``, and need it concave in n on the bounds they are given (marginal
 gains ``V(n + 1) - V(n)`` non-increasing); every value registered here is concave for n >= 1

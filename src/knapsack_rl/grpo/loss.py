@@ -1,4 +1,4 @@
-"""PPO-clip policy loss with clip-higher and dual clip (SPEC 6 and 8), and how token losses are aggregated.
+"""PPO-clip policy loss with clip-higher and dual clip (the recipe's), and how token losses are aggregated.
 
 Aggregation (:func:`aggregation_weights`) decides how much each token's loss weighs in the step's
 loss ``L = sum_{r,t} w_{r,t} l_{r,t}`` (weights sum to 1 over the batch's response tokens):

@@ -185,7 +185,7 @@ def _knapsack(setup: RuleSetup) -> Rule:
 
 # --------------------------------------------------------------------------- knapsack
 class KnapsackRule(Rule):
-    """Knapsack RL through :class:`knapsack_rl.Planner` (SPEC 4-5): ``plan -> generate -> observe``.
+    """Knapsack RL through :class:`knapsack_rl.Planner` (docs/method.md): ``plan -> generate -> observe``.
 
     One round ``planner.plan(ids, epoch=...)``. With ``config.probe_n > 0`` two rounds (two-phase
     planning): the probe ``planner.plan_probe(ids, epoch=...)``, then ``planner.plan(..., probe=...)``
