@@ -12,7 +12,7 @@ import torch
 from knapsack_rl import KnapsackConfig, Planner
 from knapsack_rl.cli import main
 from knapsack_rl.rollout.generate import Rollouts
-from knapsack_rl.rules import TWO_PHASE, rule_names
+from knapsack_rl.rules import rule_names
 from knapsack_rl.rules.stream import PromptStream
 from knapsack_rl.tasks import PromptSet, register_reward
 from knapsack_rl.train.compare import arm_config, resolve_arm
@@ -85,7 +85,7 @@ def test_knapsack_rules_in_the_trainer_plan_what_the_planner_plans(base, tmp_pat
     """Issue 10: the trainer's plans equal Planner.plan on the same ids, epoch and probe rewards, step by step."""
     cfg = base.replace(out_dir=str(tmp_path / "k"), max_steps=None, epochs=3)  # epoch 0 cold start, then plans
     _, steps = _recorded(cfg, rule)
-    mirror = Planner(cfg.knapsack if rule == "knapsack" else TWO_PHASE.replace(n=cfg.n))
+    mirror = Planner(cfg.knapsack if rule == "knapsack" else KnapsackConfig.preset("two-phase", n=cfg.n))
     for t, rec in enumerate(steps):
         ids = rec.ids
         probe = mirror.plan_probe(ids, epoch=rec.epoch)

@@ -81,8 +81,8 @@ def test_trainer_plans_equal_planner_plans(base, tmp_path, changes):
         trainer.step()
     mirror = Planner(base.knapsack)
     mirror.load_state_dict(trainer.planner.state_dict())
-    batch = trainer.next_prompts()
-    expected = mirror.plan(batch.prompts.ids, epoch=trainer.epoch)
+    index, epoch = trainer.stream.peek(base.prompts_per_step)  # the next step's batch, not taken
+    expected = mirror.plan(trainer.train_set.ids[index], epoch=epoch)
     trainer.step()
     assert trainer.planner.last is not None
     assert trainer.planner.last.allocation.budgets.tolist() == expected.budgets.tolist()

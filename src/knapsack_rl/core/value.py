@@ -567,13 +567,6 @@ def vip_posterior_value(n: FloatArray, a: FloatArray, b: FloatArray) -> FloatArr
 # helpers used by the allocator's fallback
 
 
-def expected_rollouts_to_signal(p: ArrayLike) -> FloatArray:
-    """Expected rollouts until a non-zero gradient, ``1 / (p (1 - p)) - 1`` (inf at p = 0 or 1)."""
-    p_arr = np.asarray(p, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        return np.asarray(1.0 / (p_arr * (1.0 - p_arr)) - 1.0, dtype=np.float64)
-
-
 def rollouts_for_confidence(p: ArrayLike, alpha: float) -> FloatArray:
     """Rollouts for probability ``alpha`` of a non-zero gradient: ``log(1 - alpha) / log(max(p, 1 - p))``.
 

@@ -10,7 +10,6 @@ their registry; :mod:`knapsack_rl.rules.coba` adds the CoBA-RL-like rule ``coba`
 
 from knapsack_rl.rules.builtin import (
     RULES,
-    TWO_PHASE,
     DapoRule,
     GresoRule,
     KnapsackRule,
@@ -44,7 +43,6 @@ from knapsack_rl.rules.keyed import keyed_uniform
 __all__ = [
     "ENGINES",
     "RULES",
-    "TWO_PHASE",
     "CobaConfig",
     "CobaRule",
     "DapoRule",

@@ -272,8 +272,6 @@ def register_knapsack(name: str, config: KnapsackConfig) -> None:
     RULES.add(name, knapsack_factory(config))
 
 
-TWO_PHASE = KnapsackConfig.preset("two-phase")
-"""``knapsack:two-phase``: the project preset with two-phase planning from the first step (probe 4)."""
 
 for _preset in preset_names():
     if _preset != "uniform":  # the uniform baseline is the rule ``uniform``: one name per rule

@@ -143,7 +143,3 @@ class Rollouts:
         succ = np.bincount(self.group, weights=self.reward)
         out: NDArray[np.bool_] = (succ > 0) & (succ < size)  # (G,)
         return out
-
-    def varied_groups(self) -> NDArray[np.bool_]:
-        """Per rollout: does its group have reward variance > 0."""
-        return self.group_variance()[self.group]

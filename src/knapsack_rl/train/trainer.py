@@ -283,15 +283,6 @@ class Trainer:
         """0-based epoch (pass over the training prompts) of the next step's batch."""
         return self.stream.peek(self.config.prompts_per_step)[1]
 
-    def epoch_order(self, epoch: int) -> np.ndarray:
-        """Seeded permutation of the training prompts for ``epoch`` (a pure function of seed and epoch)."""
-        return self.stream.order(epoch).copy()
-
-    def next_prompts(self) -> StepBatch:
-        """The next step's batch of M prompts, without taking it from the stream."""
-        index, _ = self.stream.peek(self.config.prompts_per_step)
-        return StepBatch(index=index, prompts=self.train_set.subset(index))
-
     def rollout(self, spec: StepSpec, timer: PhaseTimer) -> tuple[StepLog, Selection, Rollouts | None]:
         """The step's rounds: the rule plans, the engine generates and scores (``timing_s/generate``,
         ``timing_s/score``); ``timing_s/plan`` is the rest of the rounds' time (the rule's planning and
