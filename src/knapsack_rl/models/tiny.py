@@ -96,10 +96,14 @@ def build_tiny_model(tokenizer: Any, config: TinyModelConfig, *, seed: int = 0) 
 def load_causal_lm(path: str | Path, *, device: str = "cpu", dtype: str = "float32") -> tuple[Any, Any]:
     """(model, tokenizer) from a local Hugging Face causal-LM directory; never touches the hub.
 
-    The tokenizer is set to left padding; a missing pad token falls back to the eos token.
+    The tokenizer is set to left padding; a missing pad token falls back to the eos token. Responses
+    end at the tokenizer's eos token (:func:`knapsack_rl.rollout.generate.generate`), so it must be one
+    the model ends with (its generation config's ``eos_token_id``); when that lists other tokens too,
+    a warning names them (responses do not stop at them).
 
     Raises:
-        ValueError: if ``path`` is not a directory with a ``config.json``.
+        ValueError: if ``path`` is not a directory with a ``config.json``, or its tokenizer has no eos
+            token or one the model's generation config does not end with.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -112,4 +116,24 @@ def load_causal_lm(path: str | Path, *, device: str = "cpu", dtype: str = "float
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=getattr(torch, dtype))
+    _check_eos(path, tok, model.generation_config.eos_token_id)
     return model.to(device), tok
+
+
+def _check_eos(path: Path, tok: Any, ends: int | list[int] | None) -> None:
+    """The tokenizer's eos token must be one the model ends with (``ends``: its generation config's ids)."""
+    if tok.eos_token_id is None:
+        raise ValueError(f"{path}: the tokenizer has no eos token, so a response could never end; set eos_token")
+    ids = [] if ends is None else [ends] if isinstance(ends, int) else [int(i) for i in ends]
+    if ids and tok.eos_token_id not in ids:
+        raise ValueError(
+            f"{path}: the tokenizer's eos token {tok.eos_token!r} (id {tok.eos_token_id}) is not one the model "
+            f"ends with (generation config eos_token_id {ids}: {tok.convert_ids_to_tokens(ids)}); responses would "
+            f"not stop where the model ends them: set eos_token in its tokenizer_config.json"
+        )
+    others = [i for i in ids if i != tok.eos_token_id]
+    if others:
+        logger.warning(
+            "%s: responses stop at the tokenizer's eos token %r only, not at %s (also in the generation config)",
+            path, tok.eos_token, tok.convert_ids_to_tokens(others),
+        )  # fmt: skip
