@@ -20,6 +20,10 @@ logger = logging.getLogger(__name__)
 CHARS = "0123456789+-*=() "
 """Characters of the embedded task suite."""
 SPECIAL = ("<pad>", "<bos>", "<eos>", "<unk>")
+UNSIZED_POSITIONS = 64
+"""``max_position_embeddings`` of a tiny model built with ``max_positions=None`` outside a task (tests, examples):
+the model's rotary positions are not bounded by it; :func:`~knapsack_rl.models.warmstart.warm_start` sizes
+the model from its task instead."""
 
 
 @dataclass(frozen=True)
@@ -34,15 +38,18 @@ class TinyModelConfig:
     """Transformer blocks."""
     num_heads: int = 4
     """Attention heads (also key/value heads)."""
-    max_positions: int = 64
-    """Longest sequence (prompt + response) the model sees."""
+    max_positions: int | None = None
+    """Longest sequence (prompt + response) the model sees. None (the default): sized from the task by
+    :func:`knapsack_rl.models.warmstart.warm_start` (the longest prompt plus its response, rounded up to a
+    multiple of 64); a number is checked against the task there (too small: a one-line error)."""
 
     def __post_init__(self) -> None:
         check_int("hidden_size", self.hidden_size, low=8)
         check_int("intermediate_size", self.intermediate_size, low=8)
         check_int("num_layers", self.num_layers, low=1)
         check_int("num_heads", self.num_heads, low=1)
-        check_int("max_positions", self.max_positions, low=8)
+        if self.max_positions is not None:
+            check_int("max_positions", self.max_positions, low=8)
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size must divide by num_heads; got {self.hidden_size} and {self.num_heads}")
 
@@ -68,7 +75,10 @@ def build_char_tokenizer(chars: str = CHARS) -> Any:
 
 
 def build_tiny_model(tokenizer: Any, config: TinyModelConfig, *, seed: int = 0) -> Any:
-    """A freshly initialised ``LlamaForCausalLM`` for ``tokenizer`` (weights drawn under ``seed``)."""
+    """A freshly initialised ``LlamaForCausalLM`` for ``tokenizer`` (weights drawn under ``seed``).
+
+    ``config.max_positions`` None gives :data:`UNSIZED_POSITIONS` (the weights do not depend on it).
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -79,7 +89,7 @@ def build_tiny_model(tokenizer: Any, config: TinyModelConfig, *, seed: int = 0) 
         num_hidden_layers=config.num_layers,
         num_attention_heads=config.num_heads,
         num_key_value_heads=config.num_heads,
-        max_position_embeddings=config.max_positions,
+        max_position_embeddings=UNSIZED_POSITIONS if config.max_positions is None else config.max_positions,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
