@@ -1,3 +1,4 @@
+import dataclasses
 import errno
 import json
 import logging
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import knapsack_rl.models.warmstart as ws
 from knapsack_rl.models import TinyModelConfig, load_causal_lm
 from knapsack_rl.models.warmstart import (
     WarmStartConfig,
@@ -22,7 +24,7 @@ from knapsack_rl.models.warmstart import (
 from knapsack_rl.tasks import ArithmeticConfig, PromptSet, TaskConfig, load_task, write_verl
 
 torch.set_num_threads(1)
-MODEL = TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2)
+MODEL = TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, max_positions=64)
 WARM = WarmStartConfig(steps=3, batch_size=8, profile_samples=2)
 
 
@@ -178,7 +180,7 @@ def test_errors():
     task = _arith()
     with pytest.raises(ValueError, match=r"level_weights names levels \['L9'\] that the warm-start set lacks"):
         sft_sampler(task.warmstart, WarmStartConfig(level_weights={"L9": 1.0}))
-    with pytest.raises(ValueError, match="max_positions=8: raise it"):
+    with pytest.raises(ValueError, match=r"max_positions=8 is too small: the .* needs 1[0-9] positions"):
         warm_start("unused", task, warm=WARM, model=TinyModelConfig(hidden_size=32, num_heads=2, max_positions=8))
     with pytest.raises(ValueError, match=r"level_weights\['L1'\] must be >= 0.0"):
         WarmStartConfig(level_weights={"L1": -1.0})
@@ -191,3 +193,73 @@ def test_sampler_follows_level_weights():
     level_of = dict(zip(task.warmstart.prompts, task.warmstart.levels, strict=True))
     counts = {lv: sum(level_of[p] == lv for p, _ in batch) for lv in ("L1", "L2", "L3")}
     assert counts["L1"] == 0 and 900 < counts["L2"] < 1100 and 100 < counts["L3"] < 200  # 7/14 and 1/14
+
+
+# ------------------------------------------------------------------ the tiny model sizes itself from the task
+LONG_PROMPT = "r:" + "ab" * 45 + "="  # 93 characters: BOS + 93 + 8 new tokens = 102 positions
+
+
+def _long_prompt_task(tmp_path):
+    def ps(ids, prompts, answers):
+        return PromptSet(np.array(ids, dtype=np.int64), prompts, answers, ["a"] * len(ids))
+
+    write_verl(ps([1, 2], [LONG_PROMPT, "r:ab="], ["ba", "ba"]), tmp_path / "train.jsonl")
+    write_verl(ps([3, 4], ["r:aab=", "r:bba="], ["baa", "abb"]), tmp_path / "warm.jsonl")
+    config = TaskConfig(source="file", data=str(tmp_path / "train.jsonl"), warmstart_data=str(tmp_path / "warm.jsonl"))
+    return config, load_task(config)
+
+
+def test_tiny_model_positions_follow_the_task(tmp_path):
+    _, task = _long_prompt_task(tmp_path)
+    unsized = TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2)
+    path = warm_start(tmp_path / "cache", task, warm=WARM, model=unsized)  # BOS + 93 + "ba" + EOS: 97 positions
+    assert json.loads((path / "config.json").read_text())["max_position_embeddings"] == 128  # rounded up
+    assert unsized.max_positions is None
+    assert json.loads((path / "warmstart.json").read_text())["config"]["model"]["max_positions"] == 128
+    assert ws.fit_positions(unsized, task, 8).max_positions == 128
+    assert ws.fit_positions(unsized, task, 200).max_positions == 320  # BOS + 93 + 200 = 294
+    assert ws.fit_positions(unsized, _arith(), 8).max_positions == 64  # the embedded suite: the old default size
+    base = _arith()
+    assert weights_key(WARM, ws.fit_positions(unsized, base, 8), base.chars, base.warmstart) == weights_key(
+        WARM, MODEL, base.chars, base.warmstart
+    )  # same key as an explicit 64: the demo's cached warm start stays valid
+
+
+def test_an_explicit_max_positions_too_small_for_the_task_is_a_one_line_error(tmp_path):
+    _, task = _long_prompt_task(tmp_path)
+    too_small = "tiny_model.max_positions=100 is too small: the train prompt 'r:abab"
+    with pytest.raises(ValueError, match=rf"^{too_small}.* needs 102 positions \(with max_new_tokens=8\); raise it"):
+        warm_start(tmp_path / "cache", task, warm=WARM, model=dataclasses.replace(MODEL, max_positions=100),
+                   max_new_tokens=8)  # fmt: skip
+    assert not (tmp_path / "cache").exists()  # refused before anything was written
+    # the answers fit 100 (BOS + 93 + "ba" + EOS = 97): only the responses the trainer samples do not
+    assert ws.fit_positions(dataclasses.replace(MODEL, max_positions=100), task, 0).max_positions == 100
+
+
+def test_the_trainer_sizes_the_tiny_model_for_a_long_prompt(tmp_path):
+    from knapsack_rl.train import TrainConfig
+    from knapsack_rl.train.trainer import Trainer
+
+    config, _ = _long_prompt_task(tmp_path)
+    unsized = TinyModelConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2)
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), warmstart_dir=str(tmp_path / "ws"), task=config,
+                      tiny_model=unsized, warmstart=WARM, prompts_per_step=2, max_steps=1, max_new_tokens=8,
+                      eval_every=0, tensorboard=False, progress=False, device="cpu")  # fmt: skip
+    trainer = Trainer(cfg)
+    try:
+        assert trainer.model.config.max_position_embeddings == 128
+        trainer.train()
+    finally:
+        trainer.close()
+    explicit = cfg.replace(out_dir=str(tmp_path / "run2"), tiny_model=dataclasses.replace(unsized, max_positions=64))
+    with pytest.raises(ValueError, match=r"tiny_model\.max_positions=64 is too small: the train prompt"):
+        Trainer(explicit)
+
+
+def test_the_tiny_models_weights_do_not_depend_on_its_positions():
+    from knapsack_rl.models import build_char_tokenizer, build_tiny_model
+
+    tok = build_char_tokenizer()
+    a, b = (build_tiny_model(tok, dataclasses.replace(MODEL, max_positions=n), seed=3) for n in (64, 256))
+    assert a.state_dict().keys() == b.state_dict().keys()
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())

@@ -20,6 +20,10 @@ logger = logging.getLogger(__name__)
 CHARS = "0123456789+-*=() "
 """Characters of the embedded task suite."""
 SPECIAL = ("<pad>", "<bos>", "<eos>", "<unk>")
+UNSIZED_POSITIONS = 64
+"""``max_position_embeddings`` of a tiny model built with ``max_positions=None`` outside a task (tests, examples):
+the model's rotary positions are not bounded by it; :func:`~knapsack_rl.models.warmstart.warm_start` sizes
+the model from its task instead."""
 
 
 @dataclass(frozen=True)
@@ -34,15 +38,18 @@ class TinyModelConfig:
     """Transformer blocks."""
     num_heads: int = 4
     """Attention heads (also key/value heads)."""
-    max_positions: int = 64
-    """Longest sequence (prompt + response) the model sees."""
+    max_positions: int | None = None
+    """Longest sequence (prompt + response) the model sees. None (the default): sized from the task by
+    :func:`knapsack_rl.models.warmstart.warm_start` (the longest prompt plus its response, rounded up to a
+    multiple of 64); a number is checked against the task there (too small: a one-line error)."""
 
     def __post_init__(self) -> None:
         check_int("hidden_size", self.hidden_size, low=8)
         check_int("intermediate_size", self.intermediate_size, low=8)
         check_int("num_layers", self.num_layers, low=1)
         check_int("num_heads", self.num_heads, low=1)
-        check_int("max_positions", self.max_positions, low=8)
+        if self.max_positions is not None:
+            check_int("max_positions", self.max_positions, low=8)
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size must divide by num_heads; got {self.hidden_size} and {self.num_heads}")
 
@@ -68,7 +75,10 @@ def build_char_tokenizer(chars: str = CHARS) -> Any:
 
 
 def build_tiny_model(tokenizer: Any, config: TinyModelConfig, *, seed: int = 0) -> Any:
-    """A freshly initialised ``LlamaForCausalLM`` for ``tokenizer`` (weights drawn under ``seed``)."""
+    """A freshly initialised ``LlamaForCausalLM`` for ``tokenizer`` (weights drawn under ``seed``).
+
+    ``config.max_positions`` None gives :data:`UNSIZED_POSITIONS` (the weights do not depend on it).
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -79,7 +89,7 @@ def build_tiny_model(tokenizer: Any, config: TinyModelConfig, *, seed: int = 0) 
         num_hidden_layers=config.num_layers,
         num_attention_heads=config.num_heads,
         num_key_value_heads=config.num_heads,
-        max_position_embeddings=config.max_positions,
+        max_position_embeddings=UNSIZED_POSITIONS if config.max_positions is None else config.max_positions,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -96,10 +106,14 @@ def build_tiny_model(tokenizer: Any, config: TinyModelConfig, *, seed: int = 0) 
 def load_causal_lm(path: str | Path, *, device: str = "cpu", dtype: str = "float32") -> tuple[Any, Any]:
     """(model, tokenizer) from a local Hugging Face causal-LM directory; never touches the hub.
 
-    The tokenizer is set to left padding; a missing pad token falls back to the eos token.
+    The tokenizer is set to left padding; a missing pad token falls back to the eos token. Responses
+    end at the tokenizer's eos token (:func:`knapsack_rl.rollout.generate.generate`), so it must be one
+    the model ends with (its generation config's ``eos_token_id``); when that lists other tokens too,
+    a warning names them (responses do not stop at them).
 
     Raises:
-        ValueError: if ``path`` is not a directory with a ``config.json``.
+        ValueError: if ``path`` is not a directory with a ``config.json``, or its tokenizer has no eos
+            token or one the model's generation config does not end with.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -112,4 +126,24 @@ def load_causal_lm(path: str | Path, *, device: str = "cpu", dtype: str = "float
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=getattr(torch, dtype))
+    _check_eos(path, tok, model.generation_config.eos_token_id)
     return model.to(device), tok
+
+
+def _check_eos(path: Path, tok: Any, ends: int | list[int] | None) -> None:
+    """The tokenizer's eos token must be one the model ends with (``ends``: its generation config's ids)."""
+    if tok.eos_token_id is None:
+        raise ValueError(f"{path}: the tokenizer has no eos token, so a response could never end; set eos_token")
+    ids = [] if ends is None else [ends] if isinstance(ends, int) else [int(i) for i in ends]
+    if ids and tok.eos_token_id not in ids:
+        raise ValueError(
+            f"{path}: the tokenizer's eos token {tok.eos_token!r} (id {tok.eos_token_id}) is not one the model "
+            f"ends with (generation config eos_token_id {ids}: {tok.convert_ids_to_tokens(ids)}); responses would "
+            f"not stop where the model ends them: set eos_token in its tokenizer_config.json"
+        )
+    others = [i for i in ids if i != tok.eos_token_id]
+    if others:
+        logger.warning(
+            "%s: responses stop at the tokenizer's eos token %r only, not at %s (also in the generation config)",
+            path, tok.eos_token, tok.convert_ids_to_tokens(others),
+        )  # fmt: skip

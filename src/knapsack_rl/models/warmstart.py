@@ -10,8 +10,10 @@ Caches, under ``root``:
 
 * ``root/<weights key>/``: the model, the tokenizer and ``warmstart.json``. The key is
   ``sha256(warm-start config without profile_samples, model config, tokenizer characters,
-  content hash of the warm-start set)[:12]``: exactly what determines the weights. The training and
-  held-out sets do not enter it, so changing them (or their sizes) reuses the weights. The directory is
+  content hash of the warm-start set)[:12]``: exactly what determines the saved model. The training and
+  held-out sets enter it only through the model's ``max_positions`` when it is sized from the task
+  (:func:`fit_positions`: the longest sequence, rounded up to a multiple of 64), so changing them (or
+  their sizes) reuses the weights unless their longest prompt crosses a multiple of 64. The directory is
   built under a temporary name (``root/.<weights key>.tmp``), fsynced and renamed into place: an
   interrupted build leaves no half-written cache.
 * ``root/.<weights key>.lock``: the build's lock (:func:`knapsack_rl.io.lock_folder`). Processes that need
@@ -34,7 +36,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -216,21 +218,45 @@ def success_profile(
     }
 
 
-def _check_fits(task: Any, model: TinyModelConfig, max_new_tokens: int) -> None:
-    """Every prompt (plus BOS) and warm-start example (plus EOS) must fit ``max_positions``."""
+POSITIONS_STEP = 64
+"""A tiny model sized from its task gets the positions it needs rounded up to a multiple of this: the
+size is part of the weights key, and the rounding keeps the cached warm start when the data grow a little."""
+
+
+def positions_needed(task: Any, max_new_tokens: int) -> tuple[int, str]:
+    """The longest sequence the task puts through the tiny model, and which prompt needs it.
+
+    A training or held-out prompt needs BOS + its characters + the longer of (its answer + EOS) and
+    ``max_new_tokens``; a warm-start problem BOS + prompt + answer + EOS (one token per character).
+    """
+    check_int("max_new_tokens", max_new_tokens, low=0)
+    need, where = 0, ""
     for name in ("train", "eval", "warmstart"):
         s: PromptSet | None = getattr(task, name)
-        if s is None or not len(s):
-            continue
-        longest = max(range(len(s)), key=lambda i: len(s.prompts[i]) + len(s.answers[i]))
-        need = (
-            1 + len(s.prompts[longest]) + max(len(s.answers[longest]) + 1, max_new_tokens if name != "warmstart" else 0)
+        for prompt, answer in zip(s.prompts, s.answers, strict=True) if s is not None else ():
+            response = len(answer) + 1 if name == "warmstart" else max(len(answer) + 1, max_new_tokens)
+            if 1 + len(prompt) + response > need:
+                need, where = 1 + len(prompt) + response, f"{name} prompt {prompt!r:.60}"
+    return need, where
+
+
+def fit_positions(model: TinyModelConfig, task: Any, max_new_tokens: int = 0) -> TinyModelConfig:
+    """``model`` with ``max_positions`` set from ``task`` when it is None, else checked against it.
+
+    Raises:
+        ValueError: naming ``max_positions``, the positions needed and the prompt needing them, if an
+            explicit ``max_positions`` is too small for the task.
+    """
+    need, where = positions_needed(task, max_new_tokens)
+    if model.max_positions is None:
+        return replace(model, max_positions=max(POSITIONS_STEP, -(-need // POSITIONS_STEP) * POSITIONS_STEP))
+    if need > model.max_positions:
+        raise ValueError(
+            f"tiny_model.max_positions={model.max_positions} is too small: the {where} needs {need} positions "
+            f"(with max_new_tokens={max_new_tokens}); raise it, leave it unset to size it from the task, or use "
+            f"shorter prompts (e.g. prompt='compact')"
         )
-        if need > model.max_positions:
-            raise ValueError(
-                f"{name} prompt {s.prompts[longest]!r:.60} needs {need} positions; max_positions="
-                f"{model.max_positions}: raise it or use shorter prompts (e.g. prompt='compact')"
-            )
+    return model
 
 
 def warm_start(
@@ -240,25 +266,27 @@ def warm_start(
     warm: WarmStartConfig | None = None,
     model: TinyModelConfig | None = None,
     device: str = "cpu",
+    max_new_tokens: int = 0,
 ) -> Path:
     """Directory of the tiny policy warm-started on ``task.warmstart`` (loadable by ``load_causal_lm``).
 
     Args:
         root: cache directory.
         task: a :class:`knapsack_rl.tasks.Task` (its ``warmstart`` set and ``chars``).
-        model: shape of the tiny model.
+        model: shape of the tiny model; ``max_positions`` None is sized from the task (:func:`fit_positions`).
+        max_new_tokens: longest response the policy will sample (the trainer's ``max_new_tokens``).
 
     Raises:
-        ValueError: if the task has no warm-start set, or a prompt does not fit ``model.max_positions``.
+        ValueError: if the task has no warm-start set, or a prompt does not fit an explicit ``model.max_positions``.
     """
-    return _build(Path(root), task, warm or WarmStartConfig(), model or TinyModelConfig(), device)
+    sized = fit_positions(model or TinyModelConfig(), task, max_new_tokens)
+    return _build(Path(root), task, warm or WarmStartConfig(), sized, device)
 
 
 def _build(root: Path, task: Any, warm: WarmStartConfig, model: TinyModelConfig, device: str) -> Path:
     """The cached weights directory of (task.warmstart, task.chars, warm, model); trained when missing."""
     if task.warmstart is None or not len(task.warmstart):
         raise ValueError("the task has no warm-start set: set warmstart_data (file source) or a warm-start size")
-    _check_fits(task, model, 0)
     path = root / weights_key(warm, model, task.chars, task.warmstart)
     if (path / "warmstart.json").is_file():
         logger.info("warm start: using cache %s", path)

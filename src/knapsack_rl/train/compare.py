@@ -216,7 +216,14 @@ def prepare(base: TrainConfig) -> tuple[int, dict[str, object] | None]:
         if base.model is not None:
             return alloc_start, None
         device = str(resolve_device(base.device))
-        path = warm_start(base.warmstart_dir, task, warm=base.warmstart, model=base.tiny_model, device=device)
+        path = warm_start(
+            base.warmstart_dir,
+            task,
+            warm=base.warmstart,
+            model=base.tiny_model,
+            device=device,
+            max_new_tokens=base.max_new_tokens,
+        )
         samples = base.warmstart.profile_samples
         profile = training_profile(path, task, samples=samples, max_new_tokens=base.max_new_tokens, device=device)
         return alloc_start, profile

@@ -600,7 +600,12 @@ def load_task_and_policy(config: TrainConfig, device: torch.device) -> tuple[Tas
     if config.model is None:
         task = load_task(config.task)
         path = warm_start(
-            config.warmstart_dir, task, warm=config.warmstart, model=config.tiny_model, device=str(device)
+            config.warmstart_dir,
+            task,
+            warm=config.warmstart,
+            model=config.tiny_model,
+            device=str(device),
+            max_new_tokens=config.max_new_tokens,
         )
         model, tokenizer = load_causal_lm(path, device=str(device))
     else:
