@@ -272,7 +272,6 @@ def register_knapsack(name: str, config: KnapsackConfig) -> None:
     RULES.add(name, knapsack_factory(config))
 
 
-
 for _preset in preset_names():
     if _preset != "uniform":  # the uniform baseline is the rule ``uniform``: one name per rule
         register_knapsack(f"knapsack:{_preset}", KnapsackConfig.preset(_preset))
