@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -111,9 +112,28 @@ def _run_rules(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """The parser of ``knapsack-rl`` and of each subcommand (subparsers are of the same class): a usage error
+    is the error line and a short usage with a pointer to ``--help``, not the usage of every flag."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``<prog>: error: <message>`` and a short usage on stderr; exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message}\n{self.short_usage()}; '{self.prog} --help' lists the options\n")
+
+    def short_usage(self) -> str:
+        """``usage: <prog> [options] <positionals>`` (a subcommand's place lists the subcommands)."""
+        words = []
+        for action in self._get_positional_actions():
+            if isinstance(action, argparse._SubParsersAction):
+                words.append("{" + ",".join(action.choices) + "} ...")
+            else:
+                words.append(str(action.metavar or action.dest))
+        return " ".join(["usage:", self.prog, "[options]", *words])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every registered subcommand."""
-    parser = argparse.ArgumentParser(prog="knapsack-rl", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = Parser(prog="knapsack-rl", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_allocate(sub)

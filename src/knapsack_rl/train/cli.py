@@ -2,7 +2,7 @@
 
 Settings are applied in this order: the dataclass defaults, ``--config FILE``, ``--preset NAME`` (the
 knapsack settings become that preset), then every flag given (``--max-n 64``, ``--lr 1e-4``,
-``--no-progress``), then ``--set key.path=value`` for nested settings (``--set task.eval_per_level=64``).
+``--no-progress``), then ``--set key.path=value`` for nested settings (``--set task.arithmetic.eval_per_level=32``).
 Heavy imports (torch, transformers) stay inside the handlers.
 """
 
@@ -18,6 +18,8 @@ from typing import Any
 from knapsack_rl.cli_args import add_flags, given, parse_assignment, parse_seeds, set_path
 from knapsack_rl.io import atomic_write_text
 
+SET_EXAMPLE = "task.arithmetic.eval_per_level=32"
+"""The ``--set`` example of every ``--help`` (a test checks that it parses and sets what it names)."""
 DEMO_HELP = (
     "uniform vs knapsack allocation on the embedded task, several paired seeds from the same warm start, "
     "data order and total rollouts; prints paired differences with 95% CIs and a verdict, writes plots under runs/"
@@ -30,7 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_settings(p)
     p.set_defaults(func=_run_train)
     for name, help_text in (("compare", "several arms over paired seeds"), ("demo", DEMO_HELP)):
-        q = sub.add_parser(name, help=help_text, description=help_text)
+        q = sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text)
         _add_settings(q)
         seeds = "0..4" if name == "demo" else "0 1 2"
         q.add_argument("--seeds", default=seeds, help=f"seeds, e.g. '0 1 2' or '0..9' (default: {seeds!r})")
@@ -72,7 +74,7 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None, help="YAML or JSON TrainConfig file")
     p.add_argument("--preset", choices=preset_names(), default=None, help="knapsack settings preset")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
-                   help="nested setting, e.g. task.eval_per_level=64 (repeatable)")  # fmt: skip
+                   help=f"nested setting, e.g. {SET_EXAMPLE} (repeatable)")  # fmt: skip
     defaults = TrainConfig()
     group = p.add_argument_group("run settings (TrainConfig)")
     names = add_flags(group, TrainConfig, defaults=defaults, skip=("knapsack",))
