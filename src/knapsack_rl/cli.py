@@ -36,7 +36,7 @@ def _add_allocate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "(AllocationConfig); --preset starts from a named preset's.",
     )
     p.add_argument("stats", type=Path, help="stats file (.jsonl, .csv or .parquet)")
-    p.add_argument("--out", type=Path, default=None, help="write budgets here (.json or .csv)")
+    p.add_argument("--out", type=Path, default=None, help="write budgets here (.json or .csv; in an existing folder)")
     p.add_argument("--preset", choices=preset_names(), default=None, help="start from a preset's allocation settings")
     p.add_argument("--total-budget", type=int, default=None, help="rollouts for the step (default n x prompts)")
     p.add_argument(
@@ -51,6 +51,8 @@ def _run_allocate(args: argparse.Namespace) -> int:
     base = KnapsackConfig.preset(args.preset).allocation if args.preset else AllocationConfig()
     config = dataclasses.replace(base, **given(args, args.flag_names))
     if args.out is not None:
+        if not args.out.parent.is_dir():  # no surprise folders: the folder of --out must exist
+            raise ValueError(f"--out {args.out}: {args.out.parent} is not an existing folder; create it first")
         check_output_path(args.out)  # before any work: a bad --out is a one-line error, not a traceback
     ids, p_hat = read_stats(args.stats, min_count=args.min_count)
     result = allocate(p_hat, config, total_budget=args.total_budget)
@@ -154,7 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Bad input (a ``ValueError``) and a failed file operation (an ``OSError``: a full disk, a read-only
     folder) end every subcommand with one line, ``knapsack-rl: error: ...``, on stderr and exit
-    status 2; ``-v`` also logs the traceback.
+    status 2; ``-v`` also logs the traceback. Ctrl-C ends it with one line, ``knapsack-rl <command>:
+    interrupted[: what was saved and how to resume]``, and exit status 130 (``train``, ``compare`` and
+    ``demo`` first stop their runs at a checkpoint; a second Ctrl-C stops at once).
     """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -166,6 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(__name__).debug("%s failed", args.command, exc_info=True)
         print(f"knapsack-rl: error: {error_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        logging.getLogger(__name__).debug("%s interrupted", args.command, exc_info=True)
+        detail = f": {error_line(exc)}" if str(exc) else ""
+        print(f"knapsack-rl {args.command}: interrupted{detail}", file=sys.stderr)
+        return 130
 
 
 def error_line(exc: BaseException) -> str:

@@ -16,23 +16,35 @@ from pathlib import Path
 from typing import Any
 
 from knapsack_rl.cli_args import add_flags, given, parse_assignment, parse_seeds, set_path
+from knapsack_rl.core.validate import check_int
 from knapsack_rl.io import atomic_write_text
 
 SET_EXAMPLE = "task.arithmetic.eval_per_level=32"
 """The ``--set`` example of every ``--help`` (a test checks that it parses and sets what it names)."""
 DEMO_HELP = (
     "uniform vs knapsack allocation on the embedded task, several paired seeds from the same warm start, "
-    "data order and total rollouts; prints paired differences with 95% CIs and a verdict, writes plots under runs/"
+    "data order and total rollouts; prints paired differences with 95% CIs and a verdict, and writes plots"
 )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``train``, ``compare`` and ``demo`` subcommands."""
-    p = sub.add_parser("train", help="train one arm", description="Train one run (one arm).")
+    text = (
+        "Train one run (one arm) in --out-dir. Ctrl-C stops it after the step in flight, with a checkpoint; the "
+        "same command again resumes it (resume: true, the default)."
+    )
+    p = sub.add_parser("train", help="train one arm", description=text)
     _add_settings(p)
     p.set_defaults(func=_run_train)
     for name, help_text in (("compare", "several arms over paired seeds"), ("demo", DEMO_HELP)):
-        q = sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text)
+        where = (
+            f". Results go to --out-dir (default runs/{name}, runs/{name}-quick with --quick); a folder holding the "
+            "results of other settings is refused. Run again, the same command reuses the finished runs and "
+            "resumes the others; Ctrl-C stops the runs in flight at a checkpoint."
+        )
+        q = sub.add_parser(
+            name, help=help_text.replace("%", "%%"), description=help_text[0].upper() + help_text[1:] + where
+        )
         _add_settings(q)
         seeds = "0..4" if name == "demo" else "0 1 2"
         q.add_argument("--seeds", default=seeds, help=f"seeds, e.g. '0 1 2' or '0..9' (default: {seeds!r})")
@@ -42,8 +54,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "may add settings: knapsack:project+posterior=false (default: uniform,knapsack)",
         )  # fmt: skip
         q.add_argument("--jobs", type=int, default=2, help="runs trained in parallel processes (default: 2)")
-        q.add_argument("--quick", action="store_true", help="seconds-long smoke run (tiny task): not a result")
-        q.set_defaults(func=_run_compare, out_dir=f"runs/{name}")
+        quick = f"seconds-long smoke run (tiny task), under runs/{name}-quick unless --out-dir: not a result"
+        q.add_argument("--quick", action="store_true", help=quick)
+        q.set_defaults(func=_run_compare, command_name=name)
     preflight_help = (
         "Sample the starting model on the training prompts and predict, for uniform and each knapsack arm, "
         "the prompts with signal per step (true p and realistic estimates)."
@@ -112,13 +125,17 @@ def build_config(args: argparse.Namespace) -> Any:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from knapsack_rl.progress import stop_on_sigint
     from knapsack_rl.train.trainer import Trainer
 
     cfg = build_config(args)
     start = time.perf_counter()
     trainer = Trainer(cfg)
     first = trainer.global_step
-    last = trainer.train()
+    with stop_on_sigint() as stopping:  # Ctrl-C: stop after the step in flight, with a checkpoint
+        last = trainer.train(stop=stopping)
+    if not trainer.finished:
+        raise KeyboardInterrupt(_stopped_line(trainer.global_step, trainer.total_steps, cfg))
     wall = time.perf_counter() - start
     print(f"trained steps {first + 1}..{trainer.global_step} of {trainer.total_steps} "
           f"({trainer.rollouts_total} rollouts in all) in {wall:.0f} s")  # fmt: skip
@@ -130,17 +147,27 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stopped_line(step: int, total: int, cfg: Any) -> str:
+    """What a train stopped by Ctrl-C left, and how to go on."""
+    checkpoint = Path(cfg.out_dir) / "checkpoint.pt"
+    if not checkpoint.is_file():
+        return f"stopped before its first step; nothing was saved in {cfg.out_dir}"
+    how = "run the same command again" if cfg.resume else "run it again without --no-resume (resume: false)"
+    return f"stopped after step {step} of {total}, checkpoint {checkpoint}; {how} to resume"
+
+
 def _run_compare(args: argparse.Namespace) -> int:
     from knapsack_rl.report.summary import comparison_table, verdict
     from knapsack_rl.train.compare import quick_config, run_compare
 
-    base = build_config(args).replace(resume=False)
+    seeds = parse_seeds(args.seeds)  # before any work
+    check_int("--jobs", args.jobs, low=1)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    out_dir = Path(args.out_dir or f"runs/{args.command_name}{'-quick' if args.quick else ''}")
+    base = build_config(args).replace(out_dir=str(out_dir))
     if args.quick:
         base = quick_config(base)
         print("SMOKE RUN (--quick): a tiny task for a few steps; its numbers are not a result\n")
-    seeds = parse_seeds(args.seeds)
-    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    out_dir = Path(args.out_dir)
     print(f"{len(arms)} arms x {len(seeds)} seeds, {args.jobs} at a time; logs under {out_dir}/", flush=True)
     result = run_compare(base, out_dir, seeds, arms, jobs=args.jobs)
     levels = sorted(
@@ -156,6 +183,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         "",
         *(verdict(c) for c in result.comparisons if c.arm != "uniform"),
         "",
+        f"trained {len(result.trained)} run(s), reused {len(result.reused)} finished run(s) of an earlier command; "
         f"total wall time {result.wall_s:.0f} s; plots: " + ", ".join(str(p) for p in result.plots),
     ]
     text = "\n".join(lines)
