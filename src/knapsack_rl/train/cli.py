@@ -108,20 +108,40 @@ def quiet_third_party(progress: bool) -> None:
 def build_config(args: argparse.Namespace) -> Any:
     """The TrainConfig of a command line (see the module docstring for the order)."""
     from knapsack_rl.core.config import KnapsackConfig
-    from knapsack_rl.train.config import TrainConfig, config_from_dict, load_config
+    from knapsack_rl.train.config import TrainConfig, load_config
 
     cfg = load_config(args.config) if args.config else TrainConfig()
     if args.preset:
         cfg = cfg.replace(knapsack=KnapsackConfig.preset(args.preset))
     cfg = cfg.replace(**given(args, args.flag_names))
     if args.assignments:
-        values = cfg.to_dict()
-        for text in args.assignments:
-            path, value = parse_assignment(text)
-            set_path(values, path, value, text=text)
-        cfg = config_from_dict(values)
+        cfg = _apply_sets(cfg, args.assignments)
     quiet_third_party(cfg.progress)
     return cfg
+
+
+def _apply_sets(cfg: Any, assignments: list[str]) -> Any:
+    """``cfg`` with the ``--set`` items applied. When they change the task, every warm-start setting they do not
+    set and that is the old task's default becomes the new task's (:func:`~knapsack_rl.train.config.default_warmstart`):
+    the demo's level weights never follow ``--set task.source=file``."""
+    from knapsack_rl.core.config import to_plain
+    from knapsack_rl.train.config import config_from_dict, default_warmstart
+
+    values = cfg.to_dict()
+    touched = set()
+    for text in assignments:
+        path, value = parse_assignment(text)
+        set_path(values, path, value, text=text)
+        touched.add(".".join(path[:2]))  # "warmstart" (the whole section), "warmstart.steps", "task.source", ...
+    out = config_from_dict(values)
+    if out.task == cfg.task or "warmstart" in touched:
+        return out
+    old, new = to_plain(default_warmstart(cfg.task)), to_plain(default_warmstart(out.task))
+    warm = values["warmstart"]
+    for key in warm:
+        if f"warmstart.{key}" not in touched and warm[key] == old[key]:
+            warm[key] = new[key]
+    return config_from_dict(values)
 
 
 def _run_train(args: argparse.Namespace) -> int:
