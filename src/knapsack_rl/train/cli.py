@@ -176,6 +176,12 @@ def _stopped_line(step: int, total: int, cfg: Any) -> str:
     return f"stopped after step {step} of {total}, checkpoint {checkpoint}; {how} to resume"
 
 
+def compare_out_dir(args: argparse.Namespace) -> Path:
+    """The folder of a ``compare`` or ``demo`` command line: ``--out-dir``, else ``runs/<command>``, or
+    ``runs/<command>-quick`` with ``--quick`` (a smoke run never replaces a real run's results)."""
+    return Path(args.out_dir or f"runs/{args.command_name}{'-quick' if args.quick else ''}")
+
+
 def _run_compare(args: argparse.Namespace) -> int:
     from knapsack_rl.report.summary import comparison_table, verdict
     from knapsack_rl.train.compare import quick_config, run_compare
@@ -183,7 +189,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)  # before any work
     check_int("--jobs", args.jobs, low=1)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    out_dir = Path(args.out_dir or f"runs/{args.command_name}{'-quick' if args.quick else ''}")
+    out_dir = compare_out_dir(args)
     base = build_config(args).replace(out_dir=str(out_dir))
     if args.quick:
         base = quick_config(base)
