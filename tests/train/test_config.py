@@ -139,8 +139,7 @@ TINY_RUN = (
 )
 
 
-def test_a_file_task_does_not_inherit_the_demo_warm_start_level_weights(tmp_path, capsys):
-    from knapsack_rl.cli import main
+def test_warm_start_defaults_follow_the_task(tmp_path):
     from knapsack_rl.models.warmstart import WarmStartConfig
     from knapsack_rl.train.config import default_warmstart, demo_warmstart
 
@@ -155,6 +154,12 @@ def test_a_file_task_does_not_inherit_the_demo_warm_start_level_weights(tmp_path
                                                            "warmstart_per_level": [8, 8]}}})  # fmt: skip
     assert arithmetic.warmstart.level_weights is None  # other arithmetic levels: not the demo task either
 
+
+def test_a_file_task_without_a_warmstart_section_trains(tmp_path, capsys):
+    """The demo's level weights (L5, L6) no longer leak into a file task whose levels are others."""
+    from knapsack_rl.cli import main
+
+    task = _file_task(tmp_path)
     config = tmp_path / "file_task.yaml"
     config.write_text(f"task: {json.dumps(task)}\n{TINY_RUN}warmstart_dir: {tmp_path / 'ws'}\n")
     run = ["train", "--config", str(config), "--max-steps", "1", "--set", "warmstart.steps=2"]

@@ -41,18 +41,33 @@ def _steps(run: Path) -> list[int]:
     return [json.loads(line)["step"] for line in log.read_text().splitlines()] if log.exists() else []
 
 
+def _start(argv: list[str]) -> subprocess.Popen:
+    # its own session, so that a failed test can kill it with its workers; the SIGINT goes to it alone
+    return subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+
+
 def _wait_for(condition, proc: subprocess.Popen, timeout: float = 240) -> None:
     deadline = time.time() + timeout
     while not condition():
         assert proc.poll() is None, proc.communicate()[1][-3000:]
-        assert time.time() < deadline, "timed out"
+        if time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError("timed out")
         time.sleep(0.05)
 
 
 def _interrupt(proc: subprocess.Popen) -> tuple[int, str, float]:
+    """SIGINT to ``proc`` alone (its workers get nothing: the main process must stop them); its exit status,
+    stderr and the seconds it took to exit (a process still running after 90 s is killed: the test fails)."""
     sent = time.time()
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the command and its worker processes (its own session)
+        proc.communicate()
+        raise AssertionError("still running 90 s after Ctrl-C") from None
     return proc.returncode, err, time.time() - sent
 
 
@@ -60,7 +75,7 @@ def test_ctrl_c_stops_compare_promptly_and_the_same_command_reuses_the_finished_
     out = tmp_path / "cmp"
     argv = [sys.executable, "-m", "knapsack_rl.cli", "compare", "--config", str(_config(tmp_path)),
             "--out-dir", str(out), "--seeds", "0..2", "--jobs", "2"]  # fmt: skip
-    proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _start(argv)
     finished = [out / "seed0" / "uniform", out / "seed0" / "knapsack"]
     in_flight = [out / "seed1" / "uniform", out / "seed1" / "knapsack"]
     _wait_for(lambda: all((r / "summary.json").exists() for r in finished) and _steps(in_flight[0])[-1:] >= [2], proc)
@@ -93,7 +108,7 @@ def test_ctrl_c_stops_train_at_a_checkpoint_and_the_same_command_resumes(tmp_pat
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "knapsack_rl.cli", "train", "--config", str(_config(tmp_path)),
             "--out-dir", str(out)]  # fmt: skip
-    proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _start(argv)
     _wait_for(lambda: _steps(out)[-1:] >= [2], proc)
     code, err, took = _interrupt(proc)
 
