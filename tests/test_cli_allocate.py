@@ -135,3 +135,19 @@ def test_a_full_disk_is_a_one_line_error_naming_the_output(
     monkeypatch.setattr(os, "fsync", full)
     assert main(["allocate", str(stats), "--out", str(tmp_path / "b.json")]) == 2
     assert _one_error_line(capsys) == f"cannot write {tmp_path / 'b.json'}: No space left on device"
+
+
+def test_an_out_in_a_missing_folder_is_refused_and_no_folder_is_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stats = _write_jsonl(tmp_path / "s.jsonl", [{"id": 1, "p_hat": 0.5}])
+    out = tmp_path / "missing" / "dir" / "o.json"
+    assert main(["allocate", str(stats), "--out", str(out)]) == 2
+    assert _one_error_line(capsys) == f"--out {out}: {out.parent} is not an existing folder; create it first"
+    assert not (tmp_path / "missing").exists()  # no surprise folders
+    (tmp_path / "f").write_text("")
+    assert main(["allocate", str(stats), "--out", str(tmp_path / "f" / "o.json")]) == 2
+    assert "f is not an existing folder" in _one_error_line(capsys)
+    out.parent.mkdir(parents=True)
+    assert main(["allocate", str(stats), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())[0]["id"] == 1

@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn, cast
 
 import numpy as np
 
@@ -35,7 +36,7 @@ def _add_allocate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "(AllocationConfig); --preset starts from a named preset's.",
     )
     p.add_argument("stats", type=Path, help="stats file (.jsonl, .csv or .parquet)")
-    p.add_argument("--out", type=Path, default=None, help="write budgets here (.json or .csv)")
+    p.add_argument("--out", type=Path, default=None, help="write budgets here (.json or .csv; in an existing folder)")
     p.add_argument("--preset", choices=preset_names(), default=None, help="start from a preset's allocation settings")
     p.add_argument("--total-budget", type=int, default=None, help="rollouts for the step (default n x prompts)")
     p.add_argument(
@@ -50,6 +51,8 @@ def _run_allocate(args: argparse.Namespace) -> int:
     base = KnapsackConfig.preset(args.preset).allocation if args.preset else AllocationConfig()
     config = dataclasses.replace(base, **given(args, args.flag_names))
     if args.out is not None:
+        if not args.out.parent.is_dir():  # no surprise folders: the folder of --out must exist
+            raise ValueError(f"--out {args.out}: {args.out.parent} is not an existing folder; create it first")
         check_output_path(args.out)  # before any work: a bad --out is a one-line error, not a traceback
     ids, p_hat = read_stats(args.stats, min_count=args.min_count)
     result = allocate(p_hat, config, total_budget=args.total_budget)
@@ -111,11 +114,33 @@ def _run_rules(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """The parser of ``knapsack-rl`` and of each subcommand (subparsers are of the same class): a usage error
+    is the error line and a short usage with a pointer to ``--help``, not the usage of every flag."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``<prog>: error: <message>`` and a short usage on stderr; exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message}\n{self.short_usage()}; '{self.prog} --help' lists the options\n")
+
+    def short_usage(self) -> str:
+        """``usage: <prog> [options] <positionals>`` (a subcommand's place lists the subcommands)."""
+        words = []
+        for action in self._get_positional_actions():
+            if isinstance(action, argparse._SubParsersAction):
+                words.append("{" + ",".join(action.choices) + "} ...")
+            else:
+                words.append(str(action.metavar or action.dest))
+        return " ".join(["usage:", self.prog, "[options]", *words])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every registered subcommand."""
-    parser = argparse.ArgumentParser(prog="knapsack-rl", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = Parser(prog="knapsack-rl", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    # subparsers are Parsers too (short usage errors); the commands' register() take any ArgumentParser's
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]", parser.add_subparsers(dest="command", required=True)
+    )
     _add_allocate(sub)
     _add_rules(sub)
     for name in _COMMAND_MODULES:
@@ -134,7 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Bad input (a ``ValueError``) and a failed file operation (an ``OSError``: a full disk, a read-only
     folder) end every subcommand with one line, ``knapsack-rl: error: ...``, on stderr and exit
-    status 2; ``-v`` also logs the traceback.
+    status 2; ``-v`` also logs the traceback. Ctrl-C ends it with one line, ``knapsack-rl <command>:
+    interrupted[: what was saved and how to resume]``, and exit status 130 (``train``, ``compare`` and
+    ``demo`` first stop their runs at a checkpoint; a second Ctrl-C stops at once).
     """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -146,6 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(__name__).debug("%s failed", args.command, exc_info=True)
         print(f"knapsack-rl: error: {error_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        logging.getLogger(__name__).debug("%s interrupted", args.command, exc_info=True)
+        detail = f": {error_line(exc)}" if str(exc) else ""
+        print(f"knapsack-rl {args.command}: interrupted{detail}", file=sys.stderr)
+        return 130
 
 
 def error_line(exc: BaseException) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import collections
 import dataclasses
 import inspect
 import itertools
@@ -142,13 +143,29 @@ def set_path(values: dict[str, Any], path: list[str], value: Any, *, text: str) 
     created[path[-1]] = value
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``0 1 2`` style items or ranges ``0..9`` (inclusive)."""
+def parse_seeds(text: str, *, option: str = "--seeds") -> list[int]:
+    """``0 1 2`` / ``0,1,2`` style items or inclusive ranges ``0..9``, in the order given.
+
+    Raises:
+        ValueError: one line naming ``option`` and ``text``: an item that is not a whole number >= 0, an
+            empty range (``5..1``), a seed given twice, or no seed at all.
+    """
     out: list[int] = []
     for part in text.replace(",", " ").split():
-        if ".." in part:
-            lo, hi = part.split("..", 1)
-            out.extend(range(int(lo), int(hi) + 1))
-        else:
-            out.append(int(part))
+        lo, sep, hi = part.partition("..")
+        bounds = [_seed(option, text, lo), *([_seed(option, text, hi)] if sep else [])]
+        if bounds[-1] < bounds[0]:
+            raise ValueError(f"{option} {text!r}: the range {part} is empty (a range goes up: {hi}..{lo})")
+        out.extend(range(bounds[0], bounds[-1] + 1))
+    if not out:
+        raise ValueError(f"{option} {text!r}: no seed given; e.g. {option} '0 1 2' or {option} 0..4")
+    twice = [seed for seed, count in collections.Counter(out).items() if count > 1]
+    if twice:
+        raise ValueError(f"{option} {text!r}: seed {twice[0]} is given twice")
     return out
+
+
+def _seed(option: str, text: str, item: str) -> int:
+    if not re.fullmatch(r"[0-9]+", item.strip()):
+        raise ValueError(f"{option} {text!r}: {item!r} is not a seed (a whole number >= 0)")
+    return int(item)

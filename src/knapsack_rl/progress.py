@@ -1,4 +1,5 @@
-"""Progress of long work: a bar on a terminal, periodic ``logging`` lines otherwise (NumPy-free, no torch).
+"""Progress of long work: a bar on a terminal, periodic ``logging`` lines otherwise (NumPy-free, no torch);
+and stopping it at a clean point on Ctrl-C (:func:`stop_on_sigint`).
 
 Piped to a file, the output stays readable: no carriage-return bars, one line per tenth of the work
 with the rate and the time left.
@@ -6,10 +7,15 @@ with the rate and the time left.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+import threading
 import time
-from typing import Any
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -44,3 +50,57 @@ class Progress:
         """Remove the bar."""
         if self._bar is not None:
             self._bar.close()
+
+
+class _Flag(Protocol):
+    def is_set(self) -> bool: ...
+
+    def set(self) -> None: ...
+
+
+class StopFlag:
+    """A SIGINT handler that asks long work to stop at its next clean point instead of raising at once.
+
+    The first SIGINT (Ctrl-C) of this process sets the flag (and ``shared``, an event other processes
+    read, when given); a second one raises ``KeyboardInterrupt`` at once. :meth:`is_set` is also true
+    once ``shared`` is set by another process: a compare's main process stops its workers through it.
+    """
+
+    def __init__(self, shared: _Flag | None = None) -> None:
+        self._own = threading.Event()
+        self._shared = shared
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self._own.is_set():
+            raise KeyboardInterrupt
+        self._own.set()
+        if self._shared is not None:
+            self._shared.set()
+
+    def is_set(self) -> bool:
+        """Whether a stop was asked for (by a SIGINT of this process, or through ``shared``)."""
+        return self._own.is_set() or (self._shared is not None and self._shared.is_set())
+
+
+@contextlib.contextmanager
+def stop_on_sigint() -> Iterator[Callable[[], bool]]:
+    """While inside, Ctrl-C asks for a stop at the next clean point: the yielded callable turns true; a
+    second Ctrl-C raises ``KeyboardInterrupt`` at once. The previous SIGINT handler comes back on exit.
+
+    Where a :class:`StopFlag` already handles SIGINT (an outer ``stop_on_sigint``, a compare worker), that
+    flag is yielded. Python runs signal handlers in the main thread only: elsewhere the callable is always
+    false and Ctrl-C acts as it did before.
+    """
+    current = signal.getsignal(signal.SIGINT)
+    if isinstance(current, StopFlag):
+        yield current.is_set
+        return
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    flag = StopFlag()
+    signal.signal(signal.SIGINT, flag)
+    try:
+        yield flag.is_set
+    finally:
+        signal.signal(signal.SIGINT, current)

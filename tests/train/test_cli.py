@@ -34,10 +34,12 @@ def _config(tmp_path, **extra):
     return path
 
 
-def test_demo_quick_runs_paired_arms_and_prints_a_verdict(tmp_path, capsys):
-    out = tmp_path / "demo"
-    args = ["demo", "--quick", "--config", str(_config(tmp_path)), "--out-dir", str(out), "--seeds", "0..1"]
+def test_demo_quick_runs_paired_arms_and_prints_a_verdict(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "runs" / "demo-quick"  # a smoke run never replaces the real demo's runs/demo
+    args = ["demo", "--quick", "--config", str(_config(tmp_path)), "--seeds", "0..1"]
     assert main([*args, "--jobs", "1", "--no-progress"]) == 0
+    assert not (tmp_path / "runs" / "demo").exists()
     text = capsys.readouterr().out
     assert text.startswith("SMOKE RUN (--quick)")
     for row in ("held-out AUC (%) [primary]", "prompts with signal per step", "paired: arm - uniform"):
@@ -49,6 +51,50 @@ def test_demo_quick_runs_paired_arms_and_prints_a_verdict(tmp_path, capsys):
         assert (out / name).stat().st_size > 1000
     saved = json.loads((out / "seed1" / "uniform" / "config.json").read_text())
     assert saved["seed"] == 1 and saved["rule"] == "uniform"
+
+
+def test_an_out_dir_with_results_of_other_settings_is_refused_naming_what_differs(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    base = ["compare", "--quick", "--config", str(_config(tmp_path)), "--out-dir", str(out), "--no-progress"]
+    assert main([*base, "--seeds", "0", "--jobs", "1"]) == 0
+    capsys.readouterr()
+    before = sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*"))
+    for extra, differ in [
+        (["--seeds", "0..1"], "seeds: [0] -> [0, 1]"),
+        (["--seeds", "0", "--arms", "uniform,coba"], 'arms: ["uniform", "knapsack"] -> ["uniform", "coba"]'),
+        (["--seeds", "0", "--lr", "1e-3"], "config.lr: 0.0002 -> 0.001"),
+    ]:
+        assert main([*base, *extra]) == 2
+        assert _one_error_line(capsys) == (
+            f"out_dir {out} holds the results of other settings ({differ}); "
+            "use another --out-dir, or delete that folder to start over"
+        )
+    assert sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*")) == before  # nothing written
+    assert main([*base, "--seeds", "0", "--jobs", "1"]) == 0  # the same settings: its runs are reused
+    assert "trained 0 run(s), reused 2 finished run(s) of an earlier command" in capsys.readouterr().out
+    other = tmp_path / "other"
+    (other / "seed0").mkdir(parents=True)
+    assert main(["demo", "--quick", "--config", str(_config(tmp_path)), "--out-dir", str(other), "--seeds", "0"]) == 2
+    assert _one_error_line(capsys) == (
+        f"out_dir {other} holds files but no compare.json (not a compare's results, or of an older version); "
+        "use another --out-dir, or delete that folder"
+    )
+
+
+@pytest.mark.parametrize(
+    ("seeds", "message"),
+    [
+        ("5..1", "--seeds '5..1': the range 5..1 is empty (a range goes up: 1..5)"),
+        ("1,a", "--seeds '1,a': 'a' is not a seed (a whole number >= 0)"),
+        ("0 1 0", "--seeds '0 1 0': seed 0 is given twice"),
+        (" ", "--seeds ' ': no seed given; e.g. --seeds '0 1 2' or --seeds 0..4"),
+    ],
+)
+def test_bad_seeds_are_one_line_errors_naming_seeds(tmp_path, capsys, seeds, message):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--config", str(_config(tmp_path)), "--out-dir", str(out), "--seeds", seeds]) == 2
+    assert _one_error_line(capsys) == message
+    assert not out.exists() and not (tmp_path / "ws").exists()  # refused before any work
 
 
 def test_train_flags_override_the_file(tmp_path, capsys):

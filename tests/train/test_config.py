@@ -120,3 +120,56 @@ def test_values_of_the_wrong_kind_are_value_errors(tmp_path):
         (tmp_path / "c.yaml").write_text(text)
         with pytest.raises(ValueError, match=message):
             load_config(tmp_path / "c.yaml")
+
+
+def _file_task(root):
+    """A small verl-layout file task whose levels are L1-L3 (none of the demo's L5, L6)."""
+    from knapsack_rl.tasks import ArithmeticConfig, TaskConfig, load_task, write_task
+
+    arithmetic = ArithmeticConfig(levels=("L1", "L2", "L3"), train_per_level=(4, 4, 4), eval_per_level=1,
+                                  warmstart_per_level=(8, 8, 8))  # fmt: skip
+    files = write_task(load_task(TaskConfig(arithmetic=arithmetic)), root / "data", suffix=".jsonl")
+    return {"source": "file", "data": str(files["train"]), "eval_data": str(files["eval"]),
+            "warmstart_data": str(files["warmstart"])}  # fmt: skip
+
+
+TINY_RUN = (
+    "tiny_model: {hidden_size: 32, intermediate_size: 64, num_layers: 1, num_heads: 2}\n"
+    "prompts_per_step: 4\nmax_new_tokens: 4\neval_k: 2\ntensorboard: false\nprogress: false\n"
+)
+
+
+def test_warm_start_defaults_follow_the_task(tmp_path):
+    from knapsack_rl.models.warmstart import WarmStartConfig
+    from knapsack_rl.train.config import default_warmstart, demo_warmstart
+
+    task = _file_task(tmp_path)
+    assert TrainConfig().warmstart == demo_warmstart() == default_warmstart(TrainConfig().task)  # the demo's own
+    assert config_from_dict({"task": task}).warmstart == WarmStartConfig(steps=1500)  # no warmstart section
+    partial = config_from_dict({"task": task, "warmstart": {"steps": 2}})
+    assert partial.warmstart == WarmStartConfig(steps=2)  # a partial section overlays the file task's default
+    weighted = config_from_dict({"task": task, "warmstart": {"level_weights": {"L3": 0.1}}}).warmstart
+    assert weighted.level_weights == {"L3": 0.1}  # given weights are kept
+    arithmetic = config_from_dict({"task": {"arithmetic": {"levels": ["L1", "L2"], "train_per_level": [4, 4],
+                                                           "warmstart_per_level": [8, 8]}}})  # fmt: skip
+    assert arithmetic.warmstart.level_weights is None  # other arithmetic levels: not the demo task either
+
+
+def test_a_file_task_without_a_warmstart_section_trains(tmp_path, capsys):
+    """The demo's level weights (L5, L6) no longer leak into a file task whose levels are others."""
+    from knapsack_rl.cli import main
+
+    task = _file_task(tmp_path)
+    config = tmp_path / "file_task.yaml"
+    config.write_text(f"task: {json.dumps(task)}\n{TINY_RUN}warmstart_dir: {tmp_path / 'ws'}\n")
+    run = ["train", "--config", str(config), "--max-steps", "1", "--set", "warmstart.steps=2"]
+    assert main([*run, "--out-dir", str(tmp_path / "a")]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["warmstart"]["level_weights"] is None
+
+    demo = tmp_path / "demo_task.yaml"  # the demo task in the file, the file task given by --set
+    demo.write_text(f"{TINY_RUN}warmstart_dir: {tmp_path / 'ws'}\n")
+    sets = [x for key, value in task.items() for x in ("--set", f"task.{key}={value}")]
+    run = ["train", "--config", str(demo), "--max-steps", "1", "--set", "warmstart.steps=2", *sets]
+    assert main([*run, "--out-dir", str(tmp_path / "b")]) == 0, capsys.readouterr().err
+    saved = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert saved["warmstart"]["level_weights"] is None and saved["warmstart"]["steps"] == 2

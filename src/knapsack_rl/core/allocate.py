@@ -1,4 +1,4 @@
-"""The per-step allocation procedure of Knapsack RL (docs/method.md, "The recipe's procedure"), exact and fast.
+"""The per-step allocation procedure of Knapsack RL (docs/method.md), exact and fast.
 
 ``allocate(p_hat)`` turns per-prompt success-rate estimates into per-prompt rollout counts that sum
 to the step's budget. Each prompt falls in one bucket:
@@ -175,10 +175,19 @@ def allocate(
 ) -> Allocation:
     """Per-prompt rollout counts for one step (the module docstring gives the procedure).
 
+    Without ``config`` or keywords the settings are ``AllocationConfig()``'s: the paper's procedure as
+    published, which is neither preset's allocation. Against these defaults:
+
+    - ``KnapsackConfig.preset("project").allocation`` sets fallback=False, negative_n=1, positive_n=1
+      (and the ``project`` preset scores with the posterior: pass ``posterior=``);
+    - ``KnapsackConfig.preset("recipe").allocation`` sets objective="recipe", overflow="recipe",
+      strict_max_n=False, unestimated_in_zero_pool=True (the recipe's quirks).
+
     Args:
         p_hat: (M,) estimated success rates in [0, 1]; NaN means "no estimate yet".
-        config: the settings as an :class:`~knapsack_rl.core.config.AllocationConfig`; or give them as
-            keywords instead (``n=8, max_n=64, ...``: the fields of AllocationConfig, defaults there).
+        config: the settings as an :class:`~knapsack_rl.core.config.AllocationConfig`, e.g.
+            ``KnapsackConfig.preset("project").allocation``; or give them as keywords instead
+            (``n=8, max_n=64, ...``: the fields of AllocationConfig, defaults there).
         total_budget: rollouts for the step (cost units with ``costs``); default ``n * M`` (``n * sum(costs)``).
         costs: optional (M,) positive cost of one rollout per prompt (e.g. expected tokens).
         posterior: optional ``(a, b)``, each (M,) positive: score ``E[V(N, p)]`` under ``Beta(a_i, b_i)``;

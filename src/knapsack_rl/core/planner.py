@@ -236,7 +236,16 @@ class Planner:
 
     # ------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """Plain data for a checkpoint: the config (as a dict) and the tracker's hashed bytes."""
+        """The Planner's state for a checkpoint: ``version`` (int), ``config`` (the KnapsackConfig as a plain
+        dict) and ``tracker`` (:meth:`Tracker.to_bytes`: the tracker's hashed image, **bytes**).
+
+        Because of those bytes the dict is not JSON-serialisable as such. ``torch.save`` stores it (and
+        ``torch.load(weights_only=True)`` reads it back); without pickle,
+        ``meta, parts = knapsack_rl.rules.state.pack_rule_state("knapsack", state)`` gives JSON-safe ``meta``
+        (each bytes value replaced by a reference) and the ``parts`` that hold the bytes, which every engine
+        writes with :func:`knapsack_rl.io.encode_state_file`; ``unpack_rule_state(meta, parts,
+        source=...)[1]`` is the state again, for :meth:`load_state_dict`.
+        """
         return {"version": _STATE_VERSION, "config": self.config.to_dict(), "tracker": self.tracker.to_bytes()}
 
     def load_state_dict(self, state: dict[str, Any], *, source: str = "<state>") -> None:

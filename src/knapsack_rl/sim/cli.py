@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "simulate",
         help="compare allocation rules in the offline simulator",
         description="Simulate GRPO learning dynamics with several allocation rules on the same worlds and "
-        "random streams, every rule at equal rollouts; print a table (mean ± 95%% CI over seeds) and write PNG "
+        "random streams, every rule at equal rollouts; print a table (mean ± 95% CI over seeds) and write PNG "
         "plots. With --regimes, one paired table per training regime (many epochs, few epochs, single pass).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

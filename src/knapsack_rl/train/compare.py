@@ -18,6 +18,15 @@ base config; DAPO up to 10 B), and every run ends once it has *generated* the un
 spends less than B per step more. Every arm of a seed runs with the same seed (same data order, same
 sampling stream at the start, same evaluation prompts), so arms are compared paired. With
 ``jobs > 1`` runs go to parallel worker processes (one torch thread each is fastest on a small CPU).
+
+**One folder, one set of settings.** ``out_dir/compare.json`` records the arms, the seeds and the base
+config (less :data:`NOT_RESULTS`); a compare is refused on a folder that holds results of other settings
+(naming what differs) or files without that record, rather than overwriting them. Run again with the same
+settings, it reuses every finished run (its ``summary.json`` says so and holds the run's config) and
+resumes every other one from its checkpoint (with ``resume: false``, it trains every run afresh).
+
+**Ctrl-C** stops it promptly: queued runs are cancelled, the runs in flight stop at their next step and
+write their checkpoint, and :class:`RunsInterrupted` says what finished.
 """
 
 from __future__ import annotations
@@ -26,15 +35,18 @@ import dataclasses
 import json
 import logging
 import multiprocessing
+import signal
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from knapsack_rl.core.config import KnapsackConfig, preset_names
-from knapsack_rl.io import atomic_write_bytes
+from knapsack_rl.core.config import KnapsackConfig, config_diff, preset_names
+from knapsack_rl.io import LOCK_NAME, atomic_write_bytes, lock_folder, read_file_bytes
 from knapsack_rl.models.warmstart import WarmStartConfig
+from knapsack_rl.progress import StopFlag, stop_on_sigint
 from knapsack_rl.report.summary import ArmComparison, compare_arms
 from knapsack_rl.rules import rule_names
 from knapsack_rl.train.config import TrainConfig, config_from_dict
@@ -42,6 +54,15 @@ from knapsack_rl.train.config import TrainConfig, config_from_dict
 logger = logging.getLogger(__name__)
 
 DEFAULT_ARMS = ("uniform", "knapsack")
+RECORD = "compare.json"
+"""The file in a compare's ``out_dir`` that records its arms, seeds and base config."""
+NOT_RESULTS = frozenset({"out_dir", "seed", "resume", "progress", "tensorboard", "checkpoint_every", "threads"})
+"""TrainConfig fields left out of the comparisons of settings: set per run (``out_dir``, ``seed``), or not
+changing what a run computes."""
+
+
+class RunsInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a compare; the message says what finished and how to resume."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +76,10 @@ class CompareResult:
     plots: list[Path]
     wall_s: float
     profile: dict[str, object] | None
+    reused: tuple[Path, ...] = ()
+    """Runs found finished in ``out_dir`` with this compare's settings, and not trained again."""
+    trained: tuple[Path, ...] = ()
+    """Runs trained (or resumed) by this call."""
 
 
 @dataclass(frozen=True)
@@ -143,57 +168,179 @@ def quick_config(base: TrainConfig) -> TrainConfig:
 def run_compare(
     base: TrainConfig, out_dir: Path, seeds: Sequence[int], arms: Sequence[str] = DEFAULT_ARMS, *, jobs: int = 1
 ) -> CompareResult:
-    """Train every arm for every seed from the same warm start and compute; summarise, compare and plot."""
+    """Train every arm for every seed from the same warm start and compute; summarise, compare and plot.
+
+    Raises:
+        ValueError: one line, before any work: an invalid arm or seed list, or an ``out_dir`` holding the
+            results of other settings (:func:`check_out_dir`).
+        RunsInterrupted: on Ctrl-C, once the runs in flight have stopped at a checkpoint.
+    """
     from knapsack_rl.report.plots import plot_comparison
 
+    configs = plan_runs(base, out_dir, seeds, arms)  # every arm and seed checked before any work
+    record = compare_record(base, seeds, arms)
+    check_out_dir(out_dir, record)
+    with lock_folder(out_dir, what="out_dir"):
+        check_out_dir(out_dir, record)  # again under the lock: another compare may have written it meanwhile
+        start = time.perf_counter()
+        atomic_write_bytes(out_dir / RECORD, json.dumps(record, indent=1).encode())
+        done = [cfg for cfg in configs.values() if base.resume and run_finished(cfg)]
+        todo = [cfg for cfg in configs.values() if cfg not in done]
+        if done:
+            logger.info("reusing %d finished run(s) of %d under %s", len(done), len(configs), out_dir)
+        try:
+            alloc_start, profile = prepare(base)
+            _run_all(todo, jobs)
+        except KeyboardInterrupt:
+            raise RunsInterrupted(_interrupted(list(configs.values()), resume=base.resume)) from None
+        runs = {arm: [Path(cfg.out_dir) for (a, _), cfg in configs.items() if a == arm] for arm in arms}
+        eval_key = f"eval/mean@{base.eval_k}"
+        summaries, comparisons = compare_arms(runs, eval_key=eval_key, uniform_epochs=base.knapsack.uniform_epochs)
+        title = _title(base, seeds)
+        plots = plot_comparison(runs, out_dir, eval_key=eval_key, alloc_start=alloc_start, title=title)
+        wall = time.perf_counter() - start
+        data = {"summaries": summaries, "wall_s": wall, "warmstart_profile": profile}
+        atomic_write_bytes(out_dir / "summary.json", json.dumps(data, indent=1).encode())
+    trained = tuple(Path(cfg.out_dir) for cfg in todo)
+    reused = tuple(Path(cfg.out_dir) for cfg in done)
+    return CompareResult(out_dir, runs, summaries, comparisons, plots, wall, profile, reused, trained)
+
+
+def plan_runs(
+    base: TrainConfig, out_dir: Path, seeds: Sequence[int], arms: Sequence[str]
+) -> dict[tuple[str, int], TrainConfig]:
+    """The config of every run, by (arm, seed), seed-major; invalid arms and seed lists are refused."""
     if "uniform" not in arms:
         raise ValueError(f"arms must include the baseline 'uniform'; got {list(arms)}")
     if len(set(arms)) != len(arms):
         raise ValueError(f"arms must be distinct; got {list(arms)}")
-    resolved = {arm: resolve_arm(base, arm) for arm in arms}  # validate every arm before any work
-    start = time.perf_counter()
-    alloc_start, profile = prepare(base)
-    jobs_list = [
-        (arm, base.replace(knapsack=resolved[arm].knapsack, rule=resolved[arm].rule, seed=seed,
-                           out_dir=str(out_dir / f"seed{seed}" / resolved[arm].folder)))
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one; got {list(seeds)}")
+    resolved = {arm: resolve_arm(base, arm) for arm in arms}
+    return {
+        (arm, seed): base.replace(knapsack=resolved[arm].knapsack, rule=resolved[arm].rule, seed=seed,
+                                  out_dir=str(out_dir / f"seed{seed}" / resolved[arm].folder))
         for seed in seeds
         for arm in arms
-    ]  # fmt: skip
-    _run_all([cfg for _, cfg in jobs_list], jobs)
-    runs = {arm: [Path(cfg.out_dir) for a, cfg in jobs_list if a == arm] for arm in arms}
-    eval_key = f"eval/mean@{base.eval_k}"
-    uniform_epochs = base.knapsack.uniform_epochs
-    summaries, comparisons = compare_arms(runs, eval_key=eval_key, uniform_epochs=uniform_epochs)
-    plots = plot_comparison(runs, out_dir, eval_key=eval_key, alloc_start=alloc_start, title=_title(base, seeds))
-    wall = time.perf_counter() - start
-    data = {"summaries": summaries, "wall_s": wall, "warmstart_profile": profile}
-    atomic_write_bytes(out_dir / "summary.json", json.dumps(data, indent=1).encode())
-    return CompareResult(out_dir, runs, summaries, comparisons, plots, wall, profile)
+    }  # fmt: skip
+
+
+def compare_record(base: TrainConfig, seeds: Sequence[int], arms: Sequence[str]) -> dict[str, Any]:
+    """What a compare's ``out_dir`` records (:data:`RECORD`): its arms, seeds and base config."""
+    config = {k: v for k, v in base.to_dict().items() if k not in NOT_RESULTS}
+    return {"arms": list(arms), "seeds": list(seeds), "config": config}
+
+
+def check_out_dir(out_dir: Path, record: dict[str, Any]) -> None:
+    """Refuse an ``out_dir`` that holds results of other settings than ``record`` (naming what differs), or
+    files but no :data:`RECORD`; a missing or empty folder, or one of the same settings, passes.
+
+    Raises:
+        ValueError: one line naming the folder.
+    """
+    path = out_dir / RECORD
+    if path.is_file():
+        saved = _read_json(path, "compare record")
+        differ = config_diff(saved, record) if isinstance(saved, dict) else [f"not a compare record: {saved!r:.60}"]
+        if differ:
+            shown = "; ".join(differ[:6]) + (f"; and {len(differ) - 6} more" if len(differ) > 6 else "")
+            raise ValueError(
+                f"out_dir {out_dir} holds the results of other settings ({shown}); "
+                "use another --out-dir, or delete that folder to start over"
+            )
+    elif out_dir.is_dir() and any(p.name != LOCK_NAME for p in out_dir.iterdir()):
+        raise ValueError(
+            f"out_dir {out_dir} holds files but no {RECORD} (not a compare's results, or of an older version); "
+            "use another --out-dir, or delete that folder"
+        )
+    elif out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out_dir {out_dir} is not a folder")
+
+
+def run_finished(cfg: TrainConfig) -> bool:
+    """Whether ``cfg.out_dir`` holds this very run, finished: its ``summary.json`` says finished and holds a
+    config equal to ``cfg`` (but for :data:`NOT_RESULTS`)."""
+    path = Path(cfg.out_dir) / "summary.json"
+    if not path.is_file():
+        return False
+    data = _read_json(path, "run summary")
+    if not isinstance(data, dict) or data.get("finished") is not True or not isinstance(data.get("config"), dict):
+        return False
+    return not config_diff(data["config"], cfg.to_dict(), ignore=NOT_RESULTS)
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(read_file_bytes(path, what=what, max_bytes=1 << 26))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a valid {what} ({exc})") from None
+
+
+def _interrupted(configs: list[TrainConfig], *, resume: bool) -> str:
+    """The line that says what an interrupted compare finished and how to resume."""
+    finished = sum(run_finished(cfg) for cfg in configs)
+    stopped = sum(not run_finished(cfg) and (Path(cfg.out_dir) / "checkpoint.pt").is_file() for cfg in configs)
+    how = "run the same command again" if resume else "run it again without --no-resume (resume: false)"
+    return (
+        f"{finished} of {len(configs)} runs finished, {stopped} stopped at a checkpoint, "
+        f"{len(configs) - finished - stopped} to train from the start; {how} to reuse the finished runs and resume "
+        "the others"
+    )
 
 
 def _run_all(configs: list[TrainConfig], jobs: int) -> None:
-    """Train every config, ``jobs`` at a time in worker processes (1: in this process)."""
+    """Train every config, ``jobs`` at a time in worker processes (1: in this process).
+
+    Ctrl-C (or a run's error) cancels the queued runs and stops those in flight at their next step, with
+    a checkpoint; then ``KeyboardInterrupt`` (or the error) is raised.
+    """
     if jobs <= 1:
-        for cfg in configs:
-            train_one(cfg.to_dict())
+        with stop_on_sigint():  # Ctrl-C stops the run in flight at its next step (train_one's stop)
+            for cfg in configs:
+                if not train_one(cfg.to_dict()):  # a stop was asked: it stopped at a checkpoint, or did not start
+                    raise KeyboardInterrupt
         return
     ctx = multiprocessing.get_context("spawn")  # a clean interpreter per worker: no inherited torch state
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+    stop = ctx.Event()
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(stop,))
+    try:
         for future in [pool.submit(train_one, cfg.to_dict()) for cfg in configs]:
-            future.result()  # re-raises a worker's error here
+            if not future.result():  # re-raises a worker's error here; False: a worker was stopped
+                raise KeyboardInterrupt
+    except BaseException:
+        stop.set()  # the runs in flight stop at their next step; queued runs do not start
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
-def train_one(config: dict[str, object]) -> float:
-    """Train one run from a plain config dict (picklable for worker processes); writes summary.json."""
+def _init_worker(stop: Any) -> None:
+    """A worker's SIGINT handler: Ctrl-C, or ``stop`` set by the main process, stops its run at the next step."""
+    signal.signal(signal.SIGINT, StopFlag(stop))
+
+
+def train_one(config: dict[str, object]) -> bool:
+    """Train (or resume) one run from a plain config dict (picklable for worker processes); returns whether it
+    finished, False when a stop was asked (:func:`knapsack_rl.progress.stop_on_sigint`; then it stopped at
+    a checkpoint, or before it started). A finished run's ``summary.json`` records its config."""
     from knapsack_rl.train.trainer import Trainer
 
     cfg = config_from_dict(config)
-    start = time.perf_counter()
-    Trainer(cfg).train()
+    with stop_on_sigint() as stopping:
+        if stopping():
+            return False
+        summary = Path(cfg.out_dir) / "summary.json"
+        summary.unlink(missing_ok=True)  # a run being trained is not finished
+        start = time.perf_counter()
+        trainer = Trainer(cfg)
+        trainer.train(stop=stopping)
+    if not trainer.finished:
+        return False
     wall = time.perf_counter() - start
-    atomic_write_bytes(Path(cfg.out_dir) / "summary.json", json.dumps({"wall_s": wall}).encode())
+    data = {"finished": True, "wall_s": wall, "steps": trainer.global_step, "config": cfg.to_dict()}
+    atomic_write_bytes(summary, json.dumps(data, indent=1).encode())
     logger.info("finished %s in %.0f s", cfg.out_dir, wall)
-    return wall
+    return True
 
 
 def prepare(base: TrainConfig) -> tuple[int, dict[str, object] | None]:

@@ -67,6 +67,17 @@ def demo_warmstart() -> WarmStartConfig:
     return WarmStartConfig(steps=1500, level_weights={"L5": 0.05, "L6": 0.05})
 
 
+def default_warmstart(task: TaskConfig) -> WarmStartConfig:
+    """The warm start a config gets when it does not set one, which follows its task: the demo's
+    (:func:`demo_warmstart`) for the embedded arithmetic suite with the demo's levels (:data:`DEMO_LEVELS`),
+    whose hard levels L5 and L6 it draws 20x less often; for any other task (a file, a reasoning-gym mix,
+    other arithmetic levels) the same 1500 steps with every level drawn equally often (``level_weights``
+    None), since the demo's level names mean nothing there."""
+    if task.source == "arithmetic" and tuple(task.arithmetic.levels) == DEMO_LEVELS:
+        return demo_warmstart()
+    return WarmStartConfig(steps=1500)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of one GRPO training run (one arm)."""
@@ -102,7 +113,10 @@ class TrainConfig:
     tiny_model: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Shape of the embedded tiny model (used when ``model`` is None)."""
     warmstart: WarmStartConfig = field(default_factory=demo_warmstart)
-    """Supervised warm start of the tiny model (used when ``model`` is None)."""
+    """Supervised warm start of the tiny model (used when ``model`` is None). Unset in a config file or on
+    the command line, it follows the task (:func:`default_warmstart`: the demo's level weights for the demo
+    task only); a ``TrainConfig(...)`` built in Python with another task should pass
+    ``warmstart=default_warmstart(task)`` (the dataclass default is the demo's)."""
     warmstart_dir: str = "runs/warmstart"
     """Cache directory of warm starts (keyed by the hash of what determines the weights)."""
     # --- step shape (the step's budget is B = prompts_per_step x knapsack n, for every arm)
@@ -240,6 +254,9 @@ def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
     try:
         if "knapsack" in values:
             base = dataclasses.replace(base, knapsack=knapsack_from_mapping(values["knapsack"]))
+        if isinstance(rest.get("task"), Mapping):  # the task first: the warm start's defaults follow it
+            task = overlay(base.task, rest.pop("task"), where="config.task")
+            base = dataclasses.replace(base, task=task, warmstart=default_warmstart(task))
         return overlay(base, rest, where="config")
     except TypeError as exc:  # a value of the wrong kind (levels: 5) met a nested config's own check
         raise ValueError(f"a setting has a value of the wrong type ({exc})") from None

@@ -207,16 +207,24 @@ class Trainer:
         """The run has generated its rollout budget (or hit the step cap, or its rule ran out of prompts)."""
         return self.budget.finished
 
-    def train(self, *, stop_after: int | None = None) -> dict[str, float]:
-        """Run until :attr:`finished` (or ``stop_after`` more steps); returns the last logged metrics."""
+    def train(self, *, stop_after: int | None = None, stop: Callable[[], bool] | None = None) -> dict[str, float]:
+        """Run until :attr:`finished` (or ``stop_after`` more steps); returns the last logged metrics.
+
+        ``stop`` is asked before every step (:func:`knapsack_rl.progress.stop_on_sigint` gives one for
+        Ctrl-C): once it is true the run stops at that clean point, between two steps, and writes its
+        checkpoint (when it took a step since the last one), so that a resume continues from there.
+        """
         cfg = self.config
         last: dict[str, float] = {}
         if self.global_step == 0 and cfg.eval_every and self._evaluates:
             self.metrics.log(0, self.evaluate())
         todo = self.total_steps - self.global_step if stop_after is None else stop_after
         progress = Progress(max(todo, 0), f"train {self.out_dir.name}", enabled=cfg.progress)
-        taken = 0
+        taken, saved = 0, self.global_step
         while not self.finished and (stop_after is None or taken < stop_after):
+            if stop is not None and stop():
+                logger.info("%s: stop asked; stopping after step %d", self.out_dir, self.global_step)
+                break
             metrics = self.step()
             taken += 1
             if not metrics:  # the rule had nothing left to sample: the run ends
@@ -225,7 +233,10 @@ class Trainer:
             progress.update(f"egr {last['train/effective_grad_ratio']:.2f} r {last['train/reward_mean']:.2f}")
             if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0:
                 self.save_checkpoint()
+                saved = self.global_step
         progress.close()
+        if not self.finished and stop is not None and stop() and self.global_step > saved:
+            self.save_checkpoint()
         if self.finished:
             if self.rollouts_total < self.rollout_budget:
                 logger.warning("%s stopped after %d steps with %d of %d rollouts", self.out_dir, self.global_step,
