@@ -12,9 +12,13 @@ What it does:
 4. trains with :class:`knapsack_rl.integrations.trl.KnapsackGRPOTrainer` (exact-match reward) and prints one
    summary table: the effective gradient ratio beside the prompts with signal per step
    (``train/effective_prompts``: the prompts whose rewards vary, the ones that move the policy), the
-   allocation range, the mean reward, greedy accuracy and wall times. ``--compare`` also runs ``rule=uniform``
-   (TRL's fixed group size): both arms use the same seed, so the same warm-started model and the same data
-   order (TRL's sampler is seeded by ``seed``; the table's ``same_data_order`` row checks it).
+   allocation range, the mean reward, greedy accuracy and wall times. ``--rule`` picks any rule TRL runs
+   (``coba``, ``knapsack``, ``knapsack:<preset>``, ``uncertainty``, ``uniform``); ``--compare`` runs
+   ``knapsack`` and ``uniform`` (TRL's fixed group size): both arms use the same seed, so the same
+   warm-started model and the same data order (TRL's sampler is seeded by ``seed``; the table's
+   ``same_data_order`` row checks it). The loss weighs every prompt the same whatever its count
+   (``loss_agg="group-mean"``; ``--loss-agg trl`` keeps TRL's token mean, under which a prompt with 4x the
+   rollouts weighs 4x: see examples/trl/README.md).
 
 Output: a progress bar per arm on a terminal (periodic lines when piped or with ``--no-progress``), then the
 table; no per-step metric dicts. The per-step metrics are in each arm's ``trainer_state.json`` checkpoints and
@@ -24,6 +28,7 @@ in ``summary.json``. Times are measured with ``time.perf_counter``: ``train_s`` 
 Usage (from the repository root)::
 
     python examples/trl/train_arithmetic.py --compare            # knapsack vs uniform
+    python examples/trl/train_arithmetic.py --rule coba          # any rule TRL runs
     python examples/trl/train_arithmetic.py --steps 60 --max-n 32 --estimator beta
     python examples/trl/train_arithmetic.py --model path/to/local/model --dataset data.jsonl --warmup-steps 0
     torchrun --nproc_per_node 2 examples/trl/train_arithmetic.py --prompts-per-step 4   # 2 processes (CPU: gloo)
@@ -67,7 +72,7 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.utils import logging as hf_logging
 
 from knapsack_rl.integrations.prompt_ids import add_prompt_ids
-from knapsack_rl.integrations.trl import KnapsackGRPOConfig, KnapsackGRPOTrainer
+from knapsack_rl.integrations.trl import KnapsackGRPOConfig, KnapsackGRPOTrainer, trl_rule_names
 from knapsack_rl.models import TinyModelConfig, build_char_tokenizer, build_tiny_model
 
 # TRL 1.16 still calls transformers' old gradient-checkpointing names, deprecated for transformers v6
@@ -85,12 +90,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default=None, help="local model directory (default: build a tiny Llama)")
     p.add_argument("--dataset", default=None, help="local json/jsonl/csv/parquet with prompt and answer columns")
     p.add_argument("--output-dir", default="runs/trl-arithmetic")
-    p.add_argument("--rule", choices=("knapsack", "uniform"), default="knapsack", help="allocation rule (one arm)")
+    p.add_argument("--rule", choices=trl_rule_names(), default="knapsack", help="allocation rule (one arm)")
     p.add_argument("--compare", action="store_true", help="run knapsack and uniform with the same seed and data")
     p.add_argument("--steps", type=int, default=150, help="GRPO optimizer steps")
     p.add_argument("--prompts-per-step", type=int, default=8)
     p.add_argument("--num-generations", type=int, default=8, help="mean rollouts per prompt (the allocation's n)")
-    p.add_argument("--preset", default="project", help="knapsack preset: project, recipe or uniform")
+    p.add_argument("--preset", default="project", help="knapsack preset: project, recipe or signal")
+    p.add_argument(
+        "--loss-agg", choices=("group-mean", "trl"), default="group-mean", help="group-mean: every prompt weighs the "
+        "same whatever its count; trl: TRL's token mean (a prompt weighs by its rollouts)"
+    )  # fmt: skip
     p.add_argument("--min-n", type=int, default=2)
     p.add_argument("--max-n", type=int, default=32)
     p.add_argument("--estimator", default="recipe", help="tracker estimator: recipe, ema or beta")
@@ -246,6 +255,7 @@ def run(args: argparse.Namespace, rule: str) -> dict[str, Any]:
         max_n=args.max_n,
         estimator=args.estimator,
         min_count=args.min_count,
+        loss_agg=None if args.loss_agg == "trl" else args.loss_agg,
     )
     trainer = KnapsackGRPOTrainer(
         model=model, reward_funcs=exact_match, args=config, train_dataset=ds, processing_class=tok
@@ -305,7 +315,7 @@ def print_table(runs: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(1 if not torch.cuda.is_available() else torch.get_num_threads())
+    torch.set_num_threads(1 if not torch.cuda.is_available() else torch.get_num_threads())  # tiny model: faster
     if args.no_progress or not sys.stdout.isatty():
         hf_logging.disable_progress_bar()  # transformers' weight-loading and shard-writing bars
         datasets.disable_progress_bars()  # datasets' map / to_json bars

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import hashlib
 import importlib
@@ -28,14 +29,20 @@ import knapsack_rl.integrations.trl as ktrl
 from knapsack_rl import KnapsackConfig, Planner
 from knapsack_rl.core.config import AllocationConfig, flat_fields
 from knapsack_rl.grpo import grouped_advantages
+from knapsack_rl.grpo.loss import aggregation_weights
 from knapsack_rl.integrations.trl import KNAPSACK_FIELDS, KnapsackGRPOConfig, KnapsackGRPOTrainer, batch_advantages, cli
 from knapsack_rl.integrations.trl import checkpoint as ckpt
 from knapsack_rl.integrations.trl.config import field_docs
-from knapsack_rl.integrations.trl.plan import merge_gathered_ids, prompt_id_of, unique_in_order
+from knapsack_rl.integrations.trl.plan import group_mean_scale, merge_gathered_ids, prompt_id_of, unique_in_order
+from knapsack_rl.io import STATE_MAGIC, encode_state_file
 from knapsack_rl.models import TinyModelConfig, build_char_tokenizer, build_tiny_model
+from knapsack_rl.rules import KnapsackRule, OneRound, RuleSetup, StepSpec, make_rule, rule_names
+from knapsack_rl.rules.state import pack_rule_state
 
 torch.set_num_threads(1)
 
+TRL_RULES = ["coba", "knapsack", "knapsack:project", "knapsack:recipe", "knapsack:signal", "uncertainty", "uniform"]
+"""The rules TRL runs: every registered rule whose needs TRL meets (``knapsack-rl rules``)."""
 CHARS = list("0123456789+=- ")
 NUM_PROMPTS = 6
 N = 4  # num_generations: the mean count per prompt
@@ -144,8 +151,16 @@ def test_knapsack_fields_are_generated_from_knapsack_config() -> None:
     assert set(KNAPSACK_FIELDS) == set(flat_fields(KnapsackConfig)) - {"n"}  # n is TRL's num_generations
     by_name = {f.name: f for f in dataclasses.fields(KnapsackGRPOConfig)}
     assert by_name["max_n"].metadata["help"].startswith(field_docs(AllocationConfig)["max_n"])
-    assert "project=128, recipe=128, signal=128, two-phase=128" in by_name["max_n"].metadata["help"]
+    assert (
+        by_name["max_n"].metadata["help"].endswith("[unset: the preset's value, project=128, recipe=128, signal=128]")
+    )
     assert by_name["knapsack_preset"].default == "project"
+    assert "project, recipe, signal;" in by_name["knapsack_preset"].metadata["help"]  # not two-phase: TRL refuses it
+    assert by_name["rule"].default == "knapsack" and "rule" not in KNAPSACK_FIELDS  # `allocate` is the flat field
+    assert (
+        "coba, knapsack, knapsack:project, knapsack:recipe, knapsack:signal, uncertainty, uniform ("
+        in (by_name["rule"].metadata["help"])
+    )
     assert "n" not in by_name and "allocation" not in by_name and "tracker_min_count" not in by_name
 
 
@@ -172,8 +187,49 @@ def test_config_errors_name_the_setting(tmp_path: Path) -> None:
         ValueError, match=r"preset='paper' is not a registered preset; valid: \['project', 'recipe', 'signal', 'two-ph"
     ):
         make_args(tmp_path, knapsack_preset="paper")
-    with pytest.raises(ValueError, match=r"probe_n=2: two-phase planning needs two generation rounds"):
+    with pytest.raises(
+        ValueError,
+        match=r"^rule 'knapsack' cannot run in trl: it generates in rounds within a step, and TRL 1.16's GRPOTrainer "
+        r"makes one generation call per batch; engines that can run it: simulator, trainer \(probe_n=2: two-phase "
+        r"planning; set probe_n to 0\)$",
+    ):
         make_args(tmp_path, probe_n=2)
+    with pytest.raises(ValueError, match=r"^rule 'knapsack' cannot run in trl: it generates in rounds .*probe_n=4"):
+        make_args(tmp_path, knapsack_preset="two-phase")
+    make_args(tmp_path, rule="uniform", probe_n=2)  # the uniform baseline never probes
+    with pytest.raises(
+        ValueError, match=r"preset='uniform' is not a preset: the uniform baseline is the rule 'uniform'"
+    ):
+        make_args(tmp_path, knapsack_preset="uniform")
+    with pytest.raises(ValueError, match=r"^rule='nope' is not a registered rule; valid: \['coba', 'dapo', "):
+        make_args(tmp_path, rule="nope")
+
+
+ROUNDS = "it generates in rounds within a step, and TRL 1.16's GRPOTrainer makes one generation call per batch"
+DRAWS = "it draws prompts beyond the step's batch, and TRL's sampler fixes the prompts of a batch"
+DROPS = "it trains on a subset of the rollouts it generates, and TRL trains on every rollout it generates"
+REFUSED = {
+    "dapo": [ROUNDS, DRAWS, DROPS],
+    "greso": [DRAWS],
+    "knapsack:two-phase": [ROUNDS],
+    "pilot-commit": [ROUNDS, DRAWS, DROPS],
+    "reinforce-ada": [ROUNDS, DROPS],
+    "reinforce-ada-pos": [ROUNDS, DROPS],
+}
+"""The registered rules TRL cannot run, and why (what each needs that TRL 1.16 cannot give)."""
+
+
+def test_the_rules_trl_runs_are_every_rule_it_does_not_refuse() -> None:
+    assert ktrl.trl_rule_names() == TRL_RULES
+    assert sorted([*TRL_RULES, *REFUSED]) == rule_names()
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_a_rule_trl_cannot_run_is_refused_when_the_config_is_read(tmp_path: Path, name: str) -> None:
+    reasons = "; ".join(REFUSED[name])
+    message = f"rule {name!r} cannot run in trl: {reasons}; engines that can run it: simulator, trainer"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        make_args(tmp_path, rule=name)
 
 
 def test_version_check_names_supported_range(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -260,39 +316,83 @@ def test_unsupported_setups_fail_at_construction(tmp_path: Path) -> None:
             train_dataset=make_dataset(),
             processing_class=make_tokenizer(),
         )
-    other = Planner(KnapsackConfig.preset("project", n=N, max_n=16))
-    with pytest.raises(ValueError, match=r"planner.config must equal args.knapsack"):
-        KnapsackGRPOTrainer(
-            model=make_model(),
-            reward_funcs=correct_reward,
-            args=make_args(tmp_path),
-            train_dataset=make_dataset(),
-            processing_class=make_tokenizer(),
-            planner=other,
-        )
+
+
+def trainer_with_rule(tmp_path: Path, given: Any, **overrides: Any) -> KnapsackGRPOTrainer:
+    """A trainer given the rule ``given`` (the ``rule=`` argument); ``overrides`` go to the args."""
+    return KnapsackGRPOTrainer(
+        model=make_model(),
+        reward_funcs=correct_reward,
+        args=make_args(tmp_path, **overrides),
+        train_dataset=make_dataset(),
+        processing_class=make_tokenizer(),
+        rule=given,
+    )
+
+
+def test_a_given_rule_must_be_the_one_the_args_name(tmp_path: Path) -> None:
+    knapsack = make_args(tmp_path).knapsack
+    refused = [
+        (
+            KnapsackRule(knapsack.replace(max_n=16)),
+            r"knapsack settings must be those of args .*: allocation.max_n: 8 -> 16",
+        ),
+        (
+            make_rule("coba", RuleSetup(N, 3, knapsack=knapsack)),
+            r"rule must be the rule args.rule='knapsack' names \(a KnapsackRule named 'knapsack'\); got a CobaRule",
+        ),
+        (object(), r"rule must be a knapsack_rl.rules.Rule; got object"),
+    ]
+    for rule, message in refused:
+        with pytest.raises(ValueError, match=message):
+            trainer_with_rule(tmp_path, rule)
+    warm = KnapsackRule(knapsack)  # warm-started from another run's estimates
+    seed_tracker(warm.planner, [100], [0.5])
+    trainer = trainer_with_rule(tmp_path, warm)
+    assert trainer.rule is warm and trainer.planner is warm.planner
+    coba = make_rule("coba", RuleSetup(N, 3, knapsack=knapsack))
+    assert trainer_with_rule(tmp_path, coba, rule="coba").planner is None
 
 
 # ---------------------------------------------------------------------------------------------- behaviour
 
 
-def test_plans_equal_planner_plan_on_the_same_inputs_and_epoch(tmp_path: Path) -> None:
-    """The issue's "must show": the counts reaching the reward function are Planner.plan's, epoch included."""
-    ids = [100, 101, 102, 103]
-    rates = [0.2, 0.8, 0.0, 0.5]
-    for state_epoch, epoch in ((0.0, 0), (1.5, 1)):
-        reward = ScheduledReward({pid: [1.0, 0.0] for pid in ids})
-        trainer = make_trainer(tmp_path, reward=reward, per_device_train_batch_size=4 * N)
-        trainer.model.train()
-        reference = Planner(trainer.args.knapsack)  # built on its own, fed the same history
-        for planner in (trainer.planner, reference):
-            seed_tracker(planner, ids, rates)
-        trainer.state.epoch = state_epoch
+MIXED: dict[int, list[float | None]] = {
+    100: [1.0, 0.0],
+    101: [1.0, 1.0, 1.0, 0.0],
+    102: [0.0],
+    103: [1.0],
+    104: [1.0, 0.0, 0.0, 0.0],
+    105: [0.0, 0.0, 1.0],
+}
+"""Each prompt's rewards, rollout by rollout: success rates 1/2, 3/4, 0, 1, 1/4, 1/3."""
+
+
+@pytest.mark.parametrize("name", TRL_RULES)
+def test_every_trl_rule_plans_what_the_rule_plans_through_one_round_step_by_step(tmp_path: Path, name: str) -> None:
+    """The issue's "must show", for every rule TRL runs: the counts reaching the reward function are those of a
+    mirror rule driven by OneRound on the same ids, epoch and step, fed the same successes, across three epochs."""
+    reward = ScheduledReward(MIXED)
+    trainer = make_trainer(tmp_path, reward=reward, rule=name)
+    trainer.model.train()
+    args = trainer.args
+    mirror = OneRound(make_rule(name, RuleSetup(N, 3, args.seed, knapsack=args.knapsack)), "trl")
+    unequal = []
+    for step, ids in enumerate([[100, 102, 103], [101, 104, 105]] * 3):  # two batches per epoch
+        trainer.state.epoch, trainer.state.global_step = step / 2, step  # what the Trainer holds at the batch
         trainer._generate_and_score_completions(repeat_rows(trainer.train_dataset, ids))
-        expected = reference.plan(ids, epoch=epoch).budgets
-        counts = collections.Counter(reward.calls[-1][0])
-        assert [counts[i] for i in ids] == expected.tolist()
-        assert trainer.last_plan is not None and trainer.last_plan.epoch == epoch
-        assert np.all(expected == N) == (epoch == 0)  # cold start (uniform_epochs=1), then knapsack counts
+        spec = StepSpec(np.asarray(ids), epoch=step // 2, step=step, n=N, total_budget=N * 3)
+        expected = mirror.plan(spec)
+        called, rewards = reward.calls[-1]
+        counts = collections.Counter(called)
+        assert [counts[i] for i in ids] == expected.tolist(), step
+        plan = trainer.last_plan
+        assert plan is not None and (plan.epoch, plan.spec.step) == (step // 2, step)
+        metrics = mirror.observe(spec, [ids.index(i) for i in called], rewards)
+        for key in ("train/effective_prompts", "train/reward_mean", "alloc/budget_max", "alloc/budget_min"):
+            assert trainer._metrics["train"][key][-1] == metrics[key], key
+        unequal.append(len(set(expected.tolist())) > 1)
+    assert any(unequal) == (name != "uniform")  # allocation happened (after a cold start for knapsack rules)
 
 
 def test_counts_are_allocated_and_advantages_grouped_by_prompt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -347,6 +447,96 @@ def test_counts_are_allocated_and_advantages_grouped_by_prompt(tmp_path: Path, m
     assert metrics["train/effective_prompts"] == [float(len(varied))] and 102 not in varied  # grouped by prompt id
     assert len(metrics["frac_reward_zero_std"]) == 1  # TRL's own metric is logged as TRL computed it
     assert requested_n == [1]  # one completion per row (what keeps vLLM server mode per-prompt correct)
+
+
+@pytest.mark.parametrize(
+    ("settings", "table"),
+    [
+        ({"reward_format": "signed"}, {100: [1.0, -1.0, -1.0, -1.0], 101: [1.0, 1.0, 1.0, -1.0], 102: [-1.0]}),
+        (
+            {"reward_format": "continuous", "success_threshold": 0.0},
+            {100: [0.5, -0.5, -0.2, -1.0], 101: [0.1, 0.0, 2.0, -0.1], 102: [-3.0]},
+        ),
+    ],
+)
+def test_rewards_become_successes_once_on_their_way_to_the_rule(
+    tmp_path: Path, settings: dict[str, Any], table: dict[int, list[float | None]]
+) -> None:
+    """Rewards -1 / 1 (or any scale with a success_threshold) are mapped to successes once, under the run's
+    settings; the knapsack rule's planner records those successes as they are."""
+    reward = ScheduledReward(table)
+    trainer = make_trainer(tmp_path, reward=reward, estimator="ema", ema_weight=1.0, min_count=1, **settings)
+    trainer.model.train()
+    ids = [100, 101, 102]
+    trainer._generate_and_score_completions(repeat_rows(trainer.train_dataset, ids))
+    assert trainer.planner is not None
+    np.testing.assert_allclose(trainer.planner.tracker.estimate(ids), [0.25, 0.75, 0.0])
+    assert trainer._metrics["train"]["train/reward_mean"] == [1 / 3]  # the mean success
+    assert trainer._metrics["train"]["train/all_wrong_ratio"] == [1 / 3]  # prompt 102 only
+
+
+def signed_parity_reward(completions: list[str], **_: Any) -> list[float]:
+    """:func:`parity_reward` as -1 / 1."""
+    return [2.0 * r - 1.0 for r in parity_reward(completions)]
+
+
+def test_a_signed_reward_run_trains_end_to_end(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, reward=signed_parity_reward, max_steps=4, reward_format="signed", min_count=2)
+    assert math.isfinite(trainer.train().training_loss)
+    steps = [h for h in trainer.state.log_history if "train/reward_mean" in h]
+    assert len(steps) == 4 and all(0.0 <= h["train/reward_mean"] <= 1.0 for h in steps)
+    assert trainer.planner is not None and len(trainer.planner.tracker) == NUM_PROMPTS
+
+
+def test_group_mean_scale_weighs_every_prompt_the_same_whatever_its_count() -> None:
+    tokens = torch.tensor([3, 1, 4, 4, 2, 0, 5, 2, 2, 1])  # loss tokens of each rollout
+    groups = torch.tensor([0, 0, 0, 0, 0, 0, 1, 2, 2, 2])  # counts 6, 1, 3
+    scale = group_mean_scale(tokens, groups)
+    weight = torch.zeros(3, dtype=torch.float64).index_add_(0, groups, scale.double() * tokens / tokens.sum())
+    torch.testing.assert_close(weight, torch.full((3,), 1 / 3, dtype=torch.float64))  # under TRL's dapo: T = sum
+    mask = (torch.arange(5)[None, :] < tokens[:, None]).float()  # (R, T)
+    torch.testing.assert_close(mask * scale[:, None] / tokens.sum(), aggregation_weights(mask, groups, "group-mean"))
+
+
+def test_group_mean_makes_trls_own_loss_weigh_every_prompt_the_same(tmp_path: Path) -> None:
+    """With unequal counts TRL's dapo loss weighs a prompt by its tokens (so by its count); with
+    loss_agg="group-mean" TRL's own _compute_loss is the reference trainer's group-mean loss."""
+    ids = [100, 101, 102, 103]
+    table: dict[int, list[float | None]] = {
+        100: [1.0, 0.0, 0.0],
+        101: [1.0, 1.0, 0.0],
+        102: [0.0, 1.0],
+        103: [1.0, 0.0],
+    }
+    losses = []
+    for agg, mode in ((None, "token-mean"), ("group-mean", "group-mean")):
+        trainer = make_trainer(tmp_path, reward=ScheduledReward(table), per_device_train_batch_size=4 * N, loss_agg=agg)
+        trainer.model.train()
+        trainer.state.epoch = 1.0
+        assert trainer.planner is not None
+        seed_tracker(trainer.planner, ids, [0.2, 0.8, 0.0, 0.5])
+        out = trainer._generate_and_score_completions(repeat_rows(trainer.train_dataset, ids))
+        plan = trainer.last_plan
+        assert plan is not None and not np.all(plan.budgets == N)
+        trainer.current_gradient_accumulation_steps = 1  # what the Trainer sets before the loss
+        loss = trainer._compute_loss(trainer.model, out).detach()
+        # on the batch it was just sampled from the PPO ratio is 1, so l_{r,t} = -A_r and the loss is -sum w_{r,t} A_r
+        groups = torch.as_tensor(plan.rollout_group)
+        assert trainer.last_rewards is not None
+        advantages = batch_advantages(trainer.last_rewards, groups, eps=1e-4)  # before any loss weight
+        weights = aggregation_weights(out["completion_mask"], groups, mode)
+        torch.testing.assert_close(loss, -(weights * advantages[:, None]).sum())
+        losses.append(float(loss))
+    assert abs(losses[0] - losses[1]) > 1e-3  # the aggregation changed what the loss weighs
+
+
+def test_loss_agg_is_checked_when_the_config_is_read(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^loss_agg must be one of \['group-mean'\] or unset; got loss_agg='token-m"):
+        make_args(tmp_path, loss_agg="token-mean")
+    with pytest.raises(
+        ValueError, match=r"^loss_agg='group-mean' needs loss_type in \['dapo'\] .*got loss_type='grpo'"
+    ):
+        make_args(tmp_path, loss_agg="group-mean", loss_type="grpo")
 
 
 def test_equal_counts_keep_trl_advantages_and_match_them_when_recomputed(tmp_path: Path) -> None:
@@ -498,142 +688,159 @@ def test_an_id_error_on_one_process_raises_on_every_process(tmp_path: Path, monk
 
 def _raw_envelope(kind: bytes, head: bytes, payload: bytes = b"", version: int = 1) -> bytes:
     """A state file built by hand around any header bytes, with a valid checksum: what only a forger writes."""
-    from knapsack_rl.io import STATE_MAGIC
-
     body = STATE_MAGIC + kind.ljust(32, b"\0") + version.to_bytes(4, "little") + len(head).to_bytes(8, "little")
     body += head + payload
     return body + hashlib.sha256(body).digest()
 
 
-def _planner_files(planner: Planner) -> list[tuple[bytes, str]]:
-    """Altered, foreign, old, nested and incomplete planner files, and the start of the message each gets."""
-    from knapsack_rl.io import encode_state_file
-
-    state = planner.state_dict()
-    meta, tracker = {"version": 1, "config": state["config"]}, state["tracker"]
-    good = encode_state_file("planner", 1, meta, {"tracker": tracker})
+def _rule_files(rule: KnapsackRule, knapsack: KnapsackConfig) -> list[tuple[bytes, str]]:
+    """Altered, foreign, old, nested and incomplete rule files, and the message each gets."""
+    meta, parts = pack_rule_state(rule.name, rule.state_dict())
+    head = {"knapsack": knapsack.to_dict(), "rule": meta}
+    good = encode_state_file("rule-state", 1, head, parts)
+    tracker = parts["rule/0"]
     flipped = bytearray(good)
     flipped[len(good) // 2] ^= 1
-    deep = b'{"meta": {"version": 1, "config": ' + b"[" * 100_000 + b"]" * 100_000 + b'}, "parts": []}'
+    deep = b'{"meta": {"knapsack": ' + b"[" * 100_000 + b"]" * 100_000 + b'}, "parts": []}'
+    planner_meta = {"version": 1, "config": knapsack.to_dict()}
+    old_state = {**meta, "state": {**meta["state"], "version": 2}}
     return [
         (bytes(flipped), r"state file is truncated or corrupt \(SHA-256 mismatch\)"),
         (good[:-1], r"state file is truncated or corrupt"),
         (b"", r"state file is truncated \(0 bytes\)"),
         (b"\x80\x04pickle" * 20, r"not a knapsack-rl state file \(bad magic\)"),
-        (b"KNAPSACK-RL-PLANNER\x00v1\n" + b"\0" * 64, r"planner state file of the format of knapsack-rl 0.1.0"),
-        (encode_state_file("verl-run", 1, meta, {"tracker": tracker}), r"holds a 'verl-run' state, not a 'planner'"),
-        (encode_state_file("planner", 2, meta, {"tracker": tracker}), r"planner format version 2 is not supported"),
-        (_raw_envelope(b"planner", deep), r"header is not valid JSON \(nested too deeply\)"),
-        (_raw_envelope(b"planner", b'{"meta": {}, "meta": {}, "parts": []}'), r"header is not valid JSON \(dup"),
-        (_raw_envelope(b"planner", b'{"meta": {"x": NaN}, "parts": []}'), r"header is not valid JSON \(NaN is not"),
-        (_raw_envelope(b"planner", b'{"meta": {}, "parts": [["tracker", 5]]}'), r"the parts take 5 bytes but 0"),
-        (encode_state_file("planner", 1, meta, {}), r"planner state must have the parts \['tracker'\]; got \[\]"),
-        (encode_state_file("planner", 1, {"version": 1}, {"tracker": tracker}), r"holds exactly \['config', "),
-        (encode_state_file("planner", 1, meta | {"config": "x"}, {"tracker": tracker}), r"config is invalid"),
-        (encode_state_file("planner", 1, meta, {"tracker": tracker[:-1]}), r"tracker file is truncated or corrupt"),
+        (b"KNAPSACK-RL-PLANNER\x00v1\n" + b"\0" * 64, r"a planner state file of knapsack-rl 0.1.0 .*resume this che"),
+        (encode_state_file("planner", 1, planner_meta, {"tracker": tracker}), r"of an earlier knapsack-rl \(before ru"),
+        (encode_state_file("verl-run", 1, head, parts), r"holds a 'verl-run' state, not a 'rule-state'"),
+        (encode_state_file("rule-state", 2, head, parts), r"rule-state format version 2 is not supported"),
+        (_raw_envelope(b"rule-state", deep), r"header is not valid JSON \(nested too deeply\)"),
+        (_raw_envelope(b"rule-state", b'{"meta": {}, "meta": {}, "parts": []}'), r"header is not valid JSON \(dup"),
+        (_raw_envelope(b"rule-state", b'{"meta": {"x": NaN}, "parts": []}'), r"header is not valid JSON \(NaN is no"),
+        (_raw_envelope(b"rule-state", b'{"meta": {}, "parts": [["rule/0", 5]]}'), r"the parts take 5 bytes but 0"),
+        (encode_state_file("rule-state", 1, {"rule": meta}, parts), r"holds exactly \['knapsack', 'rule'\]; got \['ru"),
+        (encode_state_file("rule-state", 1, head | {"knapsack": "x"}, parts), r"saved knapsack settings must be a map"),
+        (encode_state_file("rule-state", 1, head, {}), r"refers to a part that is not there"),
+        (encode_state_file("rule-state", 1, head, {**parts, "rule/1": b"x"}), r"parts \['rule/1'\] are not referenced"),
+        (encode_state_file("rule-state", 1, head, {"rule/0": tracker[:-1]}), r"tracker file is truncated or corrupt"),
+        (encode_state_file("rule-state", 1, head | {"rule": old_state}, parts), r"not a planner state of version 1"),
+        (
+            encode_state_file("rule-state", 1, head | {"rule": {**meta, "name": "coba"}}, parts),
+            r"holds the state of rule 'coba', not of this run's rule 'knapsack'",
+        ),
     ]
 
 
-def test_a_refused_planner_file_is_one_line_and_changes_nothing(tmp_path: Path) -> None:
-    saved = Planner(make_args(tmp_path).knapsack)
-    seed_tracker(saved, [100, 101], [0.5, 0.25])
-    path = ckpt.save_planner(saved, tmp_path)
-    planner = Planner(saved.config)
-    seed_tracker(planner, [7], [1.0])
-    before = planner.tracker.to_bytes()
-    for data, message in _planner_files(saved):
+def test_a_refused_rule_file_is_one_line_and_changes_nothing(tmp_path: Path) -> None:
+    knapsack = make_args(tmp_path).knapsack
+    saved = KnapsackRule(knapsack)
+    seed_tracker(saved.planner, [100, 101], [0.5, 0.25])
+    path = ckpt.save_rule_file(saved, knapsack, tmp_path)
+    rule = KnapsackRule(knapsack)
+    seed_tracker(rule.planner, [7], [1.0])
+    tracker, before = rule.planner.tracker, rule.planner.tracker.to_bytes()
+    for data, message in _rule_files(saved, knapsack):
         path.write_bytes(data)
         with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: .*{message}") as info:
-            ckpt.load_planner(planner, tmp_path)
+            ckpt.check_rule_file(rule, knapsack, tmp_path)
         assert "\n" not in str(info.value) and type(info.value) is ValueError
-        assert planner.tracker.to_bytes() == before, message
+        assert rule.planner.tracker is tracker and tracker.to_bytes() == before, message
     path.unlink()
     os.mkfifo(path)
-    with pytest.raises(ValueError, match=r"knapsack_planner.bin is not a regular file \(a FIFO"):
-        ckpt.load_planner(planner, tmp_path)
+    with pytest.raises(ValueError, match=r"knapsack_rule.bin is not a regular file \(a FIFO"):
+        ckpt.check_rule_file(rule, knapsack, tmp_path)
     path.unlink()
-    with pytest.raises(ValueError, match=r"has no knapsack_planner.bin"):
-        ckpt.load_planner(planner, tmp_path)
-    ckpt.save_planner(saved, tmp_path)
-    ckpt.load_planner(planner, tmp_path)
-    assert planner.tracker.to_bytes() == saved.tracker.to_bytes()
-
-
-@pytest.fixture(scope="module")
-def trl_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    """A TRL checkpoint folder written after 2 steps, and the planner's tracker state then."""
-    tmp_path = tmp_path_factory.mktemp("trl-ckpt")
-    trainer = make_trainer(tmp_path, max_steps=2, save_strategy="steps", save_steps=2)
-    trainer.train()
-    return tmp_path / "out" / "checkpoint-2", trainer.planner.tracker.state_dict()
-
-
-def test_planner_is_saved_with_checkpoints_and_restored_on_resume(
-    tmp_path: Path, trl_checkpoint: tuple[Path, dict[str, Any]]
-) -> None:
-    folder, saved = trl_checkpoint
-    assert (folder / ktrl.PLANNER_FILE).is_file()
-    resumed = make_trainer(tmp_path, max_steps=2, save_strategy="no")
-    resumed.train(resume_from_checkpoint=str(folder))  # already at max_steps: restores state, trains nothing
-    state = resumed.planner.tracker.state_dict()
-    assert list(state["ids"]) == list(saved["ids"]) and len(state["ids"]) == NUM_PROMPTS
-    for name, arr in saved["arrays"].items():
-        np.testing.assert_array_equal(state["arrays"][name], arr)
-
-
-def test_a_refused_resume_changes_neither_the_planner_nor_the_model(
-    tmp_path: Path, trl_checkpoint: tuple[Path, dict[str, Any]]
-) -> None:
-    source, _ = trl_checkpoint
-    folder = tmp_path / "checkpoint-2"
-    shutil.copytree(source, folder)
-    other = Planner(make_args(tmp_path, estimator="beta").knapsack)  # a tracker saved under other settings
-    seed_tracker(other, [100], [0.5])
-    ckpt.save_planner(other, folder)
-    trainer = make_trainer(tmp_path, max_steps=2, save_strategy="no")
-    seed_tracker(trainer.planner, [101], [0.25])
-    planner_before = trainer.planner.tracker.to_bytes()
-    weights_before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"has no knapsack_rule.bin: it was not written by KnapsackGRPOTrainer"):
+        ckpt.check_rule_file(rule, knapsack, tmp_path)
+    (tmp_path / "knapsack_planner.bin").write_bytes(_rule_files(saved, knapsack)[5][0])  # what earlier versions wrote
     with pytest.raises(
-        ValueError, match=r"knapsack_planner.bin: the tracker was saved with other settings \(estimator"
+        ValueError,
+        match=r"holds knapsack_planner.bin, the planner state of an earlier knapsack-rl, not knapsack_rule.bin; this "
+        r"version does not read it: resume this checkpoint with the knapsack-rl version that wrote it, or start a "
+        r"new run from its weights",
     ):
+        ckpt.check_rule_file(rule, knapsack, tmp_path)
+    ckpt.save_rule_file(saved, knapsack, tmp_path)
+    restore = ckpt.check_rule_file(rule, knapsack, tmp_path)
+    assert restore.rule is not rule and restore.rule.planner.tracker.to_bytes() == saved.planner.tracker.to_bytes()
+    assert tracker.to_bytes() == before and restore.changes == []
+
+
+@pytest.fixture(scope="module", params=["knapsack", "coba"])
+def trl_checkpoint(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path, KnapsackGRPOTrainer]:
+    """A TRL checkpoint folder written after 4 steps (two epochs) of a rule, and the trainer that wrote it."""
+    name: str = request.param
+    tmp_path = tmp_path_factory.mktemp(f"trl-ckpt-{name}")
+    trainer = make_trainer(tmp_path, reward=parity_reward, rule=name, max_steps=4, save_strategy="steps", save_steps=4)
+    trainer.train()
+    return name, tmp_path / "out" / "checkpoint-4", trainer
+
+
+def test_the_rules_state_is_saved_with_checkpoints_and_restored_on_resume(
+    tmp_path: Path, trl_checkpoint: tuple[str, Path, KnapsackGRPOTrainer]
+) -> None:
+    name, folder, trained = trl_checkpoint
+    assert (folder / ktrl.RULE_FILE).is_file()
+    resumed = make_trainer(tmp_path, reward=parity_reward, rule=name, max_steps=4, save_strategy="no")
+    fresh = pack_rule_state(name, resumed.rule.state_dict())
+    resumed.train(resume_from_checkpoint=str(folder))  # already at max_steps: restores state, trains nothing
+    state = pack_rule_state(name, resumed.rule.state_dict())
+    assert state == pack_rule_state(name, trained.rule.state_dict()) and state != fresh
+    spec = StepSpec(np.array([100, 102, 104]), epoch=2, step=4, n=N, total_budget=3 * N)
+    expected = OneRound(copy.deepcopy(trained.rule), "trl").plan(spec)
+    assert OneRound(resumed.rule, "trl").plan(spec).tolist() == expected.tolist()  # and it plans the same
+
+
+def test_a_refused_resume_changes_neither_the_rule_nor_the_model(
+    tmp_path: Path, trl_checkpoint: tuple[str, Path, KnapsackGRPOTrainer]
+) -> None:
+    name, source, _ = trl_checkpoint
+    other = "coba" if name == "knapsack" else "knapsack"
+    folder = tmp_path / "checkpoint-4"
+    shutil.copytree(source, folder)
+    knapsack = make_args(tmp_path).knapsack
+    ckpt.save_rule_file(make_rule(other, RuleSetup(N, 3, knapsack=knapsack)), knapsack, folder)  # another rule's
+    trainer = make_trainer(tmp_path, rule=name, max_steps=4, save_strategy="no")
+    trainer.model.train()
+    trainer._generate_and_score_completions(repeat_rows(trainer.train_dataset, [100, 101, 102]))  # some state
+    rule, rule_before = trainer.rule, pack_rule_state(name, trainer.rule.state_dict())
+    weights_before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    message = rf"knapsack_rule.bin: holds the state of rule '{other}', not of this run's rule '{name}'$"
+    with pytest.raises(ValueError, match=message):
         trainer.train(resume_from_checkpoint=str(folder))
-    assert trainer.planner.tracker.to_bytes() == planner_before
+    with pytest.raises(ValueError, match=message):  # transformers' own hook refuses it too, before the optimizer
+        trainer._load_optimizer_and_scheduler(str(folder))
+    assert trainer.rule is rule and pack_rule_state(name, rule.state_dict()) == rule_before
     assert all(torch.equal(v, weights_before[k]) for k, v in trainer.model.state_dict().items())
 
 
 @pytest.mark.parametrize(("change", "named"), [({"estimator": "beta"}, "estimator"), ({"min_count": 2}, "min_count")])
 def test_a_tracker_saved_under_other_settings_is_refused(tmp_path: Path, change: dict[str, Any], named: str) -> None:
-    saved = Planner(make_args(tmp_path).knapsack)
-    seed_tracker(saved, [100, 101], [0.5, 0.25])
-    ckpt.save_planner(saved, tmp_path)
+    knapsack = make_args(tmp_path).knapsack
+    saved = KnapsackRule(knapsack)
+    seed_tracker(saved.planner, [100, 101], [0.5, 0.25])
+    ckpt.save_rule_file(saved, knapsack, tmp_path)
     trainer = make_trainer(tmp_path, **change)
-    before = trainer.planner.tracker
-    with pytest.raises(
-        ValueError, match=rf"knapsack_planner.bin: the tracker was saved with other settings \(.*{named}"
-    ):
+    before = trainer.rule
+    with pytest.raises(ValueError, match=rf"knapsack_rule.bin: the tracker was saved with other settings \(.*{named}"):
         trainer._load_optimizer_and_scheduler(str(tmp_path))
-    assert trainer.planner.tracker is before and len(before) == 0  # refused: nothing adopted
+    assert trainer.rule is before and trainer.planner is not None and len(trainer.planner.tracker) == 0
 
 
 def test_resume_under_other_allocation_settings_is_allowed_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    saved = Planner(make_args(tmp_path).knapsack)
-    seed_tracker(saved, [100, 101], [0.5, 0.25])
-    ckpt.save_planner(saved, tmp_path)
+    knapsack = make_args(tmp_path).knapsack
+    saved = KnapsackRule(knapsack)
+    seed_tracker(saved.planner, [100, 101], [0.5, 0.25])
+    ckpt.save_rule_file(saved, knapsack, tmp_path)
     trainer = make_trainer(tmp_path, max_n=6)
     with caplog.at_level("WARNING", logger="knapsack_rl.integrations.trl.checkpoint"):
         trainer._load_optimizer_and_scheduler(str(tmp_path))
-    assert trainer.planner.tracker.counts([100, 101]).tolist() == [10, 10]
+    assert trainer.planner is not None and trainer.planner.tracker.counts([100, 101]).tolist() == [10, 10]
+    assert trainer.planner.config.allocation.max_n == 6  # the run's settings, the saved estimates
     assert "resuming with other knapsack settings than saved: allocation.max_n: 8 -> 6" in caplog.text
-
-
-def test_config_changes_lists_every_differing_leaf() -> None:
-    saved = KnapsackConfig.preset("project", n=4).to_dict()
-    current = KnapsackConfig.preset("project", n=4, max_n=64, allocate=False).to_dict()
-    assert ckpt.config_changes(saved, current) == ["allocate: true -> false", "allocation.max_n: 128 -> 64"]
-    assert ckpt.config_changes(saved, saved) == []
 
 
 # ---------------------------------------------------------------------------------------------- YAML launcher
@@ -656,13 +863,14 @@ def launch_values(tmp_path: Path, **extra: Any) -> dict[str, Any]:
 def test_yaml_launcher_parses_knapsack_fields_through_trl_parser(tmp_path: Path) -> None:
     config = write_yaml(
         tmp_path / "c.yaml",
-        launch_values(tmp_path, knapsack_preset="recipe", max_n=16, estimator="beta", fallback=False),
+        launch_values(tmp_path, rule="coba", knapsack_preset="recipe", max_n=16, estimator="beta", fallback=False),
     )
     launch, args = cli.parse_args(["--config", str(config), "--min_count", "3"])
-    assert launch.reward_funcs == [f"{__name__}.parity_reward"]
+    assert launch.reward_funcs == [f"{__name__}.parity_reward"] and args.rule == "coba"
     assert args.knapsack == KnapsackConfig.preset(
         "recipe", n=N, max_n=16, estimator="beta", fallback=False, min_count=3
     )
+    assert cli.parse_args(["--config", str(config), "--rule", "uniform"])[1].rule == "uniform"  # the flag wins
     with pytest.raises(ValueError, match=r"Unknown arguments from config file: \['--max_rollouts', '64'\]"):
         cli.parse_args(["--config", str(write_yaml(tmp_path / "u.yaml", launch_values(tmp_path, max_rollouts=64)))])
     with pytest.raises(ValueError, match=r"Unknown arguments from config file: \['--n', '8'\]"):
@@ -673,13 +881,28 @@ def test_yaml_launcher_parses_knapsack_fields_through_trl_parser(tmp_path: Path)
         cli.parse_args(["--config", str(write_yaml(tmp_path / "e.yaml", launch_values(tmp_path, estimator="bayes")))])
 
 
-def test_yaml_launcher_trains_from_local_files_with_content_ids(tmp_path: Path) -> None:
+def test_yaml_launcher_trains_from_local_files_with_content_ids(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     make_model().save_pretrained(tmp_path / "model")
     make_tokenizer().save_pretrained(tmp_path / "model")
     rows = [{"prompt": r["prompt"], "answer": r["answer"]} for r in make_dataset()]  # no prompt_id column
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    config = write_yaml(tmp_path / "c.yaml", launch_values(tmp_path, max_steps=1))
-    assert cli.main(["--config", str(config)]) == 0
+    values = launch_values(tmp_path, max_steps=1, rule="coba", loss_agg="group-mean")
+    values["model_name_or_path"], values["dataset_name"] = values.pop("model_path"), values.pop("dataset_path")
+    config = write_yaml(tmp_path / "c.yaml", values)  # TRL's own names for the model and the data
+    torch.set_num_threads(3)
+    try:
+        assert cli.main(["--config", str(config)]) == 0
+        assert torch.get_num_threads() == 1  # pinned (threads: 1 unless set), as the reference trainer does
+    finally:
+        torch.set_num_threads(1)
     assert (tmp_path / "out" / "model.safetensors").is_file()
-    with pytest.raises(ValueError, match=r"model_path='nowhere/model' is not a local directory"):
-        cli.main(["--config", str(config), "--model_path", "nowhere/model"])
+    capsys.readouterr()
+    assert cli.main(["--config", str(config), "--model_name_or_path", "nowhere/model"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "python -m knapsack_rl.integrations.trl: error: model_name_or_path='nowhere/model' is not a local directory; "
+        "the launcher loads local models only (no Hub downloads): download the model first (e.g. `hf download NAME "
+        "--local-dir DIR`) and pass DIR"
+    ]

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from knapsack_rl.core.config import KnapsackConfig
 from knapsack_rl.core.planner import Planner
+from knapsack_rl.core.tracker import to_success
 from knapsack_rl.rules import (
     DapoRule,
     KnapsackRule,
@@ -443,3 +444,41 @@ def test_dapo_stops_refilling_at_the_runs_rollouts_left() -> None:
 def test_rules_never_import_torch_or_the_simulator() -> None:
     code = "import sys, knapsack_rl.rules; assert not {'torch', 'knapsack_rl.sim'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------------- an engine's rewards, mapped once
+class SignedEngine:
+    """An engine whose task scores -1 / 1 (or any scale): it maps them to successes, as every engine does."""
+
+    def __init__(self, script: dict[int, list[float]], config: KnapsackConfig) -> None:
+        self.script, self.tracker = script, config.tracker
+
+    def draw(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        raise AssertionError("a knapsack rule draws nothing")
+
+    def generate(self, log: StepLog, counts: np.ndarray) -> np.ndarray:
+        raw: list[float] = []
+        for k, c in enumerate(counts.tolist()):
+            done = int(log.counts[k])
+            raw += self.script[int(log.ids[k])][done : done + c]
+        return to_success(raw, self.tracker.reward_format, self.tracker.success_threshold)
+
+
+@pytest.mark.parametrize(
+    "settings", [{"reward_format": "signed"}, {"reward_format": "continuous", "success_threshold": 0.0}]
+)
+@pytest.mark.parametrize("probe_n", [0, 2])
+def test_a_knapsack_rule_maps_an_engines_rewards_once(settings: dict[str, Any], probe_n: int) -> None:
+    """Rewards -1 / 1 (or a threshold) reach the rule as successes; the Planner must not map them again
+    (a 0 is no signed reward; 0 >= 0 would count every failure as a success)."""
+    config = KnapsackConfig.preset("project", n=4, min_count=1, estimator="ema", ema_weight=1.0, **settings)
+    config = config.replace(probe_n=probe_n, uniform_epochs=0)
+    rule = KnapsackRule(config)
+    script = {0: [-1.0, 1.0, 1.0, -1.0] * 4, 1: [1.0, 1.0, 1.0, -1.0] * 4, 2: [-1.0] * 16}
+    spec = StepSpec(np.arange(3), epoch=0, step=0, n=4, total_budget=12)
+    log, selection = run_step(rule, spec, SignedEngine(script, config))
+    assert log.rounds == (2 if probe_n else 1) and set(np.unique(log.rewards)) == {0.0, 1.0}
+    rates = [np.mean(np.asarray(script[i][: int(log.counts[i])]) > 0) for i in range(3)]
+    np.testing.assert_allclose(rule.planner.tracker.estimate([0, 1, 2]), rates)
+    assert selection.metrics["train/all_wrong_ratio"] == 1 / 3  # prompt 2 only: a failure is no success
+    assert selection.metrics["train/reward_mean"] == float(log.rewards.mean())

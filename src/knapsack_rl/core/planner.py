@@ -101,6 +101,7 @@ class Planner:
         total_budget: int | None = None,
         costs: ArrayLike | None = None,
         probe: tuple[Ids, ArrayLike] | None = None,
+        mapped: bool = False,
     ) -> Allocation:
         """Rollouts per prompt for one step (or, after a probe, the step's total including the probe).
 
@@ -111,6 +112,7 @@ class Planner:
             costs: optional (M,) cost of one rollout of each prompt (e.g. expected tokens).
             probe: ``(rollout_prompt_ids, rewards)`` of the probe rollouts :meth:`plan_probe` asked for;
                 the returned budgets then *include* the probe's counts (generate ``budgets - probe counts``).
+            mapped: the probe's rewards are successes in [0, 1] already (see :meth:`observe`).
 
         Returns:
             The :class:`Allocation`; ``budgets.sum() == total_budget`` with unit costs.
@@ -120,7 +122,7 @@ class Planner:
         p_hat, evidence = self._estimates(ids, epoch)
         floor = None
         if probe is not None:
-            floor, p_hat, evidence = self._with_probe(ids, probe, p_hat, evidence)
+            floor, p_hat, evidence = self._with_probe(ids, probe, p_hat, evidence, mapped)
         posterior = None if evidence is None else self._posterior(*evidence)
         if isinstance(posterior, GridPosterior):
             p_hat = np.where(np.isnan(p_hat), np.nan, posterior.mean())  # the posterior mean where estimated
@@ -174,13 +176,19 @@ class Planner:
         return PopulationPrior.fit(all_s[seen], all_f[seen], **POPULATION_FIT).posterior(s, f)
 
     def _with_probe(
-        self, ids: list[int | str], probe: tuple[Ids, ArrayLike], p_hat: NDArray[np.float64], evidence: Evidence | None
+        self,
+        ids: list[int | str],
+        probe: tuple[Ids, ArrayLike],
+        p_hat: NDArray[np.float64],
+        evidence: Evidence | None,
+        mapped: bool = False,
     ) -> tuple[NDArray[np.int64], NDArray[np.float64], Evidence | None]:
         """Fold a probe's rewards into the estimates of the probed prompts; returns (floor, p_hat, evidence)."""
         if not isinstance(probe, tuple | list) or len(probe) != 2:
             raise ValueError(f"probe must be a pair (rollout_prompt_ids, rewards); got {probe!r:.80}")
         probe_ids = check_prompt_ids("probe rollout_prompt_ids", probe[0])  # 77.0 is not prompt 77
-        succ = to_success(probe[1], self.config.tracker.reward_format, self.config.tracker.success_threshold)
+        cfg = self.config.tracker
+        succ = to_success(probe[1], *(("continuous", None) if mapped else (cfg.reward_format, cfg.success_threshold)))
         counts, successes = group_counts(ids, probe_ids, succ)
         probed = counts > 0
         if np.any(probed & ~np.isnan(p_hat)):
@@ -197,7 +205,7 @@ class Planner:
 
     # ----------------------------------------------------------------- observing
     def observe(
-        self, rollout_prompt_ids: Ids, rewards: ArrayLike, *, epoch: int, step: int | None = None
+        self, rollout_prompt_ids: Ids, rewards: ArrayLike, *, epoch: int, step: int | None = None, mapped: bool = False
     ) -> dict[str, float]:
         """Record the rewards of every rollout of the step and return the step's metrics.
 
@@ -206,6 +214,10 @@ class Planner:
             rewards: (R,) reward of each rollout (see :func:`knapsack_rl.core.tracker.to_success`).
             epoch: the epoch the rollouts were planned in; never below the previous observation's.
             step: the global step (default: the tracker's previous step + 1); never below the previous one.
+            mapped: the rewards are successes in [0, 1] already (an engine mapped them with
+                :func:`~knapsack_rl.core.tracker.to_success`, as every engine of :mod:`knapsack_rl.rules`
+                does): they are recorded as they are, not mapped again with the tracker's ``reward_format``
+                and ``success_threshold``, and a success in the metrics is a value >= 1/2.
 
         Returns:
             ``alloc/*`` of the latest plan (:meth:`Allocation.metrics`), ``train/*``
@@ -219,8 +231,8 @@ class Planner:
             raise ValueError(f"epoch must not go backwards: got epoch={epoch} after epoch {self.tracker.epoch}")
         if step is not None and check_int("step", step, low=0) < self.tracker.step:
             raise ValueError(f"step must not go backwards: got step={step} after step {self.tracker.step}")
-        self.tracker.update(rollout_prompt_ids, rewards, epoch=epoch, step=step)
-        threshold = self.config.tracker.success_threshold
+        self.tracker.update(rollout_prompt_ids, rewards, epoch=epoch, step=step, mapped=mapped)
+        threshold = None if mapped else self.config.tracker.success_threshold
         r = np.asarray(rewards, dtype=np.float64).reshape(-1)
         metrics = step_metrics(r, list(rollout_prompt_ids), success_threshold=0.5 if threshold is None else threshold)
         if self._last is not None:

@@ -583,6 +583,7 @@ class Tracker:
         *,
         epoch: int | None = None,
         step: int | None = None,
+        mapped: bool = False,
     ) -> None:
         """Record the rewards of one step: ``prompt_ids[j]`` is the prompt of rollout j.
 
@@ -593,11 +594,15 @@ class Tracker:
             rewards: (N,) reward per rollout; mapped by :func:`to_success`.
             epoch: the epoch of this step (default: the tracker's current epoch).
             step: the global step (default: previous step + 1); stored as the prompt's last update.
+            mapped: the rewards are successes in [0, 1] already (an engine mapped them with
+                :func:`to_success`): recorded as they are, not mapped again with ``reward_format`` and
+                ``success_threshold`` (which would, e.g., refuse a 0 under ``signed``).
         """
         cfg = self.config
         new_epoch = self.epoch if epoch is None else check_int("epoch", epoch, low=0, high=_INT64.max)
         new_step = self.step + 1 if step is None else check_int("step", step, low=0, high=_INT64.max)
-        s = to_success(_as_rewards(rewards), cfg.reward_format, cfg.success_threshold)
+        r = _as_rewards(rewards)
+        s = to_success(r, "continuous") if mapped else to_success(r, cfg.reward_format, cfg.success_threshold)
         ids = check_prompt_ids("prompt_ids", prompt_ids)
         if len(ids) != s.size:
             raise ValueError(f"prompt_ids and rewards must have the same length; got {len(ids)} and {s.size}")

@@ -191,9 +191,11 @@ class KnapsackRule(Rule):
     planning): the probe ``planner.plan_probe(ids, epoch=...)``, then ``planner.plan(..., probe=...)``
     whose budgets include the probe's counts (the second round generates the difference). Every
     rollout of the step is then given to ``planner.observe`` once (as update ``spec.step + 1``: the
-    tracker counts its updates from 1); its metrics are the selection's. The rule's state is the
-    Planner's (:meth:`knapsack_rl.Planner.state_dict`). This is the only code path between an engine
-    and the Planner for the simulator and the reference trainer.
+    tracker counts its updates from 1); its metrics are the selection's. The rewards a rule sees are
+    successes in [0, 1] (the engine mapped its own with the run's ``reward_format`` and
+    ``success_threshold``), so the Planner takes them as they are (``mapped=True``), never mapping twice.
+    The rule's state is the Planner's (:meth:`knapsack_rl.Planner.state_dict`). This is the only code
+    path between an engine and the Planner for every engine.
 
     Args:
         config: the method's settings (``allocate=False`` is the tracked uniform baseline).
@@ -239,14 +241,16 @@ class KnapsackRule(Rule):
             return Round(self._probe)
         probe = (log.ids[log.rollout_candidate], log.rewards) if log.spent else None
         spec = log.spec
-        alloc = self.planner.plan(log.ids, epoch=spec.epoch, total_budget=spec.total_budget, probe=probe)
+        alloc = self.planner.plan(
+            log.ids, epoch=spec.epoch, total_budget=spec.total_budget, probe=probe, mapped=True
+        )  # the log's rewards are successes: the engine mapped them
         self._planned = True
         return Round(alloc.budgets - log.counts)
 
     def finish(self, log: StepLog) -> Selection:
         spec = log.spec
         ids = log.ids[log.rollout_candidate]
-        metrics = self.planner.observe(ids, log.rewards, epoch=spec.epoch, step=spec.step + 1)
+        metrics = self.planner.observe(ids, log.rewards, epoch=spec.epoch, step=spec.step + 1, mapped=True)
         return Selection(np.ones(log.rewards.size, dtype=bool), metrics)
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,29 +1,33 @@
-"""Knapsack allocation for Hugging Face TRL: ``KnapsackGRPOTrainer`` and ``KnapsackGRPOConfig``.
+"""Rollout allocation for Hugging Face TRL: ``KnapsackGRPOTrainer`` and ``KnapsackGRPOConfig``.
 
 TRL's ``GRPOTrainer`` gives every prompt the same ``num_generations`` rollouts and computes advantages by
 reshaping the rewards to ``(-1, num_generations)``. ``KnapsackGRPOTrainer`` keeps TRL's loop, sampler, loss
-and logging; per training generation batch it asks a :class:`knapsack_rl.Planner` for each prompt's count
-(the batch's total unchanged), rebuilds the rows handed to generation, groups the advantages by prompt id
-when counts differ, and hands the rewards back to the planner (:mod:`.trainer` gives the details, the epoch
-rule and the map from our metric names to TRL's). The planner's state is saved in every checkpoint.
+and logging; per training generation batch it asks the run's allocation rule (``rule``: ``knapsack`` by
+default, or any rule TRL can run, through :class:`knapsack_rl.rules.OneRound`) for each prompt's count (the
+batch's total unchanged), rebuilds the rows handed to generation, groups the advantages by prompt id when
+counts differ, and hands the successes back to the rule (:mod:`.trainer` gives the details, the epoch rule
+and the map from our metric names to TRL's). The rule's state is saved in every checkpoint.
 
 Usage::
 
     from knapsack_rl.integrations.trl import KnapsackGRPOConfig, KnapsackGRPOTrainer, add_prompt_ids
 
     args = KnapsackGRPOConfig(output_dir="runs/trl", num_generations=8, per_device_train_batch_size=64,
-                              knapsack_preset="project", max_n=64, estimator="beta")
+                              rule="knapsack", knapsack_preset="project", max_n=64, loss_agg="group-mean")
     trainer = KnapsackGRPOTrainer(model=model, reward_funcs=reward_fn, args=args,
                                   train_dataset=add_prompt_ids(dataset), processing_class=tokenizer)
     trainer.train()
 
 or from a YAML file through TRL's own parser (local model and data only)::
 
-    python -m knapsack_rl.integrations.trl --config examples/trl/config.yaml [--max_n 32 ...]
+    python -m knapsack_rl.integrations.trl --config examples/trl/config.yaml [--rule coba --max_n 32 ...]
 
-The method's settings are :class:`knapsack_rl.KnapsackConfig`'s flat fields, generated into
-``KnapsackGRPOConfig`` (:mod:`.config`); ``args.knapsack`` is the resolved config, with ``n`` taken from
-``num_generations``.
+The rules TRL runs (:func:`~knapsack_rl.integrations.trl.config.trl_rule_names`; ``knapsack-rl rules``
+prints every rule with its engines): ``uniform``, ``knapsack``, ``knapsack:<preset>`` without a probe,
+``uncertainty``, ``coba``. A rule that needs rounds within a step, prompts beyond the batch or dropped
+rollouts is refused when the config is read. The knapsack settings are :class:`knapsack_rl.KnapsackConfig`'s
+flat fields, generated into ``KnapsackGRPOConfig`` (:mod:`.config`); ``args.knapsack`` is the resolved
+config, with ``n`` taken from ``num_generations``.
 
 Supported TRL: ``>=1.16,<1.17`` (checked at import; set ``KNAPSACK_RL_TRL_ANY_VERSION=1`` to try another
 version at your own risk). TRL internals relied on (all in ``trl/trainer/grpo_trainer.py`` of 1.16):
@@ -41,14 +45,17 @@ version at your own risk). TRL internals relied on (all in ``trl/trainer/grpo_tr
 - ``self._metrics["train"]`` (dict of lists averaged at each log), ``self._logs["advantages"]`` (the
   completions table, written only with ``log_completions``), ``self.scale_rewards``, ``self.num_generations``,
   ``self.rollout_func``, ``self.multi_objective_aggregation``, ``self.use_vllm`` / ``self.vllm_mode``;
+- ``output["completion_mask"]`` / ``output["tool_mask"]`` and the ``dapo`` loss's normaliser
+  (``num_items_in_batch``: the generation batch's loss tokens) for ``loss_agg="group-mean"``;
 - ``_save_checkpoint`` / ``_load_optimizer_and_scheduler`` (transformers ``Trainer``) to save and restore the
-  planner, and ``_set_signature_columns_if_needed`` to keep the prompt id column.
+  rule, and ``_set_signature_columns_if_needed`` to keep the prompt id column.
 
 Generation backends: plain transformers generation is tested on CPU. vLLM colocate mode generates one
 completion per row already, and server mode is driven with n = 1 per row; both follow TRL's code but are
 untested here (vLLM is not installed in CI). Not supported (clear error at construction): ``rollout_func``,
-``multi_objective_aggregation="normalize_then_sum"``, reward functions sharing a name, and two-phase
-planning (``probe_n > 0``: it needs two generation rounds per batch).
+``multi_objective_aggregation="normalize_then_sum"``, reward functions sharing a name, and rules TRL
+cannot run (refused by the config, e.g. two-phase planning, ``probe_n > 0``: it needs two generation rounds
+per batch).
 """
 
 from __future__ import annotations
@@ -69,18 +76,23 @@ if Version(trl.__version__) not in SUPPORTED_TRL and os.environ.get("KNAPSACK_RL
     )
 
 from knapsack_rl.integrations.prompt_ids import add_prompt_ids  # noqa: E402
-from knapsack_rl.integrations.trl.checkpoint import PLANNER_FILE  # noqa: E402
-from knapsack_rl.integrations.trl.config import KNAPSACK_FIELDS, KnapsackGRPOConfig  # noqa: E402
+from knapsack_rl.integrations.trl.checkpoint import RULE_FILE  # noqa: E402
+from knapsack_rl.integrations.trl.config import (  # noqa: E402
+    KNAPSACK_FIELDS,
+    KnapsackGRPOConfig,
+    trl_rule_names,
+)
 from knapsack_rl.integrations.trl.plan import GenerationPlan, batch_advantages  # noqa: E402
 from knapsack_rl.integrations.trl.trainer import KnapsackGRPOTrainer  # noqa: E402
 
 __all__ = [
     "KNAPSACK_FIELDS",
-    "PLANNER_FILE",
+    "RULE_FILE",
     "SUPPORTED_TRL",
     "GenerationPlan",
     "KnapsackGRPOConfig",
     "KnapsackGRPOTrainer",
     "add_prompt_ids",
     "batch_advantages",
+    "trl_rule_names",
 ]

@@ -2,9 +2,10 @@
 
 A *generation batch* as TRL's ``RepeatSampler`` yields it is ``B = N * M`` rows: each of M prompts repeated
 N (``num_generations``) times, consecutively, split over the processes in order. The adapter turns it into a
-:class:`GenerationPlan`: the M unique prompts in order of first appearance, their counts ``budgets`` (from
-:meth:`knapsack_rl.Planner.plan`, summing to B) and, per rollout of the rebuilt batch, the index of its prompt
-(``rollout_group``).
+:class:`GenerationPlan`: the M unique prompts in order of first appearance, their counts ``budgets`` (the
+rule's one round, :meth:`knapsack_rl.rules.OneRound.plan`, summing to B) and, per rollout of the rebuilt
+batch, the index of its prompt (``rollout_group``). :func:`group_mean_scale` gives the per-rollout factors
+that turn a token-sum loss into one where every prompt weighs the same.
 
 Ids are checked *collectively*: each process validates its own rows without raising
 (:func:`local_prompt_ids`), the results travel in the one gather that exchanges the ids anyway, and every
@@ -23,9 +24,9 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from knapsack_rl.core.allocate import Allocation
 from knapsack_rl.core.validate import check_unique_ids
 from knapsack_rl.grpo.advantages import grouped_advantages
+from knapsack_rl.rules import StepSpec
 
 
 @dataclass(frozen=True)
@@ -37,15 +38,18 @@ class GenerationPlan:
         budgets: int64 (M,), rollouts per prompt; ``budgets.sum() == B``.
         rollout_group: int64 (B,), index into ``prompt_ids`` of every rollout of the rebuilt batch
             (prompt i's ``budgets[i]`` rollouts are consecutive).
-        allocation: the :class:`Allocation` from :meth:`knapsack_rl.Planner.plan` behind ``budgets``.
-        epoch: the 0-based pass over the training prompts the batch was planned (and observed) in.
+        spec: the :class:`~knapsack_rl.rules.StepSpec` the rule planned the batch with (and observes it with).
     """
 
     prompt_ids: list[int | str]
     budgets: NDArray[np.int64]
     rollout_group: NDArray[np.int64]
-    allocation: Allocation
-    epoch: int
+    spec: StepSpec
+
+    @property
+    def epoch(self) -> int:
+        """The 0-based pass over the training prompts the batch was planned (and observed) in."""
+        return self.spec.epoch
 
     def rollout_prompt_ids(self) -> list[int | str]:
         """(B,) prompt id of every rollout."""
@@ -174,3 +178,24 @@ def batch_advantages(
             adv = adv.clamp(-clip, clip)
     out[ok] = adv.to(torch.float32)
     return out
+
+
+def group_mean_scale(tokens: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """(B,) factors ``T / (G * T_g)`` that turn a token-sum loss over the batch into a group mean.
+
+    A loss ``sum_{r,t} l_{r,t} / T`` (T: the batch's loss tokens; TRL's ``dapo``) whose rollout r is scaled
+    by ``T / (G * T_{g(r)})`` (``T_g``: the tokens of the rollouts of r's prompt, G: the prompts with
+    rollouts) is ``sum_g (1/G) sum_{r in g, t} l_{r,t} / T_g``: every prompt weighs 1/G whatever its
+    count, its rollouts' tokens equally within it (:func:`knapsack_rl.grpo.loss.aggregation_weights`,
+    ``group-mean``). A prompt whose rollouts have no loss token gets factor 1 (it adds nothing).
+
+    Args:
+        tokens: (B,) loss tokens of each rollout.
+        groups: (B,) int64 prompt index of each rollout.
+    """
+    _, g = torch.unique(groups, return_inverse=True)  # (B,) dense prompt index
+    t = tokens.to(torch.float64)
+    num = int(g.max()) + 1 if g.numel() else 0
+    per_group = torch.zeros(num, dtype=torch.float64, device=t.device).index_add_(0, g, t)  # (G,)
+    scale = torch.where(per_group[g] > 0, t.sum() / (num * per_group[g].clamp(min=1.0)), torch.ones_like(t))
+    return scale.to(torch.float32)
