@@ -104,7 +104,7 @@ def _remedy(folder: Path) -> str:
     )
     return (
         f"(verl writes its latest-checkpoint marker before the knapsack state, so a crash between the two leaves "
-        f"this.) {back} knapsack.resume_without_state=true to start rule state from scratch at this checkpoint"
+        f"this.) {back} knapsack.resume_without_state=true to start the rule's state from scratch at this checkpoint"
     )
 
 
