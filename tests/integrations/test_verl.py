@@ -360,8 +360,8 @@ def test_a_reissued_prompt_is_planned_again_in_its_epoch() -> None:
 
 def test_signed_rewards_map_to_successes_and_unknown_or_reused_uids_raise() -> None:
     run = VerlRun(make_settings(min_count=2))
-    run.plan([7, 9], ["a", "b"])
-    run.observe(["a", "a", "b", "b"], [1.0, -1.0, -1.0, -1.0], step=1)
+    np.testing.assert_array_equal(run.plan([7, 9], ["a", "b"]), [N, N])
+    run.observe(["a"] * N + ["b"] * N, [1.0, -1.0] * (N // 2) + [-1.0] * N, step=1)
     np.testing.assert_allclose(run.planner.tracker.estimate([7, 9]), [0.5, 0.0])
     with pytest.raises(ValueError, match=re.escape("never planned or were already observed, e.g. 'a'")):
         run.observe(["a"], [1.0])  # a's rewards were already observed
@@ -369,7 +369,7 @@ def test_signed_rewards_map_to_successes_and_unknown_or_reused_uids_raise() -> N
         run.observe(["x", "y"], [1.0])
     shaped = VerlRun(make_settings(min_count=2, success_threshold=0.5))  # e.g. overlong-penalised rewards
     shaped.plan([1], ["s"])
-    shaped.observe(["s", "s", "s", "s"], [1.0, -1.3, 0.9, -1.0], step=1)
+    shaped.observe(["s"] * N, [1.0, -1.3, 0.9, -1.0] * (N // 4), step=1)
     np.testing.assert_allclose(shaped.planner.tracker.estimate([1]), [0.5])
 
 
@@ -383,11 +383,12 @@ def test_two_runs_in_one_process_share_nothing_and_the_replay_buffer_finds_its_r
     assert registry.get(run_key(verl_config(tmp_path / "a", "a"))) is a
     a.plan([0, 1], ["a0", "a1"])
     b.plan([0, 1], ["b0", "b1"])  # the same prompt ids in the other run
-    keys = ["a0_0_0", "a0_1_0", "a1_0_0", "a1_0_1", "a1_1_0"]  # a1's session 0 has two outputs
-    read = {"a0_0_0": 1.0, "a0_1_0": 0.0, "a1_0_1": 1.0, "a1_1_0": 1.0}
+    keys = [f"a{i}_{s}_0" for i in (0, 1) for s in range(N)] + ["a1_0_1"]  # a1's session 0 has two outputs
+    read = {k: float((k.startswith("a1") and k != "a1_0_0") or k == "a0_1_0") for k in keys}  # a1_0_0: not final
     metrics = observe_sampled(registry, keys, lambda ks: np.array([read[k] for k in ks]), step=3)
-    assert metrics["train/rollouts"] == 4.0 and a.planner.tracker.step == 3
-    np.testing.assert_array_equal(a.planner.tracker.counts([0, 1]), [2, 2])
+    assert metrics["train/rollouts"] == 2 * N and a.planner.tracker.step == 3
+    np.testing.assert_array_equal(a.planner.tracker.counts([0, 1]), [N, N])
+    np.testing.assert_allclose(a.planner.tracker.estimate([0, 1]), [1 / N, 1.0])  # a1's session 0: its last output
     assert len(b.planner.tracker) == 0 and b.pending == 2  # run b saw nothing
     with pytest.raises(ValueError, match=re.escape("were never planned by a knapsack run in this process")):
         observe_sampled(registry, ["a0_0_0"], lambda ks: np.zeros(len(ks)), step=4)  # already observed
@@ -418,8 +419,8 @@ def test_a_batch_of_older_prompts_observed_after_a_newer_one_keeps_the_latest_ep
     run = VerlRun(make_settings())
     run.plan([1, 2], ["a1", "a2"])  # epoch 0
     run.plan([1, 3], ["b1", "b3"])  # prompt 1 again: epoch 1
-    late = run.observe(["b1", "b3"], [1.0, 0.0], step=1)
-    early = run.observe(["a1", "a2"], [0.0, 1.0], step=2)
+    late = run.observe(rollouts_of(["b1", "b3"], np.full(2, N)), np.tile([1.0, 0.0], N), step=1)
+    early = run.observe(rollouts_of(["a1", "a2"], np.full(2, N)), np.tile([0.0, 1.0], N), step=2)
     assert late["train/epoch"] == early["train/epoch"] == 1.0 and run.planner.tracker.epoch == 1
 
 
@@ -442,7 +443,7 @@ def test_checkpoint_round_trip_in_a_verl_checkpoint_folder(tmp_path: Path) -> No
     assert restored.epoch == run.epoch == 2 and restored.pending == 2
     uids = [f"s4-{i}" for i in range(M)]  # both allocate the next batch identically
     np.testing.assert_array_equal(restored.plan(list(range(M)), uids), run.plan(list(range(M)), uids))
-    restored.observe(["pending-a", "pending-b"], [1.0, 0.0], step=4)  # in-flight prompts can still be observed
+    restored.observe(rollouts_of(["pending-a", "pending-b"], np.full(2, N)), np.ones(2 * N), step=4)  # in flight
     data = bytearray((folder / "state.bin").read_bytes())
     data[len(data) // 2] ^= 1
     (folder / "state.bin").write_bytes(bytes(data))
@@ -488,7 +489,7 @@ def _forged_run_states(run: VerlRun) -> list[tuple[dict[str, Any], dict[str, byt
     assert run.planner is not None
     rule, parts = pack_rule_state("knapsack", run.rule.state_dict())
     batch = {"prompt_ids": [1, 2], "prompt_epochs": [0, 0], "epoch": 0, "step": 0, "n": N, "total_budget": 2 * N,
-             "uids": ["u1", "u2"]}  # fmt: skip
+             "counts": [N, N], "uids": ["u1", "u2"]}  # fmt: skip
     meta = {
         "rule": rule,
         "epoch_counter": run.epochs.state_dict(),
@@ -505,12 +506,15 @@ def _forged_run_states(run: VerlRun) -> list[tuple[dict[str, Any], dict[str, byt
         ({k: v for k, v in meta.items() if k != "batches"}, parts, r"holds exactly \['batches', 'epoch_counter'"),
         (meta | {"rule": deep}, parts, r"a rule's state must hold exactly 'name' and 'state'"),
         (meta | {"rule": {"name": "uniform", "state": state}}, parts, r"holds the state of rule 'uniform', not of"),
-        (meta | {"rule": {"name": "knapsack", "state": {"version": 1}}}, parts, r"rule state parts \['rule/0'\] are not"),
+        (meta | {"rule": {"name": "knapsack", "state": {"version": 1}}}, parts, r"parts \['rule/0'\] are not"),
         (meta | {"rule": {"name": "knapsack", "state": {**state, "config": deep}}}, parts, r"is nested deeper than 32"),
         (meta | {"rule": {"name": "knapsack", "state": {**state, "config": [1]}}}, parts, r"config is invalid"),
         (meta | {"rule": {"name": "knapsack", "state": {**state, "version": 2}}}, parts, r"not a planner state of ver"),
-        (meta | {"rewards": {"reward_format": "signed", "success_threshold": None}}, parts,
-         r"rewards were mapped to successes with other settings \(reward_format: \"signed\" -> \"auto\"\)"),
+        (
+            meta | {"rewards": {"reward_format": "signed", "success_threshold": None}},
+            parts,
+            r"rewards were mapped to successes with other settings \(reward_format: \"signed\" -> \"auto\"\)",
+        ),
         (meta | {"epoch_counter": {"epoch": 0}}, parts, r"an epoch counter state holds exactly"),
         (meta | {"epoch_counter": {"epoch": "0", "seen": []}}, parts, r"epoch counter epoch must be an integer"),
         (meta | {"fingerprints": {"1": "x"}}, parts, r"'fingerprints' must be a list; got dict"),
@@ -521,12 +525,13 @@ def _forged_run_states(run: VerlRun) -> list[tuple[dict[str, Any], dict[str, byt
         (meta | {"fingerprints": [[1, "zz"]]}, parts, r"fingerprints\[0\]: 'zz' is not a fingerprint"),
         (meta | {"batches": {"0": batch}}, parts, r"'batches' must be a list; got dict"),
         (meta | {"batches": [deep]}, parts, r"'batches\[0\]' must be an object; got list"),
-        (meta | {"batches": [{**batch, "epoch": 5}]}, parts, r"batches\[0\].epoch: epoch 5 is not an integer in \[0, 0\]"),
+        (meta | {"batches": [{**batch, "epoch": 5}]}, parts, r"\[0\].epoch: epoch 5 is not an integer in \[0, 0"),
         (meta | {"batches": [{**batch, "prompt_epochs": [0, True]}]}, parts, r"prompt_epochs\[1\]: epoch True is not"),
         (meta | {"batches": [{**batch, "uids": [7, "u2"]}]}, parts, r"batches\[0\].uids\[0\]: uid 7 is not a str"),
-        (meta | {"batches": [{**batch, "uids": ["u1"]}]}, parts, r"must have one entry per prompt"),
+        (meta | {"batches": [{**batch, "uids": ["u1"]}]}, parts, r"need one entry per prompt"),
+        (meta | {"batches": [{**batch, "counts": [N, -1]}]}, parts, r"batches\[0\].counts\[1\]: -1 is not a count"),
         (meta | {"batches": [batch, batch]}, parts, r"'batches' lists a pending uid twice"),
-        (meta | {"batches": [{**batch, "prompt_ids": [1, 1]}]}, parts, r"is not a planned step: prompt_ids must be uniq"),
+        (meta | {"batches": [{**batch, "prompt_ids": [1, 1]}]}, parts, r"is not a planned step: prompt_ids must"),
         (meta | {"batches": [{**batch, "n": 0}]}, parts, r"is not a planned step: n must be"),
         (meta | {"batches": [{**batch, "prompt_ids": [1, deep]}]}, parts, r"prompt_ids\[1\]: prompt id .* is not"),
         (meta | {"observed": {"epoch": 0, "step": -1}}, parts, r"observed.step -1 is not an integer >= 0"),
@@ -552,7 +557,7 @@ def test_nested_or_incomplete_run_states_are_refused_in_one_line(tmp_path: Path)
     with pytest.raises(ValueError, match=r"holds a 'planner' state, not a 'verl-run' state"):
         VerlRun.load(tmp_path, make_settings())
     write_state_file(path, "verl-run", 2, {}, {"tracker": b""})  # the Planner-only format of the last release
-    with pytest.raises(ValueError, match=r"verl-run format version 2 is not supported \(this knapsack-rl reads version 3"):
+    with pytest.raises(ValueError, match=r"verl-run format version 2 is not supported \(this knapsack-rl reads ver"):
         VerlRun.load(tmp_path, make_settings())
 
 

@@ -63,14 +63,15 @@ STATE_VERSION = 3
 Planner's only, version 1 was the pair ``run.json`` + ``tracker.bin`` of knapsack-rl 0.1.0 (both refused)."""
 LEGACY_FILES = ("run.json", "tracker.bin")
 _META_KEYS = ("batches", "epoch_counter", "fingerprints", "observed", "rewards", "rule")
-_BATCH_KEYS = ("epoch", "n", "prompt_epochs", "prompt_ids", "step", "total_budget", "uids")
+_BATCH_KEYS = ("counts", "epoch", "n", "prompt_epochs", "prompt_ids", "step", "total_budget", "uids")
 
 
 @dataclass
 class _Batch:
-    """One planned generation batch: its spec and the uid at each position (None once observed)."""
+    """One planned generation batch: its spec, the counts, and the uid at each position (None once observed)."""
 
     spec: StepSpec
+    counts: list[int]
     uids: list[str | None]
 
 
@@ -173,7 +174,7 @@ class VerlRun:
             if uid in self._pending:
                 self._forget(uid)
         self._fingerprints.update(new_fps)
-        self._batches[self._plans] = _Batch(spec, list(uid_list))
+        self._batches[self._plans] = _Batch(spec, counts.tolist(), list(uid_list))
         self._pending.update((u, (self._plans, i)) for i, u in enumerate(uid_list))
         self._plans += 1
         self._plan_s = time.perf_counter() - start
@@ -253,6 +254,7 @@ class VerlRun:
         successes = to_success(r, tracker.reward_format, tracker.success_threshold)
         obs_step = None if step is None else _check_step(step) - 1
         where = [self._pending[u] for u in uid_list]
+        self._check_counts(uid_list, where)
         metrics: dict[str, float] = {}
         for b in sorted({batch for batch, _ in where}):
             rows = [j for j, (batch, _) in enumerate(where) if batch == b]
@@ -267,6 +269,22 @@ class VerlRun:
         for u in set(uid_list):
             self._forget(u)
         return metrics
+
+    def _check_counts(self, uids: list[str], where: list[tuple[int, int]]) -> None:
+        """Every observed prompt came back with the rollouts it was planned: else verl did not run the counts."""
+        got: dict[str, int] = {}
+        for u in uids:
+            got[u] = got.get(u, 0) + 1
+        for u, (b, i) in zip(uids, where, strict=True):
+            planned = self._batches[b].counts[i]
+            if got[u] != planned:
+                pid = self._batches[b].spec.prompt_ids.tolist()[i]
+                raise ValueError(
+                    f"prompt {pid!r} (uid {u!r}) was planned {planned} rollouts but {got[u]} came back: verl did not "
+                    f"run the knapsack counts (is actor_rollout_ref.rollout.agent.agent_loop_manager_class "
+                    f"knapsack_rl.integrations.verl.hooks.KnapsackAgentLoopManager, and does the agent loop read "
+                    f"{ROLLOUT_N_KEY}?)"
+                )
 
     def _observed_spec(self, spec: StepSpec, step: int | None) -> StepSpec:
         """``spec`` with its epoch and step never below the latest observation's (and the step verl's, if given)."""
@@ -398,6 +416,7 @@ def _batch_state(batch: _Batch) -> dict[str, Any]:
         "step": spec.step,
         "n": spec.n,
         "total_budget": spec.total_budget,
+        "counts": list(batch.counts),
         "uids": list(batch.uids),
     }
 
@@ -419,11 +438,14 @@ def _batch_from_state(item: dict[str, Any], where: str, latest: int, source: str
     """One planned batch of a saved run (:func:`_batch_state`)."""
     if sorted(item) != list(_BATCH_KEYS):
         raise ValueError(f"{source}: {where} holds exactly {list(_BATCH_KEYS)}; got {sorted(item)}")
-    ids, epochs, uids = item["prompt_ids"], item["prompt_epochs"], item["uids"]
-    if not isinstance(ids, list) or not isinstance(epochs, list) or not isinstance(uids, list):
-        raise ValueError(f"{source}: {where}: prompt_ids, prompt_epochs and uids must be lists")
-    if not len(ids) == len(epochs) == len(uids):
-        raise ValueError(f"{source}: {where}: prompt_ids, prompt_epochs and uids must have one entry per prompt")
+    ids, epochs, counts, uids = item["prompt_ids"], item["prompt_epochs"], item["counts"], item["uids"]
+    if not all(isinstance(v, list) for v in (ids, epochs, counts, uids)):
+        raise ValueError(f"{source}: {where}: prompt_ids, prompt_epochs, counts and uids must be lists")
+    if not len(ids) == len(epochs) == len(counts) == len(uids):
+        raise ValueError(f"{source}: {where}: prompt_ids, prompt_epochs, counts and uids need one entry per prompt")
+    for i, c in enumerate(counts):
+        if isinstance(c, bool) or not isinstance(c, int) or c < 0:
+            raise ValueError(f"{source}: {where}.counts[{i}]: {c!r:.80} is not a count (an integer >= 0)")
     pids = [_json_id(pid, f"{where}.prompt_ids[{i}]", source) for i, pid in enumerate(ids)]
     for i, e in enumerate([item["epoch"], *epochs]):
         _epoch(e, latest, f"{where}.epoch" if i == 0 else f"{where}.prompt_epochs[{i - 1}]", source)
@@ -438,7 +460,7 @@ def _batch_from_state(item: dict[str, Any], where: str, latest: int, source: str
         )  # fmt: skip
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{source}: {where} is not a planned step: {exc}") from None
-    return _Batch(spec, list(uids))
+    return _Batch(spec, list(counts), list(uids))
 
 
 def _observed_from_state(value: object, latest: int, source: str) -> tuple[int, int]:
