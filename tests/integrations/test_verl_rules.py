@@ -30,7 +30,9 @@ P_TRUE = np.array([1.0, 0.0, 0.5, 0.25, 0.75, 1.0, 0.0, 0.5, 0.125, 0.875, 0.5, 
 
 
 def settings(rule: str = "knapsack", **section: object) -> KnapsackVerlConfig:
-    return KnapsackVerlConfig.from_section({"rule": rule, **BASE, **section}, n=N, train_batch_size=M)
+    """The run's settings as the knapsack section gives them (``rule`` left out when it is the default)."""
+    named = {} if rule == "knapsack" else {"rule": rule}
+    return KnapsackVerlConfig.from_section({**named, **BASE, **section}, n=N, train_batch_size=M)
 
 
 def same(a: dict[str, float], b: dict[str, float]) -> bool:
