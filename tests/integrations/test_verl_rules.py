@@ -78,6 +78,28 @@ def test_knapsack_rule_in_the_shipped_yaml_chooses_any_rule_verl_can_run_without
     assert {"knapsack", "knapsack:recipe", "uniform", "coba", "uncertainty"} <= set(verl_rules())
 
 
+@pytest.mark.filterwarnings("ignore:Disabled critic:UserWarning")
+@pytest.mark.parametrize("rule", ["uniform", "coba"])
+def test_the_small_examples_documented_rule_override_composes_and_passes_verls_validation(rule: str) -> None:
+    """`bash examples/verl/run_small_1gpu.sh knapsack.rule=uniform` (the README's baseline) reaches verl as a rule."""
+    import os
+    import subprocess
+    import sys
+
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    script = Path(__file__).resolve().parents[2] / "examples" / "verl" / "run_small_1gpu.sh"
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/home/user", "DRY_RUN": "1", "PYTHON": sys.executable,
+           "PYTHONPATH": os.pathsep.join(sys.path)}  # fmt: skip
+    argv = subprocess.run(["bash", str(script), f"knapsack.rule={rule}"], env=env, capture_output=True, text=True,
+                          check=True).stdout.splitlines()  # fmt: skip
+    cfg = compose(argv[5:])
+    validate_config(cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+    read = KnapsackVerlConfig.from_verl(cfg)
+    assert read.rule == rule and VerlRun(read).rule.name == rule
+
+
 @pytest.mark.parametrize(
     ("rule", "needs"),
     [
