@@ -38,7 +38,7 @@ from knapsack_rl.core.config import KnapsackConfig, config_diff
 from knapsack_rl.core.groups import group_counts, step_metrics
 from knapsack_rl.core.population import GridPosterior, PopulationPrior
 from knapsack_rl.core.tracker import Tracker, to_success
-from knapsack_rl.core.validate import check_int, check_prompt_ids, check_step_ids
+from knapsack_rl.core.validate import check_int, check_prompt_ids, check_step_ids, check_unique_ids
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ the run would have."""
 POPULATION_SAMPLE = 4096
 Evidence = tuple[NDArray[np.float64], NDArray[np.float64]]
 """Each prompt's discounted successes and failures, (M,) each."""
+CheckedIds = NDArray[np.int64] | list[int | str]
+"""Ids :func:`~knapsack_rl.core.validate.check_prompt_ids` returned: checked once where they enter."""
 _STATE_VERSION = 1
 
 
@@ -117,9 +119,9 @@ class Planner:
         Returns:
             The :class:`Allocation`; ``budgets.sum() == total_budget`` with unit costs.
         """
-        ids = check_step_ids("prompt_ids", prompt_ids)
+        checked, ids = _check_step("prompt_ids", prompt_ids)
         epoch = check_int("epoch", epoch, low=0)
-        p_hat, evidence = self._estimates(ids, epoch)
+        p_hat, evidence = self._estimates(checked, epoch)
         floor = None
         if probe is not None:
             floor, p_hat, evidence = self._with_probe(ids, probe, p_hat, evidence, mapped)
@@ -145,23 +147,24 @@ class Planner:
         Outside two-phase planning (``probe_n == 0``), in cold-start epochs and without allocation (``allocate=False``)
         every count is 0: call :meth:`plan` directly.
         """
-        ids = check_step_ids("prompt_ids", prompt_ids)
+        checked, _ = _check_step("prompt_ids", prompt_ids)
         epoch = check_int("epoch", epoch, low=0)
         cfg = self.config
         if cfg.probe_n == 0 or not cfg.allocate or epoch < cfg.uniform_epochs:
-            return np.zeros(len(ids), dtype=np.int64)
-        p_hat = self.tracker.estimate(ids, epoch=epoch)
+            return np.zeros(len(checked), dtype=np.int64)
+        p_hat = self.tracker._estimate(self.tracker._rows(checked), cfg.tracker.estimator, epoch)
         return np.where(np.isnan(p_hat), cfg.probe_n, 0).astype(np.int64)
 
-    def _estimates(self, ids: list[int | str], epoch: int) -> tuple[NDArray[np.float64], Evidence | None]:
+    def _estimates(self, ids: CheckedIds, epoch: int) -> tuple[NDArray[np.float64], Evidence | None]:
         """``p_hat`` (NaN: no estimate, or a cold-start epoch) and, with a posterior, each prompt's
         evidence: the tracker's discounted successes and failures (0 and 0 for unseen prompts)."""
         if epoch < self.config.uniform_epochs:
             return np.full(len(ids), np.nan), None
-        p_hat = self.tracker.estimate(ids, epoch=epoch)
+        rows = self.tracker._rows(ids)  # the ids are looked up once, for both
+        p_hat = self.tracker._estimate(rows, self.config.tracker.estimator, epoch)
         if not self.config.posterior:
             return p_hat, None
-        return p_hat, self.tracker.evidence(ids)
+        return p_hat, self.tracker._evidence(rows)
 
     def _posterior(self, s: NDArray[np.float64], f: NDArray[np.float64]) -> Any:
         """The step's posterior from its evidence: Beta ``(a0 + s, b0 + f)``, or a grid posterior under
@@ -231,10 +234,12 @@ class Planner:
             raise ValueError(f"epoch must not go backwards: got epoch={epoch} after epoch {self.tracker.epoch}")
         if step is not None and check_int("step", step, low=0) < self.tracker.step:
             raise ValueError(f"step must not go backwards: got step={step} after step {self.tracker.step}")
-        self.tracker.update(rollout_prompt_ids, rewards, epoch=epoch, step=step, mapped=mapped)
+        ids = check_prompt_ids("rollout_prompt_ids", rollout_prompt_ids)
+        self.tracker._update(ids, rewards, epoch=epoch, step=step, mapped=mapped, name="rollout_prompt_ids")
         threshold = None if mapped else self.config.tracker.success_threshold
         r = np.asarray(rewards, dtype=np.float64).reshape(-1)
-        metrics = step_metrics(r, list(rollout_prompt_ids), success_threshold=0.5 if threshold is None else threshold)
+        groups = ids if isinstance(ids, np.ndarray) else self.tracker._rows(ids)  # rows: 1 and "1" stay apart
+        metrics = step_metrics(r, groups, success_threshold=0.5 if threshold is None else threshold)
         if self._last is not None:
             metrics.update(self._last.allocation.metrics())
             metrics["alloc/probe_rollouts"] = float(self._last.probe_rollouts)
@@ -341,6 +346,20 @@ class EpochCounter:
         except ValueError as exc:
             raise ValueError(f"{source}: epoch counter {exc}") from None
         self.epoch, self._seen = epoch, seen
+
+
+def _check_step(name: str, prompt_ids: object) -> tuple[CheckedIds, list[int | str]]:
+    """A step's prompt ids, checked once (:func:`check_prompt_ids`, then unique): as the tracker takes
+    them (an int64 array when all are int) and as a list."""
+    checked = check_prompt_ids(name, prompt_ids)
+    if isinstance(checked, np.ndarray):
+        ordered = np.sort(checked)
+        if ordered.size and np.any(ordered[1:] == ordered[:-1]):
+            check_unique_ids(name, checked)  # raises, naming the first repeat
+        return checked, checked.tolist()
+    if len(set(checked)) != len(checked):
+        check_unique_ids(name, checked)
+    return checked, checked
 
 
 def _plain(obj: Any) -> dict[str, Any]:
