@@ -13,7 +13,7 @@
 # verl's token-mean): under a plain token mean knapsack hurt in the project's own trainer (README: the loss choice).
 # Fits one 24-80 GB GPU; lower data.train_batch_size or the token limits for smaller ones.
 #   bash examples/verl/run_small_1gpu.sh                          # knapsack allocation
-#   bash examples/verl/run_small_1gpu.sh knapsack.preset=uniform  # uniform baseline, same metrics
+#   bash examples/verl/run_small_1gpu.sh knapsack.rule=uniform  # uniform baseline, same metrics
 # Before launching verl, `python -m knapsack_rl.integrations.verl.check` checks the composed config and the
 # data files (no Ray, no GPU). DRY_RUN=1 prints the verl command (one argument per line) instead of running
 # anything; PYTHON picks the interpreter (default: the repository's .venv/bin/python when it exists).

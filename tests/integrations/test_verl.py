@@ -108,7 +108,7 @@ def prompt_batch(ids: list[int], step: int = 0) -> DataProto:
     )
 
 
-def v1_batch(ids: list[int], step: int = 0, prefix: str = "uid") -> Any:
+def v1_batch(ids: list[int], step: int = 1, prefix: str = "uid") -> Any:
     """A V1-trainer TensorDict as PPOTrainer._next_train_batch builds it."""
     td = tu.get_tensordict(
         {
@@ -220,11 +220,17 @@ def test_hook_plans_equal_planner_plan_on_the_same_inputs_and_epoch() -> None:
         ours = run.observe(rollouts_of(uids, counts), rewards, step=step)
         theirs = twin.observe(np.repeat(ids, counts).tolist(), rewards, epoch=verl_epoch, step=step)
         timers = ("alloc/solve_s", "timing_s/plan")  # wall-clock seconds: the only keys that may differ
+        step_keys = {  # what every rule's step reports (step_log_metrics) beside the Planner's metrics
+            "train/rollouts_generated": float(counts.sum()),
+            "train/generation_rounds": 1.0,
+            "train/candidates": float(len(ids)),
+        }
         assert {k: v for k, v in ours.items() if k not in timers} == {
             **{k: v for k, v in theirs.items() if k not in timers},
+            **step_keys,
             "train/epoch": float(verl_epoch),
         }
-        assert set(ours) == set(theirs) | {"train/epoch", "timing_s/plan"}
+        assert set(ours) == set(theirs) | {"train/epoch", "timing_s/plan"} | set(step_keys)
     assert moved >= 4  # epochs 1..3 allocated from estimates, epoch 0 was uniform (cold start)
 
 
@@ -306,12 +312,16 @@ def test_groups_of_one_differ_in_verl_so_the_adapter_refuses_counts_of_one() -> 
     adv, _ = core_algos.compute_grpo_outcome_advantage(r, torch.ones_like(r), uid)
     assert adv[0, 0].item() == pytest.approx(1.0 / (1.0 + 1e-6))  # verl: mean 0, std 1 for a lone rollout
     assert grpo_advantages(np.array([1.0, 0.0, 1.0]), np.array([0, 1, 1]))[0] == 0.0  # ours: no baseline -> 0
-    with pytest.raises(ValueError, match=re.escape("refuses groups of one rollout (negative_n=1, positive_n=1)")):
+    lone = "it can give a prompt a single rollout, and verl's GRPO gives a lone rollout the advantage r / (1 + 1e-6)"
+    with pytest.raises(ValueError, match=re.escape(f"rule 'knapsack' cannot run in verl: {lone}")) as info:
         KnapsackVerlConfig.from_section({}, n=N, train_batch_size=M)  # the 'project' preset probes with 1
-    with pytest.raises(ValueError, match=re.escape("(n=1)")):
-        KnapsackVerlConfig.from_section({"allocate": False}, n=1, train_batch_size=M)
-    assert make_settings(negative_n=0, positive_n=0).knapsack.allocation.negative_n == 0  # no rollout: allowed
-    with pytest.raises(ValueError, match="probe_n=2: two-phase planning is not available on verl"):
+    assert "(settings: negative_n=1, positive_n=1 give a single rollout" in str(info.value)
+    assert "knapsack.negative_n=2 knapsack.positive_n=2" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=re.escape("(settings: n=1 (set actor_rollout_ref.rollout.n >= 2))")):
+        KnapsackVerlConfig.from_section({"rule": "uniform"}, n=1, train_batch_size=M)
+    with pytest.raises(ValueError, match=re.escape("negative_n=0, positive_n=0 give no rollout")):
+        make_settings(negative_n=0, positive_n=0)  # verl runs at least one session per prompt
+    with pytest.raises(ValueError, match=re.escape("probe_n=2 plans in two rounds (set knapsack.probe_n=0)")):
         make_settings(probe_n=2)
 
 
@@ -350,8 +360,8 @@ def test_a_reissued_prompt_is_planned_again_in_its_epoch() -> None:
 
 def test_signed_rewards_map_to_successes_and_unknown_or_reused_uids_raise() -> None:
     run = VerlRun(make_settings(min_count=2))
-    run.plan([7, 9], ["a", "b"])
-    run.observe(["a", "a", "b", "b"], [1.0, -1.0, -1.0, -1.0], step=1)
+    np.testing.assert_array_equal(run.plan([7, 9], ["a", "b"]), [N, N])
+    run.observe(["a"] * N + ["b"] * N, [1.0, -1.0] * (N // 2) + [-1.0] * N, step=1)
     np.testing.assert_allclose(run.planner.tracker.estimate([7, 9]), [0.5, 0.0])
     with pytest.raises(ValueError, match=re.escape("never planned or were already observed, e.g. 'a'")):
         run.observe(["a"], [1.0])  # a's rewards were already observed
@@ -359,7 +369,7 @@ def test_signed_rewards_map_to_successes_and_unknown_or_reused_uids_raise() -> N
         run.observe(["x", "y"], [1.0])
     shaped = VerlRun(make_settings(min_count=2, success_threshold=0.5))  # e.g. overlong-penalised rewards
     shaped.plan([1], ["s"])
-    shaped.observe(["s", "s", "s", "s"], [1.0, -1.3, 0.9, -1.0], step=1)
+    shaped.observe(["s"] * N, [1.0, -1.3, 0.9, -1.0] * (N // 4), step=1)
     np.testing.assert_allclose(shaped.planner.tracker.estimate([1]), [0.5])
 
 
@@ -373,11 +383,12 @@ def test_two_runs_in_one_process_share_nothing_and_the_replay_buffer_finds_its_r
     assert registry.get(run_key(verl_config(tmp_path / "a", "a"))) is a
     a.plan([0, 1], ["a0", "a1"])
     b.plan([0, 1], ["b0", "b1"])  # the same prompt ids in the other run
-    keys = ["a0_0_0", "a0_1_0", "a1_0_0", "a1_0_1", "a1_1_0"]  # a1's session 0 has two outputs
-    read = {"a0_0_0": 1.0, "a0_1_0": 0.0, "a1_0_1": 1.0, "a1_1_0": 1.0}
+    keys = [f"a{i}_{s}_0" for i in (0, 1) for s in range(N)] + ["a1_0_1"]  # a1's session 0 has two outputs
+    read = {k: float((k.startswith("a1") and k != "a1_0_0") or k == "a0_1_0") for k in keys}  # a1_0_0: not final
     metrics = observe_sampled(registry, keys, lambda ks: np.array([read[k] for k in ks]), step=3)
-    assert metrics["train/rollouts"] == 4.0 and a.planner.tracker.step == 3
-    np.testing.assert_array_equal(a.planner.tracker.counts([0, 1]), [2, 2])
+    assert metrics["train/rollouts"] == 2 * N and a.planner.tracker.step == 3
+    np.testing.assert_array_equal(a.planner.tracker.counts([0, 1]), [N, N])
+    np.testing.assert_allclose(a.planner.tracker.estimate([0, 1]), [1 / N, 1.0])  # a1's session 0: its last output
     assert len(b.planner.tracker) == 0 and b.pending == 2  # run b saw nothing
     with pytest.raises(ValueError, match=re.escape("were never planned by a knapsack run in this process")):
         observe_sampled(registry, ["a0_0_0"], lambda ks: np.zeros(len(ks)), step=4)  # already observed
@@ -408,8 +419,8 @@ def test_a_batch_of_older_prompts_observed_after_a_newer_one_keeps_the_latest_ep
     run = VerlRun(make_settings())
     run.plan([1, 2], ["a1", "a2"])  # epoch 0
     run.plan([1, 3], ["b1", "b3"])  # prompt 1 again: epoch 1
-    late = run.observe(["b1", "b3"], [1.0, 0.0], step=1)
-    early = run.observe(["a1", "a2"], [0.0, 1.0], step=2)
+    late = run.observe(rollouts_of(["b1", "b3"], np.full(2, N)), np.tile([1.0, 0.0], N), step=1)
+    early = run.observe(rollouts_of(["a1", "a2"], np.full(2, N)), np.tile([0.0, 1.0], N), step=2)
     assert late["train/epoch"] == early["train/epoch"] == 1.0 and run.planner.tracker.epoch == 1
 
 
@@ -432,7 +443,7 @@ def test_checkpoint_round_trip_in_a_verl_checkpoint_folder(tmp_path: Path) -> No
     assert restored.epoch == run.epoch == 2 and restored.pending == 2
     uids = [f"s4-{i}" for i in range(M)]  # both allocate the next batch identically
     np.testing.assert_array_equal(restored.plan(list(range(M)), uids), run.plan(list(range(M)), uids))
-    restored.observe(["pending-a", "pending-b"], [1.0, 0.0], step=4)  # in-flight prompts can still be observed
+    restored.observe(rollouts_of(["pending-a", "pending-b"], np.full(2, N)), np.ones(2 * N), step=4)  # in flight
     data = bytearray((folder / "state.bin").read_bytes())
     data[len(data) // 2] ^= 1
     (folder / "state.bin").write_bytes(bytes(data))
@@ -471,36 +482,61 @@ def test_restore_refuses_a_tracker_saved_with_other_tracker_settings(tmp_path: P
         VerlRun.load(tmp_path, make_settings(window=16))
 
 
-def _forged_run_states(run: VerlRun) -> list[tuple[dict[str, Any], bytes, str]]:
-    """Nested, incomplete and out-of-range run states (valid checksums): meta, tracker part, message."""
-    tracker = run.planner.tracker.to_bytes()
+def _forged_run_states(run: VerlRun) -> list[tuple[dict[str, Any], dict[str, bytes], str]]:
+    """Nested, incomplete and out-of-range run states (valid checksums): meta, parts, message."""
+    from knapsack_rl.rules.state import pack_rule_state
+
+    assert run.planner is not None
+    rule, parts = pack_rule_state("knapsack", run.rule.state_dict())
+    batch = {"prompt_ids": [1, 2], "prompt_epochs": [0, 0], "epoch": 0, "step": 0, "n": N, "total_budget": 2 * N,
+             "counts": [N, N], "uids": ["u1", "u2"]}  # fmt: skip
     meta = {
-        "planner": {"version": 1, "config": run.planner.config.to_dict()},
+        "rule": rule,
         "epoch_counter": run.epochs.state_dict(),
         "fingerprints": [[1, "0123456789abcdef"]],
-        "pending": [["u1", 1, 0]],
+        "batches": [batch],
+        "observed": {"epoch": 0, "step": 0},
+        "rewards": {"reward_format": "auto", "success_threshold": None},
     }
+    state = rule["state"]
     deep: Any = []
     for _ in range(500):
         deep = [deep]
     return [
-        ({k: v for k, v in meta.items() if k != "pending"}, tracker, r"holds exactly \['epoch_counter', 'finger"),
-        (meta | {"planner": deep}, tracker, r"'planner' must be an object; got list"),
-        (meta | {"planner": {"version": 1}}, tracker, r"a planner state holds exactly"),
-        (meta | {"planner": {"version": 1, "config": deep}}, tracker, r"config is invalid: knapsack must be a mapping"),
-        (meta | {"epoch_counter": {"epoch": 0}}, tracker, r"an epoch counter state holds exactly"),
-        (meta | {"epoch_counter": {"epoch": "0", "seen": []}}, tracker, r"epoch counter epoch must be an integer"),
-        (meta | {"fingerprints": {"1": "x"}}, tracker, r"'fingerprints' must be a list; got dict"),
-        (meta | {"fingerprints": [[1]]}, tracker, r"fingerprints\[0\] must be a list of 2 entries"),
-        (meta | {"fingerprints": [[deep, "0123456789abcdef"]]}, tracker, r"fingerprints\[0\]: prompt id .* is not"),
-        (meta | {"fingerprints": [[1.5, "0123456789abcdef"]]}, tracker, r"fingerprints\[0\]: prompt id 1.5 is not"),
-        (meta | {"fingerprints": [[2**64, "0123456789abcdef"]]}, tracker, r"prompt id 18446744073709551616 is not"),
-        (meta | {"fingerprints": [[1, "zz"]]}, tracker, r"fingerprints\[0\]: 'zz' is not a fingerprint"),
-        (meta | {"pending": [["u1", 1, 5]]}, tracker, r"pending\[0\]: epoch 5 is not an integer in \[0, 0\]"),
-        (meta | {"pending": [["u1", 1, True]]}, tracker, r"pending\[0\]: epoch True is not an integer"),
-        (meta | {"pending": [[7, 1, 0]]}, tracker, r"pending\[0\]: uid 7 is not a str"),
-        (meta | {"pending": [["u", 1, 0], ["u", 2, 0]]}, tracker, r"lists an id or uid twice"),
-        (meta, tracker[:100], r"tracker file is truncated"),
+        ({k: v for k, v in meta.items() if k != "batches"}, parts, r"holds exactly \['batches', 'epoch_counter'"),
+        (meta | {"rule": deep}, parts, r"a rule's state must hold exactly 'name' and 'state'"),
+        (meta | {"rule": {"name": "uniform", "state": state}}, parts, r"holds the state of rule 'uniform', not of"),
+        (meta | {"rule": {"name": "knapsack", "state": {"version": 1}}}, parts, r"parts \['rule/0'\] are not"),
+        (meta | {"rule": {"name": "knapsack", "state": {**state, "config": deep}}}, parts, r"is nested deeper than 32"),
+        (meta | {"rule": {"name": "knapsack", "state": {**state, "config": [1]}}}, parts, r"config is invalid"),
+        (meta | {"rule": {"name": "knapsack", "state": {**state, "version": 2}}}, parts, r"not a planner state of ver"),
+        (
+            meta | {"rewards": {"reward_format": "signed", "success_threshold": None}},
+            parts,
+            r"rewards were mapped to successes with other settings \(reward_format: \"signed\" -> \"auto\"\)",
+        ),
+        (meta | {"epoch_counter": {"epoch": 0}}, parts, r"an epoch counter state holds exactly"),
+        (meta | {"epoch_counter": {"epoch": "0", "seen": []}}, parts, r"epoch counter epoch must be an integer"),
+        (meta | {"fingerprints": {"1": "x"}}, parts, r"'fingerprints' must be a list; got dict"),
+        (meta | {"fingerprints": [[1]]}, parts, r"fingerprints\[0\] must be a list of 2 entries"),
+        (meta | {"fingerprints": [[deep, "0123456789abcdef"]]}, parts, r"fingerprints\[0\]: prompt id .* is not"),
+        (meta | {"fingerprints": [[1.5, "0123456789abcdef"]]}, parts, r"fingerprints\[0\]: prompt id 1.5 is not"),
+        (meta | {"fingerprints": [[2**64, "0123456789abcdef"]]}, parts, r"prompt id 18446744073709551616 is not"),
+        (meta | {"fingerprints": [[1, "zz"]]}, parts, r"fingerprints\[0\]: 'zz' is not a fingerprint"),
+        (meta | {"batches": {"0": batch}}, parts, r"'batches' must be a list; got dict"),
+        (meta | {"batches": [deep]}, parts, r"'batches\[0\]' must be an object; got list"),
+        (meta | {"batches": [{**batch, "epoch": 5}]}, parts, r"\[0\].epoch: epoch 5 is not an integer in \[0, 0"),
+        (meta | {"batches": [{**batch, "prompt_epochs": [0, True]}]}, parts, r"prompt_epochs\[1\]: epoch True is not"),
+        (meta | {"batches": [{**batch, "uids": [7, "u2"]}]}, parts, r"batches\[0\].uids\[0\]: uid 7 is not a str"),
+        (meta | {"batches": [{**batch, "uids": ["u1"]}]}, parts, r"need one entry per prompt"),
+        (meta | {"batches": [{**batch, "counts": [N, -1]}]}, parts, r"batches\[0\].counts\[1\]: -1 is not a count"),
+        (meta | {"batches": [batch, batch]}, parts, r"'batches' lists a pending uid twice"),
+        (meta | {"batches": [{**batch, "prompt_ids": [1, 1]}]}, parts, r"is not a planned step: prompt_ids must"),
+        (meta | {"batches": [{**batch, "n": 0}]}, parts, r"is not a planned step: n must be"),
+        (meta | {"batches": [{**batch, "prompt_ids": [1, deep]}]}, parts, r"prompt_ids\[1\]: prompt id .* is not"),
+        (meta | {"observed": {"epoch": 0, "step": -1}}, parts, r"observed.step -1 is not an integer >= 0"),
+        (meta | {"observed": {"epoch": 3, "step": 0}}, parts, r"observed.epoch: epoch 3 is not an integer in \[0, 0\]"),
+        (meta, {"rule/0": parts["rule/0"][:100]}, r"tracker file is truncated"),
     ]
 
 
@@ -512,13 +548,16 @@ def test_nested_or_incomplete_run_states_are_refused_in_one_line(tmp_path: Path)
     run.save(tmp_path)
     path = tmp_path / "knapsack" / "state.bin"
     assert VerlRun.load(tmp_path, make_settings()).pending == 2
-    for meta, tracker, message in _forged_run_states(run):
-        write_state_file(path, "verl-run", 2, meta, {"tracker": tracker})
+    for meta, parts, message in _forged_run_states(run):
+        write_state_file(path, "verl-run", 3, meta, parts)
         with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: .*{message}") as info:
             VerlRun.load(tmp_path, make_settings())
         assert "\n" not in str(info.value) and type(info.value) is ValueError
     write_state_file(path, "planner", 1, {}, {"tracker": b""})
     with pytest.raises(ValueError, match=r"holds a 'planner' state, not a 'verl-run' state"):
+        VerlRun.load(tmp_path, make_settings())
+    write_state_file(path, "verl-run", 2, {}, {"tracker": b""})  # the Planner-only format of the last release
+    with pytest.raises(ValueError, match=r"verl-run format version 2 is not supported \(this knapsack-rl reads ver"):
         VerlRun.load(tmp_path, make_settings())
 
 
@@ -586,13 +625,13 @@ def test_settings_come_from_verls_real_config_layout() -> None:
     assert settings.knapsack == KnapsackConfig.preset("recipe", n=8, max_n=128, estimator="beta", beta_prior=(2.0, 2.0))
     assert (settings.n, settings.train_batch_size, settings.adapter) == (8, 256, VerlAdapterConfig())
     cfg.knapsack = {"max_nn": 3, "enable": True}
-    with pytest.raises(ValueError, match=r"unknown key\(s\) in the knapsack config section: \['enable', 'max_nn'\]"):
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['enable', 'max_nn'\] in the knapsack config section"):
         KnapsackVerlConfig.from_verl(cfg)
     cfg.knapsack = {"n": 16}
     with pytest.raises(ValueError, match=re.escape("knapsack.n is verl's actor_rollout_ref.rollout.n")):
         KnapsackVerlConfig.from_verl(cfg)
     cfg.knapsack = {"preset": "papers"}
-    with pytest.raises(ValueError, match=re.escape("knapsack.preset must be one of")):
+    with pytest.raises(ValueError, match=re.escape("preset='papers' is not a registered preset")):
         KnapsackVerlConfig.from_verl(cfg)
     cfg.knapsack = {"max_n": 1, "negative_n": 2, "positive_n": 2}
     with pytest.raises(ValueError, match="max_n must be >= min_n"):

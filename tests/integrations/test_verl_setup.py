@@ -239,7 +239,9 @@ def test_check_names_verls_default_rollout_n_as_the_cause(capsys: pytest.Capture
     assert err.startswith("error: actor_rollout_ref.rollout.n=1: GRPO needs at least 2 rollouts per prompt")
     assert "\n" not in err and "negative_n" not in err
     assert main(["--no-files", "actor_rollout_ref.rollout.n=8", "knapsack.negative_n=1"]) == 1
-    assert "refuses groups of one rollout (negative_n=1)" in capsys.readouterr().err  # the adapter's own reading
+    err = capsys.readouterr().err  # the adapter's own reading: the rule built and checked against verl's caps
+    assert err.startswith("error: rule 'knapsack' cannot run in verl: it can give a prompt a single rollout")
+    assert "(settings: negative_n=1 give a single rollout" in err and "knapsack.negative_n=2" in err
     assert main(["--no-files", "actor_rollout_ref.rollout.n=8", "data.train_batch_sizee=8"]) == 1
     assert capsys.readouterr().err.startswith("error: Hydra could not compose knapsack_grpo")
     bad_loss = [
@@ -276,7 +278,7 @@ def test_prepared_gym_files_pass_the_check_of_the_small_example_and_score_with_i
     assert main(["--config-dir", config_dir, *argv[5:]]) == 0
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert summary.startswith(
-        "ok: verl 0.9.1; rollout.n=8, train_batch_size=32, knapsack allocate=True counts in [2, 32]"
+        "ok: verl 0.9.1; rule knapsack; rollout.n=8, train_batch_size=32, knapsack allocate=True counts in [2, 32]"
     )
     assert (
         "adv_estimator=knapsack_grpo_group_mean, loss_agg_mode=token-mean; train_files: 48 rows, val_files: 12 rows"

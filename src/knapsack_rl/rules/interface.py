@@ -23,21 +23,12 @@ Rewards are in [0, 1] (1 = success; an engine maps its own with
 :func:`knapsack_rl.core.tracker.to_success`). A rule's state between steps is plain data
 (:meth:`Rule.state_dict`), so an engine's checkpoint can hold it.
 
-**What each engine allows.** Rounds within a step need an engine that can generate, look at the
-rewards, and generate again before the update:
-
-- the simulator and the reference trainer (``knapsack-rl train`` / ``compare``): every rule, rounds
-  included;
-- verl: its agent loop takes a per-prompt count (``__rollout_n__``) for the step's one generation
-  call, so one-round rules on the dataloader's batch (uniform, the knapsack presets without a probe,
-  E3-like) fit through the hooks; rounds within one step (two-phase knapsack, Reinforce-Ada-like,
-  Pilot-Commit-like, DAPO's refill) are not possible through the hooks (a second dispatch of a uid
-  overwrites the first one's sessions; see examples/verl/README.md), nor is drawing prompts beyond
-  the dataloader's batch (GRESO-like replacements). verl's own DAPO recipe
-  (``algorithm.filter_groups``) refills in its own trainer loop, not through these hooks;
-- TRL 1.16: ``GRPOTrainer`` makes one generation call per batch of M prompts x ``num_generations``
-  rows; the TRL adapter redistributes those rows over the prompts (one-round knapsack rules), but
-  no round within a step and no prompts beyond the sampler's batch are possible.
+**What each engine allows** is declared once, in :mod:`knapsack_rl.rules.engines` (``knapsack-rl rules``
+prints the table): rounds within a step and draws beyond the batch need an engine that can generate, look at
+the rewards and generate again before the update (the simulator and the reference trainer, through
+:func:`run_step`); TRL and verl generate once per step and run any one-round rule through
+:class:`~knapsack_rl.rules.engines.OneRound` (verl also refuses counts of 0 or 1). A rule says what it needs
+with :meth:`Rule.needs`; an engine that cannot meet it refuses the rule when the config is read.
 """
 
 from __future__ import annotations
@@ -343,7 +334,7 @@ def run_step(rule: Rule, spec: StepSpec, engine: Engine, *, max_rounds: int = 10
             selection = rule.finish(log)
             _check_end(rule, log, limits, selection)
             return log, selection
-        counts = _check_round(rule, log, limits, rnd)
+        counts = check_round(rule, log, limits, rnd)
         if counts.any():
             log.add_rollouts(counts, engine.generate(log, counts))
             log.generations += 1
@@ -354,7 +345,7 @@ def run_step(rule: Rule, spec: StepSpec, engine: Engine, *, max_rounds: int = 10
     raise RuntimeError(f"rule {rule.name!r} did not end step {spec.step} within max_rounds={max_rounds}")
 
 
-def _check_round(rule: Rule, log: StepLog, limits: Limits, rnd: Round) -> NDArray[np.int64]:
+def check_round(rule: Rule, log: StepLog, limits: Limits, rnd: Round) -> NDArray[np.int64]:
     """Validate one round against the log and the rule's limits; returns the counts as int64 (K,)."""
     counts = np.asarray(rnd.counts)
     if counts.shape != (log.size,) or counts.dtype.kind not in "iu":

@@ -1,9 +1,10 @@
 """Knapsack allocation for verl (0.9.x, V1 trainer): per-prompt rollout counts through verl's own hooks.
 
 Framework-free parts (NumPy; torch only to stamp counts; verl's ``DataProto`` where one is passed):
-:class:`KnapsackVerlConfig` (the ``knapsack:`` section), :class:`VerlRun` (verl batches to and from
-:class:`knapsack_rl.Planner`), :class:`RunRegistry` / :data:`RUNS` (how the hooks of one run meet) and
-the batch helpers of :mod:`~knapsack_rl.integrations.verl.planner`. The classes verl loads by name from
+:class:`KnapsackVerlConfig` (the ``knapsack:`` section: the run's rule and its settings), :class:`VerlRun`
+(verl batches to and from the rule, through :class:`knapsack_rl.rules.OneRound`), :class:`RunRegistry` /
+:data:`RUNS` (how the hooks of one run meet) and the batch helpers of
+:mod:`~knapsack_rl.integrations.verl.planner`. The classes verl loads by name from
 its config (:class:`KnapsackCheckpointCallback`, :class:`KnapsackAgentLoopManager`,
 :class:`KnapsackReplayBuffer`) live in :mod:`~knapsack_rl.integrations.verl.hooks` and are imported on
 first access, because they need verl's full V1 stack (Ray, TransferQueue). The Hydra YAML ships with
@@ -28,7 +29,7 @@ _NAMES = {
         "KnapsackVerlConfig",
         "VerlAdapterConfig",
         "check_verl_compat",
-        "check_verl_groups",
+        "check_verl_rule",
         "yaml_dir",
         "yaml_path",
     ),
@@ -44,7 +45,7 @@ _NAMES = {
         "read_prompt_ids",
     ),
     "runs": ("RUNS", "RunKey", "RunRegistry", "observe_sampled", "run_key"),
-    "resume": ("restore_or_create", "resume_folder"),
+    "resume": ("newest_complete_checkpoint", "restore_or_create", "resume_folder"),
     "hooks": (
         "KnapsackAgentLoopManager",
         "KnapsackCheckpointCallback",

@@ -8,7 +8,10 @@ checks, in order, naming the first real cause in one line:
 1. verl's version (:func:`~knapsack_rl.integrations.verl.check_verl_version`);
 2. the V1 trainer and the three knapsack hooks are in the config, and ``actor_rollout_ref.rollout.n >= 2``
    (verl's default is 1: one rollout per prompt is no GRPO group);
-3. the ``knapsack:`` section, as the hooks read it (:meth:`KnapsackVerlConfig.from_verl`);
+3. the ``knapsack:`` section, as the hooks read it (:meth:`KnapsackVerlConfig.from_verl`): the settings, and
+   the rule (``knapsack.rule``) built and checked against what verl can run (rounds within a step, prompts
+   beyond the batch, counts of 0 or 1 and dropped rollouts are refused with the reason, the engines that can
+   run the rule, and the settings to change);
 4. ``algorithm.adv_estimator`` is registered in verl (after :func:`~.algos.register_algorithms`), and the
    knapsack estimators' conditions (std scaling; the group mean's ``token-mean`` / ``vanilla`` loss);
 5. verl's own config validation (``verl.utils.config.validate_config``);
@@ -256,7 +259,8 @@ def check_config(cfg: Any, *, check_files: bool = True) -> str:
     alloc = settings.knapsack.allocation
     rows = ", ".join(f"{k.split('.')[1]}: {v} rows" for k, v in counts.items())
     return (
-        f"ok: verl {version}; rollout.n={settings.n}, train_batch_size={settings.train_batch_size}, "
+        f"ok: verl {version}; rule {settings.rule}; rollout.n={settings.n}, "
+        f"train_batch_size={settings.train_batch_size}, "
         f"knapsack allocate={settings.knapsack.allocate} counts in [{alloc.min_n}, {alloc.max_n}]; "
         f"adv_estimator={estimator}, loss_agg_mode={_select(cfg, 'actor_rollout_ref.actor.loss_agg_mode')}"
         + (f"; {rows}" if rows else "")

@@ -1,15 +1,23 @@
 """Settings of the verl adapter: the ``knapsack:`` section of verl's Hydra config, and the shipped YAML.
 
-The section embeds :class:`~knapsack_rl.KnapsackConfig`; nothing of it is redeclared here::
+The section names the run's rule and embeds :class:`~knapsack_rl.KnapsackConfig`; nothing of it is
+redeclared here::
 
     knapsack:
-      preset: project            # a KnapsackConfig preset ("project", "recipe", "uniform"); default "project"
+      rule: knapsack             # a registered rule that verl can run (``knapsack-rl rules``); default "knapsack"
+      preset: project            # the knapsack settings: a KnapsackConfig preset ("project", "recipe", "signal")
       negative_n: 2              # any KnapsackConfig field by its flat name (core.config.flat_fields)
       id_key: index              # adapter-only settings (VerlAdapterConfig)
 
-``n`` is verl's ``actor_rollout_ref.rollout.n`` and the prompts per step are ``data.train_batch_size``:
-neither is a key of the section (writing one raises). ``rule: uniform`` (or ``preset: uniform``) is the
+The settings go through :func:`knapsack_rl.core.config.knapsack_from_mapping`, the one route of every
+engine. ``n`` is verl's ``actor_rollout_ref.rollout.n`` and the prompts per step are
+``data.train_batch_size``: neither is a key of the section (writing one raises). ``rule: uniform`` is the
 uniform baseline, which still tracks and logs the same metrics. Unknown keys raise, naming them.
+
+The rule is built when the section is read and checked against what verl can run
+(:func:`knapsack_rl.rules.check_runs_on` with the ``verl`` engine's capabilities): a rule that needs rounds
+within a step, prompts beyond the batch, counts of 0 or 1, or dropped rollouts is refused in one line,
+with the reason, the engines that can run it and, for a knapsack rule, the settings to change.
 
 The YAML the examples launch with ships inside the package (:func:`yaml_path`)::
 
@@ -26,13 +34,17 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from knapsack_rl.core.config import KnapsackConfig, flat_fields, preset_names
-from knapsack_rl.core.validate import check_bool, check_choice, check_int
+from knapsack_rl.core.config import SECTIONS, KnapsackConfig, check_known, flat_fields, knapsack_from_mapping
+from knapsack_rl.core.validate import check_bool, check_int
+from knapsack_rl.rules import KnapsackRule, Rule, RuleSetup, check_runs_on, make_rule
 
+ENGINE = "verl"
+"""The engine's name in :data:`knapsack_rl.rules.ENGINES`."""
 YAML_NAME = "knapsack_grpo"
 """Hydra config name of the shipped YAML (``--config-name=knapsack_grpo``)."""
 PRESET_KEY = "preset"
-DEFAULT_PRESET = "project"
+RULE_KEY = "rule"
+DEFAULT_RULE = "knapsack"
 VERL_OWNED = {"n": "actor_rollout_ref.rollout.n"}
 """Flat KnapsackConfig fields whose value is verl's (key: where verl keeps it)."""
 
@@ -46,7 +58,7 @@ class VerlAdapterConfig:
     check_prompt_identity: bool = True
     """Remember a fingerprint of each id's prompt and fail if one id is later seen with another prompt."""
     resume_without_state: bool = False
-    """On resume from a checkpoint without knapsack state: False raises, True starts an empty tracker."""
+    """On resume from a checkpoint without knapsack state: False raises, True starts the rule from scratch."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.id_key, str) or not self.id_key:
@@ -60,17 +72,25 @@ ADAPTER_KEYS = tuple(f.name for f in fields(VerlAdapterConfig))
 
 @dataclass(frozen=True)
 class KnapsackVerlConfig:
-    """Everything the verl hooks of one run need: the method, the adapter settings, verl's batch size.
+    """Everything the verl hooks of one run need: the rule, the method's settings, the adapter's, verl's batch.
 
     Attributes:
-        knapsack: the method's settings; ``knapsack.allocation.n`` is verl's ``rollout.n``.
+        knapsack: the run's knapsack settings; ``knapsack.allocation.n`` is verl's ``rollout.n``.
         adapter: the adapter-only settings.
-        train_batch_size: verl's ``data.train_batch_size`` (prompts per step; informs the logs only).
+        train_batch_size: verl's ``data.train_batch_size`` (prompts per step, M).
+        rule: the registered rule the run uses (``knapsack``: the run's own settings; ``uniform``, ...).
+        seed: the seed the rule is told (verl's ``data.seed``; 0 where verl's is null).
+
+    Raises:
+        ValueError: on construction, a rule verl cannot run (one line: the reason, the engines that can, and
+            the settings to change).
     """
 
     knapsack: KnapsackConfig
     adapter: VerlAdapterConfig
     train_batch_size: int
+    rule: str = DEFAULT_RULE
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.knapsack, KnapsackConfig):
@@ -78,32 +98,49 @@ class KnapsackVerlConfig:
         if not isinstance(self.adapter, VerlAdapterConfig):
             raise ValueError(f"adapter must be a VerlAdapterConfig; got {type(self.adapter).__name__}")
         check_int("train_batch_size", self.train_batch_size, low=1)
-        check_verl_groups(self.knapsack)
+        check_int("seed", self.seed, low=0)
+        if not isinstance(self.rule, str):
+            raise ValueError(f"knapsack.rule must be a rule's name (a str); got {self.rule!r}")
+        self.make_rule()  # built and checked once when the config is read
 
     @property
     def n(self) -> int:
         """Uniform rollouts per prompt (verl's ``actor_rollout_ref.rollout.n``)."""
         return self.knapsack.allocation.n
 
+    def make_rule(self) -> Rule:
+        """A fresh instance of the run's rule, checked against what verl can run (:func:`check_verl_rule`).
+
+        The rule is told verl's ``rollout.n``, ``train_batch_size``, the seed and the run's knapsack settings.
+        The adapter maps verl's rewards to successes once (``reward_format``, ``success_threshold``); a rule
+        takes successes as they are (a knapsack rule's Planner does not map them again).
+        """
+        setup = RuleSetup(self.n, self.train_batch_size, self.seed, knapsack=self.knapsack)
+        try:
+            rule = make_rule(self.rule, setup)
+        except ValueError as exc:
+            raise ValueError(f"knapsack.{exc}") from None
+        check_verl_rule(rule)
+        return rule
+
     @classmethod
-    def from_section(cls, section: Mapping[str, Any], *, n: int, train_batch_size: int) -> KnapsackVerlConfig:
-        """Build from a plain ``knapsack:`` section plus verl's ``rollout.n`` and ``train_batch_size``."""
+    def from_section(
+        cls, section: Mapping[str, Any], *, n: int, train_batch_size: int, seed: int = 0
+    ) -> KnapsackVerlConfig:
+        """Build from a plain ``knapsack:`` section plus verl's ``rollout.n``, ``train_batch_size`` and seed."""
         if not isinstance(section, Mapping):
             raise ValueError(f"the knapsack config section must be a mapping; got {type(section).__name__}")
         values = dict(section)
-        method_keys = sorted(set(flat_fields(KnapsackConfig)) - set(VERL_OWNED))
-        valid = sorted([PRESET_KEY, *ADAPTER_KEYS, *method_keys])
-        unknown = sorted(k for k in values if k not in valid and k not in VERL_OWNED)
-        if unknown:
-            raise ValueError(f"unknown key(s) in the knapsack config section: {unknown}; valid keys: {valid}")
         for key, where in VERL_OWNED.items():
             if key in values:
                 raise ValueError(f"knapsack.{key} is verl's {where}; remove it from the knapsack section")
-        preset = check_choice("knapsack.preset", values.pop(PRESET_KEY, DEFAULT_PRESET), preset_names())
+        own = (PRESET_KEY, RULE_KEY, *ADAPTER_KEYS, *SECTIONS)
+        valid = set(flat_fields(KnapsackConfig)) - set(VERL_OWNED) | set(own)
+        check_known(values, valid, where="the knapsack config section")
+        rule = values.pop(RULE_KEY, DEFAULT_RULE)
         adapter = VerlAdapterConfig(**{k: values.pop(k) for k in ADAPTER_KEYS if k in values})
-        changes = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        knapsack = KnapsackConfig.preset(preset, n=n, **changes)
-        return cls(knapsack=knapsack, adapter=adapter, train_batch_size=train_batch_size)
+        knapsack = knapsack_from_mapping(values, where="knapsack", n=n)
+        return cls(knapsack=knapsack, adapter=adapter, train_batch_size=train_batch_size, rule=rule, seed=seed)
 
     @classmethod
     def from_verl(cls, config: Any) -> KnapsackVerlConfig:
@@ -111,35 +148,44 @@ class KnapsackVerlConfig:
         check_verl_compat(config)
         section = _to_dict(_get(config, "knapsack", None) or {})
         n = _get(_get(_get(config, "actor_rollout_ref"), "rollout"), "n")
-        train_batch_size = _get(_get(config, "data"), "train_batch_size")
-        return cls.from_section(section, n=n, train_batch_size=train_batch_size)
-
-
-def check_verl_groups(cfg: KnapsackConfig) -> None:
-    """Refuse settings whose groups verl would treat differently from the method (verl 0.9).
-
-    - A group of exactly one rollout: verl's GRPO gives it mean 0 and std 1, so its advantage is
-      ``r / (1 + 1e-6)`` (``core_algos.compute_grpo_outcome_advantage``), where the method gives 0.
-      So ``n`` and (for the knapsack rule) ``min_n``, ``negative_n`` and ``positive_n`` must not be 1
-      (0 is allowed: no rollout).
-    - Two-phase planning (``probe_n > 0``): verl's agent loop numbers a prompt's sessions
-      ``range(__rollout_n__)`` in one dispatch, so a second round cannot be added to the same GRPO group
-      (see the README's "Within-step rounds").
-    """
-    alloc = cfg.allocation
-    counts = ("n", "min_n", "negative_n", "positive_n") if cfg.allocate else ("n",)
-    ones = [f"{k}=1" for k in counts if getattr(alloc, k) == 1]
-    if ones:
-        raise ValueError(
-            f"the verl adapter refuses groups of one rollout ({', '.join(ones)}): verl's GRPO gives a lone "
-            f"rollout the advantage r / (1 + 1e-6), not 0; use 0 or >= 2 (e.g. knapsack.negative_n=2 "
-            f"knapsack.positive_n=2 with the 'project' preset)"
+        data = _get(config, "data")
+        seed = _get(data, "seed", None)
+        return cls.from_section(
+            section, n=n, train_batch_size=_get(data, "train_batch_size"), seed=0 if seed is None else seed
         )
-    if cfg.probe_n > 0:
-        raise ValueError(
-            f"probe_n={cfg.probe_n}: two-phase planning is not available on verl 0.9 (a prompt's sessions are "
-            f"dispatched once, numbered range(__rollout_n__)); set knapsack.probe_n=0"
-        )
+
+
+def check_verl_rule(rule: Rule) -> None:
+    """Refuse a rule verl cannot run, in one line: :func:`~knapsack_rl.rules.check_runs_on` (what the rule
+    needs against the ``verl`` engine's capabilities) plus, for a knapsack rule, which settings cause it
+    and their fix (e.g. ``negative_n=1`` gives single rollouts: ``knapsack.negative_n=2``)."""
+    try:
+        check_runs_on(rule, ENGINE)
+    except ValueError as exc:
+        fix = _knapsack_fix(rule) if isinstance(rule, KnapsackRule) else ""
+        raise ValueError(f"{exc}{fix}") from None
+
+
+def _knapsack_fix(rule: KnapsackRule) -> str:
+    """The settings of a knapsack rule behind what verl refuses, and how to change them ("" if none)."""
+    cfg, alloc = rule.config, rule.config.allocation
+    names = ("min_n", "negative_n", "positive_n") if cfg.allocate else ()
+    fixes = []
+    if alloc.n == 1:
+        fixes.append("n=1 (set actor_rollout_ref.rollout.n >= 2)")
+    for value, what in ((1, "a single rollout"), (0, "no rollout")):
+        given = [f"{k}={value}" for k in names if getattr(alloc, k) == value]
+        if given:
+            fixes.append(f"{', '.join(given)} give {what} (set them >= 2: e.g. knapsack.negative_n=2 "
+                         f"knapsack.positive_n=2, as the shipped YAML does)")  # fmt: skip
+    if cfg.allocate and cfg.probe_n > 0:
+        fixes.append(f"probe_n={cfg.probe_n} plans in two rounds (set knapsack.probe_n=0)")
+    if not fixes:
+        return ""
+    where = "" if rule.name in ("knapsack", "uniform") else (
+        f"; rule {rule.name!r} fixes its settings: use knapsack.rule=knapsack with the settings changed"
+    )  # fmt: skip
+    return f" (settings: {'; '.join(fixes)}{where})"
 
 
 def check_verl_compat(config: Any) -> None:

@@ -10,10 +10,10 @@ verl config key                               class / what it does
                                               prompt; verl's agent loop then runs that many sessions.
 ``trainer.v1.sampler.custom_sampler.``        :class:`KnapsackReplayBuffer` (sync trainer; ``...Async`` for the
 ``{path,name}``                               async ones): after verl's sampler returns a step's trajectories,
-                                              reads their rewards, updates the tracker and returns the
+                                              reads their rewards, hands them to the rule and returns the
                                               metrics, which verl merges into its metrics dict.
-``trainer.checkpoint_callback_class``         :class:`KnapsackCheckpointCallback`: saves the run into every
-                                              ``global_step_{k}/knapsack/``.
+``trainer.checkpoint_callback_class``         :class:`KnapsackCheckpointCallback`: saves the run (the rule's
+                                              state and the adapter's) into every ``global_step_{k}/knapsack/``.
 ============================================  ==============================================================
 
 All three run in verl's driver process (the ``TaskRunner`` Ray actor) and share one
@@ -44,7 +44,10 @@ register_algorithms()  # verl loads this module in its driver: algorithm.adv_est
 
 
 class KnapsackCheckpointCallback(CheckpointCallback):
-    """Gets (or creates and restores) the run at trainer construction and saves it with every checkpoint."""
+    """Gets (or creates and restores) the run at trainer construction and saves it with every checkpoint.
+
+    verl builds it in ``PPOTrainer.__init__``, before anything heavy: a resume that cannot restore the rule's
+    state stops there."""
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config=config)  # type: ignore[no-untyped-call]
@@ -53,7 +56,11 @@ class KnapsackCheckpointCallback(CheckpointCallback):
     def on_save(
         self, trainer: Any, global_step: int, checkpoint_dir: str, async_save: bool = False, **kwargs: Any
     ) -> None:
-        """Write ``{checkpoint_dir}/knapsack/`` (tracker and run state)."""
+        """Write ``{checkpoint_dir}/knapsack/state.bin`` (the rule's state and the adapter's).
+
+        verl calls this after it wrote ``latest_checkpointed_iteration.txt`` (see
+        :mod:`~knapsack_rl.integrations.verl.resume` for what a crash in between leaves and how a resume
+        refuses it)."""
         self.run.save(checkpoint_dir)
 
 
@@ -84,7 +91,7 @@ def _rm_scores(partition_id: str) -> Any:
 
 
 class KnapsackReplayBuffer(ReplayBuffer):
-    """verl's synchronous replay buffer (``trainer.v1.trainer_mode=sync``); sampling also updates the tracker."""
+    """verl's synchronous replay buffer (``trainer.v1.trainer_mode=sync``); sampling also observes the rewards."""
 
     def sample(self, global_steps: int, partition_id: str, batch_size: int) -> tuple[Any, dict[str, Any]]:
         """Sample as verl does, then observe the batch's rewards; returns verl's and our metrics."""

@@ -1,16 +1,21 @@
-"""The framework-free half of the verl adapter: verl batches to and from :class:`knapsack_rl.Planner`.
+"""The framework-free half of the verl adapter: verl batches to and from the run's rule.
 
-One :class:`VerlRun` per training run lives in verl's driver process (the ``TaskRunner``). Per step:
+One :class:`VerlRun` per training run lives in verl's driver process (the ``TaskRunner``). It reaches the
+method through one door: the run's rule (:meth:`KnapsackVerlConfig.make_rule`, a registered rule that
+verl can run) driven by :class:`knapsack_rl.rules.OneRound` with the ``verl`` engine. Per step:
 
-1. :meth:`VerlRun.plan` takes the step's prompt ids (``extra_info.index``, unique), their verl
-   ``uid`` s and (optionally) the prompts; the epoch is counted by :class:`~knapsack_rl.core.planner.EpochCounter`
-   (a new pass starts at the first id seen again; in verl's sync trainer this is verl's own
-   ``training/epoch``) and :meth:`Planner.plan` returns the counts ``N_i`` (``sum_i N_i = M * n``, so
-   verl's ``ppo_mini_batch_size * n`` arithmetic is unchanged).
+1. :meth:`VerlRun.plan` takes the step's prompt ids (``extra_info.index``, unique), their verl ``uid`` s
+   and (optionally) the prompts; the epoch is counted by :class:`~knapsack_rl.core.planner.EpochCounter` (a
+   new pass starts at the first id seen again; in verl's sync trainer this is verl's own
+   ``training/epoch``); the batch becomes a :class:`~knapsack_rl.rules.StepSpec` and ``OneRound.plan``
+   returns the counts ``N_i`` (``sum_i N_i = M * n`` for every built-in rule verl runs, so verl's
+   ``ppo_mini_batch_size * n`` arithmetic is unchanged).
 2. verl generates ``N_i`` rollouts of prompt i, all carrying its ``uid``; verl's GRPO groups advantages
    by ``uid``, so groups of any size are handled by verl itself.
-3. :meth:`VerlRun.observe` maps each rollout's ``uid`` back to its prompt id and hands the rewards to
-   :meth:`Planner.observe`, which updates the tracker and returns the step's metrics.
+3. :meth:`VerlRun.observe` maps each rollout's ``uid`` back to its batch and position, maps verl's rewards
+   to successes in [0, 1] (:func:`knapsack_rl.core.tracker.to_success` with the run's ``reward_format`` and
+   ``success_threshold``) and hands them to ``OneRound.observe`` with the spec the batch was planned with,
+   which ends the rule's step and returns its metrics.
 
 The helpers below read and write verl's two batch containers: the V1 trainer's ``TensorDict`` (counts
 go into the per-prompt ``__rollout_n__`` field the agent loop reads) and the legacy ``DataProto``
@@ -19,22 +24,29 @@ go into the per-prompt ``__rollout_n__`` field the agent loop reads) and the leg
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from knapsack_rl.core.config import config_diff
+from knapsack_rl.core.groups import step_metrics
 from knapsack_rl.core.planner import EpochCounter, Planner
+from knapsack_rl.core.tracker import to_success
 from knapsack_rl.core.validate import check_prompt_ids, check_unique_ids
-from knapsack_rl.integrations.verl.config import KnapsackVerlConfig
+from knapsack_rl.integrations.verl.config import ENGINE, KnapsackVerlConfig
 from knapsack_rl.io import read_state_file, write_state_file
+from knapsack_rl.rules import KnapsackRule, OneRound, Rule, StepSpec
+from knapsack_rl.rules.state import PART_PREFIX, pack_rule_state, unpack_rule_state
 
 logger = logging.getLogger(__name__)
 
@@ -46,38 +58,62 @@ STATE_DIR = "knapsack"
 STATE_FILE = "state.bin"
 """The run's state in :data:`STATE_DIR`: one state-file envelope (:func:`knapsack_rl.io.encode_state_file`)."""
 STATE_KIND = "verl-run"
-STATE_VERSION = 2
-"""Version 1 was the pair ``run.json`` + ``tracker.bin`` of knapsack-rl 0.1.0 (refused, with a message)."""
+STATE_VERSION = 3
+"""Version 3 holds the rule's state (:func:`knapsack_rl.rules.state.pack_rule_state`); version 2 held the
+Planner's only, version 1 was the pair ``run.json`` + ``tracker.bin`` of knapsack-rl 0.1.0 (both refused)."""
 LEGACY_FILES = ("run.json", "tracker.bin")
-_META_KEYS = ("epoch_counter", "fingerprints", "pending", "planner")
+_META_KEYS = ("batches", "epoch_counter", "fingerprints", "observed", "rewards", "rule")
+_BATCH_KEYS = ("counts", "epoch", "n", "prompt_epochs", "prompt_ids", "step", "total_budget", "uids")
+
+
+@dataclass
+class _Batch:
+    """One planned generation batch: its spec, the counts, and the uid at each position (None once observed)."""
+
+    spec: StepSpec
+    counts: list[int]
+    uids: list[str | None]
 
 
 class VerlRun:
-    """What the three verl hooks of one run share: a :class:`Planner`, the epoch count and the uid map.
+    """What the three verl hooks of one run share: the rule (through :class:`OneRound`), the epoch count and
+    the uid map.
 
     Example (what the hooks do each step)::
 
-        run = VerlRun(KnapsackVerlConfig.from_section({}, n=8, train_batch_size=256))
-        counts = run.plan(prompt_ids, uids, prompts)      # (M,) int64, sums to M * n
+        run = VerlRun(KnapsackVerlConfig.from_section({"negative_n": 2, "positive_n": 2}, n=8, train_batch_size=256))
+        counts = run.plan(prompt_ids, uids, prompts, step=global_step)    # (M,) int64, sums to M * n
         ...  # verl generates counts[i] rollouts of prompt i with uid uids[i], scores them
         metrics = run.observe(rollout_uids, rollout_rewards, step=global_step)
 
     Args:
-        settings: the run's settings.
-        planner: an existing planner (default: ``Planner(settings.knapsack)``).
+        settings: the run's settings; the rule is ``settings.make_rule()`` (refused if verl cannot run it).
     """
 
-    def __init__(self, settings: KnapsackVerlConfig, planner: Planner | None = None) -> None:
+    def __init__(self, settings: KnapsackVerlConfig) -> None:
         if not isinstance(settings, KnapsackVerlConfig):
             raise ValueError(f"settings must be a KnapsackVerlConfig; got {type(settings).__name__}")
         self.settings = settings
-        self.planner = planner if planner is not None else Planner(settings.knapsack)
-        if self.planner.config != settings.knapsack:
-            raise ValueError("planner.config must equal settings.knapsack")
+        self._driver = OneRound(settings.make_rule(), ENGINE)
         self.epochs = EpochCounter()
         self._fingerprints: dict[PromptId, str] = {}
-        self._pending: dict[str, tuple[PromptId, int]] = {}  # uid -> (prompt id, epoch) planned, not yet observed
+        self._batches: dict[int, _Batch] = {}  # planned batches with rollouts not observed yet, by plan number
+        self._pending: dict[str, tuple[int, int]] = {}  # uid -> (plan number, position), not yet observed
+        self._plans = 0
+        self._observed = (0, 0)  # (epoch, step) of the latest observation: later ones never go below
         self._plan_s = 0.0
+
+    @property
+    def rule(self) -> Rule:
+        """The run's rule (its name is ``settings.rule``)."""
+        return self._driver.rule
+
+    @property
+    def planner(self) -> Planner | None:
+        """The :class:`Planner` of a knapsack rule (``knapsack``, ``uniform``, ``knapsack:<preset>``); None for
+        a rule that does not plan through one. Read-only: the rule is reached through :class:`OneRound`."""
+        rule = self._driver.rule
+        return rule.planner if isinstance(rule, KnapsackRule) else None
 
     @property
     def epoch(self) -> int:
@@ -91,20 +127,28 @@ class VerlRun:
 
     # ------------------------------------------------------------------ planning
     def plan(
-        self, prompt_ids: Sequence[Any], uids: Sequence[str], prompts: Sequence[Any] | None = None
+        self,
+        prompt_ids: Sequence[Any],
+        uids: Sequence[str],
+        prompts: Sequence[Any] | None = None,
+        *,
+        step: int | None = None,
     ) -> NDArray[np.int64]:
-        """Counts for the M prompts of one generation batch (:meth:`Planner.plan` at the counted epoch).
+        """Counts for the M prompts of one generation batch (``OneRound.plan`` at the counted epoch).
 
         Args:
             prompt_ids: (M,) stable data-set ids (``extra_info.index``); unique ints or strs.
             uids: (M,) verl's per-prompt ``uid`` (the GRPO group key); unique. A uid still pending is
                 planned again without starting an epoch (verl re-issues in-flight prompts after an
-                async resume).
+                async resume); its earlier plan is dropped.
             prompts: (M,) the prompts (any JSON-able value); with ``check_prompt_identity`` an id that
                 comes back with a different prompt raises instead of sharing the other prompt's state.
+            step: verl's global step the batch is generated for (1-based, as verl counts; default: one
+                after the previous plan's).
 
         Returns:
-            (M,) int64 rollouts per prompt, ``sum == M * n``. A rejected call changes nothing.
+            (M,) int64 rollouts per prompt (``sum == M * n`` for every built-in rule verl runs). A rejected
+            call changes nothing.
         """
         start = time.perf_counter()
         name = "prompt_ids (extra_info.index)"
@@ -117,24 +161,47 @@ class VerlRun:
         if not ids:
             raise ValueError("plan() needs at least one prompt; got an empty batch")
         check_unique_ids("uids", uid_list)
+        step0 = self._plans if step is None else _check_step(step) - 1
         new_fps = self._new_fingerprints(ids, prompts)
         saved = self.epochs.state_dict()
         try:
-            fresh = [pid for u, pid in zip(uid_list, ids, strict=True) if u not in self._pending]
-            reissued = [self._pending[u][1] for u in uid_list if u in self._pending]
-            epoch = self.epochs.advance(fresh) if fresh else max(reissued)  # a re-issue stays in its epoch
-            budgets = self.planner.plan(ids, epoch=epoch).budgets.astype(np.int64)
+            spec = self._spec(ids, uid_list, step0)
+            counts = self._driver.plan(spec)
         except BaseException:
             self.epochs.load_state_dict(saved)
             raise
-        if int(budgets.sum()) != len(ids) * self.settings.n:
-            raise RuntimeError(f"allocation total {int(budgets.sum())} != prompts x n = {len(ids) * self.settings.n}")
+        for uid in uid_list:  # a re-issued uid leaves its earlier batch
+            if uid in self._pending:
+                self._forget(uid)
         self._fingerprints.update(new_fps)
-        self._pending.update((u, (pid, epoch)) for u, pid in zip(uid_list, ids, strict=True))
-        if len(ids) != self.settings.train_batch_size:
-            logger.debug("planned %d prompts (train_batch_size=%d)", len(ids), self.settings.train_batch_size)
+        self._batches[self._plans] = _Batch(spec, counts.tolist(), list(uid_list))
+        self._pending.update((u, (self._plans, i)) for i, u in enumerate(uid_list))
+        self._plans += 1
         self._plan_s = time.perf_counter() - start
-        return budgets
+        return counts
+
+    def _spec(self, ids: list[PromptId], uids: list[str], step0: int) -> StepSpec:
+        """The batch as a StepSpec: fresh prompts in the counted epoch, re-issued ones in their own."""
+        fresh = [pid for u, pid in zip(uids, ids, strict=True) if u not in self._pending]
+        reissued = [self._planned_epoch(u) for u in uids if u in self._pending]
+        epoch = self.epochs.advance(fresh) if fresh else max(reissued)  # a re-issue stays in its epoch
+        epochs = [self._planned_epoch(u) if u in self._pending else epoch for u in uids]
+        n = self.settings.n
+        return StepSpec(_id_array(ids), epoch=epoch, step=step0, n=n, total_budget=n * len(ids),
+                        prompt_epochs=np.asarray(epochs, dtype=np.int64))  # fmt: skip
+
+    def _planned_epoch(self, uid: str) -> int:
+        batch, pos = self._pending[uid]
+        epochs = self._batches[batch].spec.prompt_epochs
+        assert epochs is not None
+        return int(epochs[pos])
+
+    def _forget(self, uid: str) -> None:
+        """Drop a pending uid from its batch (and the batch once nothing of it is pending)."""
+        batch, pos = self._pending.pop(uid)
+        self._batches[batch].uids[pos] = None
+        if not any(u is not None for u in self._batches[batch].uids):
+            del self._batches[batch]
 
     def _new_fingerprints(self, ids: list[PromptId], prompts: Sequence[Any] | None) -> dict[PromptId, str]:
         """Fingerprints of prompts not seen before; an id seen with another prompt raises."""
@@ -156,20 +223,22 @@ class VerlRun:
 
     # ----------------------------------------------------------------- observing
     def observe(self, rollout_uids: Sequence[str], rewards: ArrayLike, *, step: int | None = None) -> dict[str, float]:
-        """Record the rewards of planned prompts and return the step's metrics (:meth:`Planner.observe`).
+        """Hand the rewards of planned prompts to the rule and return the step's metrics.
 
         Args:
             rollout_uids: (R,) verl ``uid`` of every rollout (the prompt's uid, repeated per rollout).
-            rewards: (R,) scalar reward per rollout (sum of verl's token-level scores).
-            step: verl's global step (stored as the prompts' last update).
+            rewards: (R,) scalar reward per rollout (sum of verl's token-level scores), mapped to successes
+                with the run's ``reward_format`` and ``success_threshold``.
+            step: verl's global step (1-based; the rule's step ``step - 1``; default: the batch's planned step).
 
         Returns:
-            :meth:`Planner.observe`'s metrics (``train/*`` grouped by prompt, ``alloc/*`` of the latest
-            plan, ``tracker/prompts``) plus ``train/epoch`` and ``timing_s/plan``. The rollouts' epoch is
-            the latest one their prompts were planned in (they differ only across an epoch boundary in
-            verl's async and refill modes), and never below an earlier observation's: in the async modes
-            a batch of older prompts can finish after a newer one, and the Planner refuses an epoch that
-            goes backwards.
+            ``OneRound.observe``'s metrics (:func:`knapsack_rl.rules.step_log_metrics`: ``train/*`` grouped by
+            prompt, ``alloc/*``, ``tracker/prompts``) plus ``train/epoch`` and ``timing_s/plan``. Each planned
+            batch is observed with the spec it was planned with, its epoch and step raised to the latest
+            observation's: in verl's async modes a batch of older prompts can finish after a newer one, and
+            a rule's tracker refuses an epoch or step that goes backwards. A sample that holds rollouts of
+            several planned batches observes each in plan order; its ``train/*`` coverage metrics are then
+            those of all its rollouts.
         """
         uid_list = [str(u) for u in rollout_uids]
         r = np.asarray(rewards, dtype=np.float64).reshape(-1)
@@ -181,14 +250,48 @@ class VerlRun:
                 f"rollout_uids contain {len(unknown)} uid(s) that were never planned or were already observed, e.g. "
                 f"{unknown[0]!r}; every training prompt must pass through VerlRun.plan before its rewards are observed"
             )
-        planned = [self._pending[u] for u in uid_list]
-        epoch = max([e for _, e in planned] + [self.planner.tracker.epoch]) if planned else self.epoch
-        metrics = self.planner.observe([pid for pid, _ in planned], r, epoch=epoch, step=step)
-        metrics["train/epoch"] = float(epoch)
+        tracker = self.settings.knapsack.tracker
+        successes = to_success(r, tracker.reward_format, tracker.success_threshold)
+        obs_step = None if step is None else _check_step(step) - 1
+        where = [self._pending[u] for u in uid_list]
+        self._check_counts(uid_list, where)
+        metrics: dict[str, float] = {}
+        for b in sorted({batch for batch, _ in where}):
+            rows = [j for j, (batch, _) in enumerate(where) if batch == b]
+            spec = self._observed_spec(self._batches[b].spec, obs_step)
+            metrics = self._driver.observe(spec, [where[j][1] for j in rows], successes[rows])
+            self._observed = (spec.epoch, spec.step)
+        if len({batch for batch, _ in where}) > 1:
+            metrics.update(step_metrics(successes, uid_list))
+            metrics["train/rollouts_generated"] = float(r.size)
+        metrics["train/epoch"] = float(self._observed[0])
         metrics["timing_s/plan"] = self._plan_s
         for u in set(uid_list):
-            del self._pending[u]
+            self._forget(u)
         return metrics
+
+    def _check_counts(self, uids: list[str], where: list[tuple[int, int]]) -> None:
+        """Every observed prompt came back with the rollouts it was planned: else verl did not run the counts."""
+        got: dict[str, int] = {}
+        for u in uids:
+            got[u] = got.get(u, 0) + 1
+        for u, (b, i) in zip(uids, where, strict=True):
+            planned = self._batches[b].counts[i]
+            if got[u] != planned:
+                pid = self._batches[b].spec.prompt_ids.tolist()[i]
+                raise ValueError(
+                    f"prompt {pid!r} (uid {u!r}) was planned {planned} rollouts but {got[u]} came back: verl did not "
+                    f"run the knapsack counts (is actor_rollout_ref.rollout.agent.agent_loop_manager_class "
+                    f"knapsack_rl.integrations.verl.hooks.KnapsackAgentLoopManager, and does the agent loop read "
+                    f"{ROLLOUT_N_KEY}?)"
+                )
+
+    def _observed_spec(self, spec: StepSpec, step: int | None) -> StepSpec:
+        """``spec`` with its epoch and step never below the latest observation's (and the step verl's, if given)."""
+        epoch, last = self._observed
+        return dataclasses.replace(
+            spec, epoch=max(spec.epoch, epoch), step=max(spec.step if step is None else step, last)
+        )
 
     def owns(self, uid: str) -> bool:
         """Whether ``uid`` was planned by this run and not observed yet."""
@@ -198,33 +301,39 @@ class VerlRun:
     def save(self, checkpoint_dir: str | os.PathLike[str]) -> Path:
         """Write ``{checkpoint_dir}/knapsack/state.bin`` atomically; returns the folder.
 
-        One state-file envelope (kind ``"verl-run"``): the planner's settings, the epoch count, the prompt
-        fingerprints and the prompts in flight as JSON meta, and the tracker's own bytes
-        (:meth:`knapsack_rl.Tracker.to_bytes`) as the part ``"tracker"``, under one SHA-256; never a pickle.
+        One state-file envelope (kind ``"verl-run"``, one SHA-256; never a pickle): the rule's state as every
+        engine stores it (:func:`~knapsack_rl.rules.state.pack_rule_state`: JSON in the meta, its bytes, e.g.
+        a tracker, as parts ``rule/k``), and the adapter's own fields: the epoch count, the prompt
+        fingerprints, the planned batches with rollouts still in flight, the latest observation's epoch and
+        step, and the reward mapping (``reward_format``, ``success_threshold``).
         """
-        state = self.planner.state_dict()
-        folder = Path(checkpoint_dir) / STATE_DIR
+        rule_meta, parts = pack_rule_state(self.settings.rule, self._driver.state_dict())
         meta = {
-            "planner": {k: v for k, v in state.items() if k != "tracker"},
+            "rule": rule_meta,
             "epoch_counter": self.epochs.state_dict(),
             "fingerprints": [[pid, fp] for pid, fp in self._fingerprints.items()],
-            "pending": [[uid, pid, epoch] for uid, (pid, epoch) in self._pending.items()],
+            "batches": [_batch_state(b) for _, b in sorted(self._batches.items())],
+            "observed": {"epoch": self._observed[0], "step": self._observed[1]},
+            "rewards": _reward_mapping(self.settings),
         }
-        write_state_file(folder / STATE_FILE, STATE_KIND, STATE_VERSION, meta, {"tracker": state["tracker"]})
-        logger.info("saved knapsack state (%d prompts, epoch %d) to %s", len(self.planner.tracker), self.epoch, folder)
+        folder = Path(checkpoint_dir) / STATE_DIR
+        write_state_file(folder / STATE_FILE, STATE_KIND, STATE_VERSION, meta, parts)
+        logger.info("saved knapsack state (rule %s, epoch %d) to %s", self.settings.rule, self.epoch, folder)
         return folder
 
     @classmethod
     def load(cls, checkpoint_dir: str | os.PathLike[str], settings: KnapsackVerlConfig) -> VerlRun:
         """Restore a run saved by :meth:`save` into ``checkpoint_dir``; the settings come from ``settings``.
 
-        Every field is checked before the run is built (types, ranges, each id an int or str, each in-flight
-        prompt's epoch within the count), so a malformed file raises one line and builds nothing.
+        Every field is checked before anything is adopted (the adapter's fields: types, ranges, ids, each
+        batch a valid spec; then the rule's state, which the rule checks in full), so a malformed file
+        raises one line and builds nothing.
 
         Raises:
             FileNotFoundError: no knapsack state in ``checkpoint_dir``.
-            ValueError: a corrupt, foreign, malformed or old-format state, or a tracker saved under other
-                tracker settings (:meth:`Planner.check_state_dict` names every setting that differs).
+            ValueError: a corrupt, foreign, malformed or old-format state, another rule's state (naming
+                both), rewards mapped under other settings, or a state the rule refuses (e.g. a tracker saved
+                under other tracker settings, every setting that differs named).
         """
         folder = Path(checkpoint_dir) / STATE_DIR
         path = folder / STATE_FILE
@@ -233,39 +342,142 @@ class VerlRun:
                 raise ValueError(
                     f"{folder}: knapsack state in the layout of knapsack-rl 0.1.0 ({' + '.join(LEGACY_FILES)}), which "
                     f"this version does not read; resume with the version that wrote it, or remove {folder} and set "
-                    "knapsack.resume_without_state=true to restart the estimates"
+                    "knapsack.resume_without_state=true to restart the rule's state"
                 )
             raise FileNotFoundError(f"no knapsack state in {checkpoint_dir} (expected {path})")
         file = read_state_file(
-            path, what="knapsack verl run state", kind=STATE_KIND, version=STATE_VERSION, parts=["tracker"]
-        )
+            path, what="knapsack verl run state", kind=STATE_KIND, version=STATE_VERSION, parts=[],
+            more_parts=PART_PREFIX,
+        )  # fmt: skip
         out = cls(settings)
-        out._restore(file.meta, file.parts["tracker"], str(path))
-        logger.info(
-            "restored knapsack state (%d prompts, epoch %d) from %s", len(out.planner.tracker), out.epoch, folder
-        )
+        out._restore(file.meta, file.parts, str(path))
+        logger.info("restored knapsack state (rule %s, epoch %d) from %s", settings.rule, out.epoch, folder)
         return out
 
-    def _restore(self, meta: dict[str, Any], tracker: bytes, source: str) -> None:
-        """Check every field of a saved run's ``meta`` and adopt it (the run is new: nothing to keep)."""
+    def _restore(self, meta: dict[str, Any], parts: Mapping[str, bytes], source: str) -> None:
+        """Check every field of a saved run's ``meta``, then adopt it (the run is new: nothing to keep)."""
         if sorted(meta) != list(_META_KEYS):
             raise ValueError(f"{source}: a verl run state holds exactly {list(_META_KEYS)}; got {sorted(meta)}")
-        planner = meta["planner"]
-        if not isinstance(planner, dict):
-            raise ValueError(f"{source}: 'planner' must be an object; got {type(planner).__name__}")
-        checked = self.planner.check_state_dict({**planner, "tracker": tracker}, source=source)
-        self.epochs.load_state_dict(meta["epoch_counter"], source=source)
+        name, rule_state = unpack_rule_state(meta["rule"], parts, source=source)
+        if name != self.settings.rule:
+            raise ValueError(
+                f"{source}: holds the state of rule {name!r}, not of this run's rule {self.settings.rule!r} "
+                f"(knapsack.rule); resume with knapsack.rule={name} or start the run from scratch"
+            )
+        diff = config_diff(_as_dict(meta["rewards"], "rewards", source), _reward_mapping(self.settings))
+        if diff:
+            raise ValueError(f"{source}: the rewards were mapped to successes with other settings ({', '.join(diff)})")
+        epochs = EpochCounter()
+        epochs.load_state_dict(meta["epoch_counter"], source=source)
         fingerprints = _pairs(meta["fingerprints"], "fingerprints", 2, source)
-        pending = _pairs(meta["pending"], "pending", 3, source)
-        self._fingerprints = {_json_id(pid, f"fingerprints[{i}]", source): _fp(fp, i, source)
-                              for i, (pid, fp) in enumerate(fingerprints)}  # fmt: skip
-        self._pending = {
-            _uid(uid, i, source): (_json_id(pid, f"pending[{i}]", source), _epoch(e, self.epoch, i, source))
-            for i, (uid, pid, e) in enumerate(pending)
-        }
-        if len(self._fingerprints) != len(fingerprints) or len(self._pending) != len(pending):
-            raise ValueError(f"{source}: 'fingerprints' or 'pending' lists an id or uid twice")
-        self.planner.adopt_tracker(checked)
+        fps = {_json_id(pid, f"fingerprints[{i}]", source): _fp(fp, i, source)
+               for i, (pid, fp) in enumerate(fingerprints)}  # fmt: skip
+        if len(fps) != len(fingerprints):
+            raise ValueError(f"{source}: 'fingerprints' lists an id twice")
+        batches = _batches_from_state(meta["batches"], epochs.epoch, source)
+        observed = _observed_from_state(meta["observed"], epochs.epoch, source)
+        self._driver.load_state_dict(rule_state, source=source)  # the rule checks all of it, then adopts it
+        self.epochs, self._fingerprints, self._observed = epochs, fps, observed
+        self._batches = dict(enumerate(batches))
+        self._pending = {u: (b, i) for b, batch in self._batches.items() for i, u in enumerate(batch.uids) if u}
+        self._plans = len(batches)
+
+
+def _check_step(step: object) -> int:
+    """verl's 1-based global step."""
+    if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 1:
+        raise ValueError(f"step must be verl's global step, an integer >= 1; got {step!r}")
+    return int(step)
+
+
+def _id_array(ids: list[PromptId]) -> NDArray[Any]:
+    """Prompt ids as a 1-D array for a StepSpec: int64 if every id is an int, else objects."""
+    if all(isinstance(pid, int) for pid in ids):
+        return np.asarray(ids, dtype=np.int64)
+    out = np.empty(len(ids), dtype=object)
+    out[:] = ids
+    return out
+
+
+def _reward_mapping(settings: KnapsackVerlConfig) -> dict[str, Any]:
+    """How the adapter maps verl's rewards to successes (the run's settings)."""
+    tracker = settings.knapsack.tracker
+    return {"reward_format": tracker.reward_format, "success_threshold": tracker.success_threshold}
+
+
+def _batch_state(batch: _Batch) -> dict[str, Any]:
+    """A planned batch as plain data (its spec, and the uids still pending; null for observed positions)."""
+    spec = batch.spec
+    assert spec.prompt_epochs is not None
+    return {
+        "prompt_ids": spec.prompt_ids.tolist(),
+        "prompt_epochs": spec.prompt_epochs.tolist(),
+        "epoch": spec.epoch,
+        "step": spec.step,
+        "n": spec.n,
+        "total_budget": spec.total_budget,
+        "counts": list(batch.counts),
+        "uids": list(batch.uids),
+    }
+
+
+def _batches_from_state(value: object, latest: int, source: str) -> list[_Batch]:
+    """The planned batches of a saved run; each a valid spec with its pending uids (unique across batches)."""
+    if not isinstance(value, list):
+        raise ValueError(f"{source}: 'batches' must be a list; got {type(value).__name__}")
+    out: list[_Batch] = []
+    for b, entry in enumerate(value):
+        out.append(_batch_from_state(_as_dict(entry, f"batches[{b}]", source), f"batches[{b}]", latest, source))
+    uids = [u for batch in out for u in batch.uids if u is not None]
+    if len(set(uids)) != len(uids):
+        raise ValueError(f"{source}: 'batches' lists a pending uid twice")
+    return out
+
+
+def _batch_from_state(item: dict[str, Any], where: str, latest: int, source: str) -> _Batch:
+    """One planned batch of a saved run (:func:`_batch_state`)."""
+    if sorted(item) != list(_BATCH_KEYS):
+        raise ValueError(f"{source}: {where} holds exactly {list(_BATCH_KEYS)}; got {sorted(item)}")
+    ids, epochs, counts, uids = item["prompt_ids"], item["prompt_epochs"], item["counts"], item["uids"]
+    if not all(isinstance(v, list) for v in (ids, epochs, counts, uids)):
+        raise ValueError(f"{source}: {where}: prompt_ids, prompt_epochs, counts and uids must be lists")
+    if not len(ids) == len(epochs) == len(counts) == len(uids):
+        raise ValueError(f"{source}: {where}: prompt_ids, prompt_epochs, counts and uids need one entry per prompt")
+    for i, c in enumerate(counts):
+        if isinstance(c, bool) or not isinstance(c, int) or c < 0:
+            raise ValueError(f"{source}: {where}.counts[{i}]: {c!r:.80} is not a count (an integer >= 0)")
+    pids = [_json_id(pid, f"{where}.prompt_ids[{i}]", source) for i, pid in enumerate(ids)]
+    for i, e in enumerate([item["epoch"], *epochs]):
+        _epoch(e, latest, f"{where}.epoch" if i == 0 else f"{where}.prompt_epochs[{i - 1}]", source)
+    for i, uid in enumerate(uids):
+        if uid is not None and not isinstance(uid, str):
+            raise ValueError(f"{source}: {where}.uids[{i}]: uid {uid!r:.80} is not a str or null")
+    try:
+        check_unique_ids("prompt_ids", pids)
+        spec = StepSpec(
+            _id_array(pids), epoch=item["epoch"], step=item["step"], n=item["n"], total_budget=item["total_budget"],
+            prompt_epochs=np.asarray(epochs, dtype=np.int64),
+        )  # fmt: skip
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{source}: {where} is not a planned step: {exc}") from None
+    return _Batch(spec, list(counts), list(uids))
+
+
+def _observed_from_state(value: object, latest: int, source: str) -> tuple[int, int]:
+    """The latest observation's (epoch, step) of a saved run."""
+    item = _as_dict(value, "observed", source)
+    if sorted(item) != ["epoch", "step"]:
+        raise ValueError(f"{source}: 'observed' holds exactly ['epoch', 'step']; got {sorted(item)}")
+    step = item["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"{source}: observed.step {step!r:.80} is not an integer >= 0")
+    return _epoch(item["epoch"], latest, "observed.epoch", source), step
+
+
+def _as_dict(value: object, where: str, source: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{source}: {where!r} must be an object; got {type(value).__name__}")
+    return value
 
 
 # ---------------------------------------------------------------------- verl data
@@ -306,14 +518,16 @@ def batch_column(batch: Any, key: str) -> list[Any]:
 def plan_tensordict(run: VerlRun, batch: Any) -> NDArray[np.int64]:
     """V1 trainer: plan one generation batch (a ``TensorDict``) and stamp ``__rollout_n__`` into it.
 
-    Reads ``extra_info``, ``uid`` and (if present) ``raw_prompt``; writes an int64 tensor (M,) under
-    :data:`ROLLOUT_N_KEY`, which verl's agent loop pops per prompt as its number of sessions.
+    Reads ``extra_info``, ``uid`` and (if present) ``raw_prompt`` and verl's ``global_steps``; writes an int64
+    tensor (M,) under :data:`ROLLOUT_N_KEY`, which verl's agent loop pops per prompt as its number of sessions.
     """
     import torch
 
     ids = read_prompt_ids(batch_column(batch, "extra_info"), run.settings.adapter.id_key)
     prompts = batch_column(batch, "raw_prompt") if "raw_prompt" in batch else None
-    budgets = run.plan(ids, batch_column(batch, "uid"), prompts)
+    step = batch.get("global_steps", None) if "global_steps" in batch else None
+    step = getattr(step, "data", step)
+    budgets = run.plan(ids, batch_column(batch, "uid"), prompts, step=None if step is None else int(step))
     batch.set(ROLLOUT_N_KEY, torch.as_tensor(budgets, dtype=torch.int64))
     return budgets
 
@@ -362,7 +576,7 @@ def final_session_rows(keys: Sequence[str]) -> tuple[list[int], list[str]]:
 
 
 def _pairs(value: object, name: str, width: int, source: str) -> list[list[Any]]:
-    """``value`` as a list of lists of ``width`` entries (a saved run's ``fingerprints`` or ``pending``)."""
+    """``value`` as a list of lists of ``width`` entries (a saved run's ``fingerprints``)."""
     if not isinstance(value, list):
         raise ValueError(f"{source}: {name!r} must be a list; got {type(value).__name__}")
     for i, entry in enumerate(value):
@@ -392,15 +606,9 @@ def _fp(value: Any, i: int, source: str) -> str:
     return value
 
 
-def _uid(value: Any, i: int, source: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{source}: pending[{i}]: uid {value!r:.80} is not a str")
-    return value
-
-
-def _epoch(value: Any, latest: int, i: int, source: str) -> int:
+def _epoch(value: Any, latest: int, where: str, source: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= latest:
-        raise ValueError(f"{source}: pending[{i}]: epoch {value!r:.80} is not an integer in [0, {latest}]")
+        raise ValueError(f"{source}: {where}: epoch {value!r:.80} is not an integer in [0, {latest}]")
     return value
 
 
