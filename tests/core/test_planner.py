@@ -153,8 +153,8 @@ def test_a_plan_for_a_new_epoch_reads_that_epochs_rewards() -> None:
 
 
 # ------------------------------------------------------------------ refused calls and loads change nothing
-def _snapshot(planner: Planner) -> tuple[bytes, object]:
-    return planner.tracker.to_bytes(), planner.last
+def _snapshot(planner: Planner) -> tuple[dict[str, object], object]:
+    return planner.state_dict(), planner.last  # the tracker's bytes and the last fit, if any
 
 
 def test_observe_refuses_an_epoch_or_step_going_backwards_and_changes_nothing() -> None:
@@ -194,7 +194,7 @@ for _ in range(100_000):
     NESTED = [NESTED]
 
 BAD_STATES = [
-    ("not a dict", "a planner state holds exactly \\['config', 'tracker', 'version'\\]; got str"),
+    ("not a dict", r"a planner state holds exactly \['config', 'tracker', 'version'\] \(and 'prior' .*\); got str"),
     ({"version": 1, "tracker": b""}, r"holds exactly .*; got \['tracker', 'version'\]"),
     (_state(extra=1), r"holds exactly .*; got \['config', 'extra', 'tracker', 'version'\]"),
     ({1: 2, "a": 3}, r"holds exactly .*; got \['1', 'a'\]"),
@@ -207,6 +207,20 @@ BAD_STATES = [
     (_state(tracker="bytes?"), r"tracker data must be bytes; got str"),
     (_state(tracker=b"KNAPSACK-RL-STATE"), r"tracker file is truncated"),
     (_state(tracker=b"KNAPSACK-RL-TRACKER\x00v2\n"), r"a tracker file of an earlier knapsack-rl"),
+    (_state(prior="x"), r"the planner state's prior must be 808 bytes \(101 float64\); got str"),
+    (_state(prior=b"\0" * 800), r"the planner state's prior must be 808 bytes \(101 float64\); got 800 bytes"),
+    (
+        _state(prior=np.r_[np.nan, np.full(100, 0.01)].tobytes()),
+        r"prior must be weights >= 0 summing to 1; prior\[0\]=nan",
+    ),
+    (
+        _state(prior=np.r_[-1.0, np.full(100, 0.02)].tobytes()),
+        r"prior must be weights >= 0 summing to 1; prior\[0\]=-1.0",
+    ),
+    (
+        _state(prior=np.full(101, 0.02).tobytes()),
+        r"prior must be weights >= 0 summing to 1; the weights sum to 2.01999",
+    ),
 ]
 
 
