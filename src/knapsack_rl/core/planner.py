@@ -88,6 +88,27 @@ class Planner:
         config: the method's settings (default: ``KnapsackConfig()``).
         tracker: an existing tracker (e.g. warm-started from another run); its config must equal
             ``config.tracker``. Default: a new one.
+
+    Example:
+        Four prompts, 8 rollouts each on average. In epoch 0 (the cold start) every prompt gets n; the
+        planner then learns from the rewards, and in epoch 1 the always-solved prompt gets fewer:
+
+        >>> from knapsack_rl import KnapsackConfig, Planner
+        >>> planner = Planner(KnapsackConfig.preset("project", min_count=1))
+        >>> ids = ["a", "b", "c", "d"]
+        >>> planner.plan(ids, epoch=0).budgets.tolist()
+        [8, 8, 8, 8]
+        >>> rollouts = [pid for pid in ids for _ in range(8)]
+        >>> rewards = [1] * 8 + [1, 0] * 4 + [0] * 8 + [1, 1, 1, 0, 0, 0, 0, 0]
+        >>> metrics = planner.observe(rollouts, rewards, epoch=0)
+        >>> metrics["train/effective_prompts"], metrics["tracker/prompts"]  # prompts with signal, tracked
+        (2.0, 4.0)
+        >>> planner.plan(ids, epoch=1).budgets.tolist()
+        [3, 8, 12, 9]
+        >>> restored = Planner(planner.config)
+        >>> restored.load_state_dict(planner.state_dict())  # a checkpoint: plans go on as they would have
+        >>> restored.plan(ids, epoch=1).budgets.tolist()
+        [3, 8, 12, 9]
     """
 
     def __init__(self, config: KnapsackConfig | None = None, *, tracker: Tracker | None = None) -> None:

@@ -456,12 +456,20 @@ def _run_starts(keys: NDArray[np.int64]) -> NDArray[np.intp]:
 class Tracker:
     """Success-rate state per prompt id, with save / load.
 
-    Example::
+    Example:
+        One id per rollout and its reward; an estimate needs ``min_count`` rewards (NaN until then):
 
-        tracker = Tracker(TrackerConfig(estimator="recipe"))
-        tracker.update(ids_per_rollout, rewards_per_rollout, epoch=0)
-        p_hat = tracker.estimate(prompt_ids)          # NaN where no estimate yet
-        budgets = allocate(p_hat).budgets
+        >>> from knapsack_rl import Tracker, TrackerConfig, allocate
+        >>> tracker = Tracker(TrackerConfig(min_count=2))
+        >>> tracker.update(["a", "a", "b", "b", "b", "c"], [1, 0, 1, 1, 1, 1], epoch=0)
+        >>> tracker.estimate(["a", "b", "c", "unseen"]).tolist()
+        [0.5, 1.0, nan, nan]
+        >>> tracker.counts(["a", "b", "c", "unseen"]).tolist()
+        [2, 3, 1, 0]
+        >>> allocate(tracker.estimate(["a", "b", "c"]), n=4).budgets.tolist()
+        [5, 3, 4]
+        >>> Tracker.from_bytes(tracker.to_bytes()).estimate(["a", "b"]).tolist()  # a checkpoint round trip
+        [0.5, 1.0]
     """
 
     def __init__(self, config: TrackerConfig | None = None) -> None:
