@@ -20,8 +20,9 @@ processes on a shared machine slow a row less than they would its wall-clock tim
 - ``plan``: a :class:`~knapsack_rl.Planner`'s whole plan of ``--plan-prompts`` (default 256) prompts
   from a tracker of ``--signal-prompts`` (default 1e5) prompts after 4 epochs of 2-20 rollouts each,
   for the ``project`` preset (Beta posterior) and the ``signal`` preset (a population prior fitted to
-  the tracked prompts), each planner observing every step it plans as in training; skipped on
-  versions without ``signal``.
+  the tracked prompts; where the planner warm-starts it, each fit goes on from the last), each planner
+  observing every step it plans as in training (the first plan is not timed); skipped on versions
+  without ``signal``.
 
 BLAS and OpenMP threads are pinned to 1 (set before NumPy is imported); the load average is printed.
 Runs on any version with the public Tracker API, so the same script times an earlier tracker too.
