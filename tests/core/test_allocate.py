@@ -84,10 +84,10 @@ def test_overflow_goes_to_the_zero_pool_not_above_max_n() -> None:
     res = allocate(p, max_n=16, fallback=False)
     # R = 32 - 8 = 24; the knapsack can place 14 (0.5 -> max_n 16); 10 go to the p = 0 prompt.
     assert res.budgets.tolist() == [16, 12, 2, 2] and res.overflow == 10
-    recipe = allocate(p, max_n=16, fallback=False, overflow="recipe", strict_max_n=False)
+    recipe = allocate(p, max_n=16, fallback=False, overflow="effective", strict_max_n=False)
     assert recipe.budgets.tolist() == [26, 2, 2, 2]  # the recipe exceeds max_n
-    with pytest.raises(ValueError, match=r"overflow='recipe' spreads .* which strict_max_n=True forbids"):
-        allocate(p, max_n=16, overflow="recipe")  # the interaction is explicit: no silent override
+    with pytest.raises(ValueError, match=r"overflow=.effective. spreads .* which strict_max_n=True forbids"):
+        allocate(p, max_n=16, overflow="effective")  # the interaction is explicit: no silent override
 
 
 def test_strict_max_n_caps_the_zero_pool_and_returns_the_rest_to_the_knapsack() -> None:
@@ -156,7 +156,7 @@ def _settings_and_budget(draw: st.DrawFn) -> tuple[AllocationConfig, int]:
         positive_n=draw(st.integers(0, cap)),
         fallback=draw(st.booleans()),
         objective=draw(st.sampled_from(["paper", "recipe"])),
-        overflow=draw(st.sampled_from(["pool"] if strict else ["pool", "recipe"])),
+        overflow=draw(st.sampled_from(["pool"] if strict else ["pool", "effective"])),
         unestimated_in_zero_pool=draw(st.booleans()),
         strict_max_n=strict,
     )

@@ -15,7 +15,7 @@ def test_presets_are_explicit_and_complete() -> None:
     recipe = KnapsackConfig.preset("recipe")
     a = recipe.allocation
     assert (a.objective, a.fallback, a.negative_n, a.positive_n) == ("recipe", True, 2, 2)
-    assert (a.unestimated_in_zero_pool, a.strict_max_n, a.overflow) == (True, False, "recipe")
+    assert (a.unestimated_in_zero_pool, a.strict_max_n, a.overflow) == (True, False, "effective")
     assert recipe.tracker == TrackerConfig(estimator="recipe") and recipe.uniform_epochs == 1
     project = KnapsackConfig.preset("project", max_n=64)
     assert project.allocation.max_n == 64 and not project.allocation.fallback and project.posterior
@@ -69,7 +69,8 @@ def test_round_trip_through_json() -> None:
         ({"negative_n": -1}, r"negative_n must be >= 0; got negative_n=-1"),
         ({"max_n": 4}, r"with strict_max_n=True, n must be <= max_n; got n=8, max_n=4"),
         ({"positive_n": 200}, r"with strict_max_n=True, positive_n must be <= max_n; got positive_n=200, max_n=128"),
-        ({"overflow": "recipe"}, r"overflow='recipe' spreads .* strict_max_n=True forbids"),
+        ({"overflow": "effective"}, r"overflow=.effective. spreads .* strict_max_n=True forbids"),
+        ({"overflow": "recipe", "strict_max_n": False}, r"overflow=.recipe. was renamed overflow=.effective."),
         ({"allocate": "no"}, r"allocate must be true or false \(a bool\); got allocate='no' \(str\)"),
         ({"rule": "uniform"}, r"^setting 'rule' was renamed 'allocate' \(allocate: false is the uniform baseline"),
         ({"uniform_epochs": -1}, r"uniform_epochs must be >= 0; got uniform_epochs=-1"),

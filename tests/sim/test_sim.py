@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -36,7 +38,7 @@ from knapsack_rl.sim import (
 )
 from knapsack_rl.sim.regimes import REGIMES, run_regimes
 from knapsack_rl.sim.run import RunTrace
-from knapsack_rl.sim.summary import compare
+from knapsack_rl.sim.summary import CAVEAT, compare
 from knapsack_rl.sim.world import Rollouts
 
 SMALL = SimConfig(num_prompts=640, num_heldout=100, num_topics=8, prompts_per_step=32, steps=60, snapshot_every=10)
@@ -325,6 +327,7 @@ def test_cli_prints_a_table_and_writes_plots(tmp_path: Path, capsys: pytest.Capt
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "| knapsack:recipe |" in out and "| uniform |" in out
+    assert CAVEAT in out and json.loads((tmp_path / "summary.json").read_text())["caveat"] == CAVEAT
     for name in ("curves.png", "budget_vs_p.png", "summary.json"):
         assert (tmp_path / name).stat().st_size > 1000
     assert main(["simulate", "--rules", "nope", "--steps", "2", "--no-progress", "--out", str(tmp_path)]) == 2
@@ -379,7 +382,19 @@ def test_cli_regimes_print_one_table_each(tmp_path: Path, capsys: pytest.Capture
     out = capsys.readouterr().out
     assert out.count("| rule | speed-up vs uniform |") == 2 and "| pilot-commit |" in out
     assert (tmp_path / "regimes.md").read_text().count("### ") == 2
+    assert out.count(CAVEAT) == 1 and (tmp_path / "regimes.md").read_text().endswith(CAVEAT + "\n")
     assert main([*argv, "--prompts", "100", "--no-progress"]) == 2  # --prompts and --regimes exclude each other
+
+
+def test_the_caveat_quotes_the_evidence_page() -> None:
+    """simulate says it is a model and how far it held in the trainer: every figure it quotes is the evidence
+    page's, so the two cannot drift apart."""
+    evidence = (Path(__file__).parents[2] / "docs" / "evidence.md").read_text()
+    figures = re.findall(r"-?\d+\.\d+(?: ± \d+\.\d+)?x?", CAVEAT)
+    assert len(figures) == 5
+    for figure in figures:
+        assert figure.rstrip("x") in evidence, figure
+    assert "Simulator against trainer" in evidence and "not a language model" in CAVEAT
 
 
 def test_sim_never_imports_torch_or_matplotlib() -> None:

@@ -24,7 +24,7 @@ The remaining budget ``R = B - sum(starting counts)`` is then placed:
 3. The knapsack places its share over the effective prompts, between ``min_n`` and ``max_n``,
    maximising ``sum V(N_i, p_i)`` exactly (:func:`knapsack_rl.core.solve.solve`).
 4. Overflow (every effective prompt at ``max_n``): the recipe spreads the rest evenly over the
-   effective prompts, exceeding ``max_n`` (``overflow="recipe"``). The default (``overflow="pool"``)
+   effective prompts, exceeding ``max_n`` (``overflow="effective"``). The default (``overflow="pool"``)
    gives it to the zero pool, then to every non-effective prompt.
 
 ``strict_max_n`` (default on; the ``"recipe"`` preset turns it off) makes ``max_n`` a bound on *every*
@@ -190,7 +190,7 @@ def allocate(
 
     - ``KnapsackConfig.preset("project").allocation`` sets fallback=False, negative_n=1, positive_n=1
       (and the ``project`` preset scores with the posterior: pass ``posterior=``);
-    - ``KnapsackConfig.preset("recipe").allocation`` sets objective="recipe", overflow="recipe",
+    - ``KnapsackConfig.preset("recipe").allocation`` sets objective="recipe", overflow="effective",
       strict_max_n=False, unestimated_in_zero_pool=True (the recipe's quirks).
 
     Args:
@@ -373,7 +373,7 @@ def _place_overflow(
     cap: int | None,
 ) -> float:
     """Budget the knapsack could not place: over the effective prompts (recipe) or the pools; checked."""
-    if left_over > 0 and cfg.overflow == "recipe":
+    if left_over > 0 and cfg.overflow == "effective":
         remaining = _spread(budgets, pools.eff, remaining, step.cost, None)
     elif remaining > 0:
         remaining = _spread(budgets, pools.pool, remaining, step.cost, cap)

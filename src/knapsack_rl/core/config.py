@@ -36,7 +36,7 @@ from knapsack_rl.core.value import get_posterior_value, get_value
 
 Objective = Literal["paper", "recipe"]
 Prior = Literal["beta", "population"]
-Overflow = Literal["pool", "recipe"]
+Overflow = Literal["pool", "effective"]
 RENAMED = {"rule": "allocate", "allocation_rule": "rule"}
 """Settings renamed since 0.1.0 (old -> new): an old name is refused with a pointer to the new one."""
 RENAMED_WHY = {
@@ -70,8 +70,9 @@ class AllocationConfig:
     value: str = "paper"
     """Registered value function V(N, p) (:mod:`knapsack_rl.core.value`): ``paper``, ``nonzero``, ..."""
     overflow: Overflow = "pool"
-    """Budget the knapsack cannot place: ``pool`` (p = 0 prompts, then the others) or ``recipe`` (evenly
-    over the effective prompts, exceeding ``max_n``; needs ``strict_max_n=False``)."""
+    """Where the budget the knapsack cannot place goes: ``pool`` (p = 0 prompts, then the others) or
+    ``effective`` (evenly over the effective prompts, exceeding ``max_n``, as the recipe does; needs
+    ``strict_max_n=False``). The value ``recipe`` was renamed ``effective`` and is refused."""
     unestimated_in_zero_pool: bool = False
     """Count unestimated prompts in the p = 0 pool that takes surplus (the recipe stores rate 0 for them)."""
     strict_max_n: bool = True
@@ -96,7 +97,9 @@ def check_allocation(cfg: AllocationConfig) -> None:
         check_bool(name, getattr(cfg, name))
     check_real("alpha", cfg.alpha, low=0.0, high=1.0, open_low=True, open_high=True)
     check_choice("objective", cfg.objective, ("paper", "recipe"))
-    check_choice("overflow", cfg.overflow, ("pool", "recipe"))
+    if cfg.overflow == "recipe":
+        raise ValueError("overflow='recipe' was renamed overflow='effective' (where the left-over budget goes)")
+    check_choice("overflow", cfg.overflow, ("pool", "effective"))
     get_value(cfg.value)
     check_choice("solver", cfg.solver, METHODS)
     if cfg.max_n < cfg.min_n:
@@ -108,9 +111,9 @@ def check_allocation(cfg: AllocationConfig) -> None:
                     f"with strict_max_n=True, {name} must be <= max_n; got {name}={getattr(cfg, name)}, "
                     f"max_n={cfg.max_n}"
                 )
-        if cfg.overflow == "recipe":
+        if cfg.overflow == "effective":
             raise ValueError(
-                "overflow='recipe' spreads what the knapsack cannot place beyond max_n, which strict_max_n=True "
+                "overflow='effective' spreads what the knapsack cannot place beyond max_n, which strict_max_n=True "
                 "forbids; set strict_max_n=False with it (as the 'recipe' preset does) or use overflow='pool'"
             )
 
@@ -226,7 +229,7 @@ def _recipe() -> KnapsackConfig:
         positive_n=2,
         unestimated_in_zero_pool=True,
         strict_max_n=False,
-        overflow="recipe",
+        overflow="effective",
     )
     return KnapsackConfig(allocation=allocation, tracker=TrackerConfig(estimator="recipe"))
 

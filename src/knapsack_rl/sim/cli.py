@@ -86,13 +86,15 @@ def _run_simulate(args: argparse.Namespace) -> int:
 
 def _run_one(args: argparse.Namespace, config: SimConfig, rules: list[str], out: Path) -> None:
     from knapsack_rl.sim.run import run_rules
-    from knapsack_rl.sim.summary import format_table, summarize
+    from knapsack_rl.sim.summary import CAVEAT, format_table, summarize
 
     traces = run_rules(config, rules, list(range(args.seeds)), progress=not args.no_progress)
     summaries, target = summarize(traces, target=args.target, target_from=args.target_from, baseline=args.baseline)
     print(format_table(summaries, target, args.baseline))
+    print(f"\n{CAVEAT}\n")
     out.mkdir(parents=True, exist_ok=True)
     record = {
+        "caveat": CAVEAT,
         "config": vars(config) | {"rules": rules, "seeds": args.seeds, "target": target},
         "summary": {s.rule: {k: vars(v) for k, v in s.stats.items()} | {"spend": s.spend} for s in summaries},
     }
@@ -104,6 +106,7 @@ def _run_one(args: argparse.Namespace, config: SimConfig, rules: list[str], out:
 
 def _run_regimes(args: argparse.Namespace, base: SimConfig, rules: list[str], out: Path) -> None:
     from knapsack_rl.sim.regimes import REGIMES, regime_names, regime_table, run_regime
+    from knapsack_rl.sim.summary import CAVEAT
 
     names = regime_names() if args.regimes == "all" else [r.strip() for r in args.regimes.split(",") if r.strip()]
     for name in names:
@@ -119,7 +122,8 @@ def _run_regimes(args: argparse.Namespace, base: SimConfig, rules: list[str], ou
         print(sections[-1])
         if not args.no_plots:
             _plots(traces, out, f"{name}_", f"{name}: {config.num_prompts} prompts, init={config.init}")
-    atomic_write_text(out / "regimes.md", "\n".join(sections))
+    print(f"\n{CAVEAT}\n")
+    atomic_write_text(out / "regimes.md", "\n".join([*sections, CAVEAT, ""]))
     print(f"wrote {out / 'regimes.md'}")
 
 
