@@ -97,7 +97,7 @@ def check_allocation(cfg: AllocationConfig) -> None:
         check_bool(name, getattr(cfg, name))
     check_real("alpha", cfg.alpha, low=0.0, high=1.0, open_low=True, open_high=True)
     check_choice("objective", cfg.objective, ("paper", "recipe"))
-    if cfg.overflow == "recipe":
+    if str(cfg.overflow) == "recipe":  # any str may arrive here, whatever the annotation says
         raise ValueError("overflow='recipe' was renamed overflow='effective' (where the left-over budget goes)")
     check_choice("overflow", cfg.overflow, ("pool", "effective"))
     get_value(cfg.value)
