@@ -1,29 +1,31 @@
-"""Tracker speed: one step's update + estimate beside allocate() on the same step, and merge of rank states.
+"""Tracker speed: one step's update + estimate beside allocate() on the same step, and whole plans.
 
 A step is M prompts x n rollouts (default 8192 x 8). Rows, interleaved in one loop so that both sides
-see the same machine load (medians over ``--repeats``):
+see the same machine load (medians over ``--repeats`` of the process's CPU time, so that other
+processes on a shared machine slow a row less than they would its wall-clock time):
 
 - ``update + estimate``: ``tracker.update(rollout_ids, rewards)`` on prompts the tracker has seen, then
   ``tracker.estimate(prompt_ids)``; each timed step is a new epoch, as in training (every prompt comes
   once an epoch, so the recipe estimator reads its ring of recent rewards); ids given as an int64
   array listed prompt by prompt (what the trainer and the verl hooks pass), the same array with
-  rollouts interleaved across prompts, a list of Python ints, a list of str ids, and an int64 array
-  grouped with the budgets ``allocate`` gives these prompts (a knapsack step: 2 to 128 rollouts each,
-  so groups differ in size and many bring more than the window);
+  rollouts interleaved across prompts (rollout 0 of every prompt, then rollout 1, ...), the same
+  array shuffled, a list of Python ints, a list of str ids, and an int64 array grouped with the
+  budgets ``allocate`` gives these prompts (a knapsack step: 2 to 128 rollouts each, so groups differ
+  in size and many bring more than the window);
 - ``allocate``: ``allocate(p_hat)`` with the tracker's estimates of that step (recipe settings, n = 8);
 - the ``project`` preset's pair, what a :class:`~knapsack_rl.Planner` with posterior scoring does per
   step (where the tracker has ``posterior``): ``update + estimate + posterior`` (int64 array, grouped)
   and ``allocate, posterior``: ``allocate`` of the posterior means with the Beta posterior ``(a, b)``;
 - ``update, new prompts``: a first update of M unseen prompts (index growth included);
-- ``merge``: two trackers of 50k prompts each that share half of them (identical state on shared
-  prompts, as ranks updated from gathered rewards), and two with disjoint prompts;
-- ``plan``: a :class:`~knapsack_rl.Planner`'s whole plan of M prompts from a tracker of
-  ``--signal-prompts`` (default 1e5) prompts after 4 epochs of 2-20 rollouts each, for the ``project``
-  preset (Beta posterior) and the ``signal`` preset (its population prior is fitted at every plan);
-  skipped on versions without ``signal``.
+- ``plan``: a :class:`~knapsack_rl.Planner`'s whole plan of ``--plan-prompts`` (default 256) prompts
+  from a tracker of ``--signal-prompts`` (default 1e5) prompts after 4 epochs of 2-20 rollouts each,
+  for the ``project`` preset (Beta posterior) and the ``signal`` preset (a population prior fitted to
+  the tracked prompts; where the planner warm-starts it, each fit goes on from the last), each planner
+  observing every step it plans as in training (the first plan is not timed); skipped on versions
+  without ``signal``.
 
 BLAS and OpenMP threads are pinned to 1 (set before NumPy is imported); the load average is printed.
-Runs on any version with the public Tracker API, so the same script times the landed tracker too.
+Runs on any version with the public Tracker API, so the same script times an earlier tracker too.
 
     python benchmarks/bench_tracker.py [--prompts 8192] [--rollouts 8] [--repeats 31] [--json out.json]
 """
@@ -52,9 +54,10 @@ KNAPSACK_STEP = "int64 array, knapsack step"
 
 
 def _timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+    """CPU seconds of the process spent in ``fn()`` (one thread: BLAS and OpenMP are pinned to 1)."""
+    start = time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def step_rows(m: int, n: int, repeats: int, seed: int) -> list[dict[str, object]]:
@@ -71,6 +74,7 @@ def step_rows(m: int, n: int, repeats: int, seed: int) -> list[dict[str, object]
     forms: dict[str, tuple[object, object]] = {
         "int64 array, grouped": (grouped, prompts),
         "int64 array, interleaved": (interleaved, prompts),
+        "int64 array, shuffled": (grouped[rng.permutation(grouped.size)], prompts),
         "list of int": (grouped.tolist(), prompts.tolist()),
         "list of str": ([f"prompt-{i}" for i in grouped.tolist()], [f"prompt-{i}" for i in prompts.tolist()]),
         KNAPSACK_STEP: (np.repeat(prompts, budgets), prompts),
@@ -110,37 +114,12 @@ def step_rows(m: int, n: int, repeats: int, seed: int) -> list[dict[str, object]
     return [{"case": name, "M": m, "n": n, "median_ms": statistics.median(ts) * 1e3} for name, ts in times.items()]
 
 
-def merge_rows(k: int, repeats: int, seed: int) -> list[dict[str, object]]:
-    """Merge of two k-prompt trackers: half of the prompts shared (identical state), and disjoint."""
-    rng = np.random.default_rng(seed)
-    cfg = TrackerConfig(min_count=1)
-
-    def ranked(ids: np.ndarray) -> Tracker:
-        t = Tracker(cfg)
-        t.update(np.repeat(ids, 8), rng.integers(0, 2, 8 * ids.size), epoch=0, step=1)
-        return t
-
-    shared_part = ranked(np.arange(k // 2))
-    a, b = Tracker.from_state_dict(shared_part.state_dict()), Tracker.from_state_dict(shared_part.state_dict())
-    a.update(np.repeat(np.arange(k // 2, k), 8), rng.integers(0, 2, 8 * (k - k // 2)), epoch=0, step=1)
-    b.update(np.repeat(np.arange(k, k + k - k // 2), 8), rng.integers(0, 2, 8 * (k - k // 2)), epoch=0, step=1)
-    c, d = ranked(np.arange(k)), ranked(np.arange(k, 2 * k))
-    cases = {"merge, half shared": [a, b], "merge, disjoint": [c, d]}
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(repeats):
-        for name, pair in cases.items():
-            times[name].append(_timed(lambda pair=pair: Tracker.merge(pair)))
-    out = []
-    for name, pair in cases.items():
-        merged = len(Tracker.merge(pair))
-        out.append(
-            {"case": name, "prompts_each": k, "merged": merged, "median_ms": statistics.median(times[name]) * 1e3}
-        )
-    return out
-
-
 def plan_rows(tracked: int, m: int, repeats: int, seed: int) -> list[dict[str, object]]:
-    """A planner's plan of m prompts from a tracker of ``tracked`` prompts, ``project`` beside ``signal``."""
+    """Planners' plans of m prompts from a tracker of ``tracked`` prompts, ``project`` beside ``signal``.
+
+    Each timed plan is of a new step, and each planner then observes the rollouts it planned (not
+    timed), as in training: a plan's work can depend on what changed since the last one.
+    """
     try:
         configs = {name: KnapsackConfig.preset(name) for name in ("project", "signal")}
     except ValueError:
@@ -154,11 +133,18 @@ def plan_rows(tracked: int, m: int, repeats: int, seed: int) -> list[dict[str, o
         rewards = (rng.random(rollout_ids.size) < p[rollout_ids]).astype(np.float64)
         for planner in planners.values():
             planner.observe(rollout_ids, rewards, epoch=epoch)
-    step = rng.choice(ids, size=m, replace=False)
     times: dict[str, list[float]] = {name: [] for name in planners}
-    for _ in range(repeats):
+    for r in range(repeats + 1):  # the first plan of each planner is not timed
+        step = rng.choice(ids, size=m, replace=False)
+        draws = rng.random(m * 128)
         for name, planner in planners.items():
-            times[name].append(_timed(lambda planner=planner: planner.plan(step, epoch=4)))
+            start = time.process_time()
+            plan = planner.plan(step, epoch=4)
+            if r:
+                times[name].append(time.process_time() - start)
+            rollout_ids = np.repeat(step, plan.budgets)
+            rewards = (draws[: rollout_ids.size] < p[rollout_ids]).astype(np.float64)
+            planner.observe(rollout_ids, rewards, epoch=4)
     return [
         {"case": f"plan, {name}", "M": m, "n": tracked, "median_ms": statistics.median(ts) * 1e3}
         for name, ts in times.items()
@@ -169,7 +155,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--prompts", type=int, default=8192, help="prompts per step M")
     parser.add_argument("--rollouts", type=int, default=8, help="rollouts per prompt n")
-    parser.add_argument("--merge-prompts", type=int, default=50_000, help="prompts per tracker in the merge rows")
+    parser.add_argument("--plan-prompts", type=int, default=256, help="prompts per step in the plan rows")
     parser.add_argument("--signal-prompts", type=int, default=100_000, help="tracked prompts in the plan rows")
     parser.add_argument("--repeats", type=int, default=31, help="timed runs per row (median)")
     parser.add_argument("--seed", type=int, default=0)
@@ -179,23 +165,25 @@ def main() -> None:
     print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}, {os.cpu_count()} cpus")
     print(f"threads pinned: OMP/OPENBLAS/MKL_NUM_THREADS=1; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     rows = step_rows(args.prompts, args.rollouts, args.repeats, args.seed)
-    rows += merge_rows(args.merge_prompts, max(5, args.repeats // 3), args.seed)
-    rows += plan_rows(args.signal_prompts, 1024, max(5, args.repeats // 5), args.seed)
-    print(f"{'case':<28} {'size':>18} {'median ms':>10}")
-    print("-" * 58)
+    rows += plan_rows(args.signal_prompts, args.plan_prompts, max(5, args.repeats // 3), args.seed)
+    print(f"{'case':<28} {'size':>20} {'median CPU ms':>14}")
+    print("-" * 64)
     for row in rows:
-        if str(row["case"]).startswith("plan, "):
-            size = f"{row['M']} of {row['n']} tracked"
-        else:
-            size = f"{row['M']} x {row['n']}" if "M" in row else f"2 x {row['prompts_each']} -> {row['merged']}"
-        print(f"{row['case']:<28} {size:>18} {row['median_ms']:>10.2f}")
+        size = (
+            f"{row['M']} of {row['n']} tracked" if str(row["case"]).startswith("plan, ") else f"{row['M']} x {row['n']}"
+        )
+        print(f"{row['case']:<28} {size:>20} {row['median_ms']:>14.2f}")
     by_case = {row["case"]: row["median_ms"] for row in rows}
-    for name in ("int64 array, grouped", "int64 array, interleaved", "list of int", "list of str", KNAPSACK_STEP):
+    forms = ("int64 array, grouped", "int64 array, interleaved", "int64 array, shuffled", "list of int", "list of str")
+    for name in (*forms, KNAPSACK_STEP):
         ratio = by_case[name] / by_case["allocate"]  # type: ignore[operator]
         print(f"update + estimate ({name}) / allocate: {ratio:.2f}")
     if POSTERIOR_TRACKER in by_case:
         ratio = by_case[POSTERIOR_TRACKER] / by_case[POSTERIOR_ALLOCATE]  # type: ignore[operator]
         print(f"project preset: update + estimate + posterior / allocate with the posterior: {ratio:.2f}")
+    if "plan, signal" in by_case:
+        ratio = by_case["plan, signal"] / by_case["plan, project"]  # type: ignore[operator]
+        print(f"plan, signal / plan, project: {ratio:.2f}")
     print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.json:
         with open(args.json, "w") as f:

@@ -23,7 +23,7 @@ The JSONL helpers keep the per-step logs of a run consistent with its last check
 :func:`append_jsonl` adds one complete line per call and :func:`truncate_jsonl` cuts a log back to
 the checkpoint's step on resume, atomically, dropping a line torn by a crash.
 
-State files (the trainer's ``checkpoint.pt``, the TRL planner file, verl's run state) share one
+State files (the trainer's ``checkpoint.pt``, the TRL rule file, verl's run state, tracker files) share one
 envelope, :func:`encode_state_file` / :func:`decode_state_file`: a magic, the kind of state and its
 format version, a JSON header, named binary parts and one SHA-256 over all of it. Files the package did
 not write (or wrote earlier) are read with :func:`read_file_bytes`, which refuses FIFOs, devices and
@@ -190,12 +190,15 @@ def decode_state_file(
     parts: Iterable[str],
     max_header_bytes: int = MAX_STATE_HEADER_BYTES,
     more_parts: str | None = None,
+    what: str = "state file",
 ) -> StateFile:
     """Check and decode :func:`encode_state_file` bytes of ``kind`` and ``version`` with exactly ``parts``
     (and any number of parts whose names start with ``more_parts``, e.g. a rule's ``"rule/"`` parts).
 
     The size, magic and digest are checked before anything is parsed; then the kind, the version, the
     header (JSON without NaN or duplicate keys, at most ``max_header_bytes``) and the part table.
+    ``what`` names the file in the messages about its size, magic and digest (a tracker's bytes say
+    "tracker file", also where they are a part of another state file).
 
     Raises:
         ValueError: one line, starting with ``source``, saying what is wrong.
@@ -203,13 +206,13 @@ def decode_state_file(
     data = bytes(data)
     if len(data) < _PREAMBLE + _DIGEST_BYTES:
         if not STATE_MAGIC.startswith(data[: len(STATE_MAGIC)]):
-            raise ValueError(f"{source}: not a knapsack-rl state file (bad magic)")
-        raise ValueError(f"{source}: state file is truncated ({len(data)} bytes)")
+            raise ValueError(f"{source}: not a knapsack-rl {what} (bad magic)")
+        raise ValueError(f"{source}: {what} is truncated ({len(data)} bytes)")
     if not data.startswith(STATE_MAGIC):
-        raise ValueError(f"{source}: not a knapsack-rl state file (bad magic)")
+        raise ValueError(f"{source}: not a knapsack-rl {what} (bad magic)")
     body, digest = data[:-_DIGEST_BYTES], data[-_DIGEST_BYTES:]
     if hashlib.sha256(body).digest() != digest:
-        raise ValueError(f"{source}: state file is truncated or corrupt (SHA-256 mismatch)")
+        raise ValueError(f"{source}: {what} is truncated or corrupt (SHA-256 mismatch)")
     pos = len(STATE_MAGIC)
     got_kind = body[pos : pos + _KIND_BYTES].rstrip(b"\0").decode("ascii", "replace")
     got_version = int.from_bytes(body[pos + _KIND_BYTES : pos + _KIND_BYTES + 4], "little")

@@ -153,8 +153,8 @@ def test_a_plan_for_a_new_epoch_reads_that_epochs_rewards() -> None:
 
 
 # ------------------------------------------------------------------ refused calls and loads change nothing
-def _snapshot(planner: Planner) -> tuple[bytes, object]:
-    return planner.tracker.to_bytes(), planner.last
+def _snapshot(planner: Planner) -> tuple[dict[str, object], object]:
+    return planner.state_dict(), planner.last  # the tracker's bytes and the last fit, if any
 
 
 def test_observe_refuses_an_epoch_or_step_going_backwards_and_changes_nothing() -> None:
@@ -194,7 +194,7 @@ for _ in range(100_000):
     NESTED = [NESTED]
 
 BAD_STATES = [
-    ("not a dict", "a planner state holds exactly \\['config', 'tracker', 'version'\\]; got str"),
+    ("not a dict", r"a planner state holds exactly \['config', 'tracker', 'version'\] \(and 'prior' .*\); got str"),
     ({"version": 1, "tracker": b""}, r"holds exactly .*; got \['tracker', 'version'\]"),
     (_state(extra=1), r"holds exactly .*; got \['config', 'extra', 'tracker', 'version'\]"),
     ({1: 2, "a": 3}, r"holds exactly .*; got \['1', 'a'\]"),
@@ -205,7 +205,22 @@ BAD_STATES = [
     (_state(config={"allocate": "bogus"}), r"the planner state's config is invalid: allocate must be true or false"),
     (_state(config={"typo": 1}), r"the planner state's config is invalid: unknown setting\(s\) \['typo'\]"),
     (_state(tracker="bytes?"), r"tracker data must be bytes; got str"),
-    (_state(tracker=b"KNAPSACK-RL-TRACKER"), r"tracker file is truncated"),
+    (_state(tracker=b"KNAPSACK-RL-STATE"), r"tracker file is truncated"),
+    (_state(tracker=b"KNAPSACK-RL-TRACKER\x00v2\n"), r"a tracker file of an earlier knapsack-rl"),
+    (_state(prior="x"), r"the planner state's prior must be 808 bytes \(101 float64\); got str"),
+    (_state(prior=b"\0" * 800), r"the planner state's prior must be 808 bytes \(101 float64\); got 800 bytes"),
+    (
+        _state(prior=np.r_[np.nan, np.full(100, 0.01)].tobytes()),
+        r"prior must be weights >= 0 summing to 1; prior\[0\]=nan",
+    ),
+    (
+        _state(prior=np.r_[-1.0, np.full(100, 0.02)].tobytes()),
+        r"prior must be weights >= 0 summing to 1; prior\[0\]=-1.0",
+    ),
+    (
+        _state(prior=np.full(101, 0.02).tobytes()),
+        r"prior must be weights >= 0 summing to 1; the weights sum to 2.01999",
+    ),
 ]
 
 
@@ -233,3 +248,51 @@ def test_a_refused_epoch_counter_state_changes_nothing() -> None:
         with pytest.raises(ValueError, match=message):
             counter.load_state_dict(state)  # type: ignore[arg-type]
         assert counter.state_dict() == {"epoch": 0, "seen": ["a", "b"]}
+
+
+# ------------------------------------------------------------------ ids are checked once, where they enter
+@pytest.mark.parametrize("form", ["int64 array", "list of int", "list of str"])
+@pytest.mark.parametrize("preset", ["project", "signal", "two-phase"])
+def test_a_step_checks_each_id_list_once_where_it_enters(
+    monkeypatch: pytest.MonkeyPatch, form: str, preset: str
+) -> None:
+    """plan (and plan_probe) check the step's ids once, observe the rollouts' ids once; nothing inside the
+    step checks them again (the tracker's private entries take checked ids)."""
+    from knapsack_rl.core import planner as planner_module
+    from knapsack_rl.core import tracker as tracker_module
+    from knapsack_rl.core import validate
+
+    seen: list[int] = []
+    real = validate.check_prompt_ids
+
+    def counting(name: str, ids: object) -> object:
+        seen.append(len(ids))  # type: ignore[arg-type]
+        return real(name, ids)
+
+    for module in (validate, planner_module, tracker_module):
+        monkeypatch.setattr(module, "check_prompt_ids", counting)
+    convert = {"int64 array": np.array, "list of int": list, "list of str": lambda v: [f"p{i}" for i in v]}[form]
+    planner = Planner(KnapsackConfig.preset(preset, min_count=1, uniform_epochs=0))
+    rng = np.random.default_rng(0)
+    for epoch in range(3):
+        step = convert(list(range(10 * epoch, 10 * epoch + 12)))
+        seen.clear()
+        probe = planner.plan_probe(step, epoch=epoch)
+        assert seen == [12]
+        seen.clear()
+        probe_ids = convert(np.repeat(np.arange(10 * epoch, 10 * epoch + 12), probe).tolist())
+        probe_rewards = rng.integers(0, 2, len(probe_ids)).astype(float)
+        alloc = planner.plan(step, epoch=epoch, probe=(probe_ids, probe_rewards) if probe.any() else None)
+        assert seen == ([12, len(probe_ids)] if probe.any() else [12])
+        seen.clear()
+        rollouts = convert(np.repeat(np.arange(10 * epoch, 10 * epoch + 12), alloc.budgets).tolist())
+        planner.observe(rollouts, rng.integers(0, 2, len(rollouts)), epoch=epoch)
+        assert seen == [len(rollouts)]
+
+
+def test_observe_keeps_int_and_str_ids_apart_in_the_metrics() -> None:
+    planner = Planner(KnapsackConfig.preset("project", min_count=1))
+    planner.plan([1, "1"], epoch=0)
+    m = planner.observe([1, 1, "1", "1"], [1, 1, 0, 0], epoch=0)
+    assert m["train/prompts"] == 2.0 and m["train/all_correct_ratio"] == 0.5 and m["train/effective_prompts"] == 0.0
+    assert planner.tracker.counts([1, "1"]).tolist() == [2, 2]

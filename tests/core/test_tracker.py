@@ -1,7 +1,7 @@
-"""Tracker: estimators, reward formats, ids, all-or-nothing updates, the checksummed file, merge.
+"""Tracker: estimators, reward formats, ids, all-or-nothing updates, the checksummed file.
 
-Four ways, as for the rest of the core: a per-rollout loop reference for ``update`` and ``merge``
-(hypothesis), hand-solved estimates, exhaustive corruption of a small file, exact error messages.
+Four ways, as for the rest of the core: a per-rollout loop reference for ``update`` (hypothesis),
+hand-solved estimates, exhaustive corruption of a small file, exact error messages.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import hashlib
 import json
 import pickle
 import re
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from knapsack_rl.core.tracker import (
     register_estimator,
     to_success,
 )
+from knapsack_rl.io import STATE_MAGIC, decode_state_file, encode_state_file
 
 FIELDS = tuple(STATE_FIELDS)
 
@@ -285,6 +287,42 @@ def test_grouped_and_shuffled_rollouts_give_the_same_state() -> None:
     np.testing.assert_array_equal(grouped.counts(ids), shuffled.counts(ids))
 
 
+_layouts = st.sampled_from(["repeat", "tile", "tile of repeats", "shuffled", "runs"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    distinct=st.lists(st.integers(-(2**62), 2**62), min_size=1, max_size=9, unique=True),
+    small=st.booleans(),
+    width=st.integers(1, 4),
+    layout=_layouts,
+    seed=st.integers(0, 2**32),
+)
+def test_grouping_lists_each_prompts_rollouts_in_their_order(
+    distinct: list[int], small: bool, width: int, layout: str, seed: int
+) -> None:
+    """Every grouping path (runs, a round-by-round period, the one sort; keys near the int64 limits use
+    NumPy's stable argsort): each group holds exactly its key's positions, in increasing order."""
+    rng = np.random.default_rng(seed)
+    u = np.array([d % 50 for d in distinct] if small else distinct, dtype=np.int64)
+    keys = {
+        "repeat": np.repeat(u, width),
+        "tile": np.tile(u, width),
+        "tile of repeats": np.tile(np.repeat(u, 2), width),
+        "shuffled": rng.permutation(np.repeat(u, width)),
+        "runs": np.repeat(rng.choice(u, size=3 * u.size), rng.integers(1, 4, 3 * u.size)),
+    }[layout]
+    perm, starts, uniq, first = tracker_module._group_keys(keys)
+    order = np.arange(keys.size) if perm is None else perm
+    ends = np.r_[starts[1:], keys.size]
+    got = {int(k): order[a:b].tolist() for k, a, b in zip(uniq.tolist(), starts.tolist(), ends.tolist(), strict=True)}
+    want: dict[int, list[int]] = {}
+    for i, k in enumerate(keys.tolist()):
+        want.setdefault(k, []).append(i)
+    assert got == want and len(uniq) == len(want)
+    assert first.tolist() == [want[int(k)][0] for k in uniq.tolist()]
+
+
 # --------------------------------------------------------------------------- public read API
 def test_builtin_estimators_read_only_the_public_api() -> None:
     class PublicView:
@@ -486,11 +524,50 @@ def test_every_truncation_and_every_bit_flip_is_detected(tmp_path: Path) -> None
 
 def test_edited_header_fields_are_detected() -> None:
     data = _small_tracker().to_bytes()
-    for old, new in [(b'"a"', b'"z"'), (b'"epoch": 1', b'"epoch": 7'), (b'"window": 2', b'"window": 3'),
-                     (b'"estimator": "recipe"', b'"estimator": "beta"  ')]:  # fmt: skip
+    for old, new in [(b'"a"', b'"z"'), (b'"epoch":1', b'"epoch":7'), (b'"window":2', b'"window":3'),
+                     (b'"estimator":"recipe"', b'"estimator":"beta"  ')]:  # fmt: skip
         assert old in data
         with pytest.raises(ValueError, match=r"tracker file is truncated or corrupt \(SHA-256 mismatch\)"):
             Tracker.from_bytes(data.replace(old, new, 1))
+
+
+def test_a_tracker_file_is_the_package_state_file_envelope() -> None:
+    """The one envelope of knapsack_rl.io: kind "tracker", version 3, JSON meta, one part per state array."""
+    t = _small_tracker()
+    file = decode_state_file(t.to_bytes(), source="<t>", kind="tracker", version=3, parts=FIELDS)
+    config = json.loads(json.dumps(asdict(t.config)))  # beta_prior is a list in JSON
+    assert file.meta == {"config": config, "epoch": 1, "step": 3, "ids": ["a", "b"]}
+    assert list(file.parts) == list(FIELDS)
+    for name in FIELDS:
+        dtype = np.dtype("<i8") if t.array(name).dtype.kind == "i" else np.dtype("<f8")
+        assert file.parts[name] == t.array(name).astype(dtype).tobytes()
+    rebuilt = encode_state_file("tracker", 3, file.meta, file.parts)
+    assert rebuilt == t.to_bytes()
+    _assert_same_state(Tracker.from_bytes(rebuilt), t)
+
+
+def _old_format_file(version: bytes = b"v2") -> bytes:
+    """A tracker file as knapsack-rl wrote it before tracker files used the envelope (format v2)."""
+    t = _small_tracker()
+    dtypes = {k: "<f8" if k in ("ring", "epoch_sum", "ema", "beta_s", "beta_f") else "<i8" for k in FIELDS}
+    layout = [[k, dtypes[k], [2, 2] if k == "ring" else [2]] for k in FIELDS]
+    header = {"format": 2, "config": asdict(t.config), "epoch": 1, "step": 3, "ids": ["a", "b"], "arrays": layout}
+    head = json.dumps(header).encode()
+    body = b"KNAPSACK-RL-TRACKER\x00" + version + b"\n" + len(head).to_bytes(8, "little") + head
+    body += b"".join(t.array(k).astype(dtypes[k]).tobytes() for k in FIELDS)
+    return body + hashlib.sha256(body).digest()
+
+
+def test_tracker_files_of_the_old_formats_are_refused_in_one_line(tmp_path: Path) -> None:
+    for version in (b"v2", b"v1"):
+        path = tmp_path / f"old-{version.decode()}.bin"
+        path.write_bytes(_old_format_file(version))
+        message = (
+            rf"^{re.escape(str(path))}: a tracker file of an earlier knapsack-rl \(its own format '{version.decode()}'"
+        )
+        with pytest.raises(ValueError, match=message + r".*load it with the version that wrote it") as info:
+            Tracker.load(path)
+        assert "\n" not in str(info.value)
 
 
 def test_foreign_and_old_files_are_refused(tmp_path: Path) -> None:
@@ -502,15 +579,18 @@ def test_foreign_and_old_files_are_refused(tmp_path: Path) -> None:
 
     buf = tmp_path / "arrays.npz"
     np.savez(buf, ring=np.zeros(2))
+    good = decode_state_file(_small_tracker().to_bytes(), source="", kind="tracker", version=3, parts=FIELDS)
     cases = {
-        b"": "truncated",
-        b"KNAPSACK": "truncated",
-        b"hello": "bad magic",
+        b"": "tracker file is truncated",
+        b"KNAPSACK": "tracker file is truncated",
+        b"hello": r"not a knapsack-rl tracker file \(bad magic\)",
         pickle.dumps(Payload()): "bad magic",
         buf.read_bytes(): "bad magic",
         json.dumps({"ids": [1]}).encode(): "bad magic",
-        b"KNAPSACK-RL-TRACKER\x00v1\n" + bytes(100): r"format b'v1' is not supported",
-        _MAGIC() + bytes(10): "truncated or corrupt",
+        STATE_MAGIC + bytes(100): "tracker file is truncated or corrupt",
+        encode_state_file("planner", 1, good.meta, good.parts): r"holds a 'planner' state, not a 'tracker' state",
+        encode_state_file("tracker", 4, good.meta, good.parts): r"tracker format version 4 is not supported",
+        encode_state_file("tracker", 3, good.meta, {}): r"tracker state must have the parts \[",
     }
     for data, message in cases.items():
         with pytest.raises(ValueError, match=rf"^<x>: .*{message}"):
@@ -520,21 +600,13 @@ def test_foreign_and_old_files_are_refused(tmp_path: Path) -> None:
         Tracker.from_bytes("text", source="<x>")  # type: ignore[arg-type]
 
 
-def _MAGIC() -> bytes:  # noqa: N802
-    return tracker_module._MAGIC
-
-
-def _forge(header_edit: Any = None, payload: bytes | None = None, raw_header: bytes | None = None) -> bytes:
-    """A file with a valid checksum around an edited header or payload: what only a forger produces."""
-    data = _small_tracker().to_bytes()
-    pos = len(_MAGIC())
-    n = int.from_bytes(data[pos : pos + 8], "little")
-    header = json.loads(data[pos + 8 : pos + 8 + n])
-    if header_edit is not None:
-        header_edit(header)
-    head = raw_header if raw_header is not None else json.dumps(header).encode()
-    body = _MAGIC() + len(head).to_bytes(8, "little") + head + (data[pos + 8 + n : -32] if payload is None else payload)
-    return body + hashlib.sha256(body).digest()
+def _forge(meta_edit: Any = None, parts: dict[str, bytes] | None = None) -> bytes:
+    """A file with a valid checksum around edited meta or parts: what only a forger produces."""
+    file = decode_state_file(_small_tracker().to_bytes(), source="", kind="tracker", version=3, parts=FIELDS)
+    meta = json.loads(json.dumps(file.meta))
+    if meta_edit is not None:
+        meta_edit(meta)
+    return encode_state_file("tracker", 3, meta, {**file.parts, **(parts or {})})
 
 
 def _set(key: str, value: Any) -> Any:
@@ -545,34 +617,33 @@ def _set_config(key: str, value: Any) -> Any:
     return lambda h: h["config"].__setitem__(key, value)
 
 
-FORGED = [
-    (_forge(_set("ids", ["a", 1.0])), r"ids\[1\]=1.0 is not a valid prompt id"),
-    (_forge(_set("ids", ["a", "a"])), r"duplicate prompt ids"),
-    (_forge(_set("ids", ["a"])), r"header 'arrays' does not match 1 prompts"),
-    (_forge(_set("ids", "ab")), r"header 'ids' must be a list"),
-    (_forge(_set("ids", [{"x": 1}, "b"])), r"ids\[0\]=\{'x': 1\} is not a valid prompt id"),
-    (_forge(_set("epoch", -1)), r"epoch must be >= 0"),
-    (_forge(_set("step", 2**70)), r"step must be <= "),
-    (_forge(_set("epoch", True)), r"epoch must be an integer"),
-    (_forge(_set("format", 3)), r"not a format-2 tracker header"),
-    (_forge(lambda h: h.pop("config")), r"tracker config must be a mapping; got None"),
-    (_forge(_set_config("extra", 1)), r"tracker config must have exactly the keys"),
-    (_forge(_set_config("window", "2")), r"window must be an integer"),
-    (_forge(_set_config("beta_prior", 5)), r"beta_prior must be a pair"),
-    (_forge(_set_config("estimator", ["recipe"])), r"estimator must be one of"),
-    (_forge(_set("arrays", [])), r"header 'arrays' does not match"),
-    (_forge(payload=b"\x00" * 8), r"payload has 8 bytes; 2 prompts need"),
-    (_forge(raw_header=b"{not json"), r"header is not JSON"),
-    (_forge(raw_header=b"\xff\xfe"), r"header is not JSON"),
-    (_forge(raw_header=b"[" * 100000), r"header is not JSON|not a format-2"),
-    (_forge(raw_header=b"[1, 2]"), r"not a format-2 tracker header"),
+FORGED: list[tuple[Any, dict[str, bytes] | None, str]] = [
+    (_set("ids", ["a", 1.0]), None, r"ids\[1\]=1.0 is not a valid prompt id"),
+    (_set("ids", ["a", "a"]), None, r"duplicate prompt ids"),
+    (_set("ids", ["a"]), None, r"part 'ring' has 32 bytes; 1 prompts and window 2 need 16"),
+    (_set("ids", "ab"), None, r"'ids' must be a list"),
+    (_set("ids", [{"x": 1}, "b"]), None, r"ids\[0\]=\{'x': 1\} is not a valid prompt id"),
+    (_set("epoch", -1), None, r"epoch must be >= 0"),
+    (_set("step", 2**70), None, r"step must be <= "),
+    (_set("epoch", True), None, r"epoch must be an integer"),
+    (_set("format", 3), None, r"its meta must hold exactly \['config', 'epoch', 'ids', 'step'\]"),
+    (lambda h: h.pop("config"), None, r"its meta must hold exactly"),
+    (_set("config", None), None, r"tracker config must be a mapping; got None"),
+    (_set_config("extra", 1), None, r"tracker config must have exactly the keys"),
+    (_set_config("window", "2"), None, r"window must be an integer"),
+    (_set_config("beta_prior", 5), None, r"beta_prior must be a pair"),
+    (_set_config("estimator", ["recipe"]), None, r"estimator must be one of"),
+    (None, {"count": b"\x00" * 8}, r"part 'count' has 8 bytes; 2 prompts and window 2 need 16"),
+    (None, {"ring": b""}, r"part 'ring' has 0 bytes"),
 ]
 
 
-@pytest.mark.parametrize(("data", "message"), FORGED, ids=[m for _, m in FORGED])
-def test_forged_files_with_a_valid_checksum_are_validated_field_by_field(data: bytes, message: str) -> None:
+@pytest.mark.parametrize(("edit", "parts", "message"), FORGED, ids=[m for *_, m in FORGED])
+def test_forged_files_with_a_valid_checksum_are_validated_field_by_field(
+    edit: Any, parts: dict[str, bytes] | None, message: str
+) -> None:
     with pytest.raises(ValueError, match=rf"^<f>: malformed tracker file: .*{message}") as info:
-        Tracker.from_bytes(data, source="<f>")
+        Tracker.from_bytes(_forge(edit, parts), source="<f>")
     assert type(info.value) is ValueError
 
 
@@ -651,125 +722,6 @@ def test_an_update_past_max_count_is_refused_so_every_save_loads_again() -> None
     assert t.to_bytes() == before
     t.update(["b"], [1])  # one more reward fits: the count reaches the cap and the file still loads
     assert Tracker.from_bytes(t.to_bytes()).counts(["a", "b"]).tolist() == [cap - 1, 2]
-
-
-# -------------------------------------------------------------------------------------- merge
-def _loop_merge(trackers: list[Tracker], on_conflict: str) -> tuple[list[Any], dict[Any, dict[str, Any]]]:
-    """The merge as a loop over every tracker's prompts (the landed implementation's semantics)."""
-    ids: list[Any] = []
-    rows: dict[Any, dict[str, Any]] = {}
-    for ti, t in enumerate(trackers):
-        state = t.state_dict()
-        for row, pid in enumerate(state["ids"]):
-            src = {k: state["arrays"][k][row] for k in FIELDS}
-            if pid in rows:
-                dst = rows[pid]
-                if all(np.array_equal(src[k], dst[k]) for k in FIELDS):
-                    continue
-                if on_conflict == "error":
-                    raise ValueError(f"trackers[{ti}] disagrees with an earlier tracker on prompt id {pid!r}")
-                if (int(src["last_step"]), int(src["count"])) <= (int(dst["last_step"]), int(dst["count"])):
-                    continue
-            else:
-                ids.append(pid)
-            rows[pid] = src
-    return ids, rows
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    shared=st.lists(st.tuples(st.integers(0, len(POOL) - 1), st.integers(0, 1)), max_size=12),
-    own=st.lists(
-        st.lists(st.tuples(st.integers(0, len(POOL) - 1), st.integers(0, 1), st.integers(0, 3)), max_size=10),
-        min_size=1,
-        max_size=4,
-    ),
-    on_conflict=st.sampled_from(["error", "latest"]),
-    ints_only=st.booleans(),
-)
-def test_merge_matches_a_loop_reference(shared: list[Any], own: list[Any], on_conflict: str, ints_only: bool) -> None:
-    pool = [i for i in POOL if isinstance(i, int)] if ints_only else POOL  # int ids only: the sorted-runs path
-    shared = [(pool[i % len(pool)], r) for i, r in shared]
-    own = [[(pool[i % len(pool)], r, s) for i, r, s in rollouts] for rollouts in own]
-    cfg = TrackerConfig(window=3, min_count=1)
-    base = Tracker(cfg)
-    if shared:
-        base.update([i for i, _ in shared], [r for _, r in shared], step=1)
-    trackers = []
-    for rollouts in own:
-        t = Tracker.from_bytes(base.to_bytes())
-        for pid, reward, step in rollouts:  # one rollout per update: last_step ties and orders vary
-            t.update([pid], [reward], step=step)
-        trackers.append(t)
-    try:
-        ids, rows = _loop_merge(trackers, on_conflict)
-    except ValueError as exc:
-        with pytest.raises(ValueError, match=re.escape(str(exc))):
-            Tracker.merge(trackers, on_conflict=on_conflict, on_clock_mismatch="latest")  # type: ignore[arg-type]
-        return
-    m = Tracker.merge(trackers, on_conflict=on_conflict, on_clock_mismatch="latest")  # type: ignore[arg-type]
-    state = m.state_dict()
-    assert state["ids"] == ids
-    for k in FIELDS:
-        expected = np.array([rows[pid][k] for pid in ids]) if ids else state["arrays"][k]
-        np.testing.assert_array_equal(state["arrays"][k], expected, err_msg=k)
-    assert (m.epoch, m.step) == (max(t.epoch for t in trackers), max(t.step for t in trackers))
-
-
-def test_merge_of_ranks() -> None:
-    a, b = Tracker(TrackerConfig(min_count=1)), Tracker(TrackerConfig(min_count=1))
-    a.update([0, 0, 1, 1], [1, 1, 0, 1], step=1)
-    b.update([2, 2, 1, 1], [0, 0, 0, 1], step=1)  # prompt 1: same rewards as on rank a
-    m = Tracker.merge([a, b])
-    assert m.ids == [0, 1, 2] and (m.epoch, m.step) == (0, 1)
-    assert m.estimate([0, 1, 2]).tolist() == pytest.approx([1.0, 0.5, 0.0])
-    c = Tracker(TrackerConfig(min_count=1))
-    c.update([1, 1], [1, 1], step=1)
-    with pytest.raises(ValueError, match="trackers\\[1\\] disagrees with an earlier tracker on prompt id 1"):
-        Tracker.merge([a, c])
-    latest = Tracker.merge([a, c], on_conflict="latest")
-    assert latest.estimate([1])[0] == 0.5  # same last step, as many rewards: the earliest tracker
-    c.update([1], [1], step=1)
-    assert Tracker.merge([a, c], on_conflict="latest").estimate([1])[0] == 1.0  # more rewards win
-    with pytest.raises(ValueError, match="different config"):
-        Tracker.merge([a, Tracker(TrackerConfig(window=8))])
-
-
-def test_merge_refuses_disagreeing_clocks_unless_allowed() -> None:
-    a, b = Tracker(), Tracker()
-    a.update([0], [1], epoch=1, step=5)
-    b.update([1], [1], epoch=1, step=4)
-    message = (
-        r"trackers\[1\] is at epoch 1, step 4 but trackers\[0\] at epoch 1, step 5; "
-        r"pass on_clock_mismatch='latest' to take the latest of each"
-    )
-    with pytest.raises(ValueError, match=message):
-        Tracker.merge([a, b])
-    b.epoch = 2
-    m = Tracker.merge([a, b], on_clock_mismatch="latest")
-    assert (m.epoch, m.step) == (2, 5) and m.ids == [0, 1]
-
-
-def test_merge_refuses_what_is_not_a_tracker_naming_the_position() -> None:
-    t = Tracker()
-    with pytest.raises(ValueError, match=r"trackers\[1\] must be a Tracker; got None"):
-        Tracker.merge([t, None])  # type: ignore[list-item]
-    with pytest.raises(ValueError, match="trackers is empty: nothing to merge"):
-        Tracker.merge([])
-    with pytest.raises(ValueError, match="trackers must be a sequence of Tracker; got 3"):
-        Tracker.merge(3)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"on_conflict must be one of \['error', 'latest'\]; got on_conflict='max'"):
-        Tracker.merge([t], on_conflict="max")  # type: ignore[arg-type]
-
-
-def test_merge_keeps_int_and_str_ids_apart() -> None:
-    a, b = Tracker(TrackerConfig(min_count=1)), Tracker(TrackerConfig(min_count=1))
-    a.update([1, "x"], [1, 1], step=1)
-    b.update(["1", "x", 2], [0, 1, 0], step=1)
-    m = Tracker.merge([a, b])
-    assert m.ids == [1, "x", "1", 2]
-    assert m.estimate([1, "1", "x", 2]).tolist() == [1.0, 0.0, 1.0, 0.0]
-    assert m.rows(np.array([2, 1])).tolist() == [3, 0]
 
 
 # ------------------------------------------------------------------------------------ bad input

@@ -101,6 +101,16 @@ class Allocation:
         gap_bound: bound on the knapsack's distance to optimal (0 when optimal).
         solve_time_s: wall time of the whole call.
         config: the validated settings the call ran with.
+
+    Example:
+        >>> from knapsack_rl import allocate
+        >>> alloc = allocate([0.0, 0.5, 0.9, 1.0, float("nan")], n=8)
+        >>> alloc.budgets.tolist(), int(alloc.budgets.sum()), alloc.optimal
+        ([2, 10, 18, 2, 8], 40, True)
+        >>> alloc.bucket_counts()
+        {'unestimated': 1, 'effective': 2, 'negative': 1, 'positive': 1}
+        >>> alloc.metrics()["alloc/num_above_n"]  # prompts given more than n = 8
+        2.0
     """
 
     budgets: NDArray[np.int64]
@@ -199,6 +209,22 @@ def allocate(
 
     Raises:
         ValueError: naming the argument and the value, for any invalid input.
+
+    Example:
+        Five prompts, n = 8 (B = 40 rollouts): never solved, solved half the time, nearly always, always,
+        and one without an estimate. The solved and unsolved ones keep ``negative_n`` / ``positive_n``
+        (2), the unestimated one n, and the knapsack shares the rest between the two in between:
+
+        >>> from knapsack_rl import KnapsackConfig, allocate
+        >>> allocate([0.0, 0.5, 0.9, 1.0, float("nan")], n=8).budgets.tolist()
+        [2, 10, 18, 2, 8]
+        >>> project = KnapsackConfig.preset("project").allocation  # negative_n = positive_n = 1, no fallback
+        >>> allocate([0.0, 0.5, 0.9, 1.0, float("nan")], project).budgets.tolist()
+        [1, 11, 19, 1, 8]
+        >>> allocate([0.5, 1.5], n=8)
+        Traceback (most recent call last):
+        ...
+        ValueError: p_hat must be in [0, 1] or NaN (no estimate); p_hat[1]=1.5
     """
     start = time.perf_counter()
     cfg = _settings(config, settings)

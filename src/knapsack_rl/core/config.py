@@ -120,7 +120,24 @@ def check_allocation(cfg: AllocationConfig) -> None:
 
 @dataclass(frozen=True)
 class KnapsackConfig:
-    """The whole method's settings: allocation, tracking, and the planner's schedule (see the module doc)."""
+    """The whole method's settings: allocation, tracking, and the planner's schedule (see the module doc).
+
+    Example:
+        A preset with flat changes (each routed to the section that declares it), validated once:
+
+        >>> from knapsack_rl import KnapsackConfig
+        >>> config = KnapsackConfig.preset("project", n=16)
+        >>> config.allocation.n, config.allocation.max_n, config.posterior, config.tracker.estimator
+        (16, 128, True, 'recipe')
+        >>> config.replace(max_n=64).allocation.max_n
+        64
+        >>> KnapsackConfig.from_dict(config.to_dict()) == config  # plain data, e.g. for a checkpoint
+        True
+        >>> KnapsackConfig.preset("project", max_n=4)
+        Traceback (most recent call last):
+        ...
+        ValueError: with strict_max_n=True, n must be <= max_n; got n=8, max_n=4
+    """
 
     allocate: bool = True
     """True: counts from :func:`knapsack_rl.allocate` on the tracker's estimates; False: n per prompt (the
@@ -140,8 +157,8 @@ class KnapsackConfig:
     failures) instead of ``V(N, p_hat)``: 0 successes in 8 reads as "hard", not "hopeless"."""
     prior: Prior = "beta"
     """The posterior's prior: ``beta``: ``tracker.beta_prior`` for every prompt; ``population``: the
-    distribution of rates over all tracked prompts, fitted on a grid at every plan (empirical Bayes,
-    :class:`knapsack_rl.core.population.PopulationPrior`). Needs ``posterior=True``."""
+    distribution of rates over all tracked prompts, fitted on a grid at every plan, each fit going on from the
+    last (empirical Bayes, :class:`knapsack_rl.core.population.PopulationPrior`). Needs ``posterior=True``."""
 
     def __post_init__(self) -> None:
         check_knapsack(self)

@@ -36,22 +36,32 @@ from numpy.typing import ArrayLike, NDArray
 from knapsack_rl.core.allocate import Allocation, allocate, uniform_allocation
 from knapsack_rl.core.config import KnapsackConfig, config_diff
 from knapsack_rl.core.groups import group_counts, step_metrics
-from knapsack_rl.core.population import GridPosterior, PopulationPrior
+from knapsack_rl.core.population import GridPosterior, LikelihoodCache, PopulationPrior
 from knapsack_rl.core.tracker import Tracker, to_success
-from knapsack_rl.core.validate import check_int, check_prompt_ids, check_step_ids
+from knapsack_rl.core.validate import check_int, check_prompt_ids, check_step_ids, check_unique_ids
 
 logger = logging.getLogger(__name__)
 
 Ids = Sequence[Hashable] | NDArray[Any]
 POPULATION_FIT: dict[str, Any] = {"size": 101, "iterations": 300, "tol": 1e-6, "resolution": 0.5}
-"""How ``prior="population"`` fits the prior at every plan: 101 rates, at most 300 EM iterations (the
-expected signal it predicts has settled to 1e-3 by then), counts binned to halves, from at most
-``POPULATION_SAMPLE`` tracked prompts. A function of the tracker's state, so a resume plans exactly as
-the run would have."""
+"""How ``prior="population"`` fits the prior: 101 rates, counts binned to halves, from at most
+``POPULATION_SAMPLE`` tracked prompts; the first fit runs at most 300 EM iterations from uniform weights
+(the expected signal it predicts has settled to 1e-3 by then), every later plan goes on from the last
+fit (``POPULATION_WARM``). The last fit is part of :meth:`Planner.state_dict`, so a resume plans exactly
+as the run would have."""
 POPULATION_SAMPLE = 4096
+POPULATION_WARM: dict[str, Any] = {"iterations": 10, "mix": 1e-3}
+"""A warm start: EM from ``(1 - mix)`` times the last fit plus ``mix`` times uniform weights, at most
+``iterations`` iterations. The tracker changes by one step's prompts between plans, so the last fit is
+close and a few iterations follow it (the fits' likelihood keeps rising: EM never undoes its progress,
+where a fit from uniform weights at every plan starts over); ``mix`` keeps every rate's weight above
+``mix / 101``, so a rate the population moves to regains weight within tens of iterations."""
 Evidence = tuple[NDArray[np.float64], NDArray[np.float64]]
 """Each prompt's discounted successes and failures, (M,) each."""
+CheckedIds = NDArray[np.int64] | list[int | str]
+"""Ids :func:`~knapsack_rl.core.validate.check_prompt_ids` returned: checked once where they enter."""
 _STATE_VERSION = 1
+_STATE_KEYS = ["config", "tracker", "version"]  # and "prior" once a population prior was fitted
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,27 @@ class Planner:
         config: the method's settings (default: ``KnapsackConfig()``).
         tracker: an existing tracker (e.g. warm-started from another run); its config must equal
             ``config.tracker``. Default: a new one.
+
+    Example:
+        Four prompts, 8 rollouts each on average. In epoch 0 (the cold start) every prompt gets n; the
+        planner then learns from the rewards, and in epoch 1 the always-solved prompt gets fewer:
+
+        >>> from knapsack_rl import KnapsackConfig, Planner
+        >>> planner = Planner(KnapsackConfig.preset("project", min_count=1))
+        >>> ids = ["a", "b", "c", "d"]
+        >>> planner.plan(ids, epoch=0).budgets.tolist()
+        [8, 8, 8, 8]
+        >>> rollouts = [pid for pid in ids for _ in range(8)]
+        >>> rewards = [1] * 8 + [1, 0] * 4 + [0] * 8 + [1, 1, 1, 0, 0, 0, 0, 0]
+        >>> metrics = planner.observe(rollouts, rewards, epoch=0)
+        >>> metrics["train/effective_prompts"], metrics["tracker/prompts"]  # prompts with signal, tracked
+        (2.0, 4.0)
+        >>> planner.plan(ids, epoch=1).budgets.tolist()
+        [3, 8, 12, 9]
+        >>> restored = Planner(planner.config)
+        >>> restored.load_state_dict(planner.state_dict())  # a checkpoint: plans go on as they would have
+        >>> restored.plan(ids, epoch=1).budgets.tolist()
+        [3, 8, 12, 9]
     """
 
     def __init__(self, config: KnapsackConfig | None = None, *, tracker: Tracker | None = None) -> None:
@@ -91,6 +122,8 @@ class Planner:
             )
         self.tracker = tracker if tracker is not None else Tracker(self.config.tracker)
         self._last: PlanRecord | None = None
+        self._prior: NDArray[np.float64] | None = None  # the last population prior's weights (a warm start)
+        self._likelihoods = LikelihoodCache()  # speed only: a fit's result does not depend on it
 
     # ------------------------------------------------------------------ planning
     def plan(
@@ -117,13 +150,13 @@ class Planner:
         Returns:
             The :class:`Allocation`; ``budgets.sum() == total_budget`` with unit costs.
         """
-        ids = check_step_ids("prompt_ids", prompt_ids)
+        checked, ids = _check_step("prompt_ids", prompt_ids)
         epoch = check_int("epoch", epoch, low=0)
-        p_hat, evidence = self._estimates(ids, epoch)
+        p_hat, evidence = self._estimates(checked, epoch)
         floor = None
         if probe is not None:
             floor, p_hat, evidence = self._with_probe(ids, probe, p_hat, evidence, mapped)
-        posterior = None if evidence is None else self._posterior(*evidence)
+        posterior, prior = (None, self._prior) if evidence is None else self._posterior(*evidence)
         if isinstance(posterior, GridPosterior):
             p_hat = np.where(np.isnan(p_hat), np.nan, posterior.mean())  # the posterior mean where estimated
         elif posterior is not None:
@@ -137,6 +170,7 @@ class Planner:
                 p_hat, alloc_cfg, total_budget=total_budget, costs=costs, posterior=posterior, floor=floor
             )
         self._last = PlanRecord(ids, p_hat, result, 0 if floor is None else int(floor.sum()))
+        self._prior = prior  # only once the plan stands: a refused call changes nothing
         return result
 
     def plan_probe(self, prompt_ids: Ids, *, epoch: int) -> NDArray[np.int64]:
@@ -145,35 +179,42 @@ class Planner:
         Outside two-phase planning (``probe_n == 0``), in cold-start epochs and without allocation (``allocate=False``)
         every count is 0: call :meth:`plan` directly.
         """
-        ids = check_step_ids("prompt_ids", prompt_ids)
+        checked, _ = _check_step("prompt_ids", prompt_ids)
         epoch = check_int("epoch", epoch, low=0)
         cfg = self.config
         if cfg.probe_n == 0 or not cfg.allocate or epoch < cfg.uniform_epochs:
-            return np.zeros(len(ids), dtype=np.int64)
-        p_hat = self.tracker.estimate(ids, epoch=epoch)
+            return np.zeros(len(checked), dtype=np.int64)
+        p_hat = self.tracker._estimate(self.tracker._rows(checked), cfg.tracker.estimator, epoch)
         return np.where(np.isnan(p_hat), cfg.probe_n, 0).astype(np.int64)
 
-    def _estimates(self, ids: list[int | str], epoch: int) -> tuple[NDArray[np.float64], Evidence | None]:
+    def _estimates(self, ids: CheckedIds, epoch: int) -> tuple[NDArray[np.float64], Evidence | None]:
         """``p_hat`` (NaN: no estimate, or a cold-start epoch) and, with a posterior, each prompt's
         evidence: the tracker's discounted successes and failures (0 and 0 for unseen prompts)."""
         if epoch < self.config.uniform_epochs:
             return np.full(len(ids), np.nan), None
-        p_hat = self.tracker.estimate(ids, epoch=epoch)
+        rows = self.tracker._rows(ids)  # the ids are looked up once, for both
+        p_hat = self.tracker._estimate(rows, self.config.tracker.estimator, epoch)
         if not self.config.posterior:
             return p_hat, None
-        return p_hat, self.tracker.evidence(ids)
+        return p_hat, self.tracker._evidence(rows)
 
-    def _posterior(self, s: NDArray[np.float64], f: NDArray[np.float64]) -> Any:
-        """The step's posterior from its evidence: Beta ``(a0 + s, b0 + f)``, or a grid posterior under
-        the population prior fitted to every tracked prompt's evidence (``prior="population"``)."""
+    def _posterior(self, s: NDArray[np.float64], f: NDArray[np.float64]) -> tuple[Any, NDArray[np.float64] | None]:
+        """The step's posterior from its evidence and the population prior's weights after it: Beta
+        ``(a0 + s, b0 + f)`` (the weights unchanged), or a grid posterior under the population prior
+        fitted to the tracked prompts' evidence (``prior="population"``), warm-started from the last fit."""
         if self.config.prior == "beta":
             a0, b0 = self.config.tracker.beta_prior
-            return a0 + s, b0 + f
+            return (a0 + s, b0 + f), self._prior
         all_s, all_f = (self.tracker.array(k) for k in ("beta_s", "beta_f"))
         seen = np.flatnonzero((all_s + all_f) > 0)
         if seen.size > POPULATION_SAMPLE:  # the population's shape, from evenly spaced rows
             seen = seen[np.linspace(0, seen.size - 1, POPULATION_SAMPLE).astype(np.intp)]
-        return PopulationPrior.fit(all_s[seen], all_f[seen], **POPULATION_FIT).posterior(s, f)
+        fit: dict[str, Any] = {**POPULATION_FIT, "cache": self._likelihoods}
+        if self._prior is not None:
+            mix = POPULATION_WARM["mix"]
+            fit.update(iterations=POPULATION_WARM["iterations"], start=(1 - mix) * self._prior + mix / self._prior.size)
+        prior = PopulationPrior.fit(all_s[seen], all_f[seen], **fit)
+        return prior.posterior(s, f), prior.weights
 
     def _with_probe(
         self,
@@ -231,10 +272,12 @@ class Planner:
             raise ValueError(f"epoch must not go backwards: got epoch={epoch} after epoch {self.tracker.epoch}")
         if step is not None and check_int("step", step, low=0) < self.tracker.step:
             raise ValueError(f"step must not go backwards: got step={step} after step {self.tracker.step}")
-        self.tracker.update(rollout_prompt_ids, rewards, epoch=epoch, step=step, mapped=mapped)
+        ids = check_prompt_ids("rollout_prompt_ids", rollout_prompt_ids)
+        self.tracker._update(ids, rewards, epoch=epoch, step=step, mapped=mapped, name="rollout_prompt_ids")
         threshold = None if mapped else self.config.tracker.success_threshold
         r = np.asarray(rewards, dtype=np.float64).reshape(-1)
-        metrics = step_metrics(r, list(rollout_prompt_ids), success_threshold=0.5 if threshold is None else threshold)
+        groups = ids if isinstance(ids, np.ndarray) else self.tracker._rows(ids)  # rows: 1 and "1" stay apart
+        metrics = step_metrics(r, groups, success_threshold=0.5 if threshold is None else threshold)
         if self._last is not None:
             metrics.update(self._last.allocation.metrics())
             metrics["alloc/probe_rollouts"] = float(self._last.probe_rollouts)
@@ -249,7 +292,9 @@ class Planner:
     # ------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
         """The Planner's state for a checkpoint: ``version`` (int), ``config`` (the KnapsackConfig as a plain
-        dict) and ``tracker`` (:meth:`Tracker.to_bytes`: the tracker's hashed image, **bytes**).
+        dict), ``tracker`` (:meth:`Tracker.to_bytes`: the tracker's hashed image, **bytes**) and, once a
+        population prior has been fitted (``prior="population"``), ``prior``: the last fit's weights, the
+        warm start of the next plan (``POPULATION_FIT["size"]`` little-endian float64, **bytes**).
 
         Because of those bytes the dict is not JSON-serialisable as such. ``torch.save`` stores it (and
         ``torch.load(weights_only=True)`` reads it back); without pickle,
@@ -258,38 +303,54 @@ class Planner:
         writes with :func:`knapsack_rl.io.encode_state_file`; ``unpack_rule_state(meta, parts,
         source=...)[1]`` is the state again, for :meth:`load_state_dict`.
         """
-        return {"version": _STATE_VERSION, "config": self.config.to_dict(), "tracker": self.tracker.to_bytes()}
+        state = {"version": _STATE_VERSION, "config": self.config.to_dict(), "tracker": self.tracker.to_bytes()}
+        if self._prior is not None:
+            state["prior"] = self._prior.astype("<f8").tobytes()
+        return state
 
     def load_state_dict(self, state: dict[str, Any], *, source: str = "<state>") -> None:
-        """Restore :meth:`state_dict` output (:meth:`check_state_dict`, then adopt its tracker).
+        """Restore :meth:`state_dict` output (:meth:`check_state_dict`, then adopt its tracker and the last
+        population prior's fit; a state without ``prior``, e.g. of an earlier knapsack-rl, makes the next
+        plan fit from uniform weights, as that version did at every plan).
 
         Raises:
             ValueError: naming ``source`` and what is wrong; nothing is changed.
         """
-        self.adopt_tracker(self.check_state_dict(state, source=source))
+        tracker, prior = self._check_state(state, source)
+        self.adopt_tracker(tracker)
+        self._prior = prior
 
     def adopt_tracker(self, tracker: Tracker) -> None:
-        """Continue from ``tracker`` (one :meth:`check_state_dict` returned); forgets the latest plan."""
+        """Continue from ``tracker`` (one :meth:`check_state_dict` returned); forgets the latest plan and the
+        population prior's last fit (the next plan fits one to this tracker from uniform weights)."""
         if not isinstance(tracker, Tracker) or tracker.config != self.config.tracker:
             raise ValueError(f"tracker must be a Tracker with config.tracker's settings; got {tracker!r:.80}")
         self.tracker = tracker
         self._last = None
+        self._prior = None
 
     def check_state_dict(self, state: object, *, source: str = "<state>") -> Tracker:
         """The tracker :meth:`load_state_dict` would adopt from ``state``, changing nothing.
 
         ``state`` must hold exactly ``version``, ``config`` (a valid :class:`KnapsackConfig` as a dict) and
-        ``tracker`` (:meth:`Tracker.to_bytes`). The tracker's settings must equal ``config.tracker`` (a
-        tracker estimates with its own settings; restoring one saved under another estimator or
-        ``min_count`` would silently change the method). Allocation settings may differ: whether a run
-        may resume with other settings is the engine's call.
+        ``tracker`` (:meth:`Tracker.to_bytes`), and may hold ``prior`` (see :meth:`state_dict`). The
+        tracker's settings must equal ``config.tracker`` (a tracker estimates with its own settings;
+        restoring one saved under another estimator or ``min_count`` would silently change the method).
+        Allocation settings may differ: whether a run may resume with other settings is the engine's call.
 
         Raises:
             ValueError: one line naming ``source``, the field and the value, or every tracker setting that differs.
         """
-        if not isinstance(state, dict) or sorted(map(str, state)) != ["config", "tracker", "version"]:
+        return self._check_state(state, source)[0]
+
+    def _check_state(self, state: object, source: str) -> tuple[Tracker, NDArray[np.float64] | None]:
+        """:meth:`check_state_dict`'s tracker and the state's prior weights (None without ``prior``)."""
+        if not isinstance(state, dict) or sorted(k for k in map(str, state) if k != "prior") != _STATE_KEYS:
             got = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
-            raise ValueError(f"{source}: a planner state holds exactly ['config', 'tracker', 'version']; got {got}")
+            raise ValueError(
+                f"{source}: a planner state holds exactly {_STATE_KEYS} (and 'prior' once a population prior "
+                f"was fitted); got {got}"
+            )
         version = state["version"]
         if isinstance(version, bool) or version != _STATE_VERSION:
             raise ValueError(f"{source}: not a planner state of version {_STATE_VERSION}; got version={version!r:.40}")
@@ -301,7 +362,7 @@ class Planner:
         if tracker.config != self.config.tracker:
             diff = ", ".join(config_diff(_plain(tracker.config), _plain(self.config.tracker)))
             raise ValueError(f"{source}: the tracker was saved with other settings ({diff}); refusing to resume")
-        return tracker
+        return tracker, (_check_prior(state["prior"], source) if "prior" in state else None)
 
 
 class EpochCounter:
@@ -341,6 +402,34 @@ class EpochCounter:
         except ValueError as exc:
             raise ValueError(f"{source}: epoch counter {exc}") from None
         self.epoch, self._seen = epoch, seen
+
+
+def _check_step(name: str, prompt_ids: object) -> tuple[CheckedIds, list[int | str]]:
+    """A step's prompt ids, checked once (:func:`check_prompt_ids`, then unique): as the tracker takes
+    them (an int64 array when all are int) and as a list."""
+    checked = check_prompt_ids(name, prompt_ids)
+    if isinstance(checked, np.ndarray):
+        ordered = np.sort(checked)
+        if ordered.size and np.any(ordered[1:] == ordered[:-1]):
+            check_unique_ids(name, checked)  # raises, naming the first repeat
+        return checked, checked.tolist()
+    if len(set(checked)) != len(checked):
+        check_unique_ids(name, checked)
+    return checked, checked
+
+
+def _check_prior(raw: object, source: str) -> NDArray[np.float64]:
+    """A state's ``prior``: ``POPULATION_FIT["size"]`` little-endian float64 weights, positive, summing to 1."""
+    size = int(POPULATION_FIT["size"])
+    if not isinstance(raw, bytes) or len(raw) != 8 * size:
+        what = f"{len(raw)} bytes" if isinstance(raw, bytes) else type(raw).__name__
+        raise ValueError(f"{source}: the planner state's prior must be {8 * size} bytes ({size} float64); got {what}")
+    w = np.frombuffer(raw, dtype="<f8").astype(np.float64)
+    bad = np.flatnonzero(~(np.isfinite(w) & (w >= 0)))
+    if bad.size or abs(float(w.sum()) - 1.0) > 1e-6:
+        what = f"prior[{bad[0]}]={float(w[bad[0]])!r}" if bad.size else f"the weights sum to {float(w.sum())!r}"
+        raise ValueError(f"{source}: the planner state's prior must be weights >= 0 summing to 1; {what}")
+    return w
 
 
 def _plain(obj: Any) -> dict[str, Any]:

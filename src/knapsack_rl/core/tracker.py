@@ -33,30 +33,26 @@ Pass integer ids as an int64 array for speed: they are grouped and looked up wit
 Every public method validates all of its input before it changes anything: a refused call leaves
 the tracker exactly as it was (its :meth:`Tracker.to_bytes` is byte-identical).
 
-File format (version 2), written by :meth:`Tracker.to_bytes` / :meth:`Tracker.save`::
-
-    magic (24 bytes) | header length n (8 bytes, little-endian) | header (n bytes of UTF-8 JSON) |
-    payload (the state arrays of the header's "arrays" list, little-endian, C order) | SHA-256 (32 bytes)
-
-The digest covers every byte before it (magic, header and payload), so a truncation or any altered
-byte is detected before anything is parsed. It guards against accidents (torn writes, bit rot,
-editing), not against a forger, as there is no key; a file that passes it is still validated field by
-field before anything is built: types, ranges (``window <= MAX_WINDOW``, ``count <= MAX_COUNT``) and the
-relations every update keeps between a prompt's arrays (:func:`_check_consistent`), so a forged file
-cannot make an estimate leave [0, 1], a count wrap or an update allocate more than the file's own size
-calls for. Nothing in it is unpickled or executed. Version 1 files (digest over the payload only)
-are refused with a message saying so.
+File (:meth:`Tracker.to_bytes` / :meth:`Tracker.save`): the package's one state-file envelope
+(:func:`knapsack_rl.io.encode_state_file`, kind ``"tracker"``, version 3), with ``config``, ``epoch``,
+``step`` and ``ids`` as its JSON meta and one part per state array (:data:`STATE_FIELDS`, in that
+order, little-endian, C order). The envelope's SHA-256 covers every byte, so a truncation or any
+altered byte is detected before anything is parsed. It guards against accidents (torn writes, bit
+rot, editing), not against a forger, as there is no key; a file that passes it is still validated
+field by field before anything is built: types, ranges (``window <= MAX_WINDOW``, ``count <=
+MAX_COUNT``) and the relations every update keeps between a prompt's arrays (:func:`_check_consistent`),
+so a forged file cannot make an estimate leave [0, 1], a count wrap or an update allocate more than the
+file's own size calls for. Nothing in it is unpickled or executed. Files of the tracker's own earlier
+formats (``KNAPSACK-RL-TRACKER`` v1 and v2) are refused with a message saying so.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from itertools import chain, repeat
+from itertools import repeat
 from typing import Any, Literal
 
 import numpy as np
@@ -64,15 +60,18 @@ from numpy.typing import ArrayLike, NDArray
 
 from knapsack_rl.core.registry import Registry
 from knapsack_rl.core.validate import check_choice, check_int, check_prompt_ids, check_real
-from knapsack_rl.io import atomic_write_bytes, read_file_bytes
+from knapsack_rl.io import atomic_write_bytes, decode_state_file, encode_state_file, read_file_bytes
 
 logger = logging.getLogger(__name__)
 
 RewardFormat = Literal["auto", "binary", "signed", "continuous"]
 PromptId = int | str
-_MAGIC_PREFIX = b"KNAPSACK-RL-TRACKER\x00"
-_MAGIC = _MAGIC_PREFIX + b"v2\n"
-_DIGEST = 32
+FILE_KIND = "tracker"
+"""The state-file kind of a tracker file (:func:`knapsack_rl.io.encode_state_file`)."""
+FILE_VERSION = 3
+"""The tracker file's format version (1 and 2 were the tracker's own formats, before the envelope)."""
+_OLD_MAGIC = b"KNAPSACK-RL-TRACKER\x00"  # the first bytes of a version 1 or 2 file
+_META_KEYS = ("config", "epoch", "ids", "step")
 _INT64 = np.iinfo(np.int64)
 MAX_WINDOW = 1 << 16
 """The largest ``window`` a tracker takes (a ring of ``window`` floats per prompt; 512 KiB at this cap)."""
@@ -347,14 +346,6 @@ class _IdIndex:
             table = self._dense = grown
         table[ints] = rows
 
-    def keys(self) -> tuple[NDArray[np.int64], NDArray[np.int8]]:
-        """(K,) key of each row and (K,) its kind (0: int id, key = the id; 1: str id, key = 0)."""
-        key = np.zeros(len(self.ids), dtype=np.int64)
-        kind = np.ones(len(self.ids), dtype=np.int8)
-        key[self.int_rows] = self.int_keys
-        kind[self.int_rows] = 0
-        return key, kind
-
 
 def _dense_fits(ints: NDArray[np.int64], n_ids: int) -> bool:
     """Whether ``ints`` may live in a direct table of an index with ``n_ids`` int ids (:meth:`_IdIndex._table`)."""
@@ -414,17 +405,37 @@ def _group_keys(
     the key of each group and ``first`` (P,) the position of its first element.
 
     When each key forms one run of neighbours (rollouts listed prompt by prompt, the usual case) the
-    runs are the groups and no sort of the N keys is needed (``perm`` is None).
+    runs are the groups and no sort of the N keys is needed (``perm`` is None); when the rollouts come
+    round by round (``np.tile(u, c)``: rollout 0 of every prompt, then rollout 1, ...) the groups are
+    read off the period, again without a sort. Otherwise the N keys are sorted once.
     """
     run_starts = _run_starts(keys)  # (R,)
-    run_keys = keys[run_starts]
-    sorted_keys = np.sort(run_keys)
-    if not np.any(sorted_keys[1:] == sorted_keys[:-1]):
-        return None, run_starts, run_keys, run_starts
-    perm = _stable_argsort(keys)  # (N,) by key, then by position
-    sorted_all = keys[perm]
+    if 2 * run_starts.size <= keys.size:  # runs of two or more on average: are they the groups?
+        run_keys = keys[run_starts]
+        sorted_runs = np.sort(run_keys)
+        if not np.any(sorted_runs[1:] == sorted_runs[:-1]):
+            return None, run_starts, run_keys, run_starts
+    elif run_starts.size == keys.size and (period := _tile_period(keys)) is not None:
+        width = keys.size // period
+        perm = np.arange(keys.size).reshape(width, period).T.reshape(-1)
+        return perm, np.arange(0, keys.size, width), keys[:period].copy(), np.arange(period)
+    perm, sorted_all = _stable_sort(keys)  # (N,) by key, then by position
     starts = np.flatnonzero(np.r_[True, sorted_all[1:] != sorted_all[:-1]])
     return perm, starts, sorted_all[starts], perm[starts]
+
+
+def _tile_period(keys: NDArray[np.int64]) -> int | None:
+    """The period p if ``keys`` (N,) is ``np.tile(u, N // p)`` with p < N distinct keys ``u``, else None."""
+    again = np.flatnonzero(keys[1:] == keys[0])
+    if not again.size:
+        return None
+    period = int(again[0]) + 1
+    if keys.size % period or not np.array_equal(
+        keys.reshape(-1, period), np.broadcast_to(keys[:period], (keys.size // period, period))
+    ):
+        return None
+    head = np.sort(keys[:period])
+    return None if np.any(head[1:] == head[:-1]) else period
 
 
 def _run_starts(keys: NDArray[np.int64]) -> NDArray[np.intp]:
@@ -443,14 +454,22 @@ def _run_starts(keys: NDArray[np.int64]) -> NDArray[np.intp]:
 
 # ------------------------------------------------------------------------------------------ tracker
 class Tracker:
-    """Success-rate state per prompt id, with save / load / merge.
+    """Success-rate state per prompt id, with save / load.
 
-    Example::
+    Example:
+        One id per rollout and its reward; an estimate needs ``min_count`` rewards (NaN until then):
 
-        tracker = Tracker(TrackerConfig(estimator="recipe"))
-        tracker.update(ids_per_rollout, rewards_per_rollout, epoch=0)
-        p_hat = tracker.estimate(prompt_ids)          # NaN where no estimate yet
-        budgets = allocate(p_hat).budgets
+        >>> from knapsack_rl import Tracker, TrackerConfig, allocate
+        >>> tracker = Tracker(TrackerConfig(min_count=2))
+        >>> tracker.update(["a", "a", "b", "b", "b", "c"], [1, 0, 1, 1, 1, 1], epoch=0)
+        >>> tracker.estimate(["a", "b", "c", "unseen"]).tolist()
+        [0.5, 1.0, nan, nan]
+        >>> tracker.counts(["a", "b", "c", "unseen"]).tolist()
+        [2, 3, 1, 0]
+        >>> allocate(tracker.estimate(["a", "b", "c"]), n=4).budgets.tolist()
+        [5, 3, 4]
+        >>> Tracker.from_bytes(tracker.to_bytes()).estimate(["a", "b"]).tolist()  # a checkpoint round trip
+        [0.5, 1.0]
     """
 
     def __init__(self, config: TrackerConfig | None = None) -> None:
@@ -502,6 +521,10 @@ class Tracker:
         """(M,) row of each prompt in the state arrays (-1 for unseen prompts); ids validated."""
         return self._index.lookup(check_prompt_ids("prompt_ids", prompt_ids))
 
+    def _rows(self, ids: _Ids) -> NDArray[np.int64]:
+        """:meth:`rows` of ids :func:`check_prompt_ids` returned (a caller that checked them once)."""
+        return self._index.lookup(ids)
+
     def counts(self, prompt_ids: Sequence[object] | NDArray[Any]) -> NDArray[np.int64]:
         """(M,) total rewards recorded per prompt (0 for unseen prompts)."""
         return self.counts_by_row(self.rows(prompt_ids))
@@ -531,8 +554,12 @@ class Tracker:
         prefers rewards recorded in that epoch, so a plan for a new epoch must say which.
         """
         name = check_choice("estimator", self.config.estimator if estimator is None else estimator, estimator_names())
-        view = TrackerView(self, self.epoch if epoch is None else check_int("epoch", epoch, low=0))
-        rows = self.rows(prompt_ids)
+        at = self.epoch if epoch is None else check_int("epoch", epoch, low=0)
+        return self._estimate(self.rows(prompt_ids), name, at)
+
+    def _estimate(self, rows: NDArray[np.int64], name: str, epoch: int) -> NDArray[np.float64]:
+        """:meth:`estimate` at ``rows`` (of checked ids; -1: unseen) with the estimator ``name``, for ``epoch``."""
+        view = TrackerView(self, epoch)
         seen = rows >= 0
         if rows.size and seen.all():  # the usual plan: every prompt seen before
             return self._estimate_rows(name, view, rows)
@@ -555,7 +582,10 @@ class Tracker:
     def evidence(self, prompt_ids: Sequence[object] | NDArray[Any]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Discounted success and failure counts ``(s, f)`` of each prompt, each (M,); 0 and 0 for an unseen
         prompt (``s <- forgetting * s + successes`` at every update, the same for ``f``)."""
-        rows = self.rows(prompt_ids)
+        return self._evidence(self.rows(prompt_ids))
+
+    def _evidence(self, rows: NDArray[np.int64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """:meth:`evidence` at ``rows`` (of checked ids; -1: unseen)."""
         if not len(self):
             return np.zeros(rows.size), np.zeros(rows.size)
         seen, safe = rows >= 0, np.maximum(rows, 0)
@@ -598,14 +628,26 @@ class Tracker:
                 :func:`to_success`): recorded as they are, not mapped again with ``reward_format`` and
                 ``success_threshold`` (which would, e.g., refuse a 0 under ``signed``).
         """
+        self._update(check_prompt_ids("prompt_ids", prompt_ids), rewards, epoch=epoch, step=step, mapped=mapped)
+
+    def _update(
+        self,
+        ids: _Ids,
+        rewards: ArrayLike,
+        *,
+        epoch: int | None,
+        step: int | None,
+        mapped: bool,
+        name: str = "prompt_ids",
+    ) -> None:
+        """:meth:`update` with ids :func:`check_prompt_ids` returned (named ``name`` in messages)."""
         cfg = self.config
         new_epoch = self.epoch if epoch is None else check_int("epoch", epoch, low=0, high=_INT64.max)
         new_step = self.step + 1 if step is None else check_int("step", step, low=0, high=_INT64.max)
         r = _as_rewards(rewards)
         s = to_success(r, "continuous") if mapped else to_success(r, cfg.reward_format, cfg.success_threshold)
-        ids = check_prompt_ids("prompt_ids", prompt_ids)
         if len(ids) != s.size:
-            raise ValueError(f"prompt_ids and rewards must have the same length; got {len(ids)} and {s.size}")
+            raise ValueError(f"{name} and rewards must have the same length; got {len(ids)} and {s.size}")
         if self._max_count + s.size > MAX_COUNT:
             raise ValueError(
                 f"this update of {s.size} rewards could take a prompt past {MAX_COUNT} rewards (it has "
@@ -693,7 +735,7 @@ class Tracker:
             new[k][:cap] = self._state[k]
         self._state = new
 
-    # ------------------------------------------------------- persistence & merge
+    # ------------------------------------------------------------- persistence
     def state_dict(self) -> dict[str, Any]:
         """A plain-data snapshot (ids, config, epoch, step and copies of the state arrays)."""
         n = len(self)
@@ -729,21 +771,12 @@ class Tracker:
         return tracker
 
     def to_bytes(self) -> bytes:
-        """The tracker as a self-checking file image (format in the module docstring)."""
-        n, w = len(self), self.config.window
-        layout = _layout(n, w)
-        header = {
-            "format": 2,
-            "config": asdict(self.config),
-            "epoch": self.epoch,
-            "step": self.step,
-            "ids": self.ids,
-            "arrays": [[name, dtype.str, list(shape)] for name, dtype, shape in layout],
-        }
-        head = json.dumps(header, allow_nan=False).encode("utf-8")
-        payload = b"".join(self._state[name][:n].astype(dtype, copy=False).tobytes() for name, dtype, _ in layout)
-        body = _MAGIC + len(head).to_bytes(8, "little") + head + payload
-        return body + hashlib.sha256(body).digest()
+        """The tracker as a state file (format in the module docstring)."""
+        n = len(self)
+        meta = {"config": asdict(self.config), "epoch": self.epoch, "step": self.step, "ids": self.ids}
+        layout = _layout(n, self.config.window)
+        parts = {name: self._state[name][:n].astype(dtype, copy=False).tobytes() for name, dtype, _ in layout}
+        return encode_state_file(FILE_KIND, FILE_VERSION, meta, parts)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, source: str = "<bytes>") -> Tracker:
@@ -751,12 +784,18 @@ class Tracker:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise ValueError(f"{source}: tracker data must be bytes; got {type(data).__name__}")
         data = bytes(data)
-        _check_magic(data, source)
-        body, digest = data[:-_DIGEST], data[-_DIGEST:]
-        if len(data) < len(_MAGIC) + 8 + _DIGEST or hashlib.sha256(body).digest() != digest:
-            raise ValueError(f"{source}: tracker file is truncated or corrupt (SHA-256 mismatch)")
+        if data.startswith(_OLD_MAGIC):
+            version = data[len(_OLD_MAGIC) : len(_OLD_MAGIC) + 3].strip().decode("ascii", "replace")
+            raise ValueError(
+                f"{source}: a tracker file of an earlier knapsack-rl (its own format {version!r}, before tracker "
+                "files used the state-file envelope), which this version does not read; load it with the version "
+                "that wrote it, or start a new tracker"
+            )
+        file = decode_state_file(
+            data, source=source, kind=FILE_KIND, version=FILE_VERSION, parts=_FIELDS, what="tracker file"
+        )
         try:
-            return cls.from_state_dict(_parse_body(body))
+            return cls.from_state_dict(_state_of_file(file.meta, file.parts))
         except ValueError as exc:
             raise ValueError(f"{source}: malformed tracker file: {exc}") from None
 
@@ -770,215 +809,24 @@ class Tracker:
         """Read a file written by :meth:`save`; a truncated, altered or foreign file raises ``ValueError``."""
         return cls.from_bytes(read_file_bytes(path, what="tracker file"), source=str(path))
 
-    @classmethod
-    def merge(
-        cls,
-        trackers: Sequence[Tracker],
-        *,
-        on_conflict: Literal["error", "latest"] = "error",
-        on_clock_mismatch: Literal["error", "latest"] = "error",
-    ) -> Tracker:
-        """Union of the states of several trackers (e.g. one per data-parallel rank).
 
-        A prompt known to several trackers must have identical state there (as when every rank
-        updates from the gathered rewards), unless ``on_conflict="latest"``, which keeps the state
-        with the latest update (then the most rewards; then the earliest tracker). All trackers must
-        share one config, and one clock (``epoch`` and ``step``) unless ``on_clock_mismatch="latest"``,
-        which takes the largest epoch and the largest step. Rows: the first tracker's prompts in its
-        order, then each later tracker's new prompts in its order.
-        """
-        trackers = _check_merge_args(trackers, on_conflict, on_clock_mismatch)
-        out = cls(trackers[0].config)
-        out.epoch = max(t.epoch for t in trackers)
-        out.step = max(t.step for t in trackers)
-        leader, group, heads, out._index = _merge_ids(trackers)  # over every tracker's rows, stacked
-        stack = _Stack(trackers)
-        dup = np.flatnonzero(leader != np.arange(leader.size))  # rows whose prompt an earlier row already has
-        differs = dup[_rows_differ(stack, dup, leader[dup])]
-        if differs.size and on_conflict == "error":
-            ti, row = stack.locate(int(differs[0]))
-            pid = trackers[ti]._index.ids[row]
-            raise ValueError(f"trackers[{ti}] disagrees with an earlier tracker on prompt id {pid!r}")
-        winner = heads if not differs.size else _latest(stack, heads, group, differs)
-        out._grow(heads.size)
-        sel = stack.select(winner)
-        for k in _FIELDS:
-            stack.take(k, sel, out=out._state[k][: heads.size])
-        out._max_count = max(t._max_count for t in trackers)
-        return out
+def _stable_sort(keys: NDArray[np.int64]) -> tuple[NDArray[np.intp], NDArray[np.int64]]:
+    """``(perm, keys[perm])`` with ``perm`` the permutation that sorts ``keys`` (N,) keeping equal keys in
+    position order (a stable sort).
 
-
-# ---------------------------------------------------------------------------------- merge helpers
-def _check_merge_args(trackers: object, on_conflict: str, on_clock_mismatch: str) -> list[Tracker]:
-    check_choice("on_conflict", on_conflict, ("error", "latest"))
-    check_choice("on_clock_mismatch", on_clock_mismatch, ("error", "latest"))
-    if not isinstance(trackers, Iterable):
-        raise ValueError(f"trackers must be a sequence of Tracker; got {trackers!r:.80}")
-    out = list(trackers)
-    if not out:
-        raise ValueError("trackers is empty: nothing to merge")
-    for i, t in enumerate(out):
-        if not isinstance(t, Tracker):
-            raise ValueError(f"trackers[{i}] must be a Tracker; got {t!r:.80}")
-        if t.config != out[0].config:
-            raise ValueError(f"trackers[{i}] has a different config: {t.config} != {out[0].config}")
-        if on_clock_mismatch == "error" and (t.epoch, t.step) != (out[0].epoch, out[0].step):
-            raise ValueError(
-                f"trackers[{i}] is at epoch {t.epoch}, step {t.step} but trackers[0] at epoch {out[0].epoch}, "
-                f"step {out[0].step}; pass on_clock_mismatch='latest' to take the latest of each"
-            )
-    return out
-
-
-def _merge_ids(
-    trackers: list[Tracker],
-) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp], _IdIndex]:
-    """Group the E stacked rows of ``trackers`` by prompt id.
-
-    Returns (E,) each row's leader (the first row with its id), (E,) a group number per id, (G,) the
-    leaders in order of first appearance (the merged tracker's rows) and the merged id index. With
-    int ids only, each tracker's sorted keys are one sorted run, and NumPy's stable sort merges the
-    runs in about linear time; equal keys stay in tracker order, so the earliest row leads.
-    """
-    if any(t._index.str_rows for t in trackers):
-        return _merge_any_ids(trackers)
-    starts = np.cumsum([0] + [len(t) for t in trackers[:-1]])
-    run_keys = np.concatenate([t._index.int_keys for t in trackers])  # (E,) T sorted runs
-    entry = np.concatenate([t._index.int_rows + s for t, s in zip(trackers, starts, strict=True)])  # (E,)
-    perm = np.argsort(run_keys, kind="stable")
-    order, sorted_keys = entry[perm], run_keys[perm]  # rows by id, equal ids by position
-    head = np.ones(order.size, dtype=bool)  # (E,) in sorted order: the first row of each id
-    head[1:] = sorted_keys[1:] != sorted_keys[:-1]
-    leader, group, heads = _leaders(order, head)
-    index = _IdIndex()
-    key = np.empty(order.size, dtype=np.int64)
-    key[entry] = run_keys
-    index.ids = key[heads].tolist()
-    out_row = np.empty(order.size, dtype=np.int64)
-    out_row[heads] = np.arange(heads.size)
-    index.set_ints(sorted_keys[head], out_row[order[head]])
-    return leader, group, heads, index
-
-
-def _merge_any_ids(
-    trackers: list[Tracker],
-) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp], _IdIndex]:
-    """:func:`_merge_ids` when some ids are str: str ids are numbered by first appearance and sorted
-    apart from int ids (by kind, then key, then position)."""
-    key, kind = (np.concatenate(parts) for parts in zip(*(t._index.keys() for t in trackers), strict=True))
-    ids = list(chain.from_iterable(t._index.ids for t in trackers))  # (E,)
-    at_str = np.flatnonzero(kind == 1)
-    code: dict[PromptId, int] = {}
-    key[at_str] = [code.setdefault(ids[e], len(code)) for e in at_str.tolist()]
-    order = np.lexsort((np.arange(key.size), key, kind))
-    head = np.ones(key.size, dtype=bool)
-    head[1:] = (key[order][1:] != key[order][:-1]) | (kind[order][1:] != kind[order][:-1])
-    leader, group, heads = _leaders(order, head)
-    index = _IdIndex()
-    index.add([ids[e] for e in heads.tolist()])
-    return leader, group, heads, index
-
-
-def _leaders(
-    order: NDArray[np.intp], head: NDArray[np.bool_]
-) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp]]:
-    """From rows sorted by id (``order``, (E,)) and the first of each id in that order (``head``):
-    (E,) each row's leader, (E,) its group number and (G,) the leaders in row order."""
-    group = np.empty(order.size, dtype=np.intp)
-    group[order] = np.cumsum(head) - 1
-    leader = order[head][group]
-    return leader, group, np.flatnonzero(leader == np.arange(order.size))
-
-
-_Selection = tuple[int, list[tuple[int, "slice | NDArray[np.intp]", "slice | NDArray[np.int64]"]]]
-"""K stacked rows split by tracker: (K, [(tracker, positions among the K, rows in that tracker)])."""
-
-
-class _Stack:
-    """The rows of several trackers seen as one stack of E rows (tracker 0's rows, then tracker 1's, ...),
-    read in place: nothing is concatenated."""
-
-    def __init__(self, trackers: list[Tracker]) -> None:
-        self.trackers = trackers
-        self.ends = np.cumsum([len(t) for t in trackers])  # (T,)
-
-    def select(self, rows: NDArray[np.intp]) -> _Selection:
-        """Split stacked ``rows`` (K,) by tracker, as slices where they are runs of consecutive rows."""
-        which = np.searchsorted(self.ends, rows, side="right")  # (K,) tracker of each row
-        parts = []
-        for ti, t in enumerate(self.trackers):
-            at = np.flatnonzero(which == ti)
-            if at.size:
-                local = rows[at] - (self.ends[ti] - len(t))
-                parts.append((ti, _as_slice(at), _as_slice(local)))
-        return rows.size, parts
-
-    def locate(self, e: int) -> tuple[int, int]:
-        """(tracker index, row in that tracker) of stacked row ``e``."""
-        ti = int(np.searchsorted(self.ends, e, side="right"))
-        return ti, e - int(self.ends[ti]) + len(self.trackers[ti])
-
-    def take(self, name: str, sel: _Selection, out: NDArray[Any] | None = None) -> NDArray[Any]:
-        """The state array ``name`` at the selected rows, (K, ...) (written into ``out`` if given)."""
-        n, parts = sel
-        first = self.trackers[0]._state[name]
-        out = np.empty((n, *first.shape[1:]), dtype=first.dtype) if out is None else out
-        for ti, at, local in parts:
-            out[at] = self.trackers[ti]._state[name][local]
-        return out
-
-
-def _as_slice(idx: NDArray[Any]) -> slice | NDArray[Any]:
-    """``idx`` as a slice if it is a run of consecutive integers (indexing by a slice copies fastest)."""
-    if idx.size and int(idx[-1]) - int(idx[0]) + 1 == idx.size and np.all(idx[1:] > idx[:-1]):
-        return slice(int(idx[0]), int(idx[-1]) + 1)
-    return idx
-
-
-def _rows_differ(stack: _Stack, a: NDArray[np.intp], b: NDArray[np.intp]) -> NDArray[np.bool_]:
-    """(K,) whether stacked row ``a[i]`` differs from row ``b[i]`` in any state array."""
-    out = np.zeros(a.size, dtype=bool)
-    if not a.size:
-        return out
-    sel_a, sel_b = stack.select(a), stack.select(b)
-    for k in _FIELDS:
-        ne = stack.take(k, sel_a) != stack.take(k, sel_b)
-        out |= ne.any(axis=1) if ne.ndim == 2 else ne
-    return out
-
-
-def _latest(
-    stack: _Stack, heads: NDArray[np.intp], group: NDArray[np.intp], differs: NDArray[np.intp]
-) -> NDArray[np.intp]:
-    """(G,) the row to keep per prompt: ``heads`` except where rows disagree (``differs``), there the row
-    with the latest ``last_step``, then the most rewards, then the earliest."""
-    conflict = np.zeros(int(group.max()) + 1, dtype=bool)
-    conflict[group[differs]] = True
-    rows = np.flatnonzero(conflict[group])  # every row of a prompt with disagreeing rows
-    sel = stack.select(rows)
-    by = rows[np.lexsort((rows, -stack.take("count", sel), -stack.take("last_step", sel), group[rows]))]
-    firsts = by[np.r_[True, group[by][1:] != group[by][:-1]]]  # the best row of each such prompt
-    best = np.empty(conflict.size, dtype=np.intp)
-    best[group[firsts]] = firsts
-    winner = heads.copy()
-    fix = conflict[group[heads]]
-    winner[fix] = best[group[heads[fix]]]
-    return winner
-
-
-def _stable_argsort(keys: NDArray[np.int64]) -> NDArray[np.intp]:
-    """Permutation that sorts ``keys`` (N,) keeping equal keys in position order (a stable sort).
-
-    One quicksort of the distinct composite keys ``(key - min) * N + position`` when they fit in 64
-    bits (several times faster than NumPy's stable sort of int64), else NumPy's stable sort.
+    One sort of the composite keys ``(key - min) << b | position`` (b bits hold a position) when they fit
+    in 64 bits: NumPy sorts values several times faster than it argsorts them, and the composite keys are
+    distinct, so their order is the stable one. Else NumPy's stable argsort.
     """
     n = keys.size
-    if n == 0:
-        return np.empty(0, dtype=np.intp)
     lo, hi = int(keys.min()), int(keys.max())
-    if (hi - lo + 1) * n < 2**63:
-        return np.argsort((keys - lo) * n + np.arange(n))
-    return np.argsort(keys, kind="stable")
+    bits = max(n - 1, 1).bit_length()
+    if (hi - lo) < 1 << (63 - bits):
+        composite = ((keys - lo) << bits) | np.arange(n)
+        composite.sort()
+        return composite & ((1 << bits) - 1), (composite >> bits) + lo
+    perm = np.argsort(keys, kind="stable")
+    return perm, keys[perm]
 
 
 # ----------------------------------------------------------------------------------- file helpers
@@ -991,49 +839,23 @@ def _layout(n: int, window: int) -> list[tuple[str, np.dtype[Any], tuple[int, ..
     return out
 
 
-def _check_magic(data: bytes, source: str) -> None:
-    if data.startswith(_MAGIC):
-        return
-    if _MAGIC.startswith(data):
-        raise ValueError(f"{source}: tracker file is truncated ({len(data)} bytes)")
-    if data.startswith(_MAGIC_PREFIX):
-        version = data[len(_MAGIC_PREFIX) : len(_MAGIC)].strip()
-        raise ValueError(
-            f"{source}: tracker file format {version!r} is not supported (this version reads v2 only; "
-            "v1 files do not checksum their header). Rebuild the tracker or load it with the version that wrote it"
-        )
-    raise ValueError(f"{source}: not a knapsack-rl tracker file (bad magic)")
-
-
-def _parse_body(body: bytes) -> dict[str, Any]:
-    """Header and arrays of a checksummed file body, as a :meth:`Tracker.state_dict`."""
-    pos = len(_MAGIC)
-    head_len = int.from_bytes(body[pos : pos + 8], "little")
-    if pos + 8 + head_len > len(body):
-        raise ValueError(f"header length {head_len} runs past the end of the file")
-    try:
-        header = json.loads(body[pos + 8 : pos + 8 + head_len].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ValueError(f"header is not JSON ({exc})") from None
-    if not isinstance(header, dict) or header.get("format") != 2:
-        raise ValueError("header is not a format-2 tracker header")
-    config = TrackerConfig.from_dict(header.get("config"))
-    ids = header.get("ids")
+def _state_of_file(meta: dict[str, Any], parts: dict[str, bytes]) -> dict[str, Any]:
+    """The :meth:`Tracker.state_dict` a tracker file's meta and parts hold (each part's size checked)."""
+    if sorted(meta) != list(_META_KEYS):
+        raise ValueError(f"its meta must hold exactly {list(_META_KEYS)}; got {sorted(meta)}")
+    config = TrackerConfig.from_dict(meta["config"])
+    ids = meta["ids"]
     if not isinstance(ids, list):
-        raise ValueError(f"header 'ids' must be a list; got {ids!r:.80}")
-    layout = _layout(len(ids), config.window)
-    if header.get("arrays") != [[name, dtype.str, list(shape)] for name, dtype, shape in layout]:
-        raise ValueError(f"header 'arrays' does not match {len(ids)} prompts and window {config.window}")
-    payload = body[pos + 8 + head_len :]
-    expected = sum(dtype.itemsize * int(np.prod(shape)) for _, dtype, shape in layout)
-    if len(payload) != expected:
-        raise ValueError(f"payload has {len(payload)} bytes; {len(ids)} prompts need {expected}")
-    arrays, offset = {}, 0
-    for name, dtype, shape in layout:
+        raise ValueError(f"'ids' must be a list; got {ids!r:.80}")
+    arrays = {}
+    for name, dtype, shape in _layout(len(ids), config.window):
         size = dtype.itemsize * int(np.prod(shape))
-        arrays[name] = np.frombuffer(payload, dtype=dtype, count=size // dtype.itemsize, offset=offset).reshape(shape)
-        offset += size
-    return {**header, "arrays": arrays}
+        if len(parts[name]) != size:
+            raise ValueError(
+                f"part {name!r} has {len(parts[name])} bytes; {len(ids)} prompts and window {config.window} need {size}"
+            )
+        arrays[name] = np.frombuffer(parts[name], dtype=dtype).reshape(shape)
+    return {**meta, "arrays": arrays}
 
 
 def _check_arrays(arrays: object, n: int, window: int) -> dict[str, NDArray[Any]]:

@@ -113,7 +113,18 @@ def rule_names() -> list[str]:
 
 
 def make_rule(name: str, setup: RuleSetup | None = None) -> Rule:
-    """A fresh instance of the rule registered as ``name``; an unknown name lists the valid ones."""
+    """A fresh instance of the rule registered as ``name``; an unknown name lists the valid ones.
+
+    Example:
+        >>> from knapsack_rl.rules import RuleSetup, make_rule
+        >>> rule = make_rule("knapsack:project", RuleSetup(n=4))
+        >>> rule.name, type(rule).__name__, rule.config.allocation.n
+        ('knapsack:project', 'KnapsackRule', 4)
+        >>> make_rule("knapsack:nope")
+        Traceback (most recent call last):
+        ...
+        ValueError: rule='knapsack:nope' is not a registered rule; valid: ['coba', 'dapo', ...]
+    """
     rule = RULES.get(name)(setup if setup is not None else RuleSetup())
     rule.name = name
     return rule

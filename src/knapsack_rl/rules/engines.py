@@ -123,6 +123,21 @@ class OneRound:
     :meth:`~knapsack_rl.rules.interface.Rule.finish` and returns the step's metrics. Plans and
     observations pair up by order; an engine that plans a new batch before observing the last one (verl's
     asynchronous trainers) observes each batch with the spec it was planned with.
+
+    Example:
+        >>> import numpy as np
+        >>> from knapsack_rl.rules import OneRound, RuleSetup, StepSpec, make_rule
+        >>> engine = OneRound(make_rule("knapsack:project", RuleSetup(n=4)), "trl")
+        >>> spec = StepSpec(prompt_ids=np.array(["a", "b"]), epoch=0, step=0, n=4, total_budget=8)
+        >>> engine.plan(spec).tolist()  # the cold start: n each
+        [4, 4]
+        >>> metrics = engine.observe(spec, [0, 0, 0, 0, 1, 1, 1, 1], [1, 0, 1, 0, 1, 1, 1, 1])
+        >>> metrics["train/rollouts"], metrics["train/effective_prompts"]  # only "a" has signal
+        (8.0, 1.0)
+        >>> OneRound(make_rule("reinforce-ada"), "trl")
+        Traceback (most recent call last):
+        ...
+        ValueError: rule 'reinforce-ada' cannot run in trl: it generates in rounds within a step, ...
     """
 
     def __init__(self, rule: Rule, engine: str) -> None:

@@ -323,6 +323,25 @@ def run_step(rule: Rule, spec: StepSpec, engine: Engine, *, max_rounds: int = 10
     :meth:`StepSpec.spend_cap` unless the rule's total is fixed), no candidate above
     ``limits.high``; at the end, every candidate with rollouts has at least ``limits.low`` and a
     ``fixed`` rule has spent exactly ``limits.total``. A violation raises ValueError naming the rule.
+
+    Example:
+        An engine whose rollouts of each prompt succeed and fail in turn, and Reinforce-Ada-like
+        sampling, which gives every prompt ``n / 2`` rollouts a round until its group has a success and
+        a failure (here both have after one round, so the step spends 4 of its 8):
+
+        >>> import numpy as np
+        >>> from knapsack_rl.rules import RuleSetup, StepSpec, make_rule, run_step
+        >>> class Alternating:
+        ...     def generate(self, log, counts):
+        ...         return np.concatenate([np.resize([1.0, 0.0], int(c)) for c in counts])
+        ...     def draw(self, k):
+        ...         raise NotImplementedError("the batch is fixed")
+        >>> spec = StepSpec(prompt_ids=np.array(["a", "b"]), epoch=0, step=0, n=4, total_budget=8)
+        >>> log, selection = run_step(make_rule("reinforce-ada", RuleSetup(n=4)), spec, Alternating())
+        >>> log.counts.tolist(), log.rewards.tolist(), log.rounds
+        ([2, 2], [1.0, 0.0, 1.0, 0.0], 1)
+        >>> selection.train.tolist()
+        [True, True, True, True]
     """
     limits = rule.limits(spec)
     limits = replace(limits, total=spec.spend_cap(limits.total)) if not limits.fixed else limits
