@@ -36,10 +36,12 @@ from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync
 
 from knapsack_rl.integrations.verl.algos import register_algorithms
+from knapsack_rl.integrations.verl.contract import V1, check_verl_contract
 from knapsack_rl.integrations.verl.planner import is_validation_batch, plan_tensordict
 from knapsack_rl.integrations.verl.runs import RUNS, observe_sampled
 
 logger = logging.getLogger(__name__)
+check_verl_contract(V1)  # the installed verl still pops __rollout_n__ and calls the hooks as they are written
 register_algorithms()  # verl loads this module in its driver: algorithm.adv_estimator can name the knapsack estimators
 
 
