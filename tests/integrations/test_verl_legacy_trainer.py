@@ -240,6 +240,7 @@ def watch(trainer: Any, log: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import knapsack_rl.integrations.verl.legacy as legacy
+    from knapsack_rl.integrations.verl.config import KnapsackVerlConfig
 
     events = args.out / f"events_{args.tag}.jsonl"
 
@@ -249,6 +250,8 @@ def run(args: argparse.Namespace) -> int:
 
     files = write_files(args.out / f"files_{args.tag}")
     config = compose_config(files, args.ckpt, args.resume, args.resume_from, test_freq=args.test_freq)
+    parse, parses = KnapsackVerlConfig.from_verl, []  # how often the back-end reads verl's knapsack section
+    KnapsackVerlConfig.from_verl = staticmethod(lambda cfg: parses.append(1) or parse(cfg))
     trainer = build_trainer(config, log)
     log("restored", folder=str(trainer.knapsack.save(args.out / f"restored_{args.tag}")))
     watch(trainer, log)
@@ -259,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log("error", message=str(exc))
         return 3
-    log("done", global_steps=trainer.global_steps)
+    log("done", global_steps=trainer.global_steps, parses=len(parses))
     return 0
 
 
@@ -337,6 +340,9 @@ def test_verls_legacy_fit_runs_each_uid_exactly_its_count_with_the_total_kept_an
     for step in (3, 4):  # epoch 1: the knapsack's counts
         assert len(set(plans[step]["counts"])) > 1 and min(plans[step]["counts"]) >= 2, step
         assert metrics[step]["metrics"]["alloc/budget_total"] == M * N
+    done = events[-1]
+    assert done["event"] == "done" and done["global_steps"] == STEPS + 1
+    assert done["parses"] == 1  # verl's knapsack section read once (trainer built), not once per step
 
 
 def test_validation_keeps_verls_val_n_and_is_not_planned(runs: Path) -> None:

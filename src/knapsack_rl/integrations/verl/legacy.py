@@ -125,7 +125,8 @@ class KnapsackRayPPOTrainer(RayPPOTrainer):  # type: ignore[misc]
                 f"trainer.critic_warmup={warmup}: the knapsack legacy back-end reads the rewards where verl updates "
                 f"the actor, which verl skips during critic warm-up; set trainer.critic_warmup=0"
             )
-        self.knapsack = RUNS.get_or_create(self.config)  # restored from the checkpoint verl resumes from
+        # verl's config read and checked once per run; restored from the checkpoint verl resumes from
+        self.knapsack = RUNS.get_or_create(self.config)
         self.knapsack_validating = False
 
     def _validate(self, merged: bool = False) -> Any:
@@ -142,7 +143,7 @@ class KnapsackRayPPOTrainer(RayPPOTrainer):  # type: ignore[misc]
         if self.knapsack_validating:
             return gen_batch
         counts = plan_legacy_batch(self.knapsack, gen_batch, step=int(self.global_steps))
-        n = int(self.config.actor_rollout_ref.rollout.n)
+        n = self.knapsack.settings.n  # verl's rollout.n, as read once when the trainer was built
         mark_planned(batch, counts, n)
         mark_planned(gen_batch, counts, n)
         return gen_batch
