@@ -837,3 +837,42 @@ def test_hooks_share_one_run_whatever_their_construction_order(
     finally:
         if key in hooks.RUNS:
             hooks.RUNS.release(key)
+
+
+def test_the_agent_loop_manager_parses_verls_knapsack_section_once_per_run_not_per_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three training steps and a validation batch through the V1 manager: verl's config is read and checked
+    (KnapsackVerlConfig.from_verl, which builds the rule) once, at the first training batch; every step plans with
+    that same run, whose rule keeps its state across the steps."""
+    import ray
+
+    hooks = importlib.import_module("knapsack_rl.integrations.verl.hooks")
+    parse = KnapsackVerlConfig.from_verl
+    parses: list[Any] = []
+
+    def counted(config: Any) -> KnapsackVerlConfig:
+        parses.append(config)
+        return parse(config)
+
+    monkeypatch.setattr(KnapsackVerlConfig, "from_verl", staticmethod(counted))
+    monkeypatch.setattr(ray, "get", lambda refs: refs)  # AgentLoopManagerTQ waits on the workers' acks
+    cfg = verl_config(tmp_path, "parsed-once")
+    key = run_key(cfg)
+    manager = hooks.KnapsackAgentLoopManager.__new__(hooks.KnapsackAgentLoopManager)  # no LLM servers
+    manager.config, manager.agent_loop_workers = cfg, [FakeWorker()]
+    try:
+        for step in (1, 2, 3):
+            td = v1_batch(list(range(M)), step=step, prefix="once")
+            manager.generate_sequences(td)
+            assert len(parses) == 1, f"step {step}: verl's config parsed {len(parses)} times"
+            assert td.get(ROLLOUT_N_KEY).sum().item() == M * N
+            validation = v1_batch(list(range(2)), step=step, prefix="val")
+            tu.assign_non_tensor_data(validation, "validate", True)
+            manager.generate_sequences(validation)
+        run = hooks.RUNS.get(key)
+        assert parses == [cfg] and manager.knapsack_run is run
+        assert run.pending == 3 * M  # the one run planned the three training steps, not the validation batches
+    finally:
+        if key in hooks.RUNS:
+            hooks.RUNS.release(key)

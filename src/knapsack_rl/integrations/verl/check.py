@@ -5,9 +5,11 @@ composes the same config ``python -m verl.trainer.main_ppo --config-path=... --c
 OVERRIDES`` composes (Hydra's compose API: verl's ``ppo_trainer`` + the shipped YAML + the overrides) and
 checks, in order, naming the first real cause in one line:
 
-1. verl's version (:func:`~knapsack_rl.integrations.verl.check_verl_version`);
-2. the V1 trainer and the three knapsack hooks are in the config, and ``actor_rollout_ref.rollout.n >= 2``
-   (verl's default is 1: one rollout per prompt is no GRPO group);
+1. verl's version (:func:`~knapsack_rl.integrations.verl.check_verl_version`) and that its code still
+   consumes what the back-end sets (:func:`~.contract.check_verl_contract`);
+2. the V1 trainer and the three knapsack hooks are in the config (or, with ``trainer.use_v1=false``, the
+   legacy back-end's conditions, :func:`check_legacy_trainer`; ``--config-name=knapsack_grpo_legacy``), and
+   ``actor_rollout_ref.rollout.n >= 2`` (verl's default is 1: one rollout per prompt is no GRPO group);
 3. the ``knapsack:`` section, as the hooks read it (:meth:`KnapsackVerlConfig.from_verl`): the settings, and
    the rule (``knapsack.rule``) built and checked against what verl can run (rounds within a step, prompts
    beyond the batch, counts of 0 or 1 and dropped rollouts are refused with the reason, the engines that can
@@ -48,6 +50,7 @@ from knapsack_rl.integrations.verl.algos import (
     register_algorithms,
 )
 from knapsack_rl.integrations.verl.config import YAML_NAME, KnapsackVerlConfig, yaml_dir
+from knapsack_rl.integrations.verl.contract import LEGACY, V1, check_verl_contract
 
 logger = logging.getLogger(__name__)
 
@@ -100,12 +103,42 @@ def check_trainer(cfg: Any) -> None:
         raise ValueError(
             f"trainer.v1.sampler.custom_sampler.name={name!r}: the knapsack adapter needs one of {list(SAMPLERS)}"
         )
+    _check_n(cfg)
+
+
+def _check_n(cfg: Any) -> None:
     n = _select(cfg, "actor_rollout_ref.rollout.n")
     if not isinstance(n, int) or isinstance(n, bool) or n < 2:
         raise ValueError(
             f"actor_rollout_ref.rollout.n={n!r}: GRPO needs at least 2 rollouts per prompt (verl's default is 1); "
             f"set actor_rollout_ref.rollout.n=8 (it is also the knapsack's mean count per prompt)"
         )
+
+
+def check_legacy_trainer(cfg: Any) -> None:
+    """The legacy back-end (``trainer.use_v1=false``, run by ``python -m knapsack_rl.integrations.verl.legacy``):
+    no V1 agent-loop manager, no critic warm-up, groups of at least two rollouts."""
+    manager = _select(cfg, "actor_rollout_ref.rollout.agent.agent_loop_manager_class")
+    if manager == HOOKS["actor_rollout_ref.rollout.agent.agent_loop_manager_class"]:
+        raise ValueError(
+            f"actor_rollout_ref.rollout.agent.agent_loop_manager_class={manager!r} is the V1 back-end's; with "
+            f"trainer.use_v1=false the legacy back-end plans the counts itself: set it to null"
+        )
+    warmup = _select(cfg, "trainer.critic_warmup")
+    if warmup:
+        raise ValueError(
+            f"trainer.critic_warmup={warmup}: the knapsack legacy back-end reads the rewards where verl updates the "
+            f"actor, which verl skips during critic warm-up; set trainer.critic_warmup=0"
+        )
+    _check_n(cfg)
+
+
+def backend(cfg: Any) -> str:
+    """``"v1"`` for ``trainer.use_v1=true`` (the hooks), ``"legacy"`` for false (verl's RayPPOTrainer)."""
+    use_v1 = _select(cfg, "trainer.use_v1")
+    if not isinstance(use_v1, bool):
+        raise ValueError(f"trainer.use_v1 must be true (V1 trainer) or false (legacy trainer); got {use_v1!r}")
+    return V1 if use_v1 else LEGACY
 
 
 def check_estimator(cfg: Any) -> str:
@@ -250,12 +283,18 @@ def warn_ray_cpus(cfg: Any) -> int:
 def check_config(cfg: Any, *, check_files: bool = True) -> str:
     """Run every check on a composed config (module docstring); returns the one-line summary."""
     version = check_verl_version()
-    check_trainer(cfg)
+    kind = backend(cfg)
+    check_verl_contract(kind, version)
+    if kind == V1:
+        check_trainer(cfg)
+    else:
+        check_legacy_trainer(cfg)
     settings = KnapsackVerlConfig.from_verl(cfg)
     estimator = check_estimator(cfg)
     check_verl_validation(cfg)
     counts = check_data(cfg, settings.adapter.id_key) if check_files else {}
-    warn_ray_cpus(cfg)
+    if kind == V1:
+        warn_ray_cpus(cfg)
     alloc = settings.knapsack.allocation
     rows = ", ".join(f"{k.split('.')[1]}: {v} rows" for k, v in counts.items())
     return (
@@ -264,7 +303,9 @@ def check_config(cfg: Any, *, check_files: bool = True) -> str:
         f"knapsack allocate={settings.knapsack.allocate} counts in [{alloc.min_n}, {alloc.max_n}]; "
         f"adv_estimator={estimator}, loss_agg_mode={_select(cfg, 'actor_rollout_ref.actor.loss_agg_mode')}"
         + (f"; {rows}" if rows else "")
-    )
+        + ("; back-end: legacy RayPPOTrainer (run it with python -m knapsack_rl.integrations.verl.legacy)"
+           if kind == LEGACY else "")
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,10 +36,12 @@ from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync
 
 from knapsack_rl.integrations.verl.algos import register_algorithms
-from knapsack_rl.integrations.verl.planner import is_validation_batch, plan_tensordict
+from knapsack_rl.integrations.verl.contract import V1, check_verl_contract
+from knapsack_rl.integrations.verl.planner import VerlRun, is_validation_batch, plan_tensordict
 from knapsack_rl.integrations.verl.runs import RUNS, observe_sampled
 
 logger = logging.getLogger(__name__)
+check_verl_contract(V1)  # the installed verl still pops __rollout_n__ and calls the hooks as they are written
 register_algorithms()  # verl loads this module in its driver: algorithm.adv_estimator can name the knapsack estimators
 
 
@@ -67,10 +69,16 @@ class KnapsackCheckpointCallback(CheckpointCallback):
 class KnapsackAgentLoopManager(AgentLoopManagerTQ):
     """verl's TransferQueue agent-loop manager, with per-prompt counts stamped on training batches."""
 
+    knapsack_run: VerlRun | None = None
+    """The run of this manager's config: found (verl's config read and checked) at the first training batch,
+    then kept, so the ``knapsack:`` section is parsed once per run, not once per step."""
+
     def generate_sequences(self, prompts: Any) -> None:
         """Stamp ``__rollout_n__`` (training batches only; validation keeps ``val_kwargs.n``), then dispatch."""
         if not is_validation_batch(prompts):
-            plan_tensordict(RUNS.get_or_create(self.config), prompts)
+            if self.knapsack_run is None:
+                self.knapsack_run = RUNS.get_or_create(self.config)
+            plan_tensordict(self.knapsack_run, prompts)
         super().generate_sequences(prompts)
 
 

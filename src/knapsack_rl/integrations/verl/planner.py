@@ -53,6 +53,11 @@ logger = logging.getLogger(__name__)
 PromptId = int | str
 ROLLOUT_N_KEY = "__rollout_n__"
 """Per-prompt field that verl's V1 agent loop pops to decide how many sessions to run for the prompt."""
+V1_COUNTS_HINT = (
+    "is actor_rollout_ref.rollout.agent.agent_loop_manager_class "
+    f"knapsack_rl.integrations.verl.hooks.KnapsackAgentLoopManager, and does the agent loop read {ROLLOUT_N_KEY}?"
+)
+"""What :meth:`VerlRun.observe` asks to check when counts were not run (the V1 back-end's hooks)."""
 STATE_DIR = "knapsack"
 """Sub-folder of a verl ``global_step_{k}`` checkpoint folder that holds the run's state."""
 STATE_FILE = "state.bin"
@@ -222,7 +227,9 @@ class VerlRun:
         return new
 
     # ----------------------------------------------------------------- observing
-    def observe(self, rollout_uids: Sequence[str], rewards: ArrayLike, *, step: int | None = None) -> dict[str, float]:
+    def observe(
+        self, rollout_uids: Sequence[str], rewards: ArrayLike, *, step: int | None = None, hint: str = V1_COUNTS_HINT
+    ) -> dict[str, float]:
         """Hand the rewards of planned prompts to the rule and return the step's metrics.
 
         Args:
@@ -230,6 +237,7 @@ class VerlRun:
             rewards: (R,) scalar reward per rollout (sum of verl's token-level scores), mapped to successes
                 with the run's ``reward_format`` and ``success_threshold``.
             step: verl's global step (1-based; the rule's step ``step - 1``; default: the batch's planned step).
+            hint: what to check when a prompt came back with other than its planned rollouts (the back-end's).
 
         Returns:
             ``OneRound.observe``'s metrics (:func:`knapsack_rl.rules.step_log_metrics`: ``train/*`` grouped by
@@ -254,7 +262,7 @@ class VerlRun:
         successes = to_success(r, tracker.reward_format, tracker.success_threshold)
         obs_step = None if step is None else _check_step(step) - 1
         where = [self._pending[u] for u in uid_list]
-        self._check_counts(uid_list, where)
+        self._check_counts(uid_list, where, hint)
         metrics: dict[str, float] = {}
         for b in sorted({batch for batch, _ in where}):
             rows = [j for j, (batch, _) in enumerate(where) if batch == b]
@@ -270,7 +278,7 @@ class VerlRun:
             self._forget(u)
         return metrics
 
-    def _check_counts(self, uids: list[str], where: list[tuple[int, int]]) -> None:
+    def _check_counts(self, uids: list[str], where: list[tuple[int, int]], hint: str) -> None:
         """Every observed prompt came back with the rollouts it was planned: else verl did not run the counts."""
         got: dict[str, int] = {}
         for u in uids:
@@ -281,9 +289,7 @@ class VerlRun:
                 pid = self._batches[b].spec.prompt_ids.tolist()[i]
                 raise ValueError(
                     f"prompt {pid!r} (uid {u!r}) was planned {planned} rollouts but {got[u]} came back: verl did not "
-                    f"run the knapsack counts (is actor_rollout_ref.rollout.agent.agent_loop_manager_class "
-                    f"knapsack_rl.integrations.verl.hooks.KnapsackAgentLoopManager, and does the agent loop read "
-                    f"{ROLLOUT_N_KEY}?)"
+                    f"run the knapsack counts ({hint})"
                 )
 
     def _observed_spec(self, spec: StepSpec, step: int | None) -> StepSpec:
