@@ -104,5 +104,5 @@ if [[ "${DRY_RUN:-0}" == 1 ]]; then
     exit 0
 fi
 # the config as main_ppo will compose it, checked as the knapsack hooks read it, before Ray starts
-"$PYTHON" -m knapsack_rl.integrations.verl.check --config-dir "$CONFIG_DIR" "${cmd[@]:5}"
+"$PYTHON" -m knapsack_rl.integrations.verl.check --devices --config-dir "$CONFIG_DIR" "${cmd[@]:5}"
 exec "${cmd[@]}"

@@ -354,3 +354,36 @@ def test_small_example_uses_the_repositorys_venv_and_stops_at_the_check_before_v
     assert missing in run.stderr and "verl.trainer.main_ppo" not in run.stderr  # stopped before verl and Ray
     dapo = subprocess.run(["bash", str(script)], env={**env, "DATA": "math"}, capture_output=True, text=True)
     assert dapo.returncode == 2 and "DATA must be gym or dapo; got DATA=math" in dapo.stderr
+
+
+@pytest.mark.filterwarnings("ignore:Disabled critic:UserWarning")
+def test_the_check_names_missing_gpus_before_verls_ray_waits_for_them_forever(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a machine without the GPUs the config asks for, verl's V1 trainer starts Ray and waits for them with no
+    error (seen: the small example on this CPU machine, 15 minutes). The scripts' check stops first and says why."""
+    import torch
+
+    from knapsack_rl.integrations.verl.check import main
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    argv = script_argv("run_small_1gpu.sh", {"TRAIN_FILES": "/none/train.parquet", "VAL_FILES": "/none/t.parquet"})
+    config_dir = argv[3].removeprefix("--config-path=")
+    overrides = ["--no-files", "--config-dir", config_dir, *argv[5:]]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert main(overrides) == 0  # without --devices the config alone is checked
+    capsys.readouterr()
+    assert main(["--devices", *overrides]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("error: trainer.n_gpus_per_node=1 but this machine has 0 CUDA device(s)")
+        and err.count("\n") == 1
+    )
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # verl joins a cluster: its GPUs are not this machine's
+    assert main(["--devices", *overrides]) == 0
+    monkeypatch.delenv("RAY_ADDRESS")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert main(["--devices", *overrides]) == 0
+    assert capsys.readouterr().out.strip().endswith("; 1 CUDA device(s)")
+    script = (EXAMPLES / "run_small_1gpu.sh").read_text()
+    assert "knapsack_rl.integrations.verl.check --devices" in script

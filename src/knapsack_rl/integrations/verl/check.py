@@ -18,7 +18,9 @@ checks, in order, naming the first real cause in one line:
    knapsack estimators' conditions (std scaling; the group mean's ``token-mean`` / ``vanilla`` loss);
 5. verl's own config validation (``verl.utils.config.validate_config``);
 6. the data files: every local ``data.train_files`` / ``data.val_files`` exists and its rows carry a unique
-   ``extra_info.<id_key>`` (int or str), and a ``reward.custom_reward_function`` loads.
+   ``extra_info.<id_key>`` (int or str), and a ``reward.custom_reward_function`` loads;
+7. with ``--devices`` (the example scripts pass it), this machine's CUDA devices against
+   ``trainer.n_gpus_per_node`` (:func:`check_devices`): without them verl's local Ray waits forever, silently.
 
 It also warns (it cannot know whether verl will join a running Ray cluster) when a local Ray would have
 fewer logical CPUs than verl's TaskRunner and TransferQueue's actors take: Ray then waits for them forever,
@@ -280,6 +282,23 @@ def warn_ray_cpus(cfg: Any) -> int:
     return needed
 
 
+def check_devices(cfg: Any) -> int:
+    """This machine has the CUDA devices ``trainer.n_gpus_per_node`` asks for (a local Ray gets only these: the V1
+    trainer would wait for missing ones forever, the legacy one stop in ``init_workers``); skipped when verl joins
+    a running Ray cluster (``RAY_ADDRESS``) or runs on another device type. Returns the devices found."""
+    import torch
+
+    want, device = _select(cfg, "trainer.n_gpus_per_node"), _select(cfg, "trainer.device")
+    have = torch.cuda.device_count()
+    if os.environ.get("RAY_ADDRESS") or device != "cuda" or not isinstance(want, int) or have >= want:
+        return have
+    raise ValueError(
+        f"trainer.n_gpus_per_node={want} but this machine has {have} CUDA device(s) (torch.cuda.device_count()): "
+        f"verl's local Ray would wait for them forever; run on a machine with {want} GPU(s), or set RAY_ADDRESS "
+        f"to join a Ray cluster that has them"
+    )
+
+
 def check_config(cfg: Any, *, check_files: bool = True) -> str:
     """Run every check on a composed config (module docstring); returns the one-line summary."""
     version = check_verl_version()
@@ -317,13 +336,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config-dir", default=None, help="Hydra config folder (default: the shipped YAML's)")
     parser.add_argument("--config-name", default=YAML_NAME, help=f"Hydra config name (default: {YAML_NAME})")
     parser.add_argument("--no-files", action="store_true", help="skip reading the data files")
+    parser.add_argument(
+        "--devices", action="store_true", help="last, check that this machine has trainer.n_gpus_per_node CUDA devices"
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as passed to verl.trainer.main_ppo")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        summary = check_config(
-            compose(args.overrides, args.config_dir, args.config_name), check_files=not args.no_files
-        )
+        cfg = compose(args.overrides, args.config_dir, args.config_name)
+        summary = check_config(cfg, check_files=not args.no_files)
+        if args.devices:
+            summary += f"; {check_devices(cfg)} CUDA device(s)"
     except ValueError as exc:
         sys.stderr.write(f"error: {_one_line(exc)}\n")
         return 1
