@@ -116,3 +116,20 @@ def test_no_two_demo_or_compare_commands_of_the_readme_share_a_folder():
                 folders.append(compare_out_dir(parser.parse_args(argv[1:])))
     assert len(folders) >= 5
     assert len(set(folders)) == len(folders), folders
+
+
+def test_every_local_file_a_readme_config_reads_is_made_by_a_readme_command_before_it():
+    """A command that reads a config (`--config F.yaml`) finds the files F names: some README command shown
+    before it writes them (the TRL launcher's model and data once came from nowhere in a fresh clone)."""
+    lines = [ln for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S) for ln in block.splitlines()]
+    checked = 0
+    for at, line in enumerate(lines):
+        config = re.search(r"--config (\S+\.yaml)", line)
+        if not config:
+            continue
+        text = (ROOT / config.group(1)).read_text()
+        for path in re.findall(r"^\w+_path: (runs/\S+)", text, flags=re.M):
+            folder = path.split("/")[1]
+            assert any(f"runs/{folder}" in before for before in lines[:at]), (config.group(1), path)
+            checked += 1
+    assert checked >= 2  # examples/trl/config.yaml's model_path and dataset_path
