@@ -74,13 +74,12 @@ EVAL_NAMES = (
 
 STEP_KEYS: dict[str, dict[str, str]] = {
     "knapsack-rl": {"length": "rollout/response_len_mean", "seconds": "perf/step_s"},
-    "trl": {"length": "completions/mean_length"},
+    "trl": {"length": "completions/mean_length", "seconds": "step_time"},
     "verl": {"length": "response_length/mean", "seconds": "timing_s/step"},
     "jsonl": {},
 }
 """Per engine, the per-step mean response length (x ``train/rollouts_generated`` = ``train/tokens_generated``)
-and the seconds of a step (``train/step_s``). TRL logs no per-step time: its run's wall time is the
-``train_runtime`` of its last log row."""
+and the seconds of a step (``train/step_s``); TRL's run wall time is the ``train_runtime`` of its last log row."""
 
 _COMPILED = tuple((n, re.compile(n.pattern)) for n in EVAL_NAMES)
 _CANONICAL = re.compile(r"(?P<split>(?:train_)?eval)/(?P<kind>avg|pass|maj)@(?P<k>\d+)(?P<rest>/.+)?")

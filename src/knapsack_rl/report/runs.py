@@ -203,9 +203,12 @@ def _read_trl(path: Path, eval_k: int | None) -> Read:
             f"{state_path}: step {lacking[0]} logged TRL's loss but no train/rollouts_generated: the report needs one "
             "generation batch per optimizer step (TRL's default steps_per_generation = gradient_accumulation_steps)"
         )
-    previous, length = 0, STEP_KEYS["trl"]["length"]
+    previous, length, seconds = 0, STEP_KEYS["trl"]["length"], STEP_KEYS["trl"]["seconds"]
     for row in trained:  # a row's metrics are means over the steps since the previous row
-        row["train/rollouts_generated"] = float(row["train/rollouts_generated"]) * (row["step"] - previous)
+        steps = row["step"] - previous
+        row["train/rollouts_generated"] = float(row["train/rollouts_generated"]) * steps
+        if isinstance(row.get(seconds), int | float):
+            row["train/step_s"] = float(row[seconds]) * steps
         previous = row["step"]
         _derive_tokens(row, length)
         epoch = row.get("epoch")
