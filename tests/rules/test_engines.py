@@ -137,9 +137,9 @@ class _Greedy(Rule):
 @pytest.mark.parametrize(
     ("rule", "engine", "message"),
     [
-        (_Greedy([4, 4, 4]), "trl", r"a step of 12 rollouts breaks its limit of 8"),
-        (_Greedy([2, 2, 2], fixed=True), "trl", r"a step of 6 rollouts breaks its limit of 8"),
-        (_Greedy([1, 0, 0], fixed=False), "trl", r"counts 1..1 outside \[2, 8\]"),
+        (_Greedy([4, 4, 4]), "trl", r"the step would generate 12 rollouts; its limit is 8"),
+        (_Greedy([2, 2, 2], fixed=True), "trl", r"promises exactly 8 rollouts per step; it planned 6"),
+        (_Greedy([1, 0, 0], fixed=False), "trl", r"a prompt got 1 rollouts; its bound is 2"),
         (_Greedy([4, 4, 0]), "verl", r"gave a prompt 0 rollouts in verl: verl's agent loop runs at least one"),
         (_Greedy([4, 4, 0], draw=2), "trl", r"answered a draw of 2 prompts in trl"),
     ],

@@ -35,6 +35,7 @@ from knapsack_rl.sim import (
     summarize,
 )
 from knapsack_rl.sim.regimes import REGIMES, run_regimes
+from knapsack_rl.sim.run import RunTrace
 from knapsack_rl.sim.summary import compare
 from knapsack_rl.sim.world import Rollouts
 
@@ -327,6 +328,48 @@ def test_cli_prints_a_table_and_writes_plots(tmp_path: Path, capsys: pytest.Capt
     for name in ("curves.png", "budget_vs_p.png", "summary.json"):
         assert (tmp_path / name).stat().st_size > 1000
     assert main(["simulate", "--rules", "nope", "--steps", "2", "--no-progress", "--out", str(tmp_path)]) == 2
+
+
+def _trace(rule: str, seed: int, spend: list[int], heldout: list[float], effective: list[int]) -> RunTrace:
+    steps = len(spend)
+    zeros = np.zeros(steps, dtype=np.int64)
+    return RunTrace(rule, seed, np.asarray(spend), zeros, np.asarray(effective), zeros, zeros, zeros,
+                    np.linspace(0.1, 0.5, steps + 1), np.asarray(heldout, dtype=np.float64))  # fmt: skip
+
+
+def test_curves_show_every_rule_against_rollouts_in_a_labelled_95_ci_band(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import knapsack_rl.sim.plots as plots
+
+    caught = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, dpi: caught.append(fig) or path)
+    start = [0.10, 0.20, 0.40]  # held-out success before training, per seed
+    traces = {
+        "uniform": [_trace("uniform", s, [100] * 20, [start[s], *np.linspace(0.3, 0.6, 20)], [30 + s] * 20)
+                    for s in range(3)],
+        "dapo": [_trace("dapo", s, [200] * 10, [start[s], *np.linspace(0.3, 0.5, 10)], [50 + 10 * s] * 10)
+                 for s in range(3)],
+    }  # fmt: skip
+    plots.plot_curves(traces, tmp_path / "curves.png")
+    (fig,) = caught
+    train, heldout, eff = fig.axes
+    grid = np.linspace(0.0, 2000.0, 200) / 1e6  # both rules generate 2000 rollouts
+    for ax in (train, heldout, eff):
+        assert ax.get_xlabel() == "rollouts generated (M)"
+        for line in ax.get_lines():  # every rule on the rollouts axis, the effective gradient ratio's included
+            np.testing.assert_allclose(line.get_xdata(), grid)
+    legend = [t.get_text() for t in train.get_legend().get_texts()]
+    assert legend == ["uniform", "dapo", "band: 95% CI of the mean over seeds (Student t)"]
+    vertices = heldout.collections[0].get_paths()[0].vertices  # uniform's band
+    at_zero = vertices[np.isclose(vertices[:, 0], 0.0), 1]
+    half = 4.303 * np.std(start, ddof=1) / np.sqrt(3)  # t(0.975, 2 df) * sd / sqrt(n), by hand
+    np.testing.assert_allclose([at_zero.min(), at_zero.max()], [np.mean(start) - half, np.mean(start) + half],
+                               rtol=1e-3)  # fmt: skip
+    uniform_eff, dapo_eff = (line.get_ydata() for line in eff.get_lines())
+    np.testing.assert_allclose(uniform_eff[-1], np.mean([0.30, 0.31, 0.32]))  # the last 10-step window's mean
+    np.testing.assert_allclose(dapo_eff[-1], np.mean([0.25, 0.30, 0.35]))  # dapo's one window ends at 2000
+    assert np.isnan(dapo_eff[:-1]).all() and np.isnan(uniform_eff[: int(199 * 1000 / 2000)]).all()
 
 
 def test_cli_regimes_print_one_table_each(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from knapsack_rl.core.registry import Registry
-from knapsack_rl.rules.interface import Limits, Needs, Rule, StepLog, StepSpec, step_log_metrics
+from knapsack_rl.rules.interface import Limits, Needs, Rule, StepLog, StepSpec, check_round, step_log_metrics
 
 NEEDS_TEXT = {
     "rounds": "generates in rounds within a step",
@@ -135,20 +135,15 @@ class OneRound:
         what this engine cannot do."""
         limits = self.rule.limits(spec)
         self.rule.begin(spec)
-        rnd = self.rule.next_round(StepLog(spec))
+        log = StepLog(spec)
+        rnd = self.rule.next_round(log)
         if rnd is None or rnd.draw:
             what = "no round" if rnd is None else f"a draw of {rnd.draw} prompts"
             raise ValueError(
                 f"rule {self.rule.name!r} answered {what} in {self.engine}, which needs one round of counts"
             )
-        counts = np.asarray(rnd.counts)
-        if counts.shape != (spec.size,) or counts.dtype.kind not in "iu":
-            raise ValueError(
-                f"rule {self.rule.name!r}: counts must be integers of shape ({spec.size},); got {counts.dtype} "
-                f"{counts.shape}"
-            )
-        counts = counts.astype(np.int64)
-        _check_counts(self.rule, self.engine, counts, limits)
+        counts = check_round(self.rule, log, limits, rnd)  # run_step's checks: shape, >= 0, total, bound
+        _check_one_round(self.rule, self.engine, counts, limits)
         return counts
 
     def observe(self, spec: StepSpec, prompt_index: ArrayLike, rewards: ArrayLike) -> dict[str, float]:
@@ -186,22 +181,19 @@ class OneRound:
         self.rule.load_state_dict(state, source=source)
 
 
-def _check_counts(rule: Rule, engine: str, counts: NDArray[np.int64], limits: Limits) -> None:
-    """One round's counts against the rule's limits and the engine's caps."""
-    name, total = rule.name, int(counts.sum())
-    if counts.size and counts.min() < 0:
-        raise ValueError(f"rule {name!r}: counts must be >= 0; got min {int(counts.min())}")
-    if total > limits.total or (limits.fixed and total != limits.total):
-        raise ValueError(f"rule {name!r}: a step of {total} rollouts breaks its limit of {limits.total}")
-    given = counts[counts > 0]
-    if given.size and (given.max() > limits.high or given.min() < limits.low):
-        raise ValueError(f"rule {name!r}: counts {int(given.min())}..{int(given.max())} outside [{limits.low}, "
-                         f"{limits.high}]")  # fmt: skip
+def _check_one_round(rule: Rule, engine: str, counts: NDArray[np.int64], limits: Limits) -> None:
+    """What :func:`~knapsack_rl.rules.interface.run_step` checks at a step's end, for the one round: a fixed
+    total met, the lower bound held; and the engine's caps (counts of 0 or 1)."""
+    total, given = int(counts.sum()), counts[counts > 0]
+    if limits.fixed and total != limits.total:
+        raise ValueError(f"rule {rule.name!r} promises exactly {limits.total} rollouts per step; it planned {total}")
+    if given.size and given.min() < limits.low:
+        raise ValueError(f"rule {rule.name!r}: a prompt got {int(given.min())} rollouts; its bound is {limits.low}")
     caps = ENGINES.get(engine)
     for need, bad in (("skips", counts == 0), ("singles", counts == 1)):
         reason = getattr(caps, need)
         if reason is not None and bad.any():
-            raise ValueError(f"rule {name!r} gave a prompt {int(counts[bad][0])} rollouts in {engine}: {reason}")
+            raise ValueError(f"rule {rule.name!r} gave a prompt {int(counts[bad][0])} rollouts in {engine}: {reason}")
 
 
 __all__ = ["ENGINES", "NEEDS_TEXT", "EngineCaps", "OneRound", "check_runs_on", "engines_for"]

@@ -334,7 +334,7 @@ def run_step(rule: Rule, spec: StepSpec, engine: Engine, *, max_rounds: int = 10
             selection = rule.finish(log)
             _check_end(rule, log, limits, selection)
             return log, selection
-        counts = _check_round(rule, log, limits, rnd)
+        counts = check_round(rule, log, limits, rnd)
         if counts.any():
             log.add_rollouts(counts, engine.generate(log, counts))
             log.generations += 1
@@ -345,7 +345,7 @@ def run_step(rule: Rule, spec: StepSpec, engine: Engine, *, max_rounds: int = 10
     raise RuntimeError(f"rule {rule.name!r} did not end step {spec.step} within max_rounds={max_rounds}")
 
 
-def _check_round(rule: Rule, log: StepLog, limits: Limits, rnd: Round) -> NDArray[np.int64]:
+def check_round(rule: Rule, log: StepLog, limits: Limits, rnd: Round) -> NDArray[np.int64]:
     """Validate one round against the log and the rule's limits; returns the counts as int64 (K,)."""
     counts = np.asarray(rnd.counts)
     if counts.shape != (log.size,) or counts.dtype.kind not in "iu":
