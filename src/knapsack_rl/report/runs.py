@@ -56,7 +56,8 @@ class Run:
     rows: list[dict[str, Any]]
     """One row per step, sorted by step, with the canonical names (the engine's own names kept beside them)."""
     wall_s: float | None = None
-    """The run's wall time as the engine records it (None: not recorded)."""
+    """The run's wall time as the engine records it, else the sum of its step times (``train/wall_s``) when
+    every step logged one (TRL's checkpoints: their log ends before ``train_runtime``); None: neither."""
     allocations: list[dict[str, Any]] = field(default_factory=list)
     """The per-prompt counts of each step where the engine logs them (the reference trainer's allocations.jsonl)."""
     notes: tuple[str, ...] = ()
@@ -144,6 +145,10 @@ def load_run(path: str | Path, engine: str | None = None, *, eval_k: int | None 
         raise ValueError(f"run {path}: its log has no rows")
     rows = normalize(raw, kind, source=str(path), eval_k=eval_k)
     notes = list(extra.pop("notes", []))
+    if wall is None:  # the engine recorded no run time: the sum of its step times, where every step has one
+        trained = [r for r in rows if r.get("train/rollouts_total") is not None]
+        if trained and all(r.get("train/wall_s") is not None for r in trained):
+            wall = float(trained[-1]["train/wall_s"])
     return Run(path, kind, rows, wall, notes=tuple(notes), **extra)
 
 
@@ -276,7 +281,7 @@ def _read_verl(path: Path, eval_k: int | None) -> Read:
 
 def _read_tensorboard(path: Path) -> list[dict[str, Any]]:
     """Scalars of the TensorBoard event files in ``path``, one row per step (tags as names)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # type: ignore[import-untyped]
 
     acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
     acc.Reload()
