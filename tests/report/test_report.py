@@ -17,6 +17,7 @@ import torch
 
 from knapsack_rl.cli import main
 from knapsack_rl.report.build import build_report
+from knapsack_rl.report.names import mapping_markdown
 from knapsack_rl.report.runs import load_run
 from knapsack_rl.report.study import load_study
 
@@ -103,7 +104,7 @@ def _study_module() -> Any:
 @pytest.fixture(scope="module")
 def trl_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """docs/cluster.md's worked example, run for real: TRL's GRPOTrainer, 2 arms x 2 seeds on CPU."""
-    out = tmp_path_factory.mktemp("trl") / "trl-study"
+    out = tmp_path_factory.mktemp("trl") / "runs" / "trl-study"
     with contextlib.redirect_stdout(io.StringIO()):
         assert _study_module().main(["--output-dir", str(out)]) == 0
     return out
@@ -129,6 +130,27 @@ def test_report_reads_trl_trainer_state_written_by_grpo_trainer(trl_study):
     assert summary["budget_max"] == max(h["alloc/budget_max"] for h in trained)
     assert "knapsack vs uniform: " in result.text and "MISSING" not in result.text
     assert all(p.stat().st_size > 5000 for p in result.plots) and len(result.plots) == 8
+
+
+def test_the_worked_example_of_docs_cluster_md_prints_what_the_page_shows(trl_study):
+    """The page's pasted output against a rerun: every line exactly (the runs are deterministic on CPU, one
+    thread, fixed seeds) but the wall-time rows, checked by shape; the manifest and the mapping table too."""
+    page = (ROOT / "docs" / "cluster.md").read_text()
+    shown = page.split("<!-- report-output -->\n```text\n", 1)[1].split("```", 1)[0].splitlines()
+    code, text, err = _run_cli(["report", str(trl_study / "manifest.yaml")])
+    assert code == 0, err
+    printed = text.replace(str(trl_study.parent.parent) + "/", "").splitlines()
+    assert len(printed) == len(shown)
+    for mine, theirs in zip(printed, shown, strict=True):
+        if mine.startswith("wall time per run (s)"):
+            number = r"[+-]?\d+\.\d ± \d+\.\d"
+            assert re.fullmatch(rf"wall time per run \(s\) +{number}( +{number})?", mine), mine
+            assert re.fullmatch(rf"wall time per run \(s\) +{number}( +{number})?", theirs), theirs
+        else:
+            assert mine == theirs
+    manifest = (trl_study / "manifest.yaml").read_text()
+    assert f"The manifest it wrote:\n\n```yaml\n{manifest}```" in page
+    assert mapping_markdown() in page
 
 
 # ------------------------------------------------------------------------------------------------- verl
