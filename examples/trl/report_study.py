@@ -5,8 +5,9 @@ on the tiny Llama and the arithmetic prompts of ``train_arithmetic.py`` (same mo
 start), holding everything but the rule fixed: the same seed gives every arm the same warm-started model and
 the same data order. Each run evaluates on held-out prompts (every fifth problem, never trained on) with
 TRL's own evaluation (``eval_strategy="steps"``: it logs ``eval_reward``, the mean exact-match reward of
-``num_generations_eval`` samples per prompt), logs every step (``logging_steps=1``) and saves one checkpoint
-at the end (its ``trainer_state.json`` is what the report reads). Then it writes the study's manifest::
+``num_generations_eval`` samples per prompt), logs every step (``logging_steps=1``) and saves a checkpoint
+after the uniform epoch (step 5: its ``knapsack_rule.bin`` is what ``knapsack-rl preflight --state`` reads)
+and at the end (its ``trainer_state.json`` is what the report reads). Then it writes the study's manifest::
 
     python examples/trl/report_study.py --output-dir runs/trl-study
     knapsack-rl report runs/trl-study/manifest.yaml
@@ -45,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-generations", type=int, default=4, help="mean rollouts per prompt (the allocation's n)")
     p.add_argument("--eval-every", type=int, default=5, help="steps between held-out evaluations")
     p.add_argument("--eval-k", type=int, default=4, help="samples per held-out prompt (num_generations_eval)")
+    p.add_argument("--save-every", type=int, default=5, help="steps between checkpoints (5: after the uniform epoch)")
     p.add_argument("--warmup-steps", type=int, default=60, help="supervised warm-start steps")
     return p.parse_args(argv)
 
@@ -78,7 +80,7 @@ def run_one(args: argparse.Namespace, rule: str, seed: int, out: Path) -> Path:
         eval_on_start=True,  # held-out accuracy at step 0: the start of every curve
         eval_steps=args.eval_every,
         save_strategy="steps",
-        save_steps=args.steps,  # one checkpoint at the end: its trainer_state.json holds the whole log
+        save_steps=args.save_every,  # the last checkpoint's trainer_state.json holds the whole log
         report_to="none",
         seed=seed,
         disable_tqdm=True,

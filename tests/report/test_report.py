@@ -153,6 +153,28 @@ def test_the_worked_example_of_docs_cluster_md_prints_what_the_page_shows(trl_st
     assert mapping_markdown() in page
 
 
+def test_preflight_from_the_state_trl_saved_after_the_uniform_epoch(trl_study, capsys):
+    """checkpoint-5 of each TRL run holds the tracker after the uniform epoch (80 prompts x 4 rewards): the
+    rewards TRL logged, the same for both arms of a seed; preflight --state predicts from it, no model."""
+    from knapsack_rl.preflight import read_engine_state, tracked_rewards
+
+    for seed in (0, 1):
+        states = [read_engine_state(trl_study / f"{arm}-{seed}" / "checkpoint-5") for arm in ("uniform", "knapsack")]
+        (ids, rewards, beyond), (other_ids, other, _) = (tracked_rewards(s.tracker) for s in states)
+        assert len(ids) == 80 and {r.size for r in rewards} == {4} and beyond == 0
+        assert ids == other_ids and all((a == b).all() for a, b in zip(rewards, other, strict=True))
+        history = json.loads((trl_study / f"uniform-{seed}" / "checkpoint-10" / "trainer_state.json").read_text())
+        steps = [h for h in history["log_history"] if h["step"] <= 5 and "train/reward_mean" in h]
+        assert len(steps) == 5
+        logged = sum(h["train/reward_mean"] * h["train/rollouts"] for h in steps)
+        assert sum(r.sum() for r in rewards) == pytest.approx(logged)
+    argv = ["preflight", "--state", str(trl_study / "uniform-0" / "checkpoint-5"), "--prompts-per-step", "16"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "(trl, rule uniform): 80 tracked prompts, 4-4 rewards each;" in out
+    assert re.search(r"^uniform +from state +\d+\.\d of 16 +\d+\.\d% +4 *$", out, re.M), out
+
+
 # ------------------------------------------------------------------------------------------------- verl
 def _verl_metrics(step: int, arm: str, seed: int) -> dict[str, float]:
     """What the knapsack verl adapter and verl's trainer log in a step (values exact in float32)."""
