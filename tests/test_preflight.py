@@ -194,3 +194,26 @@ def test_preflight_state_refuses_a_rule_without_a_tracker_and_a_foreign_file(tmp
     empty.mkdir()
     with pytest.raises(ValueError, match=r"a folder without knapsack_rule.bin \(a TRL checkpoint\) or knapsack/state"):
         read_engine_state(empty)
+
+
+def test_read_engine_state_reads_the_state_verl_saves_in_a_global_step_folder(tmp_path) -> None:
+    """The knapsack verl adapter's own save (global_step_<k>/knapsack/state.bin), read back as the same tracker."""
+    from knapsack_rl.integrations.verl import KnapsackVerlConfig, VerlRun
+    from knapsack_rl.preflight import predict_from_state, read_engine_state, state_arms, tracked_rewards
+
+    run = VerlRun(
+        KnapsackVerlConfig.from_section({"min_count": 4, "negative_n": 2, "positive_n": 2}, n=4, train_batch_size=8)
+    )
+    ids, uids = list(range(8)), [f"s1-{i}" for i in range(8)]
+    counts = run.plan(ids, uids)
+    rollouts = [u for u, c in zip(uids, counts, strict=True) for _ in range(int(c))]
+    rewards = (np.arange(len(rollouts)) % 3 == 0).astype(float)
+    run.observe(rollouts, rewards, step=1)
+    run.save(tmp_path / "global_step_1")
+    state = read_engine_state(tmp_path / "global_step_1")
+    assert (state.engine, state.rule, state.prompts_per_step) == ("verl", "knapsack", None)  # no batch in flight
+    assert run.planner is not None and state.tracker.to_bytes() == run.planner.tracker.to_bytes()
+    got_ids, got, _ = tracked_rewards(state.tracker)
+    assert got_ids == ids and np.concatenate(got).tolist() == rewards.tolist()
+    preds = predict_from_state(state, state_arms(state, ["uniform"]), prompts_per_step=4)
+    assert preds[0].budget_max == 4.0
