@@ -156,7 +156,7 @@ def test_the_worked_example_of_docs_cluster_md_prints_what_the_page_shows(trl_st
 def test_preflight_from_the_state_trl_saved_after_the_uniform_epoch(trl_study, capsys):
     """checkpoint-5 of each TRL run holds the tracker after the uniform epoch (80 prompts x 4 rewards): the
     rewards TRL logged, the same for both arms of a seed; preflight --state predicts from it, no model."""
-    from knapsack_rl.preflight import read_engine_state, tracked_rewards
+    from knapsack_rl.preflight import predict_from_state, read_engine_state, state_arms, tracked_rewards
 
     for seed in (0, 1):
         states = [read_engine_state(trl_study / f"{arm}-{seed}" / "checkpoint-5") for arm in ("uniform", "knapsack")]
@@ -168,6 +168,17 @@ def test_preflight_from_the_state_trl_saved_after_the_uniform_epoch(trl_study, c
         assert len(steps) == 5
         logged = sum(h["train/reward_mean"] * h["train/rollouts"] for h in steps)
         assert sum(r.sum() for r in rewards) == pytest.approx(logged)
+    predicted = {"uniform": [], "knapsack": []}
+    for seed in (0, 1):
+        state = read_engine_state(trl_study / f"uniform-{seed}" / "checkpoint-5")
+        for p in predict_from_state(state, state_arms(state, list(predicted)), prompts_per_step=16, seed=seed):
+            predicted[p.arm].append(p.effective_prompts)
+    runs = [load_run(trl_study / f"uniform-{seed}", "trl", eval_k=4) for seed in (0, 1)]
+    epoch0 = sum(r["train/effective_prompts"] for run in runs for r in run.train_rows[:5]) / 10
+    u, k = (sum(v) / 2 for v in predicted.values())
+    page = " ".join((ROOT / "docs" / "cluster.md").read_text().split())
+    assert f"it predicts {u:.1f} (uniform) and {k:.1f} (knapsack) prompts with signal per step, as many as the " \
+        f"uniform epoch had ({epoch0:.1f})" in page  # fmt: skip
     argv = ["preflight", "--state", str(trl_study / "uniform-0" / "checkpoint-5"), "--prompts-per-step", "16"]
     assert main(argv) == 0
     out = capsys.readouterr().out
