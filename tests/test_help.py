@@ -27,7 +27,7 @@ COMMANDS = _commands(build_parser())
 
 def test_the_walk_finds_every_command():
     names = {c[0] for c in COMMANDS if c}
-    assert {"train", "compare", "demo", "preflight", "simulate", "allocate", "rules"} <= names
+    assert {"train", "compare", "demo", "preflight", "simulate", "allocate", "rules", "report"} <= names
     assert () in COMMANDS  # the main parser itself
 
 

@@ -24,7 +24,7 @@ from knapsack_rl.core.config import AllocationConfig, KnapsackConfig, preset_nam
 from knapsack_rl.core.validate import check_int
 from knapsack_rl.statsfile import check_output_path, read_stats, write_budgets
 
-_COMMAND_MODULES = ("knapsack_rl.train.cli", "knapsack_rl.sim.cli")
+_COMMAND_MODULES = ("knapsack_rl.train.cli", "knapsack_rl.sim.cli", "knapsack_rl.report.cli")
 
 
 def _add_allocate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

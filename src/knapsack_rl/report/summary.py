@@ -1,22 +1,26 @@
 """Summaries of training runs and the paired comparison of arms (NumPy only).
 
-Per run (:func:`summarize_run`, from its ``metrics.jsonl``):
+Per run (:func:`summarize_rows`, from its per-step rows of the canonical names of
+:mod:`knapsack_rl.report.names`, whatever engine wrote them; :func:`summarize_run` for a run folder of the
+reference trainer; ``compare`` and ``report`` both summarise through it):
 
 - ``auc``: held-out AUC, the primary metric: the mean held-out accuracy over the run, i.e. the
-  trapezoidal integral of ``eval/mean@k`` over rollouts generated, divided by the rollouts of the run
+  trapezoidal integral of ``eval/avg@k`` over rollouts generated, divided by the rollouts of the run
   (an arm that gets there sooner scores higher at the same final accuracy; on the axis of compute, so
   rules that spend a step's budget differently, e.g. DAPO, are compared at equal rollouts);
 - ``final``, ``start``: the last and the first evaluation; ``final/<level>`` per level;
 - ``effective_prompts``: mean over the allocating steps (epoch >= ``uniform_epochs``) of the number of
   prompts per step whose group has reward variance (the prompts that move the policy);
   ``effective_prompts_first``: the same over the first allocating epoch only (what preflight predicts);
-- ``train_auc``: the AUC of ``train_eval/mean@k`` (accuracy on a fixed subset of *training* prompts),
+- ``train_auc``: the AUC of ``train_eval/avg@k`` (accuracy on a fixed subset of *training* prompts),
   the signal settings are chosen on, when the run evaluated it;
 - ``egr``: mean effective gradient ratio over the same steps; ``egr_all`` over every step;
 - ``grad_clipped``: fraction of updates whose gradient norm was clipped;
 - ``gen_tokens``: response tokens generated over the run (trained on or not), the sum over steps of
-  ``rollout/response_len_mean`` x ``train/rollouts_generated``;
-- ``rollouts``, ``budget_max``, ``wall_s``.
+  ``train/tokens_generated`` (the engine's mean response length x ``train/rollouts_generated``);
+- ``rollouts``, ``budget_max``, ``wall_s`` (as the engine records it).
+
+A number the logs cannot give is NaN (left out of the means over seeds, and named by ``report``), never 0.
 
 Across seeds (:func:`compare_arms`): each arm's mean, and the paired difference ``arm - baseline``
 with a 95% CI (same seed, same data order). ``rollouts_ratio`` is the paired "rollouts to target"
@@ -27,7 +31,6 @@ the ratio is a lower bound, reported with ``>``).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,27 +40,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from knapsack_rl.report.names import canonical_metric
+from knapsack_rl.report.runs import Run, load_run
+from knapsack_rl.report.runs import read_jsonl as read_jsonl  # re-exported: the plots read logs through it
 from knapsack_rl.report.stats import Stat, arm_stats, first_crossing, mean_ci, render_table
 
 SMOOTH = 3
 """Evaluations averaged (running mean) before reading a curve's final value or its crossing of a target."""
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file (empty list when missing); a torn last line (a killed writer) is skipped."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    rows = []
-    for i, line in enumerate(lines):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            if i == len(lines) - 1:
-                continue
-            raise ValueError(f"{path}:{i + 1}: not JSON ({exc})") from exc
-    return rows
 
 
 def series(rows: list[dict[str, Any]], key: str) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -97,17 +86,29 @@ def auc(steps: NDArray[np.float64], values: NDArray[np.float64]) -> float:
 
 
 def summarize_run(run_dir: Path, *, eval_key: str, uniform_epochs: int = 1) -> dict[str, float]:
-    """Headline numbers of one run from its logs (see the module docstring)."""
-    rows = read_jsonl(run_dir / "metrics.jsonl")
-    train = [r for r in rows if "train/effective_grad_ratio" in r]
-    late = [r for r in train if r.get("train/epoch", 0) >= uniform_epochs] or train
+    """Headline numbers of one reference-trainer run (:func:`summarize_rows` of its rows)."""
+    run = load_run(run_dir, "knapsack-rl")
+    return summarize_rows(run.rows, eval_key=eval_key, uniform_epochs=uniform_epochs, wall_s=run.wall_s)
+
+
+def summarize_rows(
+    rows: list[dict[str, Any]], *, eval_key: str, uniform_epochs: int = 1, wall_s: float | None = None
+) -> dict[str, float]:
+    """Headline numbers of one run from its per-step rows of canonical names (see the module docstring;
+    :mod:`knapsack_rl.report.names`): the one summary of ``compare`` and ``report``, whatever the engine.
+    ``eval_key`` may be an old name (``eval/mean@4`` is ``eval/avg@4``). A number the rows cannot give is
+    NaN, never 0."""
+    eval_key = canonical_metric(eval_key)
+    train = [r for r in rows if r.get("train/rollouts_total") is not None]
+    late = [r for r in train if (r.get("train/epoch") or 0) >= uniform_epochs] or train
+    budgets = [r["alloc/budget_max"] for r in train if r.get("alloc/budget_max") is not None]
     out: dict[str, float] = {
         "egr": _mean(late, "train/effective_grad_ratio"),
         "egr_all": _mean(train, "train/effective_grad_ratio"),
         "effective_prompts": _mean(late, "train/effective_prompts"),
         "grad_clipped": _mean(train, "actor/grad_clipped"),
-        "rollouts": float(train[-1]["train/rollouts_total"]) if train else 0.0,
-        "budget_max": float(max((r["alloc/budget_max"] for r in train), default=0)),
+        "rollouts": float(train[-1]["train/rollouts_total"]) if train else math.nan,
+        "budget_max": float(max(budgets)) if budgets else math.nan,
         "gen_tokens": _generated_tokens(train),
     }
     first = [r for r in train if r.get("train/epoch") == uniform_epochs]  # the first allocating epoch
@@ -121,18 +122,16 @@ def summarize_run(run_dir: Path, *, eval_key: str, uniform_epochs: int = 1) -> d
         out.update(auc=auc(spent, acc), final=float(smooth(acc)[-1]), start=float(acc[0]))
         for key in {k for r in rows for k in r if k.startswith(eval_key + "/")}:
             out[f"final/{key.removeprefix(eval_key + '/')}"] = float(series(rows, key)[1][-1])
-    summary = run_dir / "summary.json"
-    if summary.exists():
-        out["wall_s"] = float(json.loads(summary.read_text())["wall_s"])
+    if wall_s is not None:
+        out["wall_s"] = float(wall_s)
     return out
 
 
 def _generated_tokens(train: list[dict[str, Any]]) -> float:
-    """Response tokens generated over the logged steps (NaN when a step lacks either count)."""
-    keys = ("rollout/response_len_mean", "train/rollouts_generated")
-    if not train or any(r.get(k) is None for r in train for k in keys):
+    """Response tokens generated over the logged steps (NaN when a step lacks them)."""
+    if not train or any(r.get("train/tokens_generated") is None for r in train):
         return math.nan
-    return float(sum(r[keys[0]] * r[keys[1]] for r in train))
+    return float(sum(r["train/tokens_generated"] for r in train))
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float:
@@ -140,9 +139,9 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-def rollouts_to_target(run_dir: Path, eval_key: str, target: float) -> float:
+def rollouts_to_target(rows: list[dict[str, Any]], eval_key: str, target: float) -> float:
     """Rollouts at which the smoothed held-out curve first reaches ``target`` (interpolated; NaN if never)."""
-    x, y = spent_series(read_jsonl(run_dir / "metrics.jsonl"), eval_key)
+    x, y = spent_series(rows, canonical_metric(eval_key))
     return first_crossing(x, smooth(y), target) if x.size else math.nan
 
 
@@ -160,9 +159,20 @@ class ArmComparison:
 def compare_arms(
     runs: Mapping[str, Sequence[Path]], *, eval_key: str, baseline: str = "uniform", uniform_epochs: int = 1
 ) -> tuple[dict[str, list[dict[str, float]]], list[ArmComparison]]:
-    """Summaries per arm (one per seed, same seed order in every arm) and each arm's paired comparison."""
-    summaries = {arm: [summarize_run(d, eval_key=eval_key, uniform_epochs=uniform_epochs) for d in dirs]
-                 for arm, dirs in runs.items()}  # fmt: skip
+    """Summaries per arm (one per seed, same seed order in every arm) and each arm's paired comparison, of
+    reference-trainer run folders (:func:`compare_runs` of the loaded runs)."""
+    loaded = {arm: [load_run(d, "knapsack-rl") for d in dirs] for arm, dirs in runs.items()}
+    return compare_runs(loaded, eval_key=eval_key, baseline=baseline, uniform_epochs=uniform_epochs)
+
+
+def compare_runs(
+    runs: Mapping[str, Sequence[Run]], *, eval_key: str, baseline: str = "uniform", uniform_epochs: int = 1
+) -> tuple[dict[str, list[dict[str, float]]], list[ArmComparison]]:
+    """Summaries per arm and each arm's paired comparison, of runs of any engine (seed i of every arm paired)."""
+    summaries = {
+        arm: [summarize_rows(r.rows, eval_key=eval_key, uniform_epochs=uniform_epochs, wall_s=r.wall_s) for r in rs]
+        for arm, rs in runs.items()
+    }
     stats = arm_stats(summaries, baseline)
     out = []
     for arm, rows in summaries.items():
@@ -172,14 +182,14 @@ def compare_arms(
 
 
 def _rollout_ratios(
-    arm_dirs: Sequence[Path], base_dirs: Sequence[Path], rows: list[dict[str, float]], eval_key: str
+    arm_runs: Sequence[Run], base_runs: Sequence[Run], rows: list[dict[str, float]], eval_key: str
 ) -> tuple[list[float], int]:
     """Per seed: baseline rollouts / arm rollouts to reach the arm's smoothed final accuracy."""
     ratios, censored = [], 0
-    for arm_dir, base_dir, row in zip(arm_dirs, base_dirs, rows, strict=True):
+    for arm_run, base_run, row in zip(arm_runs, base_runs, rows, strict=True):
         target = row.get("final", math.nan)
-        mine = rollouts_to_target(arm_dir, eval_key, target)
-        theirs = rollouts_to_target(base_dir, eval_key, target)
+        mine = rollouts_to_target(arm_run.rows, eval_key, target)
+        theirs = rollouts_to_target(base_run.rows, eval_key, target)
         if math.isnan(theirs):  # never reached within the run: the ratio is at least (run length / mine)
             censored += 1
             theirs = row.get("rollouts", math.nan)

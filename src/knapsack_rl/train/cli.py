@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "preflight", help="predict prompts with signal per step before training", description=preflight_help
     )
     _add_settings(r)
-    r.add_argument("--samples", type=int, default=32, help="samples per prompt (default: 32)")
+    r.add_argument("--samples", type=int, default=None, help="samples per prompt (default: 32)")
     r.add_argument(
         "--arms", default="uniform,knapsack,knapsack:recipe",
         help="arms to predict (default: uniform,knapsack,knapsack:recipe)",
@@ -75,6 +75,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--checkpoint", type=Path, default=None,
         help="sample the policy of this trainer checkpoint (same model and task) instead of the starting model: "
         "that of a uniform run stopped after its uniform epochs predicts the first allocating epoch",
+    )  # fmt: skip
+    r.add_argument(
+        "--state", type=Path, default=None,
+        help="predict from this engine state instead, with no model and no sampling: TRL's knapsack_rule.bin (or "
+        "its checkpoint folder), verl's global_step_<k>/knapsack/state.bin (or that folder), or a trainer "
+        "checkpoint; its tracker's rewards stand in for the samples (arms: uniform, knapsack, knapsack:<preset>)",
     )  # fmt: skip
     r.set_defaults(func=_run_preflight)
 
@@ -219,11 +225,15 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 
 def _run_preflight(args: argparse.Namespace) -> int:
-    from knapsack_rl.train.preflight import run_preflight
+    from knapsack_rl.train.preflight import run_preflight, run_state_preflight
 
-    cfg = build_config(args)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    text, _ = run_preflight(cfg, arms, args.samples, args.json, checkpoint=args.checkpoint)
+    if args.state is not None:
+        print(run_state_preflight(args, arms))
+        return 0
+    cfg = build_config(args)
+    samples = 32 if args.samples is None else args.samples
+    text, _ = run_preflight(cfg, arms, samples, args.json, checkpoint=args.checkpoint)
     print(text)
     return 0
 

@@ -194,7 +194,7 @@ def run_compare(
         except KeyboardInterrupt:
             raise RunsInterrupted(_interrupted(list(configs.values()), resume=base.resume)) from None
         runs = {arm: [Path(cfg.out_dir) for (a, _), cfg in configs.items() if a == arm] for arm in arms}
-        eval_key = f"eval/mean@{base.eval_k}"
+        eval_key = f"eval/avg@{base.eval_k}"
         summaries, comparisons = compare_arms(runs, eval_key=eval_key, uniform_epochs=base.knapsack.uniform_epochs)
         title = _title(base, seeds)
         plots = plot_comparison(runs, out_dir, eval_key=eval_key, alloc_start=alloc_start, title=title)

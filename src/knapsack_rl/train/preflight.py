@@ -14,6 +14,7 @@ the uniform epochs included (the realistic estimates are still simulated from th
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import time
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from knapsack_rl.cli_args import given
 from knapsack_rl.io import atomic_write_bytes
 from knapsack_rl.preflight import Prediction, format_predictions, predict
 from knapsack_rl.rollout.generate import generate
@@ -84,3 +86,42 @@ def run_preflight(
         }
         atomic_write_bytes(out, json.dumps(data, indent=1).encode())
     return text, preds
+
+
+STATE_FLAGS = ("seed", "prompts_per_step")
+"""The settings ``preflight --state`` takes besides the state itself (the rest are the state's)."""
+
+
+def run_state_preflight(args: argparse.Namespace, arms: list[str]) -> str:
+    """``knapsack-rl preflight --state FILE``: predict every arm from an engine's state (no model, no sampling:
+    :func:`knapsack_rl.preflight.predict_from_state`); with ``--json``, write the predictions.
+
+    Raises:
+        ValueError: a flag that does not apply to a state (the model, task and knapsack settings are the
+            state's), no prompts per step known, or a state preflight cannot read.
+    """
+    from knapsack_rl.preflight import format_state_predictions, predict_from_state, read_engine_state, state_arms
+
+    ignored = [f"--{k.replace('_', '-')}" for k in given(args, args.flag_names) if k not in STATE_FLAGS]
+    others = {"--config": args.config, "--preset": args.preset, "--set": args.assignments,
+              "--checkpoint": args.checkpoint, "--samples": args.samples}  # fmt: skip
+    ignored += [flag for flag, value in others.items() if value is not None and value != []]
+    if ignored:
+        raise ValueError(
+            f"--state predicts from the state's own settings and rewards: {', '.join(ignored)} does not apply "
+            f"(with --state: --arms, --prompts-per-step, --seed, --json)"
+        )
+    state = read_engine_state(args.state)
+    per_step = args.prompts_per_step if args.prompts_per_step is not None else state.prompts_per_step
+    if per_step is None:
+        raise ValueError(
+            f"--state {args.state}: the {state.engine} state does not record the prompts per step; give "
+            "--prompts-per-step (TRL: per_device_train_batch_size x processes / num_generations)"
+        )
+    seed = 0 if args.seed is None else args.seed
+    preds = predict_from_state(state, state_arms(state, arms), prompts_per_step=per_step, seed=seed)
+    if args.json is not None:
+        data = {"state": state.path, "engine": state.engine, "rule": state.rule, "prompts_per_step": per_step,
+                "predictions": [vars(x) for x in preds]}  # fmt: skip
+        atomic_write_bytes(args.json, json.dumps(data, indent=1).encode())
+    return format_state_predictions(state, preds, per_step)
