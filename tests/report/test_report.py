@@ -20,23 +20,18 @@ from knapsack_rl.report.build import build_report
 from knapsack_rl.report.names import mapping_markdown
 from knapsack_rl.report.runs import load_run
 from knapsack_rl.report.study import load_study
+from tests.train.tiny_run import tiny_settings
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
 
-COMPARE_CONFIG = {
-    "task": {"arithmetic": {"train_per_level": [4, 4, 4, 2, 2], "eval_per_level": 2, "warmstart_per_level": [16] * 5}},
-    "warmstart": {"steps": 60, "batch_size": 32, "profile_samples": 4},
-    "tiny_model": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2},
-    "prompts_per_step": 8,
-    "epochs": 3,
-    "eval_every": 1,
-    "eval_k": 2,
-    "checkpoint_every": 0,
-    "tensorboard": False,
-    "progress": False,
-    "threads": 1,
-}
+COMPARE_CONFIG = tiny_settings(
+    task={"arithmetic": {"train_per_level": [4, 4, 4, 2, 2], "eval_per_level": 2, "warmstart_per_level": [16] * 5}},
+    warmstart={"steps": 60, "batch_size": 32, "profile_samples": 4},
+    epochs=3,
+    eval_every=1,
+    checkpoint_every=0,
+)
 
 
 def _run_cli(argv: list[str]) -> tuple[int, str, str]:

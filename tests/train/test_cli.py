@@ -13,19 +13,11 @@ import torch
 
 from knapsack_rl.cli import build_parser, main
 from knapsack_rl.train.cli import build_config
+from tests.train.tiny_run import tiny_settings
 
 torch.set_num_threads(1)
 
-TINY = {
-    "task": {"arithmetic": {"train_per_level": [4, 4, 4, 2, 2], "eval_per_level": 1, "warmstart_per_level": [4] * 5}},
-    "warmstart": {"steps": 2, "batch_size": 4, "profile_samples": 2},
-    "tiny_model": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2},
-    "prompts_per_step": 8,
-    "eval_k": 2,
-    "tensorboard": False,
-    "progress": False,
-    "threads": 1,
-}
+TINY = tiny_settings()
 
 
 def _config(tmp_path, **extra):

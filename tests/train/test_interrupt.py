@@ -10,19 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-CONFIG = {
-    "task": {"arithmetic": {"train_per_level": [4, 4, 4, 2, 2], "eval_per_level": 1, "warmstart_per_level": [4] * 5}},
-    "warmstart": {"steps": 2, "batch_size": 4, "profile_samples": 2},
-    "tiny_model": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2},
-    "prompts_per_step": 8,
-    "epochs": 30,
-    "eval_every": 20,
-    "eval_k": 2,
-    "checkpoint_every": 0,
-    "tensorboard": False,
-    "progress": False,
-    "threads": 1,
-}
+from tests.train.tiny_run import tiny_settings
+
+CONFIG = tiny_settings(epochs=30, eval_every=20, checkpoint_every=0)
 STEPS = 60  # 16 training prompts / 8 per step x 30 epochs
 
 

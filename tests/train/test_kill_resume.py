@@ -11,21 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.train.tiny_run import tiny_settings
+
 KILLABLE = Path(__file__).with_name("_killable.py")
-CONFIG = {
-    "task": {"arithmetic": {"train_per_level": [4, 4, 4, 2, 2], "eval_per_level": 1, "warmstart_per_level": [4] * 5}},
-    "warmstart": {"steps": 2, "batch_size": 4, "profile_samples": 2},
-    "tiny_model": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2},
-    "knapsack": {"preset": "project", "n": 4, "min_count": 4},
-    "prompts_per_step": 8,
-    "epochs": 4,
-    "eval_every": 3,
-    "eval_k": 2,
-    "checkpoint_every": 2,
-    "tensorboard": False,
-    "progress": False,
-    "threads": 1,
-}
+CONFIG = tiny_settings(
+    knapsack={"preset": "project", "n": 4, "min_count": 4}, epochs=4, eval_every=3, checkpoint_every=2
+)
 
 
 def _env(**extra: str) -> dict[str, str]:

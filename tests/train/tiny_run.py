@@ -46,3 +46,24 @@ def tiny_config(
         "progress": False,
     }
     return TrainConfig(**{**defaults, **settings})
+
+
+_WARM = {"warmstart_per_level": [4] * 5}
+
+
+def tiny_settings(**settings: Any) -> dict[str, Any]:
+    """The same kind of run as the settings of a config file (what the CLI tests write to ``--config``): 16
+    arithmetic prompts of 5 levels, a 1-layer tiny Llama, 8 prompts per step; ``settings`` replace top-level keys."""
+    defaults: dict[str, Any] = {
+        "task": {
+            "arithmetic": {"train_per_level": [4, 4, 4, 2, 2], "eval_per_level": 1, "warmstart_per_level": [4] * 5}
+        },
+        "warmstart": {"steps": 2, "batch_size": 4, "profile_samples": 2},
+        "tiny_model": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2},
+        "prompts_per_step": 8,
+        "eval_k": 2,
+        "tensorboard": False,
+        "progress": False,
+        "threads": 1,
+    }
+    return {**defaults, **settings}
