@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}, {os.cpu_count()} CPUs")
     print(f"threads: {threads}; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     old_state = args.old_ref if old is not None else ("not available" if needs_old else "not needed")
-    print(f"old solver: {old_state}; medians of {args.repeats} runs")
+    print(f"old solver: {old_state}; tables 1-3: medians of {args.repeats} runs")
     print("memory: tracemalloc peak above the level at the call (NumPy buffers), bytes per prompt\n")
     runs: dict[str, Callable[[], list[dict[str, object]]]] = {
         "before-after": lambda: run_before_after(args, old),
