@@ -29,8 +29,8 @@ Three tables:
 4. **allocate() against the recipe's DP** (``recipe``): the ``recipe`` preset's allocation settings
    (n = 8, min_n = 2, max_n = 128, the fallback and the recipe's scoring) on both sides, the only
    difference ``solver="dp"`` (our port of the recipe's dynamic programme) against the default
-   ``solver="greedy"``, at ``--recipe-sizes`` (default 256, 1024, 2048: the authors' 7B script
-   allocates over 256 prompts x 8), on estimates from 8 rollouts (k / 8, some 0 and 1) and on
+   ``solver="greedy"``, at ``--recipe-sizes`` (default 256, 1024, 2048; 256 prompts x 8 is the example
+   step of docs/method.md), on estimates from 8 rollouts (k / 8, some 0 and 1) and on
    continuous ones. Interleaved round by round (who goes first alternates), CPU-time medians per call
    (wall too), the ratio the median of the per-round CPU ratios, and the two objectives' difference.
 5. **memory of a whole allocate() call** (``memory``) at ``--memory-size`` prompts (default 10^6):
