@@ -26,8 +26,20 @@ Three tables:
    over ``--crossover-sizes``, and the smallest M from which the threshold search is faster.
 3. :func:`knapsack_rl.allocate` end to end on grid estimates, after and before (the old solver swapped
    in), and the recipe's dynamic programme where it finishes.
+4. **allocate() against the recipe's DP** (``recipe``): the ``recipe`` preset's allocation settings
+   (n = 8, min_n = 2, max_n = 128, the fallback and the recipe's scoring) on both sides, the only
+   difference ``solver="dp"`` (our port of the recipe's dynamic programme) against the default
+   ``solver="greedy"``, at ``--recipe-sizes`` (default 256, 1024, 2048; 256 prompts x 8 is the example
+   step of docs/method.md), on estimates from 8 rollouts (k / 8, some 0 and 1) and on
+   continuous ones. Interleaved round by round (who goes first alternates), CPU-time medians per call
+   (wall too), the ratio the median of the per-round CPU ratios, and the two objectives' difference.
+5. **memory of a whole allocate() call** (``memory``) at ``--memory-size`` prompts (default 10^6):
+   the tracemalloc peak of the whole call above the level before it (the input already allocated, the
+   returned Allocation included), and the solver's own peak inside it (above the level at the
+   solver's call), per prompt, for the ``recipe`` preset and for ``AllocationConfig()``.
 
     python benchmarks/bench_allocate.py [--quick] [--repeats 7] [--sizes 256,1024,8192] [--json out.json]
+    python benchmarks/bench_allocate.py --sections recipe,memory     # tables 4 and 5 only
 
 BLAS/OpenMP threads are pinned to 1 (``--threads``) through the environment before NumPy loads. The
 load average is printed before and after: on a shared machine, trust the CPU-time columns.
@@ -63,13 +75,14 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
 from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import ModuleType  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from knapsack_rl import allocate  # noqa: E402
+from knapsack_rl.core.config import AllocationConfig, KnapsackConfig  # noqa: E402
 from knapsack_rl.core.solve import Solution, solve  # noqa: E402
 from knapsack_rl.core.value import ValueFunction, get_posterior_value, get_value  # noqa: E402
 
@@ -324,6 +337,105 @@ def run_allocate_rows(args: argparse.Namespace, old: ModuleType | None) -> list[
     return rows
 
 
+def recipe_estimates(kind: str, m: int, seed: int) -> np.ndarray:
+    """``k8``: k / 8 from 8 rollouts of a prompt (success rate q ~ Beta(0.35, 0.35)), some 0 and 1 (what the
+    recipe's estimator holds after a step of n = 8); ``continuous``: U-shaped in [1e-3, 1 - 1e-3]."""
+    rng = np.random.default_rng(seed)
+    return rng.binomial(8, rng.beta(0.35, 0.35, m)) / 8 if kind == "k8" else u_shaped(rng, m)
+
+
+def time_calls(fn: Callable[[], object], min_s: float = 0.02) -> tuple[float, float]:
+    """(wall, CPU) per call of ``fn``, run enough times in a row to take about ``min_s`` of CPU."""
+    calls, cpu, wall = 0, time.process_time(), time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        if time.process_time() - cpu >= min_s:
+            return (time.perf_counter() - wall) / calls, (time.process_time() - cpu) / calls
+
+
+RECIPE = [("workload", 10), ("M", 6), ("alloc cpu ms", 13), ("dp cpu ms", 10), ("dp/alloc cpu", 13),
+          ("alloc ms", 9), ("dp ms", 9), ("|obj diff|", 10), ("fallback", 9)]  # fmt: skip
+
+
+def run_recipe(args: argparse.Namespace) -> list[dict[str, object]]:
+    """allocate() with the recipe preset's settings: the default solver against solver="dp", interleaved."""
+    cfg = KnapsackConfig.preset("recipe").allocation
+    dp_cfg = replace(cfg, solver="dp")
+    print(f"recipe preset allocation: n={cfg.n} min_n={cfg.min_n} max_n={cfg.max_n} objective={cfg.objective} "
+          f"fallback={cfg.fallback} overflow={cfg.overflow} solver={cfg.solver} vs solver={dp_cfg.solver}; "
+          f"{args.recipe_repeats} rounds")  # fmt: skip
+    print_table(RECIPE)
+    rows: list[dict[str, object]] = []
+    for kind in ("k8", "continuous"):
+        for m in args.recipe_sizes:
+            p = recipe_estimates(kind, m, seed=m)
+            ours, dp = allocate(p, cfg), allocate(p, dp_cfg)  # warm-up, and the objectives
+            fns = {"alloc": lambda p=p: allocate(p, cfg), "dp": lambda p=p: allocate(p, dp_cfg)}
+            got: dict[str, list[tuple[float, float]]] = {"alloc": [], "dp": []}
+            for k in range(args.recipe_repeats):
+                for name in ("alloc", "dp") if k % 2 == 0 else ("dp", "alloc"):
+                    got[name].append(time_calls(fns[name]))
+            wall = {n: statistics.median(w for w, _ in v) for n, v in got.items()}
+            cpu = {n: statistics.median(c for _, c in v) for n, v in got.items()}
+            ratio = statistics.median(d[1] / a[1] for d, a in zip(got["dp"], got["alloc"], strict=True))
+            row = {"workload": kind, "M": m, "alloc_cpu_s": cpu["alloc"], "dp_cpu_s": cpu["dp"], "dp_over_alloc_cpu":
+                   ratio, "alloc_s": wall["alloc"], "dp_s": wall["dp"], "obj_diff": abs(dp.objective - ours.objective),
+                   "fallback_fired": ours.fallback_fired}  # fmt: skip
+            cells = [kind, str(m), f"{cpu['alloc'] * 1e3:.3f}", f"{cpu['dp'] * 1e3:.1f}", f"{ratio:.0f}x",
+                     f"{wall['alloc'] * 1e3:.3f}", f"{wall['dp'] * 1e3:.1f}", f"{row['obj_diff']:.1e}",
+                     "yes" if ours.fallback_fired else "no"]  # fmt: skip
+            print_table(RECIPE, cells)
+            rows.append(row)
+    return rows
+
+
+def allocate_peaks(p: np.ndarray, cfg: AllocationConfig) -> tuple[int, int]:
+    """(whole call, solver) tracemalloc peaks in bytes: the whole allocate() call above the level before it,
+    and the solver's largest peak above the level at its call (the solver swapped for a measuring wrapper)."""
+    whole = peak_bytes(lambda: allocate(p, cfg))
+    inner = ALLOCATE_MODULE.solve
+    solver_peaks: list[int] = []
+
+    def measured(*args: object, **kwargs: object) -> Solution:
+        level = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        try:
+            return inner(*args, **kwargs)  # type: ignore[no-any-return]
+        finally:
+            solver_peaks.append(tracemalloc.get_traced_memory()[1] - level)
+
+    ALLOCATE_MODULE.solve = measured
+    try:
+        peak_bytes(lambda: allocate(p, cfg))
+    finally:
+        ALLOCATE_MODULE.solve = inner
+    return whole, max(solver_peaks)
+
+
+MEMORY = [("settings", 20), ("estimates", 10), ("M", 8), ("whole call B/p", 15), ("solver B/p", 11)]
+
+
+def run_memory(args: argparse.Namespace) -> list[dict[str, object]]:
+    """Peak memory per prompt of a whole allocate() call and of the solver inside it."""
+    m = args.memory_size
+    print("tracemalloc peaks per prompt: 'whole call' above the level before allocate() (its input p, 8 B/prompt,")
+    print("already allocated; the returned Allocation included); 'solver' above the level at the solver's call")
+    print_table(MEMORY)
+    rows: list[dict[str, object]] = []
+    configs = {"recipe preset": KnapsackConfig.preset("recipe").allocation, "AllocationConfig()": AllocationConfig()}
+    for name, cfg in configs.items():
+        for kind in ("k8", "continuous"):
+            whole, solver = allocate_peaks(recipe_estimates(kind, m, seed=m), cfg)
+            print_table(MEMORY, [name, kind, str(m), f"{whole / m:.0f}", f"{solver / m:.0f}"])
+            rows.append({"settings": name, "estimates": kind, "M": m, "whole_bytes_per_prompt": whole / m,
+                         "solver_bytes_per_prompt": solver / m})  # fmt: skip
+    return rows
+
+
+SECTIONS = ("before-after", "crossover", "allocate", "recipe", "memory")
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, 3 repeats: a few seconds")
@@ -341,35 +453,53 @@ def parse(argv: list[str]) -> argparse.Namespace:
     crossover = "256,512,1024,2048,4096,8192,32768,100000"
     parser.add_argument("--crossover-sizes", default=crossover, help=f"dense vs threshold: {sizes}")
     parser.add_argument("--allocate-sizes", default="256,1024,8192", help=f"allocate() rows: {sizes}")
+    parser.add_argument("--recipe-sizes", default="256,1024,2048", help=f"allocate() vs the recipe's DP: {sizes}")
+    parser.add_argument("--recipe-repeats", type=int, default=7, help="rounds of allocate() vs the DP (median)")
+    parser.add_argument("--memory-size", type=int, default=10**6, help="prompts of the whole-call memory table")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"tables to run, comma-separated: {SECTIONS}")
     args = parser.parse_args(argv)
-    for name in ("sizes", "big_n_sizes", "posterior_sizes", "crossover_sizes", "allocate_sizes"):
+    for name in ("sizes", "big_n_sizes", "posterior_sizes", "crossover_sizes", "allocate_sizes", "recipe_sizes"):
         setattr(args, name, [int(v) for v in getattr(args, name).split(",") if v])
+    args.sections = [v for v in args.sections.split(",") if v]
+    for section in args.sections:
+        if section not in SECTIONS:
+            parser.error(f"--sections: unknown table {section!r}; choose from {', '.join(SECTIONS)}")
     if args.quick:
         args.repeats, args.dp_repeats, args.dp_max, args.old_max_cells = 3, 1, 256, 1e6
         args.sizes, args.big_n_sizes, args.posterior_sizes = [256, 2048], [1000], [1000]
         args.crossover_sizes, args.allocate_sizes = [256, 4096], [256]
+        args.recipe_sizes, args.recipe_repeats, args.memory_size = [256], 3, 10**4
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv)
-    old = load_old(args.old_ref) if args.old_ref else None
+    needs_old = {"before-after", "allocate"} & set(args.sections)
+    old = load_old(args.old_ref) if args.old_ref and needs_old else None
     threads = ", ".join(f"{v}={os.environ.get(v)}" for v in _THREAD_VARS)
     print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}, {os.cpu_count()} CPUs")
     print(f"threads: {threads}; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"old solver: {args.old_ref if old is not None else 'not available'}; medians of {args.repeats} runs")
+    old_state = args.old_ref if old is not None else ("not available" if needs_old else "not needed")
+    print(f"old solver: {old_state}; tables 1-3: medians of {args.repeats} runs")
     print("memory: tracemalloc peak above the level at the call (NumPy buffers), bytes per prompt\n")
-    before_after = run_before_after(args, old)
-    print()
-    crossover = run_crossover(args)
-    print()
-    allocate_rows = run_allocate_rows(args, old)
-    print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    runs: dict[str, Callable[[], list[dict[str, object]]]] = {
+        "before-after": lambda: run_before_after(args, old),
+        "crossover": lambda: run_crossover(args),
+        "allocate": lambda: run_allocate_rows(args, old),
+        "recipe": lambda: run_recipe(args),
+        "memory": lambda: run_memory(args),
+    }
+    results: dict[str, list[dict[str, object]]] = {}
+    for section in SECTIONS:
+        if section in args.sections:
+            results[section] = runs[section]()
+            print()
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json:
         meta = {"threads": threads, "numpy": np.__version__, "old_ref": args.old_ref, "repeats": args.repeats}
         out = Path(args.json)
         tmp = out.with_name(out.name + ".tmp")
-        payload = {"meta": meta, "before_after": before_after, "crossover": crossover, "allocate": allocate_rows}
+        payload = {"meta": meta, **{k.replace("-", "_"): v for k, v in results.items()}}
         tmp.write_text(json.dumps(payload, indent=1))
         os.replace(tmp, out)  # atomic: a reader sees the old file or the new one
 

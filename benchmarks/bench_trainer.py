@@ -1,4 +1,4 @@
-"""Step time of the reference trainer (uniform and knapsack arms) against TRL's GRPOTrainer (CPU).
+"""Step time of the reference trainer (uniform and knapsack arms) against TRL's GRPOTrainer (CPU), matched.
 
 All systems train the warm-started tiny policy (``runs/warmstart``; built when missing) on the
 arithmetic suite with M prompts x n rollouts per step, responses up to ``max_new_tokens``, one
@@ -6,6 +6,17 @@ optimizer step per training step, the same learning rate and clip range.
 
 What makes the rows comparable:
 
+- **Matched settings.** TRL's GRPOConfig defaults differ from ours where it matters for time: it
+  trains in bf16 and with gradient checkpointing by default (ours: fp32, none). Here TRL runs with
+  ``bf16=False, fp16=False, gradient_checkpointing=False`` (fp32, as ours), ``beta=0`` (no KL
+  reference model: ours has no KL term, and a reference model would add a forward pass per step),
+  ``num_iterations=1, steps_per_generation=1, gradient_accumulation_steps=1`` (one optimizer step
+  per step, no separate old-log-prob pass: ours does not run one either with one epoch and one
+  mini-batch), ``loss_type="dapo"`` with ours on ``loss_agg="token-mean"`` (the same aggregation),
+  no dual clip on either side (TRL's ``delta=None``), the same clip range, learning rate, gradient
+  clip, torch's AdamW (``optim="adamw_torch"``; TRL's default with torch >= 2.8 is the fused one),
+  constant schedule, temperature 1 without top-k / top-p, and the same max completion length
+  and rollouts per prompt. The settings are read back from the live trainers and printed, a line each.
 - **The knapsack arm really allocates.** Before timing, the starting policy samples n rollouts of
   every training prompt once (one epoch's worth of rewards, no update); that tracker is saved and the
   knapsack arm starts from it with ``uniform_epochs=0``. Every timed knapsack step is checked to have
@@ -15,6 +26,8 @@ What makes the rows comparable:
   shared machine hits all systems alike. Ratios are medians of the per-round ratios. A last run steps
   both arms alternately in one process (``--paired-steps``): the median of per-step ratios, the
   least noisy measure of knapsack/uniform.
+- **CPU time and wall.** Each step is timed by the process's CPU time (``time.process_time``, less
+  sensitive to other processes on a shared machine) and by the wall clock; both are reported.
 - **Pinned threads.** Each run sets OMP / MKL / OpenBLAS threads and ``torch.set_num_threads`` to
   ``--threads`` before importing torch; the table states the count torch reports.
 
@@ -59,7 +72,7 @@ def _train_config(args: dict[str, Any], out_dir: str, arm: str) -> Any:
     cfg = TrainConfig(
         out_dir=out_dir, prompts_per_step=args["prompts"], seed=args["seed"], max_new_tokens=args["max_new_tokens"],
         eval_every=0, checkpoint_every=0, tensorboard=False, progress=False, device="cpu", resume=False,
-        threads=args["threads"], warmstart_dir=args["warmstart_dir"],
+        threads=args["threads"], warmstart_dir=args["warmstart_dir"], loss_agg="token-mean", dual_clip=None,
     )  # fmt: skip
     cfg = cfg.replace(n=args["n"], rule=arm)
     if arm == "knapsack":
@@ -81,7 +94,7 @@ def _fill_tracker(args: dict[str, Any]) -> dict[str, Any]:
             batch = StepBatch(index=index, prompts=trainer.train_set.subset(index))
             rollouts = trainer.generate(batch, np.full(len(index), args["n"]))
             rewards = trainer.score(batch, rollouts)
-            trainer.planner.observe(batch.prompts.ids[rollouts.prompt_index.numpy()], rewards, epoch=0)
+            trainer.planner.observe(batch.prompts.ids[rollouts.prompt_index.numpy()], rewards, epoch=0, step=0)
         trainer.planner.tracker.save(args["tracker"])
         return {"prompts": len(trainer.planner.tracker)}
 
@@ -95,23 +108,79 @@ def _ours(args: dict[str, Any]) -> dict[str, Any]:
     arm = args["system"].removeprefix("ours-")
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(_train_config(args, tmp, arm))
-        times, phases, allocated = [], {"generate": [], "update": []}, []
+        times, cpu, tokens, phases, allocated = [], [], [], {"generate": [], "update": []}, []
         for i in range(args["warmup"] + args["steps"]):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             metrics = trainer.step()
             if i >= args["warmup"]:
+                cpu.append(time.process_time() - start_cpu)
                 times.append(time.perf_counter() - start)
+                tokens.append(metrics["rollout/response_len_mean"])
                 for phase in phases:
                     phases[phase].append(metrics[f"timing_s/{phase}"])
                 allocated.append(metrics["alloc/budget_max"] > metrics["alloc/budget_min"])
         if arm == "knapsack" and not all(allocated):
             raise RuntimeError(f"knapsack arm did not allocate in every timed step: {allocated}")
+        settings = _ours_settings(trainer)
     return {
         "step_s": statistics.median(times),
+        "step_cpu_s": statistics.median(cpu),
+        "response_tokens_mean": statistics.median(tokens),
+        "settings": settings,
         **{f"{p}_s": statistics.median(v) for p, v in phases.items()},
         "allocated_steps": sum(allocated),
         "torch_threads": torch.get_num_threads(),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _ours_settings(trainer: Any) -> dict[str, str]:
+    """The settings that decide a step's cost, read from the live trainer (compared with TRL's in the printout)."""
+    c = trainer.config
+    return {
+        "precision": f"{next(trainer.model.parameters()).dtype} weights, no autocast",
+        "gradient checkpointing": "no (not implemented)",
+        "KL reference model": "none (no KL term)",
+        "optimizer steps per step": f"{c.ppo_epochs * c.ppo_mini_batches} (ppo_epochs={c.ppo_epochs}, "
+        f"ppo_mini_batches={c.ppo_mini_batches})",
+        "old log-prob pass": "no (one epoch, one mini-batch: the sampling policy is the current one)",
+        "loss aggregation": f"loss_agg={c.loss_agg!r}",
+        "clip": f"[1 - {c.clip_low}, 1 + {c.clip_high}], dual_clip={c.dual_clip}",
+        "optimizer": f"torch.optim.AdamW lr={c.lr} weight_decay={c.weight_decay}, constant",
+        "grad clip": f"{c.grad_clip}",
+        "sampling": f"temperature={c.temperature}, no top-k / top-p",
+        "max completion tokens": f"{c.max_new_tokens}",
+        "rollouts per step": f"{c.prompts_per_step} prompts x {c.n}",
+        "advantage": f"(r - group mean) / (group std + {c.advantage_eps})",
+    }
+
+
+def _name(option: Any) -> str:
+    """An option of TrainingArguments as written in a config (its enum value)."""
+    return str(getattr(option, "value", option))
+
+
+def _trl_settings(trainer: Any, model: Any) -> dict[str, str]:
+    """TRL's counterparts of :func:`_ours_settings`, read from the live GRPOTrainer and its args."""
+    a = trainer.args
+    old_pass = a.gradient_accumulation_steps % (a.steps_per_generation * a.num_iterations) != 0  # TRL's own test
+    return {
+        "precision": f"{next(model.parameters()).dtype} weights, bf16={a.bf16} fp16={a.fp16}",
+        "gradient checkpointing": f"gradient_checkpointing={a.gradient_checkpointing} "
+        f"(model: {getattr(model, 'is_gradient_checkpointing', False)})",
+        "KL reference model": f"beta={a.beta}: {'none' if trainer.ref_model is None else 'loaded'}",
+        "optimizer steps per step": f"1 (num_iterations={a.num_iterations}, steps_per_generation="
+        f"{a.steps_per_generation}, gradient_accumulation_steps={a.gradient_accumulation_steps})",
+        "old log-prob pass": "yes" if old_pass else "no",
+        "loss aggregation": f"loss_type={a.loss_type!r} (token mean over the batch)",
+        "clip": f"[1 - {a.epsilon}, 1 + {a.epsilon_high}], delta={a.delta}",
+        "optimizer": f"{_name(a.optim)} lr={a.learning_rate} weight_decay={a.weight_decay}, "
+        f"{_name(a.lr_scheduler_type)}",
+        "grad clip": f"{a.max_grad_norm}",
+        "sampling": f"temperature={a.temperature}, top_k={a.top_k}, top_p={a.top_p}",
+        "max completion tokens": f"{a.max_completion_length}",
+        "rollouts per step": f"{a.per_device_train_batch_size // a.num_generations} prompts x {a.num_generations}",
+        "advantage": f"scale_rewards={a.scale_rewards!r}",
     }
 
 
@@ -157,12 +226,14 @@ def _trl(args: dict[str, Any]) -> dict[str, Any]:
         return [float(c.strip() == a) for c, a in zip(completions, answer, strict=True)]
 
     times: list[float] = []
+    cpu: list[float] = []
 
     class Timer(TrainerCallback):  # type: ignore[misc]
         def on_step_begin(self, *a: Any, **k: Any) -> None:
-            self.start = time.perf_counter()
+            self.start, self.start_cpu = time.perf_counter(), time.process_time()
 
         def on_step_end(self, *a: Any, **k: Any) -> None:
+            cpu.append(time.process_time() - self.start_cpu)
             times.append(time.perf_counter() - self.start)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -170,7 +241,9 @@ def _trl(args: dict[str, Any]) -> dict[str, Any]:
             output_dir=tmp, use_cpu=True, per_device_train_batch_size=args["prompts"] * args["n"],
             num_generations=args["n"], steps_per_generation=1, gradient_accumulation_steps=1,
             max_completion_length=args["max_new_tokens"], temperature=1.0, learning_rate=2e-4, beta=0.0,
-            epsilon=0.2, epsilon_high=0.28, loss_type="dapo", lr_scheduler_type="constant", max_grad_norm=1.0,
+            epsilon=0.2, epsilon_high=0.28, delta=None, loss_type="dapo", lr_scheduler_type="constant",
+            max_grad_norm=1.0, weight_decay=0.0, optim="adamw_torch", bf16=False, fp16=False,
+            gradient_checkpointing=False, num_iterations=1, scale_rewards="group", top_k=0, top_p=1.0, warmup_steps=0,
             max_steps=args["warmup"] + args["steps"],
             logging_steps=1, report_to="none", save_strategy="no", seed=args["seed"], dataloader_num_workers=0,
             disable_tqdm=True,
@@ -180,8 +253,14 @@ def _trl(args: dict[str, Any]) -> dict[str, Any]:
         )
         trainer.remove_callback(PrinterCallback)  # its per-step log lines; the metrics are still computed
         trainer.train()
+        settings = _trl_settings(trainer, trainer.model)
+    w = args["warmup"]
+    tokens = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
     return {
-        "step_s": statistics.median(times[args["warmup"] :]),
+        "step_s": statistics.median(times[w:]),
+        "step_cpu_s": statistics.median(cpu[w:]),
+        "response_tokens_mean": statistics.median(tokens[w:]),
+        "settings": settings,
         "torch_threads": torch.get_num_threads(),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -200,25 +279,28 @@ def _summary(runs: list[dict[str, Any]], systems: list[str], batch: int) -> dict
     table = {
         s: {
             "step_s": statistics.median(r["step_s"] for r in rs),
+            "step_cpu_s": statistics.median(r["step_cpu_s"] for r in rs),
             "rollouts_per_s": batch / statistics.median(r["step_s"] for r in rs),
+            "response_tokens_mean": statistics.median(r["response_tokens_mean"] for r in rs),
             "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in rs),
             "step_s_runs": [r["step_s"] for r in rs],
+            "step_cpu_s_runs": [r["step_cpu_s"] for r in rs],
             **{k: statistics.median(r[k] for r in rs) for k in ("generate_s", "update_s") if k in rs[0]},
         }
         for s, rs in by.items()
     }
     rounds = sorted({r["round"] for r in runs})
-    step = {(r["system"], r["round"]): r["step_s"] for r in runs}
+    step = {(r["system"], r["round"], key): r[key] for r in runs for key in ("step_s", "step_cpu_s")}
 
-    def ratio(a: str, b: str) -> float:
-        return statistics.median(step[a, k] / step[b, k] for k in rounds)
+    def ratio(a: str, b: str, key: str) -> float:
+        return statistics.median(step[a, k, key] / step[b, k, key] for k in rounds)
 
-    ratios = {"knapsack/uniform": ratio("ours-knapsack", "ours-uniform")}
+    pairs = [("knapsack/uniform", "ours-knapsack", "ours-uniform")]
     if TRL in systems:
-        ratios.update(
-            {"trl/ours-uniform": ratio(TRL, "ours-uniform"), "trl/ours-knapsack": ratio(TRL, "ours-knapsack")}
-        )
-    return {"systems": table, "ratios": ratios}
+        pairs += [("trl/ours-uniform", TRL, "ours-uniform"), ("trl/ours-knapsack", TRL, "ours-knapsack")]
+    ratios = {name: ratio(a, b, "step_s") for name, a, b in pairs}
+    cpu_ratios = {name: ratio(a, b, "step_cpu_s") for name, a, b in pairs}
+    return {"systems": table, "ratios": ratios, "cpu_ratios": cpu_ratios}
 
 
 def _print(result: dict[str, Any], systems: list[str]) -> None:
@@ -227,15 +309,22 @@ def _print(result: dict[str, Any], systems: list[str]) -> None:
     print(f"M={c['prompts']} prompts x n={c['n']}, max_new_tokens={c['max_new_tokens']}; {c['rounds']} interleaved "
           f"rounds x {c['steps']} timed steps (+{c['warmup']} warm-up); BLAS/torch threads {c['threads']} (torch "
           f"reports {threads}); load {result['load_before']} -> {result['load_after']}")  # fmt: skip
-    print(f"{'system':<28} {'step s':>8} {'generate s':>11} {'update s':>9} {'rollouts/s':>11} {'peak RSS MB':>12}")
+    _print_settings(result["settings"])
+    print(f"{'system':<28} {'cpu s':>7} {'wall s':>7} {'generate s':>11} {'update s':>9} {'rollouts/s':>11} "
+          f"{'tokens/resp':>12} {'peak RSS MB':>12}")  # fmt: skip
     for s in systems:
         r = result["systems"][s]
         gen, upd = r.get("generate_s"), r.get("update_s")
         print(
-            f"{LABELS[s]:<28} {r['step_s']:>8.3f} {'' if gen is None else f'{gen:.3f}':>11} "
-            f"{'' if upd is None else f'{upd:.3f}':>9} {r['rollouts_per_s']:>11.0f} {r['peak_rss_mb']:>12.0f}"
+            f"{LABELS[s]:<28} {r['step_cpu_s']:>7.3f} {r['step_s']:>7.3f} {'' if gen is None else f'{gen:.3f}':>11} "
+            f"{'' if upd is None else f'{upd:.3f}':>9} {r['rollouts_per_s']:>11.0f} "
+            f"{r['response_tokens_mean']:>12.2f} {r['peak_rss_mb']:>12.0f}"
         )
-    print("ratios (medians of per-round ratios): " + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items()))
+    print("(step medians over runs of per-run medians; cpu: process CPU time per step; wall: wall clock per step;"
+          " generate / update: wall; rollouts/s: on wall)")  # fmt: skip
+    for key, what in (("cpu_ratios", "CPU time"), ("ratios", "wall")):
+        print(f"ratios, {what} (medians of per-round ratios): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in result[key].items()))  # fmt: skip
     paired = result["paired_steps"]
     if paired["steps"]:
         print(f"paired steps in one process ({paired['steps']} per arm, alternating): knapsack/uniform "
@@ -243,9 +332,29 @@ def _print(result: dict[str, Any], systems: list[str]) -> None:
               f"{paired['knapsack_step_s']:.3f} s)")  # fmt: skip
 
 
+def _print_settings(settings: dict[str, dict[str, str]]) -> None:
+    """One line per setting that decides a step's cost: ours, then TRL's (read from the live trainers)."""
+    if not settings:
+        return
+    print("matched settings (ours | TRL):")
+    ours, trl = settings["ours"], settings.get("trl", {})
+    for key, value in ours.items():
+        print(f"  {key}: {value}" + (f" | {trl[key]}" if key in trl else ""))
+
+
 def _load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def _settings_of(runs: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """The settings each side reported (the same in every run of a system: checked)."""
+    out: dict[str, dict[str, str]] = {}
+    for r in runs:
+        side = "trl" if r["system"] == TRL else "ours"
+        if out.setdefault(side, r["settings"]) != r["settings"]:
+            raise RuntimeError(f"{r['system']} reported different settings in round {r['round']}")
+    return out
 
 
 def main() -> None:
@@ -297,7 +406,8 @@ def main() -> None:
         "load_before": load_before,
         "load_after": _load(),
         "tracker_prompts": filled["prompts"],
-        "runs": runs,
+        "settings": _settings_of(runs),
+        "runs": [{k: v for k, v in r.items() if k != "settings"} for r in runs],
         **_summary(runs, systems, a.prompts * a.n),
         "paired_steps": {"steps": a.paired_steps, **paired},
     }
