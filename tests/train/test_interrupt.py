@@ -31,10 +31,17 @@ def _steps(run: Path) -> list[int]:
     return [json.loads(line)["step"] for line in log.read_text().splitlines()] if log.exists() else []
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT's default disposition. A test run started as a background job of a shell
+    without job control (`cmd &` in a script, as CI may run) inherits SIGINT ignored, and a Python started with
+    SIGINT ignored keeps ignoring it: Ctrl-C could not reach the command under test."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(argv: list[str]) -> subprocess.Popen:
     # its own session, so that a failed test can kill it with its workers; the SIGINT goes to it alone
     return subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+                            start_new_session=True, preexec_fn=_default_sigint)  # fmt: skip
 
 
 def _wait_for(condition, proc: subprocess.Popen, timeout: float = 240) -> None:
