@@ -181,6 +181,20 @@ def encode_state_file(kind: str, version: int, meta: Mapping[str, Any], parts: M
     return body + hashlib.sha256(body).digest()
 
 
+def _checked_body(data: bytes, source: str, what: str) -> bytes:
+    """``data`` without its digest, once its size, magic and SHA-256 are checked (before anything is parsed)."""
+    if len(data) < _PREAMBLE + _DIGEST_BYTES:
+        if not STATE_MAGIC.startswith(data[: len(STATE_MAGIC)]):
+            raise ValueError(f"{source}: not a knapsack-rl {what} (bad magic)")
+        raise ValueError(f"{source}: {what} is truncated ({len(data)} bytes)")
+    if not data.startswith(STATE_MAGIC):
+        raise ValueError(f"{source}: not a knapsack-rl {what} (bad magic)")
+    body, digest = data[:-_DIGEST_BYTES], data[-_DIGEST_BYTES:]
+    if hashlib.sha256(body).digest() != digest:
+        raise ValueError(f"{source}: {what} is truncated or corrupt (SHA-256 mismatch)")
+    return body
+
+
 def decode_state_file(
     data: bytes,
     *,
@@ -203,16 +217,7 @@ def decode_state_file(
     Raises:
         ValueError: one line, starting with ``source``, saying what is wrong.
     """
-    data = bytes(data)
-    if len(data) < _PREAMBLE + _DIGEST_BYTES:
-        if not STATE_MAGIC.startswith(data[: len(STATE_MAGIC)]):
-            raise ValueError(f"{source}: not a knapsack-rl {what} (bad magic)")
-        raise ValueError(f"{source}: {what} is truncated ({len(data)} bytes)")
-    if not data.startswith(STATE_MAGIC):
-        raise ValueError(f"{source}: not a knapsack-rl {what} (bad magic)")
-    body, digest = data[:-_DIGEST_BYTES], data[-_DIGEST_BYTES:]
-    if hashlib.sha256(body).digest() != digest:
-        raise ValueError(f"{source}: {what} is truncated or corrupt (SHA-256 mismatch)")
+    body = _checked_body(bytes(data), source, what)
     pos = len(STATE_MAGIC)
     got_kind = body[pos : pos + _KIND_BYTES].rstrip(b"\0").decode("ascii", "replace")
     got_version = int.from_bytes(body[pos + _KIND_BYTES : pos + _KIND_BYTES + 4], "little")

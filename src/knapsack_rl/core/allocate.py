@@ -229,6 +229,14 @@ def allocate(
     start = time.perf_counter()
     cfg = _settings(config, settings)
     step = _check_step(p_hat, cfg, total_budget, costs, posterior, floor)
+    result = _allocate(step, cfg, start)
+    logger.debug("allocate: M=%d B=%s buckets=%s", step.size, step.budget, result.bucket_counts())
+    return result
+
+
+def _allocate(step: _Step, cfg: AllocationConfig, start: float) -> Allocation:
+    """The procedure of the module docstring on a checked step: starting counts, the fallback, the knapsack,
+    the overflow; ``start`` is the call's start (``perf_counter``) for ``solve_s``."""
     buckets = _buckets(step)
     budgets = _starting_counts(step, buckets, cfg)
     pools = _Pools.of(buckets, cfg.unestimated_in_zero_pool)
@@ -250,7 +258,6 @@ def allocate(
         budgets, buckets, sol.objective, step.budget, knap_budget, surplus > 0, surplus, left_over, remaining,
         sol.optimal, sol.gap_bound, time.perf_counter() - start, cfg,
     )  # fmt: skip
-    logger.debug("allocate: M=%d B=%s buckets=%s", step.size, step.budget, result.bucket_counts())
     return result
 
 
